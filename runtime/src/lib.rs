@@ -1,0 +1,22 @@
+//! What every Pumas service shares, and nothing more:
+//!
+//! - [`serve`]: bind + serve a set of gRPC routes with `grpc.health.v1`, server reflection
+//!   (v1 and v1alpha), a tracing span per call and graceful shutdown;
+//! - [`telemetry`]: `tracing` with an optional OpenTelemetry OTLP exporter and W3C trace context
+//!   propagated through gRPC metadata, in (server) and out (clients);
+//! - [`shutdown`]: a future that resolves on SIGINT/SIGTERM, and a handle that fans it out;
+//! - [`error`]: the one mapping from domain errors to `tonic::Status` with rich details;
+//! - [`client`]: channels to other Pumas services that carry trace context.
+//!
+//! Domain logic lives in the service that owns it, never here.
+
+pub mod client;
+pub mod error;
+pub mod info;
+pub mod serve;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::ApiError;
+pub use serve::{ServeError, serve, standard_routes};
+pub use shutdown::Shutdown;

@@ -1,0 +1,74 @@
+//! Serving a service: health, reflection, a span per call, graceful shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::server::HealthReporter;
+
+use crate::telemetry::server_span;
+
+/// How long in-flight calls (and open watch streams) get to finish after shutdown is asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Reflection could not load the descriptor sets (a build defect).
+    #[error("cannot build server reflection: {0}")]
+    Reflection(String),
+    /// The transport failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The routes every service starts from: `grpc.health.v1.Health` and server reflection (v1 and
+/// v1alpha, because grpcio-reflection clients speak only v1alpha). Add the service's own API to
+/// the returned routes, and mark it serving on the returned reporter.
+pub fn standard_routes() -> Result<(HealthReporter, Routes), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pumas_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = reflection().build_v1().map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let routes = Routes::new(health).add_service(v1).add_service(v1alpha);
+    Ok((reporter, routes))
+}
+
+/// Serves `routes` on an already bound `listener` until `shutdown` resolves, then lets in-flight
+/// calls finish for at most [`SHUTDOWN_GRACE`].
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let trace = tower_http::trace::TraceLayer::new_for_grpc().make_span_with(server_span);
+    let server = tonic::transport::Server::builder()
+        .layer(trace)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.map_err(ServeError::from),
+        () = shutdown => {}
+    }
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(result) => result.map_err(ServeError::from),
+        Err(_) => {
+            tracing::warn!("calls still open {SHUTDOWN_GRACE:?} after shutdown; closing them");
+            Ok(())
+        }
+    }
+}
