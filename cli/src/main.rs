@@ -1,1 +1,149 @@
-fn main() {}
+//! `pumas`: run the suite (`up`), run one role (`serve <role>`), probe health (`healthcheck`),
+//! and talk to a running suite through the gateway.
+
+mod client;
+mod up;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pumas_runtime::telemetry::{self, TelemetryArgs};
+use tokio::net::TcpListener;
+
+/// Pumas: one shared library of AI model files for every app, on one or many machines.
+#[derive(Debug, Parser)]
+#[command(name = "pumas", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run all four services (gateway, index, fetch, mapper) in one process.
+    Up(up::UpArgs),
+    /// Run one role in this process (multi-host deployments, one container image for all roles).
+    Serve {
+        #[command(subcommand)]
+        role: Role,
+    },
+    /// Exit 0 when the gRPC health service at ADDR reports SERVING (for container health checks).
+    Healthcheck(client::HealthcheckArgs),
+    /// Show the gateway and the state of each backend.
+    Status(client::GatewayArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum Role {
+    /// The index service: the library on disk and models.db.
+    Index {
+        /// Address to listen on.
+        #[arg(long, env = "PUMAS_LISTEN", default_value = "127.0.0.1:50052")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        config: pumas_index::Config,
+    },
+    /// The fetch service: hub search and downloads.
+    Fetch {
+        /// Address to listen on.
+        #[arg(long, env = "PUMAS_LISTEN", default_value = "127.0.0.1:50053")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        config: pumas_fetch::Config,
+    },
+    /// The mapper service: links library models into apps on this host.
+    Mapper {
+        /// Address to listen on.
+        #[arg(long, env = "PUMAS_LISTEN", default_value = "127.0.0.1:50054")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        config: pumas_mapper::Config,
+    },
+    /// The gateway: the public ModelLibraryService.
+    Gateway {
+        /// Address to listen on.
+        #[arg(long, env = "PUMAS_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        config: pumas_gateway::Config,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("pumas: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("pumas: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up(args) => {
+            let guard = telemetry::init("pumas", &cli.telemetry)?;
+            let result = up::run(args).await;
+            guard.shutdown();
+            result.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Serve { role } => {
+            let guard = telemetry::init(&format!("pumas-{}", role.name()), &cli.telemetry)?;
+            let result = serve_role(role).await;
+            guard.shutdown();
+            result.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Healthcheck(args) => client::healthcheck(args).await,
+        Command::Status(args) => client::status(args).await,
+    }
+}
+
+impl Role {
+    fn name(&self) -> &'static str {
+        match self {
+            Role::Index { .. } => "index",
+            Role::Fetch { .. } => "fetch",
+            Role::Mapper { .. } => "mapper",
+            Role::Gateway { .. } => "gateway",
+        }
+    }
+}
+
+async fn bind(role: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|err| {
+        anyhow::anyhow!(
+            "{role}: cannot listen on {addr}: {err} (is another pumas running? pick another address or port)"
+        )
+    })
+}
+
+async fn serve_role(role: Role) -> anyhow::Result<()> {
+    let name = role.name();
+    let shutdown = pumas_runtime::shutdown::os_signal();
+    let (listener, addr) = match &role {
+        Role::Index { listen, .. }
+        | Role::Fetch { listen, .. }
+        | Role::Mapper { listen, .. }
+        | Role::Gateway { listen, .. } => (bind(name, *listen).await?, *listen),
+    };
+    let local = listener.local_addr().unwrap_or(addr);
+    println!("pumas {name} listening on {local}");
+    match role {
+        Role::Index { config, .. } => pumas_index::serve(listener, config, shutdown).await?,
+        Role::Fetch { config, .. } => pumas_fetch::serve(listener, config, shutdown).await?,
+        Role::Mapper { config, .. } => pumas_mapper::serve(listener, config, shutdown).await?,
+        Role::Gateway { config, .. } => pumas_gateway::serve(listener, config, shutdown).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! The gateway: `pumas.gateway.v1.ModelLibraryService`, the one API applications use. It owns no
+//! data; it aggregates the index, fetch and mapper services.
+//!
+//! [`serve`] is what `pumas serve gateway`, `pumas up` and the tests call.
+
+mod api;
+pub mod backends;
+pub mod config;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use pumas_proto::gateway::v1::model_library_service_server::ModelLibraryServiceServer;
+use tokio::net::TcpListener;
+
+pub use config::{Config, MapperAddr};
+
+/// The gRPC service name this crate serves.
+pub const SERVICE_NAME: &str = "pumas.gateway.v1.ModelLibraryService";
+
+/// Why the gateway could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A backend address is malformed.
+    #[error("bad backend address: {0}")]
+    Address(String),
+    /// Serving failed.
+    #[error(transparent)]
+    Serve(#[from] pumas_runtime::ServeError),
+}
+
+/// Serves the gateway API, health and reflection on `listener` until `shutdown` resolves.
+///
+/// Health of `pumas.gateway.v1.ModelLibraryService` (and of "") is NOT_SERVING until every backend
+/// answers with our dependency contract version, and goes back to NOT_SERVING while one is down or
+/// incompatible; a background monitor checks them every `config.backend_check_interval`.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let backends = Arc::new(backends::Backends::connect(&config).map_err(|e| Error::Address(e.to_string()))?);
+    let (health, routes) = pumas_runtime::standard_routes()?;
+    let monitor_stop = pumas_runtime::Shutdown::new();
+    let monitor = tokio::spawn(backends::monitor(
+        Arc::clone(&backends),
+        health,
+        config.backend_check_interval(),
+        monitor_stop.wait(),
+    ));
+    let api = api::GatewayApi::new(Arc::clone(&backends), SystemTime::now());
+    let routes = routes.add_service(ModelLibraryServiceServer::new(api));
+    tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
+    let served = pumas_runtime::serve(listener, routes, shutdown).await;
+    monitor_stop.trigger();
+    let _ = monitor.await;
+    served?;
+    Ok(())
+}

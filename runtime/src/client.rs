@@ -17,12 +17,19 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A lazily connected channel to `address` (`host:port` or a full `http(s)://` URI). It connects
 /// on first use and reconnects by itself after the peer restarts.
 pub fn connect_lazy(address: &str) -> Result<TracedChannel, ApiError> {
-    let uri = if address.contains("://") { address.to_owned() } else { format!("http://{address}") };
+    let uri = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
     let endpoint = Endpoint::from_shared(uri)
         .map_err(|err| ApiError::invalid("address", format!("`{address}` is not a valid address: {err}")))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    Ok(InterceptedService::new(endpoint.connect_lazy(), TraceContextInjector))
+    Ok(InterceptedService::new(
+        endpoint.connect_lazy(),
+        TraceContextInjector,
+    ))
 }

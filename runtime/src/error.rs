@@ -29,13 +29,25 @@ pub enum ApiError {
     AlreadyExists { resource_type: String, name: String },
     /// The system is not in the state the call needs. `kind` is a stable violation type.
     #[error("{message}")]
-    FailedPrecondition { kind: String, subject: String, message: String },
+    FailedPrecondition {
+        kind: String,
+        subject: String,
+        message: String,
+    },
     /// A backend this call needs is down or unreachable.
     #[error("the {backend} service is unavailable: {message}")]
-    Unavailable { backend: String, message: String, retry_after: Option<Duration> },
+    Unavailable {
+        backend: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// A backend speaks a dependency contract version we do not.
     #[error("the {backend} service speaks dependency contract version {found}, this build speaks {expected}")]
-    ContractMismatch { backend: String, found: u32, expected: u32 },
+    ContractMismatch {
+        backend: String,
+        found: u32,
+        expected: u32,
+    },
     /// A capability that is part of the contract but not built yet.
     #[error("{rpc} is not built yet: it arrives with {capability}")]
     NotImplemented { rpc: String, capability: String },
@@ -47,7 +59,10 @@ pub enum ApiError {
     PermissionDenied(String),
     /// A limit was hit.
     #[error("{message}")]
-    ResourceExhausted { message: String, retry_after: Option<Duration> },
+    ResourceExhausted {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// Data failed verification.
     #[error("{0}")]
     DataLoss(String),
@@ -65,12 +80,18 @@ pub enum ApiError {
 impl ApiError {
     /// Shorthand for [`ApiError::InvalidArgument`].
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::InvalidArgument { field: field.into(), reason: reason.into() }
+        Self::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     /// Shorthand for [`ApiError::NotFound`].
     pub fn not_found(resource_type: impl Into<String>, name: impl Into<String>) -> Self {
-        Self::NotFound { resource_type: resource_type.into(), name: name.into() }
+        Self::NotFound {
+            resource_type: resource_type.into(),
+            name: name.into(),
+        }
     }
 
     /// Shorthand for [`ApiError::Unavailable`] with a retry hint of one second.
@@ -84,7 +105,10 @@ impl ApiError {
 
     /// Shorthand for [`ApiError::NotImplemented`].
     pub fn not_implemented(rpc: impl Into<String>, capability: impl Into<String>) -> Self {
-        Self::NotImplemented { rpc: rpc.into(), capability: capability.into() }
+        Self::NotImplemented {
+            rpc: rpc.into(),
+            capability: capability.into(),
+        }
     }
 
     /// The gRPC code for this error.
@@ -151,18 +175,27 @@ impl From<ApiError> for Status {
                 details.add_bad_request_violation(field.clone(), reason.clone());
                 metadata.insert("field".to_owned(), field.clone());
             }
-            ApiError::NotFound { resource_type, name }
-            | ApiError::AlreadyExists { resource_type, name } => {
+            ApiError::NotFound { resource_type, name } | ApiError::AlreadyExists { resource_type, name } => {
                 details.set_resource_info(resource_type.clone(), name.clone(), "", message.clone());
             }
-            ApiError::FailedPrecondition { kind, subject, message } => {
+            ApiError::FailedPrecondition {
+                kind,
+                subject,
+                message,
+            } => {
                 details.add_precondition_failure_violation(kind.clone(), subject.clone(), message.clone());
             }
-            ApiError::Unavailable { backend, retry_after, .. } => {
+            ApiError::Unavailable {
+                backend, retry_after, ..
+            } => {
                 details.set_retry_info(*retry_after);
                 metadata.insert("backend".to_owned(), backend.clone());
             }
-            ApiError::ContractMismatch { backend, found, expected } => {
+            ApiError::ContractMismatch {
+                backend,
+                found,
+                expected,
+            } => {
                 metadata.insert("backend".to_owned(), backend.clone());
                 metadata.insert("found_version".to_owned(), found.to_string());
                 metadata.insert("expected_version".to_owned(), expected.to_string());
@@ -190,7 +223,10 @@ impl From<ApiError> for Status {
 /// INVALID_ARGUMENT.
 pub fn page_size(requested: i32, default: u32, max: u32) -> Result<u32, ApiError> {
     match requested {
-        n if n < 0 => Err(ApiError::invalid("page_size", "must be zero (server default) or positive")),
+        n if n < 0 => Err(ApiError::invalid(
+            "page_size",
+            "must be zero (server default) or positive",
+        )),
         0 => Ok(default),
         n => Ok((n as u32).min(max)),
     }
@@ -226,12 +262,18 @@ mod tests {
         assert!(status.message().contains("index"));
         let details = status.get_error_details();
         assert!(details.retry_info().is_some());
-        assert_eq!(details.error_info().map(|i| i.reason.as_str()), Some("BACKEND_UNAVAILABLE"));
+        assert_eq!(
+            details.error_info().map(|i| i.reason.as_str()),
+            Some("BACKEND_UNAVAILABLE")
+        );
     }
 
     #[test]
     fn not_implemented_names_capability() {
-        let status = Status::from(ApiError::not_implemented("IndexService.ListModels", "the index capability"));
+        let status = Status::from(ApiError::not_implemented(
+            "IndexService.ListModels",
+            "the index capability",
+        ));
         assert_eq!(status.code(), Code::Unimplemented);
         assert!(status.message().contains("the index capability"));
     }

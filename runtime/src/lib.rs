@@ -20,3 +20,13 @@ pub mod telemetry;
 pub use error::ApiError;
 pub use serve::{ServeError, serve, standard_routes};
 pub use shutdown::Shutdown;
+pub mod layout;
+pub mod not_built;
+
+pub use layout::DataRoot;
+pub use not_built::BoxStream;
+
+#[doc(hidden)]
+pub use tonic as __tonic;
+pub mod secret;
+pub use secret::Secret;

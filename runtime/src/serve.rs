@@ -34,7 +34,9 @@ pub fn standard_routes() -> Result<(HealthReporter, Routes), ServeError> {
             .register_encoded_file_descriptor_set(pumas_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let v1 = reflection().build_v1().map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let v1alpha = reflection()
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;

@@ -63,7 +63,9 @@ pub struct TelemetryGuard {
 
 impl fmt::Debug for TelemetryGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TelemetryGuard").field("exporting", &self.provider.is_some()).finish()
+        f.debug_struct("TelemetryGuard")
+            .field("exporting", &self.provider.is_some())
+            .finish()
     }
 }
 
@@ -98,7 +100,9 @@ pub fn init(service_name: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, 
         reason: err.to_string(),
     })?;
 
-    let resource = Resource::builder().with_service_name(service_name.to_owned()).build();
+    let resource = Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     let exporting = args.otlp_endpoint.is_some();
     if let Some(endpoint) = &args.otlp_endpoint {
@@ -117,10 +121,17 @@ pub fn init(service_name: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, 
     let otel_layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("pumas"));
 
     let (text, json) = match args.log_format {
-        LogFormat::Text => (Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)), None),
+        LogFormat::Text => (
+            Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+            None,
+        ),
         LogFormat::Json => (
             None,
-            Some(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)),
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            ),
         ),
     };
     tracing_subscriber::registry()
@@ -131,7 +142,9 @@ pub fn init(service_name: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, 
         .try_init()
         .map_err(|err| TelemetryError::AlreadyInitialised(err.to_string()))?;
 
-    Ok(TelemetryGuard { provider: exporting.then_some(provider) })
+    Ok(TelemetryGuard {
+        provider: exporting.then_some(provider),
+    })
 }
 
 /// Reads W3C trace context (`traceparent`, `tracestate`) from request headers.

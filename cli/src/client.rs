@@ -1,0 +1,115 @@
+//! Client subcommands: they talk to a running suite.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
+use pumas_proto::gateway::v1::{BackendState, GetServiceInfoRequest};
+use pumas_runtime::client::connect_lazy;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Where the gateway is.
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// Gateway address.
+    #[arg(long, env = "PUMAS_GATEWAY", default_value = "127.0.0.1:50051", global = true)]
+    gateway: String,
+}
+
+/// Flags of `pumas healthcheck`.
+#[derive(Debug, clap::Args)]
+pub struct HealthcheckArgs {
+    /// Address of the service, e.g. 127.0.0.1:50051.
+    addr: String,
+    /// Service name to check, e.g. pumas.gateway.v1.ModelLibraryService ("" = the whole server).
+    #[arg(default_value = "")]
+    service: String,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    timeout_ms: u64,
+}
+
+pub async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<ExitCode> {
+    let channel = connect_lazy(&args.addr)?;
+    let mut client = HealthClient::new(channel);
+    let request = HealthCheckRequest {
+        service: args.service.clone(),
+    };
+    let shown = if args.service.is_empty() {
+        "server"
+    } else {
+        args.service.as_str()
+    };
+    let answer = tokio::time::timeout(Duration::from_millis(args.timeout_ms), client.check(request)).await;
+    match answer {
+        Err(_) => {
+            eprintln!(
+                "{shown} at {}: no answer within {} ms",
+                args.addr, args.timeout_ms
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(Err(status)) => {
+            eprintln!(
+                "{shown} at {}: {} ({:?})",
+                args.addr,
+                status.message(),
+                status.code()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(Ok(response)) => {
+            let status =
+                ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown);
+            println!("{shown} at {}: {}", args.addr, status.as_str_name());
+            Ok(if status == ServingStatus::Serving {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+pub async fn status(args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    let mut client = ModelLibraryServiceClient::new(connect_lazy(&args.gateway)?);
+    let info = client.get_service_info(GetServiceInfoRequest {}).await.map_err(|status| {
+        anyhow::anyhow!(
+            "cannot reach the gateway at {}: {} (start the suite with `pumas up`, or point --gateway / PUMAS_GATEWAY at it)",
+            args.gateway,
+            status.message()
+        )
+    })?;
+    let info = info.into_inner();
+    if let Some(gateway) = &info.info {
+        println!(
+            "gateway  {}  version {}  dependency contract v{}",
+            args.gateway, gateway.version, gateway.dependency_contract_version
+        );
+    }
+    let mut all_serving = true;
+    for backend in &info.backends {
+        let state = BackendState::try_from(backend.state).unwrap_or(BackendState::Unspecified);
+        all_serving &= state == BackendState::Serving;
+        let state_name = state
+            .as_str_name()
+            .trim_start_matches("BACKEND_STATE_")
+            .to_lowercase();
+        let reason = if backend.reason.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", backend.reason)
+        };
+        println!(
+            "  {:<7} {:<10} {:<22} {state_name}{reason}",
+            backend.role, backend.name, backend.address
+        );
+    }
+    Ok(if all_serving {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

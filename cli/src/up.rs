@@ -1,0 +1,158 @@
+//! `pumas up`: the whole suite in one process, each service on its own port, talking real gRPC
+//! over loopback, on one data root.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use pumas_runtime::{DataRoot, Secret, Shutdown};
+use tokio::task::JoinSet;
+
+/// Flags of `pumas up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Data root (default: $PUMAS_DATA_ROOT, else the platform data dir, e.g. ~/.local/share/pumas).
+    #[arg(long, env = "PUMAS_DATA_ROOT")]
+    data_root: Option<PathBuf>,
+    /// Address every service binds to.
+    #[arg(long, env = "PUMAS_BIND", default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Gateway port (0 = any free port).
+    #[arg(long, env = "PUMAS_GATEWAY_PORT", default_value_t = 50051)]
+    gateway_port: u16,
+    /// Index port (0 = any free port).
+    #[arg(long, env = "PUMAS_INDEX_PORT", default_value_t = 50052)]
+    index_port: u16,
+    /// Fetch port (0 = any free port).
+    #[arg(long, env = "PUMAS_FETCH_PORT", default_value_t = 50053)]
+    fetch_port: u16,
+    /// Mapper port (0 = any free port).
+    #[arg(long, env = "PUMAS_MAPPER_PORT", default_value_t = 50054)]
+    mapper_port: u16,
+    /// Hugging Face compatible hub endpoint.
+    #[arg(long, env = "HF_ENDPOINT", default_value = pumas_fetch::config::DEFAULT_HUB_ENDPOINT)]
+    hub_endpoint: String,
+    /// Hub token; sent only to the hub host, never logged.
+    #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+    hub_token: Option<Secret>,
+    /// How often the gateway checks its backends, in milliseconds.
+    #[arg(long, env = "PUMAS_BACKEND_CHECK_MS", default_value_t = 1000)]
+    backend_check_ms: u64,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let root_path = args.data_root.clone().unwrap_or_else(DataRoot::default_path);
+    let data_root = DataRoot::new(&root_path);
+    data_root
+        .create_all()
+        .with_context(|| format!("cannot create the data root at {}", root_path.display()))?;
+
+    let listen = |port| SocketAddr::new(args.bind, port);
+    let gateway = super::bind("gateway", listen(args.gateway_port)).await?;
+    let index = super::bind("index", listen(args.index_port)).await?;
+    let fetch = super::bind("fetch", listen(args.fetch_port)).await?;
+    let mapper = super::bind("mapper", listen(args.mapper_port)).await?;
+    let addr = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string());
+    let (gateway_addr, index_addr, fetch_addr, mapper_addr) =
+        (addr(&gateway)?, addr(&index)?, addr(&fetch)?, addr(&mapper)?);
+
+    let root = Some(root_path.clone());
+    let index_config = pumas_index::Config {
+        data_root: root.clone(),
+    };
+    let fetch_config = pumas_fetch::Config {
+        data_root: root.clone(),
+        index_addr: index_addr.clone(),
+        hub_endpoint: args.hub_endpoint.clone(),
+        hub_token: args.hub_token.clone(),
+    };
+    let mapper_config = pumas_mapper::Config {
+        data_root: root.clone(),
+        index_addr: index_addr.clone(),
+        library_mount: None,
+    };
+    let gateway_config = pumas_gateway::Config {
+        index_addr: index_addr.clone(),
+        fetch_addr: fetch_addr.clone(),
+        mappers: vec![pumas_gateway::MapperAddr {
+            name: pumas_gateway::config::LOCAL_MAPPER.to_owned(),
+            address: mapper_addr.clone(),
+        }],
+        backend_check_ms: args.backend_check_ms,
+    };
+
+    let shutdown = Shutdown::new();
+    let mut tasks = JoinSet::new();
+    let s = shutdown.clone();
+    tasks.spawn(async move {
+        (
+            "index",
+            pumas_index::serve(index, index_config, s.wait())
+                .await
+                .map_err(anyhow::Error::from),
+        )
+    });
+    let s = shutdown.clone();
+    tasks.spawn(async move {
+        (
+            "fetch",
+            pumas_fetch::serve(fetch, fetch_config, s.wait())
+                .await
+                .map_err(anyhow::Error::from),
+        )
+    });
+    let s = shutdown.clone();
+    tasks.spawn(async move {
+        (
+            "mapper",
+            pumas_mapper::serve(mapper, mapper_config, s.wait())
+                .await
+                .map_err(anyhow::Error::from),
+        )
+    });
+    let s = shutdown.clone();
+    tasks.spawn(async move {
+        (
+            "gateway",
+            pumas_gateway::serve(gateway, gateway_config, s.wait())
+                .await
+                .map_err(anyhow::Error::from),
+        )
+    });
+
+    println!("pumas {} is up", pumas_runtime::info::VERSION);
+    println!("  data-root  {}", root_path.display());
+    println!("  gateway    {gateway_addr}  pumas.gateway.v1.ModelLibraryService");
+    println!("  index      {index_addr}  pumas.index.v1.IndexService");
+    println!("  fetch      {fetch_addr}  pumas.fetch.v1.FetchService");
+    println!("  mapper     {mapper_addr}  pumas.mapper.v1.MapperService");
+    println!("Stop with Ctrl-C.");
+
+    let mut failure: Option<anyhow::Error> = None;
+    tokio::select! {
+        () = pumas_runtime::shutdown::os_signal() => {
+            tracing::info!("stopping");
+        }
+        Some(joined) = tasks.join_next() => {
+            // A service stopped on its own: that is a failure of the whole suite.
+            failure = Some(match joined {
+                Ok((name, Ok(()))) => anyhow::anyhow!("the {name} service stopped unexpectedly"),
+                Ok((name, Err(err))) => err.context(format!("the {name} service failed")),
+                Err(err) => anyhow::anyhow!("a service task panicked: {err}"),
+            });
+        }
+    }
+    shutdown.trigger();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((name, Err(err))) = joined {
+            tracing::error!(service = name, error = %err, "service stopped with an error");
+        }
+    }
+    match failure {
+        Some(err) => Err(err),
+        None => {
+            println!("pumas stopped");
+            Ok(())
+        }
+    }
+}

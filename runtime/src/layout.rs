@@ -1,0 +1,103 @@
+//! The data root's directory scheme (ARCHITECTURE.md, "Data on disk"). Each service creates the
+//! parts it owns; `pumas up` creates all of them.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Paths under one data root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataRoot {
+    root: PathBuf,
+}
+
+impl DataRoot {
+    /// A data root at `root` (not created yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The default: `$PUMAS_DATA_ROOT`, else the platform data dir (`~/.local/share/pumas` on
+    /// Linux), else `./pumas-data`.
+    pub fn default_path() -> PathBuf {
+        if let Some(root) = std::env::var_os("PUMAS_DATA_ROOT").filter(|v| !v.is_empty()) {
+            return PathBuf::from(root);
+        }
+        dirs::data_dir()
+            .map(|d| d.join("pumas"))
+            .unwrap_or_else(|| PathBuf::from("pumas-data"))
+    }
+
+    /// The root itself.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/shared-resources/models`: the library (index).
+    pub fn models_dir(&self) -> PathBuf {
+        self.root.join("shared-resources").join("models")
+    }
+
+    /// `<root>/shared-resources/models/models.db` (index).
+    pub fn models_db(&self) -> PathBuf {
+        self.models_dir().join("models.db")
+    }
+
+    /// `<root>/shared-resources/cache` (fetch).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("shared-resources").join("cache")
+    }
+
+    /// `<root>/shared-resources/cache/search.sqlite` (fetch).
+    pub fn search_cache_db(&self) -> PathBuf {
+        self.cache_dir().join("search.sqlite")
+    }
+
+    /// `<root>/launcher-data/mapping-configs` (mapper).
+    pub fn mapping_configs_dir(&self) -> PathBuf {
+        self.root.join("launcher-data").join("mapping-configs")
+    }
+
+    /// `<root>/launcher-data/cache/downloads` (fetch).
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.root.join("launcher-data").join("cache").join("downloads")
+    }
+
+    /// Creates every directory of the scheme.
+    pub fn create_all(&self) -> io::Result<()> {
+        for dir in [
+            self.models_dir(),
+            self.cache_dir(),
+            self.mapping_configs_dir(),
+            self.downloads_dir(),
+        ] {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheme_matches_architecture() {
+        let root = DataRoot::new("/data");
+        assert_eq!(
+            root.models_db(),
+            Path::new("/data/shared-resources/models/models.db")
+        );
+        assert_eq!(
+            root.search_cache_db(),
+            Path::new("/data/shared-resources/cache/search.sqlite")
+        );
+        assert_eq!(
+            root.mapping_configs_dir(),
+            Path::new("/data/launcher-data/mapping-configs")
+        );
+        assert_eq!(
+            root.downloads_dir(),
+            Path::new("/data/launcher-data/cache/downloads")
+        );
+    }
+}

@@ -1,0 +1,45 @@
+//! Mapper service configuration: flags and environment variables.
+
+use std::path::PathBuf;
+
+use pumas_runtime::DataRoot;
+
+/// Flags of `pumas serve mapper`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Config {
+    /// Data root holding launcher-data/mapping-configs (default: $PUMAS_DATA_ROOT, else the
+    /// platform data dir).
+    #[arg(long, env = "PUMAS_DATA_ROOT")]
+    pub data_root: Option<PathBuf>,
+    /// Address of the index service (records and the change feed).
+    #[arg(long = "index", env = "PUMAS_INDEX_ADDR", default_value = "127.0.0.1:50052")]
+    pub index_addr: String,
+    /// Where this host sees the library's models directory, when it differs from the index
+    /// host's path (a mapper on another host). Default: <data root>/shared-resources/models.
+    #[arg(long, env = "PUMAS_LIBRARY_MOUNT")]
+    pub library_mount: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_root: None,
+            index_addr: "127.0.0.1:50052".to_owned(),
+            library_mount: None,
+        }
+    }
+}
+
+impl Config {
+    /// The data root this service works on.
+    pub fn data_root(&self) -> DataRoot {
+        DataRoot::new(self.data_root.clone().unwrap_or_else(DataRoot::default_path))
+    }
+
+    /// Where this host sees the library's models directory.
+    pub fn library_mount(&self) -> PathBuf {
+        self.library_mount
+            .clone()
+            .unwrap_or_else(|| self.data_root().models_dir())
+    }
+}
