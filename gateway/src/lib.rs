@@ -41,7 +41,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let backends = Arc::new(backends::Backends::connect(&config).map_err(|e| Error::Address(e.to_string()))?);
-    let (health, routes) = pumas_runtime::standard_routes()?;
+    let (health, routes) = pumas_runtime::standard_routes(SERVICE_NAME)?;
     let monitor_stop = pumas_runtime::Shutdown::new();
     let monitor = tokio::spawn(backends::monitor(
         Arc::clone(&backends),

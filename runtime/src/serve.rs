@@ -25,24 +25,39 @@ pub enum ServeError {
 }
 
 /// The routes every service starts from: `grpc.health.v1.Health` and server reflection (v1 and
-/// v1alpha, because grpcio-reflection clients speak only v1alpha). Add the service's own API to
-/// the returned routes, and mark it serving on the returned reporter.
-pub fn standard_routes() -> Result<(HealthReporter, Routes), ServeError> {
+/// v1alpha, because grpcio-reflection clients speak only v1alpha). Reflection advertises exactly
+/// what this server serves: `api_service`, health and reflection (the descriptor set holds every
+/// Pumas package, so without the list the index would advertise the gateway's service too).
+/// Add the service's own API to the returned routes, and mark it serving on the returned reporter.
+pub fn standard_routes(api_service: &str) -> Result<(HealthReporter, Routes), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pumas_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(api_service)
+            .with_service_name(HEALTH_SERVICE)
+            .with_service_name(REFLECTION_V1)
+            .with_service_name(REFLECTION_V1ALPHA)
     };
     let v1 = reflection()
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let v1alpha = reflection()
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let routes = Routes::new(health).add_service(v1).add_service(v1alpha);
     Ok((reporter, routes))
 }
+
+/// gRPC health service name.
+pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+/// Server reflection v1 service name.
+pub const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+/// Server reflection v1alpha service name.
+pub const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
 /// Serves `routes` on an already bound `listener` until `shutdown` resolves, then lets in-flight
 /// calls finish for at most [`SHUTDOWN_GRACE`].

@@ -1,1 +1,316 @@
+//! End-to-end harness: runs the real `pumas` binary as processes on ephemeral loopback ports with
+//! a temporary data root, and gives tests gRPC channels to them.
+//!
+//! The binary is built once per test run (`cargo build -p pumas`, a no-op when fresh), from the
+//! same target directory and profile as the tests themselves.
 
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+pub mod reflection;
+
+/// How long a process may take to print its addresses.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Service names by role.
+pub const GATEWAY_SERVICE: &str = "pumas.gateway.v1.ModelLibraryService";
+pub const INDEX_SERVICE: &str = "pumas.index.v1.IndexService";
+pub const FETCH_SERVICE: &str = "pumas.fetch.v1.FetchService";
+pub const MAPPER_SERVICE: &str = "pumas.mapper.v1.MapperService";
+
+/// Path of the `pumas` binary, built on first use.
+pub fn pumas_bin() -> anyhow::Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| build_pumas().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_pumas() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("PUMAS_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    // target/<profile>/deps/<test exe> -> target/<profile>/pumas
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected test executable path {}", exe.display()))?;
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("Cargo.toml");
+    let mut build = std::process::Command::new(cargo);
+    build
+        .args(["build", "--quiet", "-p", "pumas", "--manifest-path"])
+        .arg(&manifest);
+    if release {
+        build.arg("--release");
+    }
+    if let Some(target_dir) = profile_dir.parent() {
+        build.env("CARGO_TARGET_DIR", target_dir);
+    }
+    let status = build.status().context("running cargo build -p pumas")?;
+    if !status.success() {
+        bail!("cargo build -p pumas failed: {status}");
+    }
+    Ok(profile_dir.join("pumas"))
+}
+
+/// A running `pumas` process. Killed (SIGKILL) on drop; [`Process::terminate`] stops it
+/// gracefully.
+pub struct Process {
+    child: Child,
+    /// Lines the process printed on stdout before it was ready.
+    pub banner: Vec<String>,
+    /// Where its stderr (logs) goes.
+    pub log_path: PathBuf,
+}
+
+impl Process {
+    /// Starts `pumas <args>` and reads stdout until a line satisfies `ready`.
+    pub async fn start(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        log_path: PathBuf,
+        ready: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Self> {
+        let log = std::fs::File::create(&log_path).context("creating the process log")?;
+        let mut command = Command::new(pumas_bin()?);
+        command
+            .args(args)
+            .env_remove("PUMAS_DATA_ROOT")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().context("spawning pumas")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout pipe"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
+        let read = async {
+            while let Some(line) = lines.next_line().await? {
+                let done = ready(&line);
+                banner.push(line);
+                if done {
+                    return Ok::<bool, std::io::Error>(true);
+                }
+            }
+            Ok(false)
+        };
+        let outcome = tokio::time::timeout(START_TIMEOUT, read).await;
+        let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        match outcome {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => bail!("pumas {args:?} exited before it was ready; log:\n{}", log_text()),
+            Ok(Err(err)) => bail!("reading pumas stdout: {err}"),
+            Err(_) => bail!(
+                "pumas {args:?} not ready within {START_TIMEOUT:?}; log:\n{}",
+                log_text()
+            ),
+        }
+        // Keep draining stdout so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self {
+            child,
+            banner,
+            log_path,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().ok_or_else(|| anyhow!("process already exited"))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.pid()?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        if !sent.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .context("process did not exit within 30 s of SIGTERM")??;
+        Ok(status)
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+/// The whole suite started with `pumas up` on ephemeral ports.
+pub struct Suite {
+    /// The `pumas up` process.
+    pub process: Process,
+    /// Gateway address.
+    pub gateway: String,
+    /// Index address.
+    pub index: String,
+    /// Fetch address.
+    pub fetch: String,
+    /// Mapper address.
+    pub mapper: String,
+    /// The temporary data root (deleted on drop).
+    pub data_root: tempfile::TempDir,
+}
+
+impl Suite {
+    /// Starts `pumas up` on ephemeral ports with a fresh data root and waits until the gateway
+    /// reports SERVING.
+    pub async fn start() -> anyhow::Result<Self> {
+        let data_root = tempfile::tempdir()?;
+        let root = data_root.path().join("root");
+        let root_str = root
+            .to_str()
+            .ok_or_else(|| anyhow!("temp path is not UTF-8"))?
+            .to_owned();
+        let args = [
+            "up",
+            "--data-root",
+            root_str.as_str(),
+            "--gateway-port",
+            "0",
+            "--index-port",
+            "0",
+            "--fetch-port",
+            "0",
+            "--mapper-port",
+            "0",
+            "--backend-check-ms",
+            "100",
+        ];
+        let log = data_root.path().join("up.log");
+        let process = Process::start(&args, &[], log, |line| line.starts_with("Stop with Ctrl-C")).await?;
+        let addr_of = |role: &str| -> anyhow::Result<String> {
+            process
+                .banner
+                .iter()
+                .find_map(|line| {
+                    let mut words = line.split_whitespace();
+                    (words.next() == Some(role))
+                        .then(|| words.next().map(str::to_owned))
+                        .flatten()
+                })
+                .ok_or_else(|| anyhow!("no `{role}` line in the banner {:?}", process.banner))
+        };
+        let suite = Self {
+            gateway: addr_of("gateway")?,
+            index: addr_of("index")?,
+            fetch: addr_of("fetch")?,
+            mapper: addr_of("mapper")?,
+            process,
+            data_root,
+        };
+        wait_for_health(
+            &suite.gateway,
+            GATEWAY_SERVICE,
+            ServingStatus::Serving,
+            Duration::from_secs(30),
+        )
+        .await
+        .with_context(|| format!("suite log:\n{}", suite.process.log()))?;
+        Ok(suite)
+    }
+
+    /// The data root the suite runs on.
+    pub fn root(&self) -> PathBuf {
+        self.data_root.path().join("root")
+    }
+}
+
+/// Starts `pumas serve <role> --listen <listen> <extra...>` and returns it with its address.
+pub async fn serve_role(
+    role: &str,
+    listen: &str,
+    extra: &[&str],
+    log_dir: &Path,
+) -> anyhow::Result<(Process, String)> {
+    let mut args = vec!["serve", role, "--listen", listen];
+    args.extend_from_slice(extra);
+    let log = log_dir.join(format!("{role}-{}.log", listen.replace([':', '.'], "_")));
+    let process = Process::start(&args, &[], log, |line| line.contains(" listening on ")).await?;
+    let addr = process
+        .banner
+        .iter()
+        .find_map(|line| {
+            line.rsplit(' ')
+                .next()
+                .filter(|_| line.contains(" listening on "))
+        })
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no address in {:?}", process.banner))?;
+    Ok((process, addr))
+}
+
+/// A channel to `addr` (connects now).
+pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_secs(5));
+    Ok(endpoint.connect().await?)
+}
+
+/// A lazily connected channel to `addr` (for peers that may be down).
+pub fn lazy_channel(addr: &str) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    Ok(endpoint.connect_lazy())
+}
+
+/// The health status of `service` at `addr`, or the gRPC error.
+pub async fn health(addr: &str, service: &str) -> Result<ServingStatus, tonic::Status> {
+    let channel = lazy_channel(addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?;
+    Ok(ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown))
+}
+
+/// Polls health until `service` at `addr` reports `want`.
+pub async fn wait_for_health(
+    addr: &str,
+    service: &str,
+    want: ServingStatus,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        match health(addr, service).await {
+            Ok(status) if status == want => return Ok(()),
+            Ok(status) => last = format!("{status:?}"),
+            Err(err) => last = format!("{:?}: {}", err.code(), err.message()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{service} at {addr} did not become {want:?} within {timeout:?}; last: {last}")
+}

@@ -41,7 +41,7 @@ pub async fn serve(
         })?;
     }
     let api = api::FetchApi::new(&config, SystemTime::now());
-    let (health, routes) = pumas_runtime::standard_routes()?;
+    let (health, routes) = pumas_runtime::standard_routes(SERVICE_NAME)?;
     health.set_serving::<FetchServiceServer<api::FetchApi>>().await;
     let routes = routes.add_service(FetchServiceServer::new(api));
     tracing::info!(addr = ?listener.local_addr().ok(), hub = %config.hub_endpoint, "fetch service listening");

@@ -39,7 +39,7 @@ pub async fn serve(
         source,
     })?;
     let api = api::IndexApi::new(data_root, SystemTime::now());
-    let (health, routes) = pumas_runtime::standard_routes()?;
+    let (health, routes) = pumas_runtime::standard_routes(SERVICE_NAME)?;
     health.set_serving::<IndexServiceServer<api::IndexApi>>().await;
     let routes = routes.add_service(IndexServiceServer::new(api));
     tracing::info!(addr = ?listener.local_addr().ok(), "index service listening");

@@ -39,7 +39,7 @@ pub async fn serve(
         source,
     })?;
     let api = api::MapperApi::new(&config, SystemTime::now());
-    let (health, routes) = pumas_runtime::standard_routes()?;
+    let (health, routes) = pumas_runtime::standard_routes(SERVICE_NAME)?;
     health.set_serving::<MapperServiceServer<api::MapperApi>>().await;
     let routes = routes.add_service(MapperServiceServer::new(api));
     tracing::info!(addr = ?listener.local_addr().ok(), "mapper service listening");
