@@ -1,7 +1,7 @@
 //! End-to-end harness: runs the real `pumas` binary as processes on ephemeral loopback ports with
 //! a temporary data root, and gives tests gRPC channels to them.
 //!
-//! The binary is built once per test run (`cargo build -p pumas`, a no-op when fresh), from the
+//! The binary is built once per test run (`cargo build --workspace --bins`, a no-op when fresh), from the
 //! same target directory and profile as the tests themselves.
 
 use std::path::{Path, PathBuf};
@@ -52,8 +52,10 @@ fn build_pumas() -> anyhow::Result<PathBuf> {
         .join("..")
         .join("Cargo.toml");
     let mut build = std::process::Command::new(cargo);
+    // `--workspace --bins` resolves features as `cargo build --workspace` and `cargo test` do, so
+    // it is a no-op after either (`-p pumas` alone resolves them differently and relinks).
     build
-        .args(["build", "--quiet", "-p", "pumas", "--manifest-path"])
+        .args(["build", "--quiet", "--workspace", "--bins", "--manifest-path"])
         .arg(&manifest);
     if release {
         build.arg("--release");
@@ -61,9 +63,9 @@ fn build_pumas() -> anyhow::Result<PathBuf> {
     if let Some(target_dir) = profile_dir.parent() {
         build.env("CARGO_TARGET_DIR", target_dir);
     }
-    let status = build.status().context("running cargo build -p pumas")?;
+    let status = build.status().context("running cargo build --workspace --bins")?;
     if !status.success() {
-        bail!("cargo build -p pumas failed: {status}");
+        bail!("cargo build --workspace --bins failed: {status}");
     }
     Ok(profile_dir.join("pumas"))
 }
@@ -139,18 +141,27 @@ impl Process {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub async fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
+    pub async fn terminate(self) -> anyhow::Result<std::process::ExitStatus> {
+        self.signal("TERM").await
+    }
+
+    /// Sends SIGINT (what Ctrl-C does) and waits for the exit status.
+    pub async fn interrupt(self) -> anyhow::Result<std::process::ExitStatus> {
+        self.signal("INT").await
+    }
+
+    async fn signal(mut self, name: &str) -> anyhow::Result<std::process::ExitStatus> {
         let pid = self.pid()?;
         let sent = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([format!("-{name}"), pid.to_string()])
             .status()
             .await?;
         if !sent.success() {
-            bail!("kill -TERM {pid} failed");
+            bail!("kill -{name} {pid} failed");
         }
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
-            .context("process did not exit within 30 s of SIGTERM")??;
+            .with_context(|| format!("process did not exit within 30 s of SIG{name}"))??;
         Ok(status)
     }
 

@@ -203,3 +203,11 @@ async fn reflection_advertises_only_what_each_port_serves() -> anyhow::Result<()
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn ctrl_c_stops_the_suite_cleanly() -> anyhow::Result<()> {
+    let suite = Suite::start().await?;
+    let status = suite.process.interrupt().await?;
+    assert!(status.success(), "pumas up exited with {status} after SIGINT");
+    Ok(())
+}
