@@ -1,0 +1,250 @@
+//! `metadata.json` and `overrides.json`: the files that are the truth of the library.
+//!
+//! `metadata.json` holds what Pumas inferred and recorded; `overrides.json` holds what the user
+//! changed, and wins. `models.db` is derived from both and can be rebuilt at any time.
+//! The schema is documented in `docs/METADATA.md`; bump [`SCHEMA_VERSION`] on any change that an
+//! older reader could misread.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the metadata.json schema this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// File name of the inferred metadata in a model directory.
+pub const METADATA_FILE: &str = "metadata.json";
+/// File name of the user's overrides in a model directory.
+pub const OVERRIDES_FILE: &str = "overrides.json";
+
+/// One file of a model.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the model directory, '/'-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// `sha256:<hex>`.
+    pub sha256: String,
+    /// `blake3:<hex>`.
+    pub blake3: String,
+}
+
+/// Where a model came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// Imported from local files.
+    Local {
+        /// The path it was imported from.
+        path: String,
+    },
+    /// Downloaded from a hub.
+    Hub {
+        /// Hub endpoint.
+        endpoint: String,
+        /// `org/name`.
+        repo_id: String,
+        /// Revision asked for.
+        revision: String,
+        /// Commit sha it was pinned to.
+        commit_sha: String,
+    },
+}
+
+/// One piece of evidence behind a detection.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// What was looked at (`tensor_key`, `tensor_shape`, `gguf_metadata`, `config_json`, ...).
+    pub kind: String,
+    /// The key that matched.
+    pub key: String,
+    /// The value seen.
+    pub value: String,
+    /// What it points to, e.g. `family=sdxl`.
+    pub supports: String,
+}
+
+/// Why the model has its type and family.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// Confidence in [0, 1].
+    pub confidence: f64,
+    /// Evidence that decided it.
+    pub evidence: Vec<Evidence>,
+    /// `<type>/<family>` of the runner-up, empty when none.
+    #[serde(default)]
+    pub runner_up: String,
+    /// Its confidence.
+    #[serde(default)]
+    pub runner_up_confidence: f64,
+    /// Version of the rules.
+    pub rules_version: u32,
+}
+
+/// A model's binding to a dependency profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// Stable binding id.
+    pub binding_id: String,
+    /// Profile id.
+    pub profile_id: String,
+    /// Profile version.
+    pub profile_version: String,
+    /// Backend key.
+    pub backend_key: String,
+    /// Platform selector.
+    pub platform_selector: String,
+    /// Whether it is active.
+    pub active: bool,
+}
+
+/// `metadata.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Schema version ([`SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// `<model_type>/<family>/<slug>`.
+    pub id: String,
+    /// Display name.
+    pub display_name: String,
+    /// Model type (lowercase, e.g. `checkpoint`).
+    pub model_type: String,
+    /// Family (e.g. `sdxl`).
+    pub family: String,
+    /// Architecture.
+    #[serde(default)]
+    pub architecture: String,
+    /// Format (`safetensors`, `gguf`, `diffusers`, `transformers`, `pickle`, `onnx`, `unknown`).
+    pub format: String,
+    /// Precision (`fp16`, `bf16`, ...).
+    #[serde(default)]
+    pub precision: String,
+    /// Quantization (`Q4_K_M`, ...).
+    #[serde(default)]
+    pub quantization: String,
+    /// Parameter count when known.
+    #[serde(default)]
+    pub parameter_count: Option<u64>,
+    /// Files, sorted by path.
+    pub files: Vec<FileEntry>,
+    /// Sum of file sizes.
+    pub total_size: u64,
+    /// `blake3:<hex>` over (path, sha256) of all files in order.
+    pub composite_digest: String,
+    /// Origin.
+    pub source: Source,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// License.
+    #[serde(default)]
+    pub license: String,
+    /// RFC 3339 time it entered the library.
+    pub added_time: String,
+    /// RFC 3339 time its metadata last changed.
+    pub updated_time: String,
+    /// `ready`, `missing`, `downloading`, `partial`, `error`.
+    pub state: String,
+    /// Why (for missing/partial/error).
+    #[serde(default)]
+    pub state_reason: String,
+    /// Detection record.
+    pub detection: Detection,
+    /// Pickle-based format.
+    #[serde(default)]
+    pub unsafe_format: bool,
+    /// Dependency bindings.
+    #[serde(default)]
+    pub dependency_bindings: Vec<Binding>,
+    /// The model declares it needs no dependency bindings.
+    #[serde(default)]
+    pub declares_no_dependencies: bool,
+}
+
+/// `overrides.json`: user edits. Every field is optional; a present field wins.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overrides {
+    /// Schema version.
+    #[serde(default = "schema_version")]
+    pub schema_version: u32,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Model type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_type: Option<String>,
+    /// Family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// Tags (replace the inferred tags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// License.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    /// Declares no dependencies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declares_no_dependencies: Option<bool>,
+}
+
+fn schema_version() -> u32 {
+    SCHEMA_VERSION
+}
+
+impl Overrides {
+    /// Whether no field is overridden.
+    pub fn is_empty(&self) -> bool {
+        self.overridden_fields().is_empty()
+    }
+
+    /// Names of the overridden fields (ModelRecord field names).
+    pub fn overridden_fields(&self) -> Vec<String> {
+        let mut fields = Vec::new();
+        let mut add = |present: bool, name: &str| {
+            if present {
+                fields.push(name.to_owned());
+            }
+        };
+        add(self.display_name.is_some(), "display_name");
+        add(self.model_type.is_some(), "model_type");
+        add(self.family.is_some(), "family");
+        add(self.tags.is_some(), "tags");
+        add(self.description.is_some(), "description");
+        add(self.license.is_some(), "license");
+        add(self.declares_no_dependencies.is_some(), "declares_no_dependencies");
+        fields
+    }
+
+    /// The metadata with these overrides applied (type/family overrides do not change the id:
+    /// the index moves the model when they do).
+    pub fn apply(&self, metadata: &Metadata) -> Metadata {
+        let mut merged = metadata.clone();
+        if let Some(v) = &self.display_name {
+            merged.display_name = v.clone();
+        }
+        if let Some(v) = &self.model_type {
+            merged.model_type = v.clone();
+        }
+        if let Some(v) = &self.family {
+            merged.family = v.clone();
+        }
+        if let Some(v) = &self.tags {
+            merged.tags = v.clone();
+        }
+        if let Some(v) = &self.description {
+            merged.description = v.clone();
+        }
+        if let Some(v) = &self.license {
+            merged.license = v.clone();
+        }
+        if let Some(v) = self.declares_no_dependencies {
+            merged.declares_no_dependencies = v;
+        }
+        merged
+    }
+}
