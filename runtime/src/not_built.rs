@@ -23,21 +23,23 @@
 macro_rules! service_impl {
     (
         impl $trait:ident for $ty:ident { $($body:tt)* }
-        not_built($service:expr, $capability:expr) {
-            $( $method:ident $rpc:literal ($req:ty) -> $resp:ty; )*
-        }
+        $(
+            not_built($service:expr, $capability:expr) {
+                $( $method:ident $rpc:literal ($req:ty) -> $resp:ty; )*
+            }
+        )*
     ) => {
         #[$crate::__tonic::async_trait]
         impl $trait for $ty {
             $($body)*
-            $(
+            $($(
                 async fn $method(
                     &self,
                     _request: $crate::__tonic::Request<$req>,
                 ) -> ::std::result::Result<$crate::__tonic::Response<$resp>, $crate::__tonic::Status> {
                     Err($crate::ApiError::not_implemented(format!("{}/{}", $service, $rpc), $capability).into())
                 }
-            )*
+            )*)*
         }
     };
 }

@@ -114,7 +114,7 @@ def test_errors_carry_rich_details(suite, stubs):
 
     stub = index_pb2_grpc.IndexServiceStub(grpc.insecure_channel(suite.addresses["index"]))
     with pytest.raises(grpc.RpcError) as raised:
-        stub.ListModels(index_pb2.ListModelsRequest(), timeout=5)
+        stub.PutDependencyProfile(index_pb2.PutDependencyProfileRequest(), timeout=5)
     err = raised.value
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
     status = rpc_status.from_call(err)
@@ -126,4 +126,4 @@ def test_errors_carry_rich_details(suite, stubs):
             detail.Unpack(info)
             infos.append(info)
     assert [(i.reason, i.domain) for i in infos] == [("NOT_IMPLEMENTED", "pumas")]
-    assert "index capability" in err.details()
+    assert "dependency profiles" in err.details()

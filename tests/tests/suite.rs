@@ -220,19 +220,38 @@ async fn healthcheck_and_status_subcommands_report_through_exit_codes() -> anyho
         let bin = bin.clone();
         async move { tokio::process::Command::new(bin).args(args).output().await }
     };
-    let ok = run(vec!["healthcheck".into(), suite.gateway.clone(), GATEWAY_SERVICE.into()]).await?;
+    let ok = run(vec![
+        "healthcheck".into(),
+        suite.gateway.clone(),
+        GATEWAY_SERVICE.into(),
+    ])
+    .await?;
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("SERVING"));
     // A service name this port does not serve, and a port nothing listens on, both fail.
-    let wrong = run(vec!["healthcheck".into(), suite.gateway.clone(), INDEX_SERVICE.into()]).await?;
+    let wrong = run(vec![
+        "healthcheck".into(),
+        suite.gateway.clone(),
+        INDEX_SERVICE.into(),
+    ])
+    .await?;
     assert!(!wrong.status.success());
     let status = run(vec!["status".into(), "--gateway".into(), suite.gateway.clone()]).await?;
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{text}");
-    assert!(text.contains("dependency contract v1") && text.contains(&suite.index), "{text}");
+    assert!(
+        text.contains("dependency contract v1") && text.contains(&suite.index),
+        "{text}"
+    );
     let gateway = suite.gateway.clone();
     suite.process.kill().await?;
-    let down = run(vec!["healthcheck".into(), gateway.clone(), "--timeout-ms".into(), "2000".into()]).await?;
+    let down = run(vec![
+        "healthcheck".into(),
+        gateway.clone(),
+        "--timeout-ms".into(),
+        "2000".into(),
+    ])
+    .await?;
     assert!(!down.status.success());
     let status = run(vec!["status".into(), "--gateway".into(), gateway]).await?;
     assert!(!status.status.success());

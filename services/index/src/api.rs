@@ -1,66 +1,386 @@
 //! `pumas.index.v1.IndexService`: translates between proto and the domain, maps errors.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use pumas_proto::common::v1::ServiceInfo;
+use pumas_proto::common::v1::{ImportMode, ServiceInfo};
 use pumas_proto::index::v1::index_service_server::IndexService;
 use pumas_proto::index::v1::*;
-use pumas_runtime::{BoxStream, DataRoot};
+use pumas_runtime::BoxStream;
+use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 
-use crate::SERVICE_NAME;
+use crate::error::IndexError;
+use crate::library::Library;
+use crate::metadata::Overrides;
+use crate::{SERVICE_NAME, convert, import, jobs, paging};
 
-/// The capability that brings the RPCs not built yet.
-const CAPABILITY: &str =
-    "the index capability (library on disk, import, search, dependency profiles, change feed)";
+/// Dependency profiles and bindings arrive with this capability.
+const DEPENDENCIES: &str = "the index's dependency profiles and bindings (index capability, second part)";
+/// Download registration arrives with the fetch capability.
+const DOWNLOADS: &str = "the fetch capability (downloads registered in the index)";
+
+/// Page sizes: default and maximum.
+const PAGE_DEFAULT: u32 = 50;
+const PAGE_MAX: u32 = 1000;
 
 /// The index service's gRPC face.
 pub(crate) struct IndexApi {
     info: ServiceInfo,
-    data_root: DataRoot,
+    library: Arc<Library>,
 }
 
 impl IndexApi {
-    pub(crate) fn new(data_root: DataRoot, start_time: SystemTime) -> Self {
+    pub(crate) fn new(library: Arc<Library>, start_time: SystemTime) -> Self {
         let info = pumas_runtime::info::service_info("index", &[SERVICE_NAME], start_time);
-        Self { info, data_root }
+        Self { info, library }
     }
+
+    fn record(&self, r: &crate::store::Record) -> pumas_proto::common::v1::ModelRecord {
+        convert::model(r, self.library.root())
+    }
+}
+
+fn page_size(n: i32) -> Result<u32, Status> {
+    pumas_runtime::error::page_size(n, PAGE_DEFAULT, PAGE_MAX).map_err(Status::from)
+}
+
+fn import_mode(value: i32) -> Result<import::Mode, IndexError> {
+    Ok(match ImportMode::try_from(value) {
+        Ok(ImportMode::Unspecified | ImportMode::Copy) => import::Mode::Copy,
+        Ok(ImportMode::Move) => import::Mode::Move,
+        Ok(ImportMode::Hardlink) => import::Mode::Hardlink,
+        Ok(ImportMode::Reflink) => import::Mode::Reflink,
+        Err(_) => {
+            return Err(IndexError::invalid(
+                "mode",
+                format!("{value} is not an import mode"),
+            ));
+        }
+    })
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// Streams a job's snapshots until it ends.
+fn job_stream(mut rx: tokio::sync::watch::Receiver<jobs::Snapshot>) -> BoxStream<Job> {
+    Box::pin(async_stream(move |tx| async move {
+        loop {
+            let snapshot = rx.borrow_and_update().clone();
+            let done = snapshot.state.is_final();
+            if tx.send(Ok(convert::job(&snapshot))).await.is_err() || done {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }))
+}
+
+/// A stream fed by a task through a bounded channel.
+fn async_stream<T, F, Fut>(body: F) -> tokio_stream::wrappers::ReceiverStream<Result<T, Status>>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<T, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(body(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 pumas_runtime::service_impl! {
-impl IndexService for IndexApi {
-    type WatchJobStream = BoxStream<WatchJobResponse>;
-    type WatchChangesStream = BoxStream<WatchChangesResponse>;
+    impl IndexService for IndexApi {
+        type WatchJobStream = BoxStream<WatchJobResponse>;
+        type WatchChangesStream = BoxStream<WatchChangesResponse>;
 
-    #[tracing::instrument(skip_all)]
-    async fn get_service_info(
-        &self,
-        _request: Request<GetServiceInfoRequest>,
-    ) -> Result<Response<GetServiceInfoResponse>, Status> {
-        Ok(Response::new(GetServiceInfoResponse {
-            info: Some(self.info.clone()),
-            library_root: self.data_root.models_dir().display().to_string(),
-            model_count: 0,
-        }))
+        #[tracing::instrument(skip_all)]
+        async fn get_service_info(
+            &self,
+            _request: Request<GetServiceInfoRequest>,
+        ) -> Result<Response<GetServiceInfoResponse>, Status> {
+            Ok(Response::new(GetServiceInfoResponse {
+                info: Some(self.info.clone()),
+                library_root: self.library.root().display().to_string(),
+                model_count: self.library.store().count().await?,
+            }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn list_models(&self, request: Request<ListModelsRequest>) -> Result<Response<ListModelsResponse>, Status> {
+            let r = request.into_inner();
+            let limit = page_size(r.page_size)?;
+            let filter = convert::filter(r.filter.as_ref())?;
+            let order = convert::order(r.order_by, false)?;
+            let qhash = paging::query_hash(&("list", &filter, order));
+            let after = paging::decode(&r.page_token, &qhash)?;
+            let page = self.library.store().page(None, &filter, order, &after, limit).await?;
+            Ok(Response::new(ListModelsResponse {
+                models: page.rows.iter().map(|(rec, _)| self.record(rec)).collect(),
+                next_page_token: page.next.map(|n| paging::encode(&n, &qhash)).unwrap_or_default(),
+                total_size: page.total,
+            }))
+        }
+
+        #[tracing::instrument(skip_all, fields(query = %request.get_ref().query))]
+        async fn search_models(&self, request: Request<SearchModelsRequest>) -> Result<Response<SearchModelsResponse>, Status> {
+            let r = request.into_inner();
+            let limit = page_size(r.page_size)?;
+            let filter = convert::filter(r.filter.as_ref())?;
+            let fts = crate::query::to_fts(&r.query).map_err(|reason| IndexError::invalid("query", reason))?;
+            let order = convert::order(r.order_by, fts.is_some())?;
+            let qhash = paging::query_hash(&("search", &fts, &filter, order));
+            let after = paging::decode(&r.page_token, &qhash)?;
+            let page = self.library.store().page(fts.as_deref(), &filter, order, &after, limit).await?;
+            Ok(Response::new(SearchModelsResponse {
+                hits: page
+                    .rows
+                    .iter()
+                    .map(|(rec, score)| SearchHit { model: Some(self.record(rec)), score: *score, matched_fields: Vec::new() })
+                    .collect(),
+                next_page_token: page.next.map(|n| paging::encode(&n, &qhash)).unwrap_or_default(),
+                total_size: page.total,
+            }))
+        }
+
+        #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
+        async fn get_model(&self, request: Request<GetModelRequest>) -> Result<Response<GetModelResponse>, Status> {
+            let record = self.library.get(&request.get_ref().model_id).await?;
+            Ok(Response::new(GetModelResponse { model: Some(self.record(&record)) }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn batch_get_models(&self, request: Request<BatchGetModelsRequest>) -> Result<Response<BatchGetModelsResponse>, Status> {
+            let ids = request.into_inner().model_ids;
+            if ids.len() > PAGE_MAX as usize {
+                return Err(IndexError::invalid("model_ids", format!("at most {PAGE_MAX} ids per call")).into());
+            }
+            let mut response = BatchGetModelsResponse::default();
+            for id in ids {
+                match self.library.store().get(&id).await? {
+                    Some(r) => response.models.push(self.record(&r)),
+                    None => response.missing_model_ids.push(id),
+                }
+            }
+            Ok(Response::new(response))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn find_models_by_hash(&self, request: Request<FindModelsByHashRequest>) -> Result<Response<FindModelsByHashResponse>, Status> {
+            let digest = request.into_inner().digest.to_ascii_lowercase();
+            if !crate::hash::is_digest(&digest) {
+                return Err(IndexError::invalid("digest", "must be sha256:<64 hex digits> or blake3:<64 hex digits>").into());
+            }
+            let found = self.library.store().find_by_digest(&digest).await?;
+            Ok(Response::new(FindModelsByHashResponse { models: found.iter().map(|r| self.record(r)).collect() }))
+        }
+
+        #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
+        async fn update_model_metadata(&self, request: Request<UpdateModelMetadataRequest>) -> Result<Response<UpdateModelMetadataResponse>, Status> {
+            let r = request.into_inner();
+            let o = r.overrides.unwrap_or_default();
+            let fields = r.update_mask.map(|m| m.paths).unwrap_or_default();
+            if fields.is_empty() {
+                return Err(IndexError::invalid("update_mask", "name the fields to update, e.g. [\"display_name\", \"tags\"]").into());
+            }
+            let model_type = match o.model_type {
+                None => None,
+                Some(v) => Some(
+                    convert::type_name(v)
+                        .ok_or_else(|| IndexError::invalid("overrides.model_type", format!("{v} is not a model type")))?
+                        .to_owned(),
+                ),
+            };
+            let changes = Overrides {
+                schema_version: crate::metadata::SCHEMA_VERSION,
+                display_name: o.display_name,
+                model_type,
+                family: o.family,
+                tags: fields.iter().any(|f| f == "tags").then_some(o.tags),
+                description: o.description,
+                license: o.license,
+                declares_no_dependencies: o.declares_no_dependencies,
+            };
+            let record = self.library.update_overrides(&r.model_id, &changes, &fields).await?;
+            Ok(Response::new(UpdateModelMetadataResponse { model: Some(self.record(&record)) }))
+        }
+
+        #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
+        async fn delete_model(&self, request: Request<DeleteModelRequest>) -> Result<Response<DeleteModelResponse>, Status> {
+            let r = request.into_inner();
+            let freed_bytes = self.library.delete(&r.model_id, r.force).await?;
+            Ok(Response::new(DeleteModelResponse { freed_bytes }))
+        }
+
+        #[tracing::instrument(skip_all, fields(paths = request.get_ref().paths.len()))]
+        async fn import_models(&self, request: Request<ImportModelsRequest>) -> Result<Response<ImportModelsResponse>, Status> {
+            let r = request.into_inner();
+            let model_type = match r.model_type {
+                0 => None,
+                v => Some(convert::type_name(v).ok_or_else(|| IndexError::invalid("model_type", format!("{v} is not a model type")))?.to_owned()),
+            };
+            let req = import::Request {
+                paths: r.paths.iter().map(PathBuf::from).collect(),
+                mode: import_mode(r.mode)?,
+                model_type,
+                family: non_empty(&r.family),
+                display_name: non_empty(&r.display_name),
+                tags: r.tags,
+            };
+            let (handle, created) = self.library.jobs.create(jobs::Kind::Import, &r.request_id);
+            if created {
+                let library = Arc::clone(&self.library);
+                let req_for_plan = req.clone();
+                let units = tokio::task::spawn_blocking(move || import::plan(&library, &req_for_plan))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()));
+                let units = match units {
+                    Ok(Ok(units)) => units,
+                    Ok(Err(err)) => {
+                        handle.finish(jobs::State::Failed, Some((&err).into()));
+                        return Err(err.into());
+                    }
+                    Err(status) => return Err(status),
+                };
+                tokio::spawn(import::run(Arc::clone(&self.library), handle.clone(), req, units));
+            }
+            Ok(Response::new(ImportModelsResponse { job: Some(convert::job(&handle.snapshot())) }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn reindex(&self, request: Request<ReindexRequest>) -> Result<Response<ReindexResponse>, Status> {
+            let (handle, created) = self.library.jobs.create(jobs::Kind::Reindex, &request.get_ref().request_id);
+            if created {
+                let library = Arc::clone(&self.library);
+                let h = handle.clone();
+                tokio::spawn(async move {
+                    h.start();
+                    match library.reindex(Some(&h)).await {
+                        Ok(_) => h.finish(jobs::State::Succeeded, None),
+                        Err(err) => h.finish(jobs::State::Failed, Some((&err).into())),
+                    }
+                });
+            }
+            Ok(Response::new(ReindexResponse { job: Some(convert::job(&handle.snapshot())) }))
+        }
+
+        #[tracing::instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+        async fn get_job(&self, request: Request<GetJobRequest>) -> Result<Response<GetJobResponse>, Status> {
+            let s = self.library.jobs.get(&request.get_ref().job_id)?;
+            Ok(Response::new(GetJobResponse { job: Some(convert::job(&s)) }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn list_jobs(&self, request: Request<ListJobsRequest>) -> Result<Response<ListJobsResponse>, Status> {
+            let r = request.into_inner();
+            let limit = page_size(r.page_size)? as usize;
+            let all = self.library.jobs.list();
+            let start = if r.page_token.is_empty() {
+                0
+            } else {
+                all.iter().position(|s| s.id == r.page_token).map(|i| i + 1).ok_or_else(|| {
+                    IndexError::invalid("page_token", "is not a token this service issued; start again without it")
+                })?
+            };
+            let page: Vec<_> = all.iter().skip(start).take(limit).collect();
+            let next = if start + page.len() < all.len() { page.last().map(|s| s.id.clone()).unwrap_or_default() } else { String::new() };
+            Ok(Response::new(ListJobsResponse { jobs: page.iter().map(|s| convert::job(s)).collect(), next_page_token: next }))
+        }
+
+        #[tracing::instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+        async fn watch_job(&self, request: Request<WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+            let rx = self.library.jobs.watch(&request.get_ref().job_id)?;
+            let stream = job_stream(rx).map(|job| job.map(|job| WatchJobResponse { job: Some(job) }));
+            Ok(Response::new(Box::pin(stream)))
+        }
+
+        #[tracing::instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+        async fn cancel_job(&self, request: Request<CancelJobRequest>) -> Result<Response<CancelJobResponse>, Status> {
+            let s = self.library.jobs.cancel(&request.get_ref().job_id)?;
+            Ok(Response::new(CancelJobResponse { job: Some(convert::job(&s)) }))
+        }
+
+        #[tracing::instrument(skip_all, fields(after = request.get_ref().after_cursor))]
+        async fn watch_changes(&self, request: Request<WatchChangesRequest>) -> Result<Response<Self::WatchChangesStream>, Status> {
+            let r = request.into_inner();
+            let library = Arc::clone(&self.library);
+            // Subscribe before reading the backlog so nothing falls between the two.
+            let mut live = library.subscribe();
+            let mut cursor = if r.after_cursor == 0 { library.store().head_cursor().await? } else { r.after_cursor };
+            let include = r.include_models;
+            let stream = async_stream(move |tx| async move {
+                let send = |c: crate::store::Change| {
+                    let library = Arc::clone(&library);
+                    let tx = tx.clone();
+                    async move {
+                        let model = if include && c.kind != "removed" {
+                            library.store().get(&c.model_id).await.ok().flatten().map(|r| convert::model(&r, library.root()))
+                        } else {
+                            None
+                        };
+                        tx.send(Ok(convert::change(&c, model))).await.is_ok()
+                    }
+                };
+                loop {
+                    // Backlog from the database.
+                    loop {
+                        let batch = match library.store().changes_after(cursor, 500).await {
+                            Ok(batch) => batch,
+                            Err(err) => {
+                                let _ = tx.send(Err(err.into())).await;
+                                return;
+                            }
+                        };
+                        if batch.is_empty() {
+                            break;
+                        }
+                        for c in batch {
+                            cursor = c.cursor;
+                            if !send(c).await {
+                                return;
+                            }
+                        }
+                    }
+                    // Live tail; on lag, go back to the database.
+                    loop {
+                        match live.recv().await {
+                            Ok(c) if c.cursor <= cursor => {}
+                            Ok(c) => {
+                                cursor = c.cursor;
+                                if !send(c).await {
+                                    return;
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        }
+                    }
+                }
+            });
+            Ok(Response::new(Box::pin(stream)))
+        }
+
+        #[tracing::instrument(skip_all, fields(holder = %request.get_ref().holder))]
+        async fn replace_link_holds(&self, request: Request<ReplaceLinkHoldsRequest>) -> Result<Response<ReplaceLinkHoldsResponse>, Status> {
+            let r = request.into_inner();
+            if r.holder.is_empty() {
+                return Err(IndexError::invalid("holder", "name the holder, e.g. \"workstation/comfyui\"").into());
+            }
+            let mut known = Vec::new();
+            let mut unknown = Vec::new();
+            for id in r.model_ids {
+                if self.library.store().get(&id).await?.is_some() { known.push(id) } else { unknown.push(id) }
+            }
+            self.library.store().replace_link_holds(&r.holder, &known).await?;
+            Ok(Response::new(ReplaceLinkHoldsResponse { unknown_model_ids: unknown }))
+        }
     }
-
-}
-    not_built(SERVICE_NAME, CAPABILITY) {
-        list_models "ListModels" (ListModelsRequest) -> ListModelsResponse;
-        search_models "SearchModels" (SearchModelsRequest) -> SearchModelsResponse;
-        get_model "GetModel" (GetModelRequest) -> GetModelResponse;
-        batch_get_models "BatchGetModels" (BatchGetModelsRequest) -> BatchGetModelsResponse;
-        find_models_by_hash "FindModelsByHash" (FindModelsByHashRequest) -> FindModelsByHashResponse;
-        update_model_metadata "UpdateModelMetadata" (UpdateModelMetadataRequest) -> UpdateModelMetadataResponse;
-        delete_model "DeleteModel" (DeleteModelRequest) -> DeleteModelResponse;
-        import_models "ImportModels" (ImportModelsRequest) -> ImportModelsResponse;
-        reindex "Reindex" (ReindexRequest) -> ReindexResponse;
+    not_built(SERVICE_NAME, DEPENDENCIES) {
         verify_models "VerifyModels" (VerifyModelsRequest) -> VerifyModelsResponse;
-        get_job "GetJob" (GetJobRequest) -> GetJobResponse;
-        list_jobs "ListJobs" (ListJobsRequest) -> ListJobsResponse;
-        watch_job "WatchJob" (WatchJobRequest) -> Self::WatchJobStream;
-        cancel_job "CancelJob" (CancelJobRequest) -> CancelJobResponse;
-        watch_changes "WatchChanges" (WatchChangesRequest) -> Self::WatchChangesStream;
         put_dependency_profile "PutDependencyProfile" (PutDependencyProfileRequest) -> PutDependencyProfileResponse;
         get_dependency_profile "GetDependencyProfile" (GetDependencyProfileRequest) -> GetDependencyProfileResponse;
         list_dependency_profiles "ListDependencyProfiles" (ListDependencyProfilesRequest) -> ListDependencyProfilesResponse;
@@ -68,9 +388,10 @@ impl IndexService for IndexApi {
         list_model_dependency_bindings "ListModelDependencyBindings" (ListModelDependencyBindingsRequest) -> ListModelDependencyBindingsResponse;
         delete_model_dependency_binding "DeleteModelDependencyBinding" (DeleteModelDependencyBindingRequest) -> DeleteModelDependencyBindingResponse;
         get_dependency_data "GetDependencyData" (GetDependencyDataRequest) -> GetDependencyDataResponse;
+    }
+    not_built(SERVICE_NAME, DOWNLOADS) {
         begin_model_download "BeginModelDownload" (BeginModelDownloadRequest) -> BeginModelDownloadResponse;
         commit_model_download "CommitModelDownload" (CommitModelDownloadRequest) -> CommitModelDownloadResponse;
         abort_model_download "AbortModelDownload" (AbortModelDownloadRequest) -> AbortModelDownloadResponse;
-        replace_link_holds "ReplaceLinkHolds" (ReplaceLinkHoldsRequest) -> ReplaceLinkHoldsResponse;
     }
 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use pumas_runtime::DataRoot;
 
+use crate::library::Policy;
+
 /// Flags of `pumas serve index`.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct Config {
@@ -11,11 +13,31 @@ pub struct Config {
     /// data dir, e.g. ~/.local/share/pumas).
     #[arg(long, env = "PUMAS_DATA_ROOT")]
     pub data_root: Option<PathBuf>,
+    /// Refuse pickle-based files (.ckpt/.pt/.pth/.bin), which can run code when loaded, instead
+    /// of importing them flagged as unsafe.
+    #[arg(long, env = "PUMAS_REFUSE_PICKLE")]
+    pub refuse_pickle: bool,
+    /// Only import from below these directories (repeatable; default: anywhere this process can
+    /// read).
+    #[arg(long = "import-root", env = "PUMAS_IMPORT_ROOTS", value_delimiter = ',')]
+    pub import_roots: Vec<PathBuf>,
 }
 
 impl Config {
     /// The data root this service works on.
     pub fn data_root(&self) -> DataRoot {
         DataRoot::new(self.data_root.clone().unwrap_or_else(DataRoot::default_path))
+    }
+
+    /// The library policy these flags describe.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            refuse_pickle: self.refuse_pickle,
+            import_roots: self
+                .import_roots
+                .iter()
+                .map(|r| std::fs::canonicalize(r).unwrap_or_else(|_| r.clone()))
+                .collect(),
+        }
     }
 }

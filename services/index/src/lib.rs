@@ -1,9 +1,26 @@
 //! The index service: owns the model library on disk and `models.db`.
 //!
-//! [`serve`] is what `pumas serve index`, `pumas up` and the tests call.
+//! [`serve`] is what `pumas serve index`, `pumas up` and the tests call. The domain lives in
+//! [`library`] (files + index), [`import`], [`reindex`], [`inspect`] and [`detect`]; [`api`]
+//! only translates.
 
 mod api;
 pub mod config;
+pub mod convert;
+pub mod detect;
+pub mod error;
+pub mod fsio;
+pub mod hash;
+pub mod import;
+pub mod inspect;
+pub mod jobs;
+pub mod library;
+pub mod metadata;
+pub mod paging;
+pub mod query;
+pub mod reindex;
+pub mod slug;
+pub mod store;
 
 use std::future::Future;
 use std::time::SystemTime;
@@ -19,9 +36,9 @@ pub const SERVICE_NAME: &str = "pumas.index.v1.IndexService";
 /// Why the index service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The library directories could not be created.
-    #[error("cannot create the library under {path}: {source}")]
-    Layout { path: String, source: std::io::Error },
+    /// The library could not be opened.
+    #[error("cannot open the library: {0}")]
+    Library(#[from] error::IndexError),
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] pumas_runtime::ServeError),
@@ -34,15 +51,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let data_root = config.data_root();
-    std::fs::create_dir_all(data_root.models_dir()).map_err(|source| Error::Layout {
-        path: data_root.models_dir().display().to_string(),
-        source,
-    })?;
-    let api = api::IndexApi::new(data_root, SystemTime::now());
+    let library = library::Library::open(&data_root.models_dir(), config.policy()).await?;
+    let api = api::IndexApi::new(std::sync::Arc::clone(&library), SystemTime::now());
     let (health, routes) = pumas_runtime::standard_routes(SERVICE_NAME)?;
     health.set_serving::<IndexServiceServer<api::IndexApi>>().await;
     let routes = routes.add_service(IndexServiceServer::new(api));
-    tracing::info!(addr = ?listener.local_addr().ok(), "index service listening");
-    pumas_runtime::serve(listener, routes, shutdown).await?;
+    tracing::info!(addr = ?listener.local_addr().ok(), library = %data_root.models_dir().display(), "index service listening");
+    let served = pumas_runtime::serve(listener, routes, shutdown).await;
+    library.store().close().await;
+    served?;
     Ok(())
 }

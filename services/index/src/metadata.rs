@@ -216,7 +216,10 @@ impl Overrides {
         add(self.tags.is_some(), "tags");
         add(self.description.is_some(), "description");
         add(self.license.is_some(), "license");
-        add(self.declares_no_dependencies.is_some(), "declares_no_dependencies");
+        add(
+            self.declares_no_dependencies.is_some(),
+            "declares_no_dependencies",
+        );
         fields
     }
 

@@ -33,7 +33,9 @@ pub fn is_safe_segment(segment: &str) -> bool {
         && segment != "."
         && segment != ".."
         && !segment.starts_with('.')
-        && segment.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && segment
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 /// Splits and checks a model id `<type>/<family>/<slug>`.
@@ -52,7 +54,10 @@ mod tests {
 
     #[test]
     fn slugs_are_safe_and_readable() {
-        assert_eq!(slugify("Juggernaut XL v9 (RunDiffusion)"), "juggernaut-xl-v9-rundiffusion");
+        assert_eq!(
+            slugify("Juggernaut XL v9 (RunDiffusion)"),
+            "juggernaut-xl-v9-rundiffusion"
+        );
         assert_eq!(slugify("../../etc/passwd"), "etc-passwd");
         assert_eq!(slugify("   "), "model");
         assert_eq!(slugify("Ünïcødé 模型"), "ünïcødé-模型");
@@ -61,7 +66,10 @@ mod tests {
 
     #[test]
     fn ids_must_be_three_safe_segments() {
-        assert_eq!(parse_model_id("lora/sdxl/detail"), Some(("lora", "sdxl", "detail")));
+        assert_eq!(
+            parse_model_id("lora/sdxl/detail"),
+            Some(("lora", "sdxl", "detail"))
+        );
         assert!(parse_model_id("lora/sdxl").is_none());
         assert!(parse_model_id("lora/../detail").is_none());
         assert!(parse_model_id("lora/sdxl/a/b").is_none());

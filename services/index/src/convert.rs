@@ -1,0 +1,309 @@
+//! Between the domain (metadata strings, store types, job snapshots) and the proto messages.
+
+use pumas_proto::common::v1 as common;
+use pumas_proto::index::v1 as api;
+
+use crate::jobs::{self, Snapshot};
+use crate::metadata::Source;
+use crate::store::{Change, Filter, Order, Record};
+
+const TYPES: &[(&str, common::ModelType)] = &[
+    ("unknown", common::ModelType::Unknown),
+    ("checkpoint", common::ModelType::Checkpoint),
+    ("diffusion_model", common::ModelType::DiffusionModel),
+    ("lora", common::ModelType::Lora),
+    ("vae", common::ModelType::Vae),
+    ("text_encoder", common::ModelType::TextEncoder),
+    ("clip_vision", common::ModelType::ClipVision),
+    ("controlnet", common::ModelType::Controlnet),
+    ("embedding", common::ModelType::Embedding),
+    ("upscaler", common::ModelType::Upscaler),
+    ("llm", common::ModelType::Llm),
+    ("text_embedding", common::ModelType::TextEmbedding),
+    ("audio", common::ModelType::Audio),
+    ("vision", common::ModelType::Vision),
+];
+
+const FORMATS: &[(&str, common::ModelFormat)] = &[
+    ("unknown", common::ModelFormat::Unknown),
+    ("safetensors", common::ModelFormat::Safetensors),
+    ("gguf", common::ModelFormat::Gguf),
+    ("diffusers", common::ModelFormat::Diffusers),
+    ("transformers", common::ModelFormat::Transformers),
+    ("pickle", common::ModelFormat::Pickle),
+    ("onnx", common::ModelFormat::Onnx),
+];
+
+const STATES: &[(&str, common::ModelState)] = &[
+    ("ready", common::ModelState::Ready),
+    ("missing", common::ModelState::Missing),
+    ("downloading", common::ModelState::Downloading),
+    ("partial", common::ModelState::Partial),
+    ("error", common::ModelState::Error),
+];
+
+/// Whether `name` is a model type of the library.
+pub fn is_model_type(name: &str) -> bool {
+    TYPES.iter().any(|(n, _)| *n == name)
+}
+
+/// Library name of a proto model type (None for UNSPECIFIED or an unknown number).
+pub fn type_name(value: i32) -> Option<&'static str> {
+    TYPES.iter().find(|(_, t)| *t as i32 == value).map(|(n, _)| *n)
+}
+
+fn type_value(name: &str) -> i32 {
+    TYPES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(common::ModelType::Unknown as i32, |(_, t)| *t as i32)
+}
+
+fn format_name(value: i32) -> Option<&'static str> {
+    FORMATS.iter().find(|(_, f)| *f as i32 == value).map(|(n, _)| *n)
+}
+
+fn state_name(value: i32) -> Option<&'static str> {
+    STATES.iter().find(|(_, s)| *s as i32 == value).map(|(n, _)| *n)
+}
+
+fn timestamp(rfc3339: &str) -> Option<prost_types::Timestamp> {
+    rfc3339.parse().ok()
+}
+
+/// The proto view of a record.
+pub fn model(record: &Record, library_root: &std::path::Path) -> common::ModelRecord {
+    let m = &record.metadata;
+    let source = match &m.source {
+        Source::Local { path } => common::model_source::Source::Local(common::LocalSource {
+            original_path: path.clone(),
+        }),
+        Source::Hub {
+            endpoint,
+            repo_id,
+            revision,
+            commit_sha,
+        } => common::model_source::Source::Hub(common::HubSource {
+            endpoint: endpoint.clone(),
+            repo_id: repo_id.clone(),
+            revision: revision.clone(),
+            commit_sha: commit_sha.clone(),
+        }),
+    };
+    common::ModelRecord {
+        model_id: m.id.clone(),
+        display_name: m.display_name.clone(),
+        model_type: type_value(&m.model_type),
+        family: m.family.clone(),
+        architecture: m.architecture.clone(),
+        format: FORMATS
+            .iter()
+            .find(|(n, _)| *n == m.format)
+            .map_or(0, |(_, f)| *f as i32),
+        precision: m.precision.clone(),
+        quantization: m.quantization.clone(),
+        parameter_count: m.parameter_count,
+        files: m
+            .files
+            .iter()
+            .map(|f| common::ModelFile {
+                path: f.path.clone(),
+                size_bytes: f.size,
+                sha256: f.sha256.clone(),
+                blake3: f.blake3.clone(),
+            })
+            .collect(),
+        total_size_bytes: m.total_size,
+        composite_digest: m.composite_digest.clone(),
+        source: Some(common::ModelSource { source: Some(source) }),
+        tags: m.tags.clone(),
+        description: m.description.clone(),
+        license: m.license.clone(),
+        added_time: timestamp(&m.added_time),
+        updated_time: timestamp(&m.updated_time),
+        state: STATES
+            .iter()
+            .find(|(n, _)| *n == m.state)
+            .map_or(0, |(_, s)| *s as i32),
+        state_reason: m.state_reason.clone(),
+        detection: Some(common::Detection {
+            confidence: m.detection.confidence,
+            evidence: m
+                .detection
+                .evidence
+                .iter()
+                .map(|e| common::DetectionEvidence {
+                    kind: e.kind.clone(),
+                    key: e.key.clone(),
+                    value: e.value.clone(),
+                    supports: e.supports.clone(),
+                })
+                .collect(),
+            runner_up: m.detection.runner_up.clone(),
+            runner_up_confidence: m.detection.runner_up_confidence,
+            rules_version: m.detection.rules_version,
+        }),
+        unsafe_format: m.unsafe_format,
+        dependency_bindings: m
+            .dependency_bindings
+            .iter()
+            .filter(|b| b.active)
+            .map(|b| common::DependencyBindingRef {
+                binding_id: b.binding_id.clone(),
+                profile_id: b.profile_id.clone(),
+                profile_version: b.profile_version.clone(),
+                backend_key: b.backend_key.clone(),
+                platform_selector: b.platform_selector.clone(),
+            })
+            .collect(),
+        overridden_fields: record.overridden.clone(),
+        library_path: library_root.join(&m.id).display().to_string(),
+        declares_no_dependencies: m.declares_no_dependencies,
+    }
+}
+
+/// The store filter of a proto filter; unknown enum numbers are INVALID_ARGUMENT.
+pub fn filter(f: Option<&common::ModelFilter>) -> Result<Filter, crate::error::IndexError> {
+    let Some(f) = f else { return Ok(Filter::default()) };
+    let names = |values: &[i32], lookup: fn(i32) -> Option<&'static str>, field: &str| {
+        values
+            .iter()
+            .map(|v| {
+                lookup(*v).map(str::to_owned).ok_or_else(|| {
+                    crate::error::IndexError::invalid(
+                        format!("filter.{field}"),
+                        format!("{v} is not a known value"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    if let (Some(min), Some(max)) = (f.min_size_bytes, f.max_size_bytes)
+        && min > max
+    {
+        return Err(crate::error::IndexError::invalid(
+            "filter.min_size_bytes",
+            "is larger than max_size_bytes",
+        ));
+    }
+    let mut tags = f.tags.clone();
+    tags.sort();
+    tags.dedup();
+    Ok(Filter {
+        types: names(&f.model_types, type_name, "model_types")?,
+        families: f.families.clone(),
+        formats: names(&f.formats, format_name, "formats")?,
+        states: names(&f.states, state_name, "states")?,
+        tags,
+        min_size: f.min_size_bytes,
+        max_size: f.max_size_bytes,
+        has_binding: f.has_dependency_binding,
+        repo_id: f.repo_id.clone(),
+    })
+}
+
+/// The store order of a proto order.
+pub fn order(value: i32, search: bool) -> Result<Order, crate::error::IndexError> {
+    Ok(match common::ModelOrder::try_from(value) {
+        Ok(common::ModelOrder::Unspecified) => {
+            if search {
+                Order::Relevance
+            } else {
+                Order::Name
+            }
+        }
+        Ok(common::ModelOrder::Relevance) => Order::Relevance,
+        Ok(common::ModelOrder::Name) => Order::Name,
+        Ok(common::ModelOrder::SizeDesc) => Order::SizeDesc,
+        Ok(common::ModelOrder::AddedTimeDesc) => Order::AddedDesc,
+        Err(_) => {
+            return Err(crate::error::IndexError::invalid(
+                "order_by",
+                format!("{value} is not a known order"),
+            ));
+        }
+    })
+}
+
+/// The proto job of a snapshot.
+pub fn job(s: &Snapshot) -> api::Job {
+    let state = match s.state {
+        jobs::State::Queued => common::JobState::Queued,
+        jobs::State::Running => common::JobState::Running,
+        jobs::State::Succeeded => common::JobState::Succeeded,
+        jobs::State::Failed => common::JobState::Failed,
+        jobs::State::Cancelled => common::JobState::Cancelled,
+    };
+    let kind = match s.kind {
+        jobs::Kind::Import => api::JobKind::Import,
+        jobs::Kind::Reindex => api::JobKind::Reindex,
+        jobs::Kind::Verify => api::JobKind::Verify,
+    };
+    let failure = |f: &jobs::Failure| common::ErrorStatus {
+        code: f.code,
+        reason: f.reason.clone(),
+        message: f.message.clone(),
+    };
+    let eta = (s.bytes_per_second > 0.0 && s.bytes_total > s.bytes_done && !s.state.is_final())
+        .then(|| (s.bytes_total - s.bytes_done) as f64 / s.bytes_per_second);
+    api::Job {
+        status: Some(common::JobStatus {
+            job_id: s.id.clone(),
+            state: state as i32,
+            progress: Some(common::Progress {
+                bytes_done: s.bytes_done,
+                bytes_total: s.bytes_total,
+                items_done: s.items_done,
+                items_total: s.items_total,
+                bytes_per_second: s.bytes_per_second,
+                eta_seconds: eta,
+                current_item: s.current.clone(),
+            }),
+            create_time: Some(s.create_time.into()),
+            start_time: s.start_time.map(Into::into),
+            end_time: s.end_time.map(Into::into),
+            error: s.error.as_ref().map(failure),
+        }),
+        kind: kind as i32,
+        results: s
+            .results
+            .iter()
+            .map(|r| api::JobItemResult {
+                source: r.source.clone(),
+                outcome: match r.outcome {
+                    jobs::Outcome::Added => api::ItemOutcome::Added,
+                    jobs::Outcome::Duplicate => api::ItemOutcome::Duplicate,
+                    jobs::Outcome::Unchanged => api::ItemOutcome::Unchanged,
+                    jobs::Outcome::Updated => api::ItemOutcome::Updated,
+                    jobs::Outcome::Missing => api::ItemOutcome::Missing,
+                    jobs::Outcome::Corrupt => api::ItemOutcome::Corrupt,
+                    jobs::Outcome::Failed => api::ItemOutcome::Failed,
+                } as i32,
+                model_id: r.model_id.clone(),
+                error: r.error.as_ref().map(failure),
+            })
+            .collect(),
+    }
+}
+
+/// The proto event of a change.
+pub fn change(c: &Change, model: Option<common::ModelRecord>) -> api::WatchChangesResponse {
+    let kind = match c.kind.as_str() {
+        "added" => api::ChangeKind::Added,
+        "updated" => api::ChangeKind::Updated,
+        "removed" => api::ChangeKind::Removed,
+        "moved" => api::ChangeKind::Moved,
+        _ => api::ChangeKind::Unspecified,
+    };
+    api::WatchChangesResponse {
+        cursor: c.cursor,
+        kind: kind as i32,
+        model_id: c.model_id.clone(),
+        previous_model_id: c.previous_id.clone(),
+        model,
+        change_time: Some(prost_types::Timestamp {
+            seconds: c.time_ms / 1000,
+            nanos: ((c.time_ms % 1000) * 1_000_000) as i32,
+        }),
+    }
+}

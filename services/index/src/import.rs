@@ -1,0 +1,509 @@
+//! The import pipeline: inspect -> detect -> hash (cached, one pass for both digests) -> place
+//! into a staging directory -> write metadata.json -> one atomic rename into the canonical path
+//! -> index -> change event. A crash at any point leaves no half-placed model: staging
+//! directories are rolled back at the next start (moved files go back where they came from).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect;
+use crate::error::IndexError;
+use crate::fsio::{sync_dir, write_json_atomic};
+use crate::hash::{self, Digests};
+use crate::inspect::{self, Unit};
+use crate::jobs::{Failure, Handle, ItemResult, Outcome, State};
+use crate::library::{JOURNAL_FILE, Library, STAGING_DIR, now_rfc3339};
+use crate::metadata::{FileEntry, METADATA_FILE, Metadata, SCHEMA_VERSION, Source};
+use crate::store::FileKey;
+
+/// How files are placed into the library.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Copy the bytes (the kernel may share extents on copy-on-write filesystems).
+    #[default]
+    Copy,
+    /// Move: rename on the same filesystem, else copy + verify + delete the source.
+    Move,
+    /// Hard link (same filesystem only).
+    Hardlink,
+    /// Copy-on-write clone where the filesystem supports it (copy_file_range), else a copy.
+    Reflink,
+}
+
+/// What the caller asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// Paths to import.
+    pub paths: Vec<PathBuf>,
+    /// Placement.
+    pub mode: Mode,
+    /// Type override.
+    pub model_type: Option<String>,
+    /// Family override.
+    pub family: Option<String>,
+    /// Display name override.
+    pub display_name: Option<String>,
+    /// Extra tags.
+    pub tags: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Journal {
+    mode: Mode,
+    files: Vec<JournalFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JournalFile {
+    source: PathBuf,
+    relative: String,
+}
+
+/// Checks a request before any work starts, and returns the units it stands for. Every problem
+/// here is the caller's and changes nothing.
+pub fn plan(library: &Library, request: &Request) -> Result<Vec<Unit>, IndexError> {
+    if request.paths.is_empty() {
+        return Err(IndexError::invalid(
+            "paths",
+            "give at least one file or directory to import",
+        ));
+    }
+    if let Some(t) = &request.model_type
+        && !crate::convert::is_model_type(t)
+    {
+        return Err(IndexError::invalid(
+            "model_type",
+            format!("`{t}` is not a model type"),
+        ));
+    }
+    if let Some(f) = &request.family
+        && !crate::slug::is_safe_segment(f)
+    {
+        return Err(IndexError::invalid(
+            "family",
+            format!("`{f}` is not a valid family name (letters, digits, - _ .)"),
+        ));
+    }
+    let mut units = Vec::new();
+    for (i, path) in request.paths.iter().enumerate() {
+        let field = format!("paths[{i}]");
+        if !path.is_absolute() {
+            return Err(IndexError::invalid(
+                field,
+                format!("`{}` is not an absolute path", path.display()),
+            ));
+        }
+        let real = std::fs::canonicalize(path).map_err(|e| {
+            IndexError::invalid(field.clone(), format!("`{}` cannot be read: {e}", path.display()))
+        })?;
+        let roots = &library.policy.import_roots;
+        if !roots.is_empty() && !roots.iter().any(|r| real.starts_with(r)) {
+            return Err(IndexError::invalid(
+                field,
+                format!(
+                    "`{}` is outside the directories this index may import from ({})",
+                    path.display(),
+                    roots
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if real.starts_with(library.root()) {
+            return Err(IndexError::invalid(
+                field,
+                format!("`{}` is already inside the library", path.display()),
+            ));
+        }
+        let found =
+            inspect::units_for(&real).map_err(|e| IndexError::invalid(field.clone(), e.to_string()))?;
+        for unit in &found {
+            if library.policy.refuse_pickle && inspect::is_unsafe(unit) {
+                return Err(IndexError::Precondition {
+                    kind: "UNSAFE_FORMAT_REFUSED".to_owned(),
+                    subject: unit.origin.display().to_string(),
+                    message: format!(
+                        "{} is a pickle-based file, which can run code when loaded, and this index refuses them (--refuse-pickle); convert it to safetensors",
+                        unit.origin.display()
+                    ),
+                });
+            }
+        }
+        units.extend(found);
+    }
+    if request.display_name.is_some() && units.len() > 1 {
+        return Err(IndexError::invalid(
+            "display_name",
+            "a display name can only be given when importing one model",
+        ));
+    }
+    if matches!(request.mode, Mode::Copy | Mode::Reflink) {
+        let needed: u64 = units.iter().map(Unit::size).sum();
+        let available = fs4::available_space(library.root()).unwrap_or(u64::MAX);
+        // Keep a margin for metadata and the filesystem itself.
+        if needed.saturating_add(64 << 20) > available {
+            return Err(IndexError::NoSpace(format!(
+                "the import needs {needed} bytes and the library's filesystem has {available} free"
+            )));
+        }
+    }
+    Ok(units)
+}
+
+/// Runs an import job to its end.
+pub async fn run(library: Arc<Library>, handle: Handle, request: Request, units: Vec<Unit>) {
+    handle.start();
+    let total: u64 = units.iter().map(Unit::size).sum();
+    handle.update(|s| {
+        s.bytes_total = total;
+        s.items_total = units.len() as u64;
+    });
+    let job_id = handle_id(&handle);
+    for (n, unit) in units.into_iter().enumerate() {
+        if handle.cancelled() {
+            break;
+        }
+        handle.update(|s| s.current = unit.origin.display().to_string());
+        let source = unit.origin.display().to_string();
+        let size = unit.size();
+        let before = current_bytes(&handle);
+        let result = import_unit(&library, &handle, &request, unit, &format!("{job_id}-{n}")).await;
+        let item = match result {
+            Ok((outcome, model_id)) => ItemResult {
+                source,
+                outcome,
+                model_id,
+                error: None,
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "import of one item failed");
+                ItemResult {
+                    source,
+                    outcome: Outcome::Failed,
+                    model_id: String::new(),
+                    error: Some(Failure::from(&err)),
+                }
+            }
+        };
+        handle.update(|s| {
+            s.results.push(item);
+            s.items_done += 1;
+            s.bytes_done = before + size;
+        });
+    }
+    let failed = handle_failed_all(&handle);
+    handle.finish(if failed { State::Failed } else { State::Succeeded }, None);
+}
+
+fn handle_id(handle: &Handle) -> String {
+    handle.snapshot().id
+}
+
+fn current_bytes(handle: &Handle) -> u64 {
+    handle.snapshot().bytes_done
+}
+
+fn handle_failed_all(handle: &Handle) -> bool {
+    let s = handle.snapshot();
+    !s.results.is_empty() && s.results.iter().all(|r| r.outcome == Outcome::Failed)
+}
+
+/// Hashes a file, using the cache when its identity is unchanged.
+pub async fn hash_cached(
+    library: &Library,
+    path: &Path,
+    handle: Option<&Handle>,
+) -> Result<Digests, IndexError> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| IndexError::io(format!("reading {}", path.display()), e))?;
+    let key = FileKey::of(&meta);
+    if let Some((sha256, blake3)) = library.store().cached_hash(&key).await? {
+        return Ok(Digests { sha256, blake3 });
+    }
+    let owned = path.to_owned();
+    let cancel = handle.map(Handle::cancel_flag);
+    let progress_handle = handle.cloned();
+    let base = handle.map(current_bytes).unwrap_or(0);
+    let digests = tokio::task::spawn_blocking(move || {
+        let mut last = 0u64;
+        hash::hash_file(&owned, |done| {
+            if let Some(h) = &progress_handle
+                && done - last >= (8 << 20)
+            {
+                h.update(|s| s.bytes_done = base + done);
+                last = done;
+            }
+            !cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+        })
+    })
+    .await
+    .map_err(|e| IndexError::Internal(e.to_string()))?
+    .map_err(|e| {
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            IndexError::Precondition {
+                kind: "CANCELLED".to_owned(),
+                subject: path.display().to_string(),
+                message: "the job was cancelled".to_owned(),
+            }
+        } else {
+            IndexError::io(format!("hashing {}", path.display()), e)
+        }
+    })?;
+    library
+        .store()
+        .put_hash(&key, &digests.sha256, &digests.blake3)
+        .await?;
+    Ok(digests)
+}
+
+async fn import_unit(
+    library: &Arc<Library>,
+    handle: &Handle,
+    request: &Request,
+    unit: Unit,
+    staging_name: &str,
+) -> Result<(Outcome, String), IndexError> {
+    // Inspect and detect (blocking reads of headers).
+    let unit_for_facts = unit.clone();
+    let facts = tokio::task::spawn_blocking(move || inspect::facts_for(&unit_for_facts))
+        .await
+        .map_err(|e| IndexError::Internal(e.to_string()))?
+        .map_err(|e| IndexError::invalid("paths", e.to_string()))?;
+    let decision = detect::detect(&facts);
+
+    // Hash every file.
+    let mut files = Vec::with_capacity(unit.files.len());
+    for f in &unit.files {
+        let digests = hash_cached(library, &f.source, Some(handle)).await?;
+        files.push(FileEntry {
+            path: f.relative.clone(),
+            size: f.size,
+            sha256: digests.sha256,
+            blake3: digests.blake3,
+        });
+    }
+    let composite = hash::composite(
+        &files
+            .iter()
+            .map(|f| (f.path.clone(), f.sha256.clone()))
+            .collect::<Vec<_>>(),
+    );
+
+    // Same content already in the library: report it, store nothing.
+    let probe = if files.len() == 1 {
+        files[0].sha256.clone()
+    } else {
+        composite.clone()
+    };
+    if let Some(existing) = library.store().find_by_digest(&probe).await?.into_iter().next() {
+        let same = files.len() == 1 && existing.metadata.files.len() == 1 || files.len() > 1;
+        if same {
+            return Ok((Outcome::Duplicate, existing.metadata.id));
+        }
+    }
+
+    let model_type = request
+        .model_type
+        .clone()
+        .unwrap_or_else(|| decision.model_type.clone());
+    let family = request.family.clone().unwrap_or_else(|| decision.family.clone());
+    let display_name = request.display_name.clone().unwrap_or_else(|| unit.name.clone());
+    let id = library.unique_id(&model_type, &family, &display_name).await?;
+    let mut detection = decision.detection.clone();
+    if request.model_type.is_some() || request.family.is_some() {
+        detection.evidence.insert(
+            0,
+            crate::metadata::Evidence {
+                kind: "user_override".to_owned(),
+                key: "import request".to_owned(),
+                value: format!("{model_type}/{family}"),
+                supports: format!("type={model_type} family={family}"),
+            },
+        );
+    }
+    let now = now_rfc3339();
+    let mut tags: Vec<String> = request.tags.clone();
+    tags.sort();
+    tags.dedup();
+    let metadata = Metadata {
+        schema_version: SCHEMA_VERSION,
+        id: id.clone(),
+        display_name,
+        model_type,
+        family,
+        architecture: decision.architecture.clone(),
+        format: facts.format.to_owned(),
+        precision: decision.precision.clone(),
+        quantization: decision.quantization.clone(),
+        parameter_count: decision.parameter_count,
+        total_size: files.iter().map(|f| f.size).sum(),
+        files,
+        composite_digest: composite,
+        source: Source::Local {
+            path: unit.origin.display().to_string(),
+        },
+        tags,
+        description: String::new(),
+        license: facts
+            .safetensors
+            .as_ref()
+            .and_then(|h| h.metadata.get("modelspec.license").cloned())
+            .unwrap_or_default(),
+        added_time: now.clone(),
+        updated_time: now,
+        state: "ready".to_owned(),
+        state_reason: String::new(),
+        detection,
+        unsafe_format: inspect::is_unsafe(&unit),
+        dependency_bindings: Vec::new(),
+        declares_no_dependencies: false,
+    };
+
+    // Place the files into staging, then move the whole directory into place at once.
+    let root = library.root().to_owned();
+    let staging = root.join(STAGING_DIR).join(staging_name);
+    let final_dir = library.model_dir(&id)?;
+    let mode = request.mode;
+    let meta_for_disk = metadata.clone();
+    let unit_for_place = unit.clone();
+    tokio::task::spawn_blocking(move || place(&unit_for_place, mode, &staging, &final_dir, &meta_for_disk))
+        .await
+        .map_err(|e| IndexError::Internal(e.to_string()))??;
+
+    let record = library.write_and_index(&metadata).await?;
+    library.publish("added", &record.metadata.id, "").await?;
+    Ok((Outcome::Added, id))
+}
+
+fn place(
+    unit: &Unit,
+    mode: Mode,
+    staging: &Path,
+    final_dir: &Path,
+    metadata: &Metadata,
+) -> Result<(), IndexError> {
+    let io =
+        |what: &str, path: &Path, e: std::io::Error| IndexError::io(format!("{what} {}", path.display()), e);
+    std::fs::create_dir_all(staging).map_err(|e| io("creating", staging, e))?;
+    let journal = Journal {
+        mode,
+        files: unit
+            .files
+            .iter()
+            .map(|f| JournalFile {
+                source: f.source.clone(),
+                relative: f.relative.clone(),
+            })
+            .collect(),
+    };
+    write_json_atomic(&staging.join(JOURNAL_FILE), &journal).map_err(|e| io("writing", staging, e))?;
+    let result = (|| {
+        for f in &unit.files {
+            let dest = staging.join(&f.relative);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
+            }
+            place_file(&f.source, &dest, mode, &f.relative)?;
+        }
+        write_json_atomic(&staging.join(METADATA_FILE), metadata)
+            .map_err(|e| io("writing metadata in", staging, e))?;
+        let parent = final_dir
+            .parent()
+            .ok_or_else(|| IndexError::Internal("model dir has no parent".to_owned()))?;
+        std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
+        if final_dir.exists() {
+            return Err(IndexError::Conflict {
+                what: "model directory".to_owned(),
+                name: final_dir.display().to_string(),
+            });
+        }
+        std::fs::rename(staging, final_dir).map_err(|e| io("moving into place", final_dir, e))?;
+        sync_dir(parent).map_err(|e| io("syncing", parent, e))?;
+        let _ = std::fs::remove_file(final_dir.join(JOURNAL_FILE));
+        Ok(())
+    })();
+    if result.is_err() && staging.exists() {
+        // Put moved files back and drop the staging directory.
+        let _ = roll_back(staging);
+    }
+    result
+}
+
+fn place_file(source: &Path, dest: &Path, mode: Mode, relative: &str) -> Result<(), IndexError> {
+    let io = |what: &str, e: std::io::Error| IndexError::io(format!("{what} {}", source.display()), e);
+    match mode {
+        Mode::Copy | Mode::Reflink => {
+            // std::fs::copy uses copy_file_range, which shares extents on btrfs/XFS (a reflink)
+            // and copies in the kernel elsewhere.
+            std::fs::copy(source, dest).map_err(|e| io("copying", e))?;
+            std::fs::File::open(dest).and_then(|f| f.sync_all()).map_err(|e| io("syncing copy of", e))?;
+        }
+        Mode::Hardlink => std::fs::hard_link(source, dest).map_err(|e| {
+            if e.raw_os_error() == Some(18) {
+                IndexError::Precondition {
+                    kind: "CROSS_DEVICE".to_owned(),
+                    subject: source.display().to_string(),
+                    message: format!(
+                        "{} is on another filesystem than the library, so it cannot be hard-linked; import with mode copy or move",
+                        source.display()
+                    ),
+                }
+            } else {
+                io("hard-linking", e)
+            }
+        })?,
+        Mode::Move => match std::fs::rename(source, dest) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(18) => {
+                // Across filesystems: copy, verify the copy, then remove the original.
+                std::fs::copy(source, dest).map_err(|e| io("copying", e))?;
+                let a = hash::hash_file(source, |_| true).map_err(|e| io("verifying", e))?;
+                let b = hash::hash_file(dest, |_| true).map_err(|e| io("verifying copy of", e))?;
+                if a != b {
+                    return Err(IndexError::Internal(format!("copy of {relative} does not match its source")));
+                }
+                std::fs::remove_file(source).map_err(|e| io("removing moved", e))?;
+            }
+            Err(e) => return Err(io("moving", e)),
+        },
+    }
+    Ok(())
+}
+
+fn roll_back(staging: &Path) -> std::io::Result<()> {
+    if let Ok(bytes) = std::fs::read(staging.join(JOURNAL_FILE))
+        && let Ok(journal) = serde_json::from_slice::<Journal>(&bytes)
+        && journal.mode == Mode::Move
+    {
+        for f in &journal.files {
+            let staged = staging.join(&f.relative);
+            if staged.exists() && !f.source.exists() {
+                if std::fs::rename(&staged, &f.source).is_err() {
+                    std::fs::copy(&staged, &f.source)?;
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(staging)
+}
+
+/// Rolls back every staging directory a crash left behind; returns how many there were.
+pub fn recover(models_root: &Path) -> Result<usize, IndexError> {
+    let staging = models_root.join(STAGING_DIR);
+    let Ok(entries) = std::fs::read_dir(&staging) else {
+        return Ok(0);
+    };
+    let mut count = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        roll_back(&path).map_err(|e| IndexError::io(format!("rolling back {}", path.display()), e))?;
+        count += 1;
+    }
+    Ok(count)
+}

@@ -1,0 +1,328 @@
+//! The library: canonical directories under `shared-resources/models`, their metadata files, and
+//! the derived index kept in step with them. The only writer of both.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::error::IndexError;
+use crate::fsio::{sync_dir, write_json_atomic};
+use crate::jobs::Jobs;
+use crate::metadata::{METADATA_FILE, Metadata, OVERRIDES_FILE, Overrides};
+use crate::slug::{parse_model_id, slugify};
+use crate::store::{Change, Record, Store};
+
+/// Directory (under the models root) where imports assemble a model before it appears.
+pub const STAGING_DIR: &str = ".staging";
+/// The journal an import writes into its staging directory before it touches any file.
+pub const JOURNAL_FILE: &str = ".pumas-import.json";
+
+/// Library policy.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// Refuse pickle-based formats instead of flagging them.
+    pub refuse_pickle: bool,
+    /// When not empty, imports may only read below these directories.
+    pub import_roots: Vec<PathBuf>,
+}
+
+/// The library.
+pub struct Library {
+    root: PathBuf,
+    store: Store,
+    changes: broadcast::Sender<Change>,
+    /// Jobs of this process.
+    pub jobs: Jobs,
+    /// Policy.
+    pub policy: Policy,
+}
+
+/// RFC 3339 "now".
+pub fn now_rfc3339() -> String {
+    prost_types::Timestamp::from(std::time::SystemTime::now()).to_string()
+}
+
+impl Library {
+    /// Opens the library at `models_dir`: creates it, opens (or creates) models.db, finishes or
+    /// rolls back imports a crash interrupted, and rebuilds the index from the metadata files
+    /// when models.db is new.
+    pub async fn open(models_dir: &Path, policy: Policy) -> Result<Arc<Self>, IndexError> {
+        std::fs::create_dir_all(models_dir)
+            .map_err(|e| IndexError::io(format!("creating {}", models_dir.display()), e))?;
+        let db_path = models_dir.join("models.db");
+        let fresh = !db_path.exists();
+        let store = Store::open(&db_path).await?;
+        let (changes, _) = broadcast::channel(1024);
+        let library = Arc::new(Self {
+            root: models_dir.to_owned(),
+            store,
+            changes,
+            jobs: Jobs::default(),
+            policy,
+        });
+        let recovered = {
+            let root = library.root.clone();
+            tokio::task::spawn_blocking(move || crate::import::recover(&root))
+                .await
+                .map_err(|e| IndexError::Internal(e.to_string()))??
+        };
+        if recovered > 0 {
+            tracing::warn!(recovered, "rolled back imports interrupted by a crash");
+        }
+        if fresh || library.store.count().await? == 0 {
+            let report = library.reindex(None).await?;
+            if report.seen > 0 {
+                tracing::info!(models = report.seen, "rebuilt models.db from the metadata files");
+            }
+        }
+        Ok(library)
+    }
+
+    /// The models root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The index.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Subscribes to live change events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Records and broadcasts a change.
+    pub async fn publish(&self, kind: &str, model_id: &str, previous_id: &str) -> Result<Change, IndexError> {
+        let change = self.store.append_change(kind, model_id, previous_id).await?;
+        let _ = self.changes.send(change.clone());
+        Ok(change)
+    }
+
+    /// The directory of a model id (checked: three safe segments).
+    pub fn model_dir(&self, id: &str) -> Result<PathBuf, IndexError> {
+        let (t, f, s) = parse_model_id(id).ok_or_else(|| {
+            IndexError::invalid(
+                "model_id",
+                format!("`{id}` is not a model id (<type>/<family>/<slug>)"),
+            )
+        })?;
+        Ok(self.root.join(t).join(f).join(s))
+    }
+
+    /// One model or NOT_FOUND.
+    pub async fn get(&self, id: &str) -> Result<Record, IndexError> {
+        parse_model_id(id).ok_or_else(|| {
+            IndexError::invalid(
+                "model_id",
+                format!("`{id}` is not a model id (<type>/<family>/<slug>)"),
+            )
+        })?;
+        self.store
+            .get(id)
+            .await?
+            .ok_or_else(|| IndexError::ModelNotFound(id.to_owned()))
+    }
+
+    /// A slug for `name` under `<type>/<family>` that no model uses yet.
+    pub async fn unique_id(&self, model_type: &str, family: &str, name: &str) -> Result<String, IndexError> {
+        let base = slugify(name);
+        for n in 1u32.. {
+            let slug = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            let id = format!("{model_type}/{family}/{slug}");
+            let taken = self.root.join(model_type).join(family).join(&slug).exists()
+                || self.store.get(&id).await?.is_some();
+            if !taken {
+                return Ok(id);
+            }
+        }
+        Err(IndexError::Internal("no free slug".to_owned()))
+    }
+
+    /// Writes a model's metadata.json (atomically) and indexes the merged record.
+    pub async fn write_and_index(&self, metadata: &Metadata) -> Result<Record, IndexError> {
+        let dir = self.model_dir(&metadata.id)?;
+        let path = dir.join(METADATA_FILE);
+        let value = metadata.clone();
+        tokio::task::spawn_blocking(move || write_json_atomic(&path, &value))
+            .await
+            .map_err(|e| IndexError::Internal(e.to_string()))?
+            .map_err(|e| IndexError::io(format!("writing metadata of {}", metadata.id), e))?;
+        let overrides = read_overrides(&dir)?;
+        let record = Record {
+            metadata: overrides.apply(metadata),
+            overridden: overrides.overridden_fields(),
+        };
+        self.store.upsert(&record).await?;
+        Ok(record)
+    }
+
+    /// Deletes a model's files and record. Refuses while mapper link holds exist, unless forced.
+    pub async fn delete(&self, id: &str, force: bool) -> Result<u64, IndexError> {
+        let record = self.get(id).await?;
+        let holders = self.store.link_holders(id).await?;
+        if !holders.is_empty() && !force {
+            return Err(IndexError::Precondition {
+                kind: "MODEL_LINKED".to_owned(),
+                subject: id.to_owned(),
+                message: format!(
+                    "model {id} is linked into {} (by {}); unmap it first or delete with force, which removes the links",
+                    if holders.len() == 1 {
+                        "1 app".to_owned()
+                    } else {
+                        format!("{} apps", holders.len())
+                    },
+                    holders.join(", ")
+                ),
+            });
+        }
+        let dir = self.model_dir(id)?;
+        // Move the directory out of the tree first (atomic), then delete: a crash never leaves a
+        // half-deleted model in place.
+        let trash = self
+            .root
+            .join(STAGING_DIR)
+            .join(format!("delete-{}", id.replace('/', "__")));
+        if dir.exists() {
+            std::fs::create_dir_all(self.root.join(STAGING_DIR))
+                .map_err(|e| IndexError::io("creating staging", e))?;
+            std::fs::rename(&dir, &trash)
+                .map_err(|e| IndexError::io(format!("removing {}", dir.display()), e))?;
+            let _ = sync_dir(dir.parent().unwrap_or(&self.root));
+            let trash_clone = trash.clone();
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(trash_clone))
+                .await
+                .map_err(|e| IndexError::Internal(e.to_string()))?
+                .map_err(|e| IndexError::io(format!("deleting {}", trash.display()), e))?;
+        }
+        self.store.clear_link_holds(id).await?;
+        self.store.remove(id).await?;
+        self.publish("removed", id, "").await?;
+        Ok(record.metadata.total_size)
+    }
+
+    /// Writes user overrides (only the named fields; a named field with no value clears it).
+    pub async fn update_overrides(
+        &self,
+        id: &str,
+        changes: &Overrides,
+        fields: &[String],
+    ) -> Result<Record, IndexError> {
+        let record = self.get(id).await?;
+        let dir = self.model_dir(id)?;
+        let mut overrides = read_overrides(&dir)?;
+        for field in fields {
+            match field.as_str() {
+                "display_name" => overrides.display_name.clone_from(&changes.display_name),
+                "model_type" => overrides.model_type.clone_from(&changes.model_type),
+                "family" => overrides.family.clone_from(&changes.family),
+                "tags" => overrides.tags.clone_from(&changes.tags),
+                "description" => overrides.description.clone_from(&changes.description),
+                "license" => overrides.license.clone_from(&changes.license),
+                "declares_no_dependencies" => {
+                    overrides.declares_no_dependencies = changes.declares_no_dependencies
+                }
+                other => {
+                    return Err(IndexError::invalid(
+                        "update_mask",
+                        format!(
+                            "`{other}` cannot be updated (display_name, model_type, family, tags, description, license, declares_no_dependencies can)"
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(t) = &overrides.model_type
+            && !crate::convert::is_model_type(t)
+        {
+            return Err(IndexError::invalid(
+                "overrides.model_type",
+                format!("`{t}` is not a model type"),
+            ));
+        }
+        if let Some(f) = &overrides.family
+            && !crate::slug::is_safe_segment(f)
+        {
+            return Err(IndexError::invalid(
+                "overrides.family",
+                format!("`{f}` is not a valid family name"),
+            ));
+        }
+        let path = dir.join(OVERRIDES_FILE);
+        write_json_atomic(&path, &overrides).map_err(|e| IndexError::io("writing overrides.json", e))?;
+        let metadata = read_metadata(&dir)?;
+        let merged = Record {
+            metadata: overrides.apply(&metadata),
+            overridden: overrides.overridden_fields(),
+        };
+        // A new type or family moves the model to its canonical place (and changes its id).
+        let new_type = merged.metadata.model_type.clone();
+        let new_family = merged.metadata.family.clone();
+        let (old_type, old_family, slug) = parse_model_id(id).unwrap_or_default();
+        if new_type != old_type || new_family != old_family {
+            let new_id = self.unique_id(&new_type, &new_family, slug).await?;
+            let new_dir = self.model_dir(&new_id)?;
+            std::fs::create_dir_all(new_dir.parent().unwrap_or(&self.root))
+                .map_err(|e| IndexError::io("creating dir", e))?;
+            std::fs::rename(&dir, &new_dir).map_err(|e| IndexError::io("moving the model", e))?;
+            let mut moved = metadata.clone();
+            moved.id = new_id.clone();
+            moved.updated_time = now_rfc3339();
+            let record = self.write_and_index(&moved).await?;
+            self.store.remove(id).await?;
+            self.publish("moved", &new_id, id).await?;
+            return Ok(record);
+        }
+        let _ = record;
+        let mut metadata = metadata;
+        metadata.updated_time = now_rfc3339();
+        let record = self.write_and_index(&metadata).await?;
+        self.publish("updated", id, "").await?;
+        Ok(record)
+    }
+
+    /// Rescans the tree: indexes every metadata.json (rebuilding models.db when it is new),
+    /// adopts model folders copied in by hand, marks records whose files vanished as missing and
+    /// restores them when the files are back.
+    pub async fn reindex(&self, job: Option<&crate::jobs::Handle>) -> Result<ReindexReport, IndexError> {
+        crate::reindex::run(self, job).await
+    }
+}
+
+/// Report of a reindex.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReindexReport {
+    /// Model directories seen.
+    pub seen: u64,
+    /// Records added to the index.
+    pub added: u64,
+    /// Records updated.
+    pub updated: u64,
+    /// Records marked missing.
+    pub missing: u64,
+}
+
+/// Reads `metadata.json` of a model directory.
+pub fn read_metadata(dir: &Path) -> Result<Metadata, IndexError> {
+    let path = dir.join(METADATA_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| IndexError::io(format!("reading {}", path.display()), e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| IndexError::Internal(format!("{} is not valid metadata: {e}", path.display())))
+}
+
+/// Reads `overrides.json` of a model directory (empty when absent).
+pub fn read_overrides(dir: &Path) -> Result<Overrides, IndexError> {
+    let path = dir.join(OVERRIDES_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| IndexError::Internal(format!("{} is not valid: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overrides::default()),
+        Err(e) => Err(IndexError::io(format!("reading {}", path.display()), e)),
+    }
+}

@@ -1,0 +1,93 @@
+//! Opaque page tokens: a keyset cursor plus a hash of the query they belong to, so a token
+//! replayed with other filters is refused instead of returning a wrong page.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::IndexError;
+use crate::store::After;
+
+#[derive(Serialize, Deserialize)]
+struct Token {
+    /// Hash of the query, filters and order.
+    q: String,
+    /// Cursor kind: t(ext), i(nt), s(core).
+    k: char,
+    /// Cursor value.
+    v: String,
+    /// Last id.
+    id: String,
+}
+
+/// A short hash of everything that defines a result list.
+pub fn query_hash(parts: &impl std::fmt::Debug) -> String {
+    let text = format!("{parts:?}");
+    blake3::hash(text.as_bytes()).to_hex()[..16].to_owned()
+}
+
+/// Encodes where the next page starts.
+pub fn encode(after: &After, query: &str) -> String {
+    let (k, v, id) = match after {
+        After::Start => return String::new(),
+        After::Text(v, id) => ('t', v.clone(), id.clone()),
+        After::Int(v, id) => ('i', v.to_string(), id.clone()),
+        After::Score(v, id) => ('s', format!("{:e}", v), id.clone()),
+    };
+    let json = serde_json::to_vec(&Token {
+        q: query.to_owned(),
+        k,
+        v,
+        id,
+    })
+    .unwrap_or_default();
+    json.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decodes a token given with a request whose query hash is `query`.
+pub fn decode(token: &str, query: &str) -> Result<After, IndexError> {
+    if token.is_empty() {
+        return Ok(After::Start);
+    }
+    let bad = || {
+        IndexError::invalid(
+            "page_token",
+            "is not a token this service issued; start again without it",
+        )
+    };
+    if token.len() % 2 != 0 || token.len() > 4096 {
+        return Err(bad());
+    }
+    let bytes: Vec<u8> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let t: Token = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if t.q != query {
+        return Err(IndexError::invalid(
+            "page_token",
+            "belongs to another query, filter or order; send the same request as the first page, or start again without a token",
+        ));
+    }
+    Ok(match t.k {
+        't' => After::Text(t.v, t.id),
+        'i' => After::Int(t.v.parse().map_err(|_| bad())?, t.id),
+        's' => After::Score(t.v.parse().map_err(|_| bad())?, t.id),
+        _ => return Err(bad()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusal() {
+        let after = After::Score(-1.25e-6, "lora/sdxl/x".to_owned());
+        let token = encode(&after, "abc");
+        assert_eq!(decode(&token, "abc").ok(), Some(after));
+        assert!(decode(&token, "other").is_err());
+        assert!(decode("zz", "abc").is_err());
+        assert!(decode("abc", "abc").is_err());
+        assert_eq!(decode("", "abc").ok(), Some(After::Start));
+    }
+}

@@ -1,0 +1,191 @@
+//! The search box language, turned into a safe FTS5 expression. Users type words (the last one
+//! matches as a prefix while typing), `"quoted phrases"`, `word*` prefixes, `OR`, `NOT` /
+//! `-word`. Nothing the user types reaches FTS5 unquoted, so no input can inject syntax; what
+//! cannot be understood is an error naming the problem.
+
+/// Turns a query into an FTS5 MATCH expression; `None` for an empty query.
+pub fn to_fts(query: &str) -> Result<Option<String>, String> {
+    let query = query.trim_start();
+    let typing = !query.ends_with(char::is_whitespace);
+    let mut terms: Vec<Term> = Vec::new();
+    let mut chars = query.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        if c == '"' {
+            chars.next();
+            let mut phrase = String::new();
+            let mut closed = false;
+            for c in chars.by_ref() {
+                if c == '"' {
+                    closed = true;
+                    break;
+                }
+                phrase.push(c);
+            }
+            if !closed {
+                return Err("a quoted phrase is not closed: add the missing `\"`".to_owned());
+            }
+            let prefix = chars.peek() == Some(&'*');
+            if prefix {
+                chars.next();
+            }
+            terms.push(Term::Words {
+                words: words(&phrase),
+                prefix,
+                bare: false,
+            });
+            continue;
+        }
+        let mut word = String::new();
+        while let Some(&c) = chars.peek() {
+            if c.is_whitespace() || c == '"' {
+                break;
+            }
+            word.push(c);
+            chars.next();
+        }
+        match word.as_str() {
+            "OR" => terms.push(Term::Or),
+            "AND" => terms.push(Term::And),
+            "NOT" => terms.push(Term::Not),
+            _ => {
+                let (negated, body) = match word.strip_prefix('-') {
+                    Some(rest) if !rest.is_empty() => (true, rest),
+                    _ => (false, word.as_str()),
+                };
+                let (body, prefix) = match body.strip_suffix('*') {
+                    Some(stem) => (stem, true),
+                    None => (body, false),
+                };
+                let parts = words(body);
+                if parts.is_empty() {
+                    continue; // punctuation only: nothing to match
+                }
+                if negated {
+                    terms.push(Term::Not);
+                }
+                terms.push(Term::Words {
+                    words: parts,
+                    prefix,
+                    bare: true,
+                });
+            }
+        }
+    }
+    // While typing, the last bare word is a prefix.
+    if typing
+        && let Some(Term::Words {
+            prefix, bare: true, ..
+        }) = terms.last_mut()
+    {
+        *prefix = true;
+    }
+    let mut out = String::new();
+    let mut expect_term = true;
+    for (i, term) in terms.iter().enumerate() {
+        match term {
+            Term::Words { words, prefix, .. } => {
+                if words.is_empty() {
+                    continue;
+                }
+                if !expect_term {
+                    out.push(' ');
+                }
+                out.push('"');
+                out.push_str(&words.join(" "));
+                out.push('"');
+                if *prefix {
+                    out.push('*');
+                }
+                expect_term = false;
+            }
+            op => {
+                let name = match op {
+                    Term::Or => "OR",
+                    Term::And => "AND",
+                    _ => "NOT",
+                };
+                if expect_term || i + 1 == terms.len() {
+                    return Err(format!("`{name}` must stand between two search terms"));
+                }
+                out.push(' ');
+                out.push_str(name);
+                out.push(' ');
+                expect_term = true;
+            }
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
+enum Term {
+    Words {
+        words: Vec<String>,
+        prefix: bool,
+        bare: bool,
+    },
+    Or,
+    And,
+    Not,
+}
+
+/// The tokens FTS5's unicode61 tokenizer would see: runs of letters and digits.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_words_and_type_ahead() {
+        assert_eq!(
+            to_fts("juggernaut xl").unwrap(),
+            Some(r#""juggernaut" "xl"*"#.to_owned())
+        );
+        assert_eq!(
+            to_fts("juggernaut xl ").unwrap(),
+            Some(r#""juggernaut" "xl""#.to_owned())
+        );
+        assert_eq!(to_fts("sd-xl").unwrap(), Some(r#""sd xl"*"#.to_owned()));
+        assert_eq!(to_fts("   ").unwrap(), None);
+    }
+
+    #[test]
+    fn operators_phrases_and_prefixes() {
+        assert_eq!(
+            to_fts(r#"llama OR "mistral 7b" "#).unwrap(),
+            Some(r#""llama" OR "mistral 7b""#.to_owned())
+        );
+        assert_eq!(
+            to_fts("flux -schnell ").unwrap(),
+            Some(r#""flux" NOT "schnell""#.to_owned())
+        );
+        assert_eq!(to_fts("qwen* ").unwrap(), Some(r#""qwen"*"#.to_owned()));
+        assert_eq!(to_fts("模型").unwrap(), Some("\"模型\"*".to_owned()));
+    }
+
+    #[test]
+    fn injection_is_quoted_away() {
+        // FTS5 syntax characters never reach the engine unquoted.
+        assert_eq!(
+            to_fts("a:b (c) ^d").unwrap(),
+            Some(r#""a b" "c" "d"*"#.to_owned())
+        );
+        assert_eq!(to_fts("NEAR(a b)").unwrap(), Some(r#""NEAR a" "b"*"#.to_owned()));
+    }
+
+    #[test]
+    fn malformed_queries_say_why() {
+        assert!(to_fts(r#""unclosed"#).unwrap_err().contains("not closed"));
+        assert!(to_fts("OR llama").unwrap_err().contains("between"));
+        assert!(to_fts("llama NOT").unwrap_err().contains("between"));
+    }
+}

@@ -1,0 +1,316 @@
+//! Reindex: make models.db agree with the tree. Indexes every `metadata.json`, adopts model
+//! folders copied in by hand, marks records whose files vanished as missing (kept, not deleted)
+//! and restores them when the files come back — by path, or by content when a folder moved.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::error::IndexError;
+use crate::jobs::{Handle, ItemResult, Outcome};
+use crate::library::{Library, ReindexReport, now_rfc3339, read_metadata, read_overrides};
+use crate::metadata::{FileEntry, METADATA_FILE, Metadata, SCHEMA_VERSION, Source};
+use crate::store::Record;
+use crate::{detect, hash, inspect};
+
+/// Model directories: `<root>/<type>/<family>/<slug>`, skipping dot-directories.
+fn model_dirs(root: &Path) -> Vec<PathBuf> {
+    fn subdirs(dir: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+    subdirs(root)
+        .iter()
+        .flat_map(|t| subdirs(t))
+        .flat_map(|f| subdirs(&f))
+        .collect()
+}
+
+fn id_of(root: &Path, dir: &Path) -> Option<String> {
+    let rel = dir.strip_prefix(root).ok()?;
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let id = parts.join("/");
+    crate::slug::parse_model_id(&id).map(|_| id.clone())
+}
+
+/// Whether every file of the metadata is present with its recorded size.
+fn files_state(dir: &Path, files: &[FileEntry]) -> (&'static str, String) {
+    let mut missing = Vec::new();
+    for f in files {
+        match std::fs::metadata(dir.join(&f.path)) {
+            Ok(m) if m.len() == f.size => {}
+            Ok(m) => missing.push(format!("{} has {} bytes, {} expected", f.path, m.len(), f.size)),
+            Err(_) => missing.push(format!("{} is missing", f.path)),
+        }
+    }
+    match missing.len() {
+        0 => ("ready", String::new()),
+        n if n == files.len() => ("missing", missing.join("; ")),
+        _ => ("partial", missing.join("; ")),
+    }
+}
+
+/// Runs a reindex.
+pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, IndexError> {
+    let root = library.root().to_owned();
+    let dirs = {
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || model_dirs(&root))
+            .await
+            .map_err(|e| IndexError::Internal(e.to_string()))?
+    };
+    if let Some(h) = job {
+        h.update(|s| s.items_total = dirs.len() as u64);
+    }
+    let mut report = ReindexReport::default();
+    let known: BTreeSet<String> = library.store().all_ids().await?.into_iter().collect();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut found_digests: BTreeMap<String, String> = BTreeMap::new();
+
+    for dir in &dirs {
+        if job.is_some_and(Handle::cancelled) {
+            break;
+        }
+        let Some(id) = id_of(&root, dir) else { continue };
+        report.seen += 1;
+        let outcome = if dir.join(METADATA_FILE).is_file() {
+            index_existing(library, dir, &id, known.contains(&id)).await
+        } else {
+            adopt(library, dir, &id).await
+        };
+        let (outcome, model_id) = match outcome {
+            Ok(Some(done)) => done,
+            Ok(None) => continue,
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), error = %err, "reindex skipped a directory");
+                if let Some(h) = job {
+                    h.update(|s| {
+                        s.results.push(ItemResult {
+                            source: dir.display().to_string(),
+                            outcome: Outcome::Failed,
+                            model_id: id.clone(),
+                            error: Some((&err).into()),
+                        });
+                        s.items_done += 1;
+                    });
+                }
+                continue;
+            }
+        };
+        match outcome {
+            Outcome::Added => report.added += 1,
+            Outcome::Updated | Outcome::Missing => report.updated += 1,
+            _ => {}
+        }
+        if let Ok(Some(r)) = library.store().get(&model_id).await {
+            found_digests.insert(r.metadata.composite_digest.clone(), model_id.clone());
+        }
+        seen.insert(model_id.clone());
+        if let Some(h) = job {
+            h.update(|s| {
+                s.items_done += 1;
+                if outcome != Outcome::Unchanged {
+                    s.results.push(ItemResult {
+                        source: dir.display().to_string(),
+                        outcome,
+                        model_id,
+                        error: None,
+                    });
+                }
+            });
+        }
+    }
+
+    // Records whose directory is gone: moved (same content elsewhere) or missing.
+    if job.is_none_or(|h| !h.cancelled()) {
+        for id in known.difference(&seen) {
+            let Some(mut record) = library.store().get(id).await? else {
+                continue;
+            };
+            if let Some(new_id) = found_digests
+                .get(&record.metadata.composite_digest)
+                .filter(|n| *n != id)
+            {
+                library.store().remove(id).await?;
+                library.publish("moved", new_id, id).await?;
+                continue;
+            }
+            if record.metadata.state != "missing" {
+                record.metadata.state = "missing".to_owned();
+                record.metadata.state_reason =
+                    "the model's directory is gone (unmounted disk or removed by hand)".to_owned();
+                library.store().upsert(&record).await?;
+                library.publish("updated", id, "").await?;
+                report.missing += 1;
+                if let Some(h) = job {
+                    h.update(|s| {
+                        s.results.push(ItemResult {
+                            source: id.clone(),
+                            outcome: Outcome::Missing,
+                            model_id: id.clone(),
+                            error: None,
+                        })
+                    });
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn index_existing(
+    library: &Library,
+    dir: &Path,
+    id: &str,
+    known: bool,
+) -> Result<Option<(Outcome, String)>, IndexError> {
+    let mut metadata = read_metadata(dir)?;
+    let mut rewrite = false;
+    if metadata.id != id {
+        // Copied or moved here by hand: the path is the id.
+        metadata.id = id.to_owned();
+        rewrite = true;
+    }
+    let (state, reason) = files_state(dir, &metadata.files);
+    let keep_state = matches!(metadata.state.as_str(), "downloading" | "error");
+    if !keep_state && (metadata.state != state || metadata.state_reason != reason) {
+        metadata.state = state.to_owned();
+        metadata.state_reason = reason;
+        rewrite = true;
+    }
+    let _ = std::fs::remove_file(dir.join(crate::library::JOURNAL_FILE));
+    let overrides = read_overrides(dir)?;
+    let record = Record {
+        metadata: overrides.apply(&metadata),
+        overridden: overrides.overridden_fields(),
+    };
+    let previous = library.store().get(id).await?;
+    if rewrite {
+        metadata.updated_time = now_rfc3339();
+        library.write_and_index(&metadata).await?;
+    } else if previous.as_ref() != Some(&record) {
+        library.store().upsert(&record).await?;
+    } else {
+        return Ok(Some((Outcome::Unchanged, id.to_owned())));
+    }
+    let outcome = if !known {
+        library.publish("added", id, "").await?;
+        Outcome::Added
+    } else {
+        library.publish("updated", id, "").await?;
+        if state == "ready" {
+            Outcome::Updated
+        } else {
+            Outcome::Missing
+        }
+    };
+    Ok(Some((outcome, id.to_owned())))
+}
+
+/// A folder at `<type>/<family>/<slug>` with weights but no metadata.json: adopt it in place.
+async fn adopt(library: &Library, dir: &Path, id: &str) -> Result<Option<(Outcome, String)>, IndexError> {
+    let (path_type, _, _) = crate::slug::parse_model_id(id).unwrap_or_default();
+    if !crate::convert::is_model_type(path_type) {
+        tracing::warn!(dir = %dir.display(), "not adopting: `{path_type}` is not a model type folder");
+        return Ok(None);
+    }
+    let dir_owned = dir.to_owned();
+    let units = tokio::task::spawn_blocking(move || inspect::units_for(&dir_owned))
+        .await
+        .map_err(|e| IndexError::Internal(e.to_string()))?;
+    let Ok(units) = units else { return Ok(None) };
+    // The folder is one model: gather all its files into one unit.
+    let name = units.first().map(|u| u.name.clone()).unwrap_or_default();
+    let mut files: Vec<inspect::UnitFile> = units.into_iter().flat_map(|u| u.files).collect();
+    for f in &mut files {
+        f.relative = f
+            .source
+            .strip_prefix(dir)
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
+            .unwrap_or_default();
+    }
+    files.sort_by(|a, b| a.relative.cmp(&b.relative));
+    let unit = inspect::Unit {
+        name,
+        origin: dir.to_owned(),
+        files,
+    };
+    let unit_for_facts = unit.clone();
+    let facts = tokio::task::spawn_blocking(move || inspect::facts_for(&unit_for_facts))
+        .await
+        .map_err(|e| IndexError::Internal(e.to_string()))?
+        .map_err(|e| IndexError::invalid("directory", e.to_string()))?;
+    let decision = detect::detect(&facts);
+    let mut entries = Vec::new();
+    for f in &unit.files {
+        let d = crate::import::hash_cached(library, &f.source, None).await?;
+        entries.push(FileEntry {
+            path: f.relative.clone(),
+            size: f.size,
+            sha256: d.sha256,
+            blake3: d.blake3,
+        });
+    }
+    let (path_type, path_family, _) = crate::slug::parse_model_id(id).unwrap_or_default();
+    let composite = hash::composite(
+        &entries
+            .iter()
+            .map(|f| (f.path.clone(), f.sha256.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let mut detection = decision.detection.clone();
+    detection.evidence.insert(
+        0,
+        crate::metadata::Evidence {
+            kind: "library_path".to_owned(),
+            key: id.to_owned(),
+            value: format!("{path_type}/{path_family}"),
+            supports: "placed there by hand".to_owned(),
+        },
+    );
+    let now = now_rfc3339();
+    let metadata = Metadata {
+        schema_version: SCHEMA_VERSION,
+        id: id.to_owned(),
+        display_name: unit.name.clone(),
+        model_type: path_type.to_owned(),
+        family: path_family.to_owned(),
+        architecture: decision.architecture,
+        format: facts.format.to_owned(),
+        precision: decision.precision,
+        quantization: decision.quantization,
+        parameter_count: decision.parameter_count,
+        total_size: entries.iter().map(|f| f.size).sum(),
+        files: entries,
+        composite_digest: composite,
+        source: Source::Local {
+            path: dir.display().to_string(),
+        },
+        tags: Vec::new(),
+        description: String::new(),
+        license: String::new(),
+        added_time: now.clone(),
+        updated_time: now,
+        state: "ready".to_owned(),
+        state_reason: String::new(),
+        detection,
+        unsafe_format: inspect::is_unsafe(&unit),
+        dependency_bindings: Vec::new(),
+        declares_no_dependencies: false,
+    };
+    library.write_and_index(&metadata).await?;
+    library.publish("added", id, "").await?;
+    Ok(Some((Outcome::Added, id.to_owned())))
+}

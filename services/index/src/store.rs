@@ -1,0 +1,659 @@
+//! `models.db`: the derived index (SQLite in WAL mode, FTS5), and nothing else. Every write the
+//! library makes to disk is mirrored here; [`crate::library::Library::rebuild`] recreates it
+//! from the metadata files.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::error::IndexError;
+use crate::metadata::Metadata;
+
+/// A model as the index keeps it: the merged metadata and which fields the user overrode.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// metadata.json with overrides.json applied.
+    pub metadata: Metadata,
+    /// Fields the overrides file sets.
+    pub overridden: Vec<String>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredRecord {
+    metadata: Metadata,
+    overridden: Vec<String>,
+}
+
+/// Filters of list and search (empty = no filter; lists match any of their values).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Filter {
+    /// Types (`lora`, ...).
+    pub types: Vec<String>,
+    /// Families.
+    pub families: Vec<String>,
+    /// Formats.
+    pub formats: Vec<String>,
+    /// States.
+    pub states: Vec<String>,
+    /// Tags that must all be present.
+    pub tags: Vec<String>,
+    /// Minimum total size.
+    pub min_size: Option<u64>,
+    /// Maximum total size.
+    pub max_size: Option<u64>,
+    /// Has (or lacks) a dependency binding.
+    pub has_binding: Option<bool>,
+    /// Hub repo id.
+    pub repo_id: String,
+}
+
+/// Sort order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Order {
+    /// Best match first (search only).
+    Relevance,
+    /// Name A-Z.
+    Name,
+    /// Largest first.
+    SizeDesc,
+    /// Newest first.
+    AddedDesc,
+}
+
+/// Where the previous page ended: the sort key and id of its last row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum After {
+    /// Nothing: first page.
+    Start,
+    /// A text sort key.
+    Text(String, String),
+    /// An integer sort key.
+    Int(i64, String),
+    /// A score.
+    Score(f64, String),
+}
+
+/// One page of results.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// Records with their score (0 for lists).
+    pub rows: Vec<(Record, f64)>,
+    /// Where the next page starts, when there is one.
+    pub next: Option<After>,
+    /// Rows that match in all.
+    pub total: u64,
+}
+
+/// A change-feed event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Cursor.
+    pub cursor: u64,
+    /// `added`, `updated`, `removed`, `moved`.
+    pub kind: String,
+    /// Model id.
+    pub model_id: String,
+    /// Previous id (moved).
+    pub previous_id: String,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+}
+
+/// The index database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn migrator() -> Migrator {
+    let sql = include_str!("../migrations/0001_library.sql");
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("library"),
+        MigrationType::Simple,
+        sqlx::AssertSqlSafe(sql).into_sql_str(),
+        false,
+    )])
+}
+
+use sqlx::SqlSafeStr as _;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, in WAL mode, migrated.
+    pub async fn open(path: &Path) -> Result<Self, IndexError> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        migrator()
+            .run(&pool)
+            .await
+            .map_err(|e| IndexError::Internal(format!("migrating models.db: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Inserts or replaces a model (FTS, tags and digests included) in one transaction.
+    pub async fn upsert(&self, record: &Record) -> Result<(), IndexError> {
+        let m = &record.metadata;
+        let json = serde_json::to_string(&StoredRecord {
+            metadata: m.clone(),
+            overridden: record.overridden.clone(),
+        })
+        .map_err(|e| IndexError::Internal(e.to_string()))?;
+        let added_ms = prost_types::Timestamp::from_str(&m.added_time)
+            .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+            .unwrap_or_default();
+        let repo = match &m.source {
+            crate::metadata::Source::Hub { repo_id, .. } => repo_id.clone(),
+            crate::metadata::Source::Local { .. } => String::new(),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO models (id, name_key, model_type, family, format, state, total_size, added_ms, repo_id, has_binding, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (id) DO UPDATE SET name_key = ?2, model_type = ?3, family = ?4, format = ?5, state = ?6,
+                total_size = ?7, added_ms = ?8, repo_id = ?9, has_binding = ?10, record = ?11",
+        )
+        .bind(&m.id)
+        .bind(m.display_name.to_lowercase())
+        .bind(&m.model_type)
+        .bind(&m.family)
+        .bind(&m.format)
+        .bind(&m.state)
+        .bind(m.total_size as i64)
+        .bind(added_ms)
+        .bind(&repo)
+        .bind(m.dependency_bindings.iter().any(|b| b.active))
+        .bind(&json)
+        .execute(&mut *tx)
+        .await?;
+        let rowid: i64 = sqlx::query("SELECT rowid FROM models WHERE id = ?")
+            .bind(&m.id)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        sqlx::query("DELETE FROM models_fts WHERE rowid = ?")
+            .bind(rowid)
+            .execute(&mut *tx)
+            .await?;
+        let files: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO models_fts (rowid, name, family, architecture, tags, description, files, repo)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(rowid)
+        .bind(format!(
+            "{} {}",
+            m.display_name,
+            m.id.rsplit('/').next().unwrap_or_default()
+        ))
+        .bind(format!("{} {}", m.family, m.model_type))
+        .bind(&m.architecture)
+        .bind(m.tags.join(" "))
+        .bind(&m.description)
+        .bind(files.join(" "))
+        .bind(&repo)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM model_tags WHERE model_id = ?")
+            .bind(&m.id)
+            .execute(&mut *tx)
+            .await?;
+        for tag in &m.tags {
+            sqlx::query("INSERT OR IGNORE INTO model_tags (tag, model_id) VALUES (?, ?)")
+                .bind(tag)
+                .bind(&m.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM model_digests WHERE model_id = ?")
+            .bind(&m.id)
+            .execute(&mut *tx)
+            .await?;
+        let digests = m
+            .files
+            .iter()
+            .flat_map(|f| [f.sha256.as_str(), f.blake3.as_str()])
+            .chain([m.composite_digest.as_str()])
+            .filter(|d| !d.is_empty());
+        for digest in digests {
+            sqlx::query("INSERT OR IGNORE INTO model_digests (digest, model_id) VALUES (?, ?)")
+                .bind(digest)
+                .bind(&m.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a model; false when it was not there.
+    pub async fn remove(&self, id: &str) -> Result<bool, IndexError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT rowid FROM models WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let rowid: i64 = row.get(0);
+        sqlx::query("DELETE FROM models_fts WHERE rowid = ?")
+            .bind(rowid)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM models WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    fn decode(json: &str) -> Result<Record, IndexError> {
+        let stored: StoredRecord = serde_json::from_str(json)
+            .map_err(|e| IndexError::Internal(format!("corrupt record in models.db: {e}")))?;
+        Ok(Record {
+            metadata: stored.metadata,
+            overridden: stored.overridden,
+        })
+    }
+
+    /// One model.
+    pub async fn get(&self, id: &str) -> Result<Option<Record>, IndexError> {
+        let row = sqlx::query("SELECT record FROM models WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Self::decode(r.get::<&str, _>(0))).transpose()
+    }
+
+    /// Every model id.
+    pub async fn all_ids(&self) -> Result<Vec<String>, IndexError> {
+        let rows = sqlx::query("SELECT id FROM models ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    /// Number of models.
+    pub async fn count(&self) -> Result<u64, IndexError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM models")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    /// Models with a file or composite digest equal to `digest`.
+    pub async fn find_by_digest(&self, digest: &str) -> Result<Vec<Record>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT m.record FROM model_digests d JOIN models m ON m.id = d.model_id WHERE d.digest = ? ORDER BY m.id",
+        )
+        .bind(digest)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Self::decode(r.get::<&str, _>(0))).collect()
+    }
+
+    fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &Filter) {
+        fn any_of(qb: &mut QueryBuilder<Sqlite>, column: &str, values: &[String]) {
+            if values.is_empty() {
+                return;
+            }
+            qb.push(format!(" AND m.{column} IN ("));
+            let mut list = qb.separated(", ");
+            for v in values {
+                list.push_bind(v.clone());
+            }
+            list.push_unseparated(")");
+        }
+        any_of(qb, "model_type", &filter.types);
+        any_of(qb, "family", &filter.families);
+        any_of(qb, "format", &filter.formats);
+        any_of(qb, "state", &filter.states);
+        for tag in &filter.tags {
+            qb.push(" AND EXISTS (SELECT 1 FROM model_tags t WHERE t.model_id = m.id AND t.tag = ");
+            qb.push_bind(tag.clone());
+            qb.push(")");
+        }
+        if let Some(min) = filter.min_size {
+            qb.push(" AND m.total_size >= ").push_bind(min as i64);
+        }
+        if let Some(max) = filter.max_size {
+            qb.push(" AND m.total_size <= ").push_bind(max as i64);
+        }
+        if let Some(has) = filter.has_binding {
+            qb.push(" AND m.has_binding = ").push_bind(has);
+        }
+        if !filter.repo_id.is_empty() {
+            qb.push(" AND m.repo_id = ").push_bind(filter.repo_id.clone());
+        }
+    }
+
+    fn push_keyset(qb: &mut QueryBuilder<Sqlite>, order: Order, after: &After) {
+        match (order, after) {
+            (_, After::Start) => {}
+            (Order::Name, After::Text(key, id)) => {
+                qb.push(" AND (m.name_key, m.id) > (")
+                    .push_bind(key.clone())
+                    .push(", ")
+                    .push_bind(id.clone())
+                    .push(")");
+            }
+            (Order::SizeDesc | Order::AddedDesc, After::Int(key, id)) => {
+                let column = if order == Order::SizeDesc {
+                    "m.total_size"
+                } else {
+                    "m.added_ms"
+                };
+                qb.push(format!(" AND ({column} < "))
+                    .push_bind(*key)
+                    .push(format!(" OR ({column} = "))
+                    .push_bind(*key)
+                    .push(" AND m.id > ")
+                    .push_bind(id.clone())
+                    .push("))");
+            }
+            (Order::Relevance, After::Score(score, id)) => {
+                qb.push(" AND (f.score > ")
+                    .push_bind(*score)
+                    .push(" OR (f.score = ")
+                    .push_bind(*score)
+                    .push(" AND m.id > ")
+                    .push_bind(id.clone())
+                    .push("))");
+            }
+            // A cursor of another order cannot come from a valid token; treat as the start.
+            _ => {}
+        }
+    }
+
+    fn order_by(order: Order) -> &'static str {
+        match order {
+            Order::Relevance => " ORDER BY f.score, m.id",
+            Order::Name => " ORDER BY m.name_key, m.id",
+            Order::SizeDesc => " ORDER BY m.total_size DESC, m.id",
+            Order::AddedDesc => " ORDER BY m.added_ms DESC, m.id",
+        }
+    }
+
+    /// One page of models matching `filter`, or of FTS matches of `fts` when given.
+    pub async fn page(
+        &self,
+        fts: Option<&str>,
+        filter: &Filter,
+        order: Order,
+        after: &After,
+        limit: u32,
+    ) -> Result<Page, IndexError> {
+        let order = if fts.is_none() && order == Order::Relevance {
+            Order::Name
+        } else {
+            order
+        };
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("");
+        match fts {
+            Some(expr) => {
+                // Column weights: name 10, family 3, architecture 2, tags 4, description 1, files 2, repo 3.
+                qb.push(
+                    "SELECT m.record, m.name_key, m.total_size, m.added_ms, m.id, f.score FROM
+                     (SELECT rowid, bm25(models_fts, 10.0, 3.0, 2.0, 4.0, 1.0, 2.0, 3.0) AS score
+                      FROM models_fts WHERE models_fts MATCH ",
+                );
+                qb.push_bind(expr.to_owned());
+                qb.push(") f JOIN models m ON m.rowid = f.rowid WHERE 1 = 1");
+            }
+            None => {
+                qb.push("SELECT m.record, m.name_key, m.total_size, m.added_ms, m.id, 0.0 AS score FROM models m WHERE 1 = 1");
+            }
+        }
+        Self::push_filter(&mut qb, filter);
+        Self::push_keyset(&mut qb, order, after);
+        qb.push(Self::order_by(order));
+        qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(fts_error)?;
+
+        let mut count: QueryBuilder<Sqlite> = QueryBuilder::new("");
+        match fts {
+            Some(expr) => {
+                count.push("SELECT COUNT(*) FROM models_fts f JOIN models m ON m.rowid = f.rowid WHERE models_fts MATCH ");
+                count.push_bind(expr.to_owned());
+            }
+            None => {
+                count.push("SELECT COUNT(*) FROM models m WHERE 1 = 1");
+            }
+        }
+        Self::push_filter(&mut count, filter);
+        let total: i64 = count
+            .build()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(fts_error)?
+            .get(0);
+
+        let more = rows.len() > limit as usize;
+        let mut out = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut next = None;
+        for row in rows.iter().take(limit as usize) {
+            let record = Self::decode(row.get::<&str, _>(0))?;
+            let score: f64 = row.get(5);
+            let id: String = row.get(4);
+            next = Some(match order {
+                Order::Relevance => After::Score(score, id),
+                Order::Name => After::Text(row.get(1), id),
+                Order::SizeDesc => After::Int(row.get(2), id),
+                Order::AddedDesc => After::Int(row.get(3), id),
+            });
+            out.push((record, -score));
+        }
+        Ok(Page {
+            rows: out,
+            next: if more { next } else { None },
+            total: total as u64,
+        })
+    }
+
+    /// Appends a change event and returns its cursor. Cursors are microsecond timestamps made
+    /// strictly increasing, so they keep growing across a rebuild of models.db.
+    pub async fn append_change(
+        &self,
+        kind: &str,
+        model_id: &str,
+        previous_id: &str,
+    ) -> Result<Change, IndexError> {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or_default();
+        let time_ms = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let last: Option<i64> = sqlx::query("SELECT MAX(cursor) FROM changes")
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        let cursor = now_us.max(last.unwrap_or(0) + 1);
+        sqlx::query(
+            "INSERT INTO changes (cursor, kind, model_id, previous_id, time_ms) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(cursor)
+        .bind(kind)
+        .bind(model_id)
+        .bind(previous_id)
+        .bind(time_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Change {
+            cursor: cursor as u64,
+            kind: kind.to_owned(),
+            model_id: model_id.to_owned(),
+            previous_id: previous_id.to_owned(),
+            time_ms,
+        })
+    }
+
+    /// Events after `cursor`, oldest first, at most `limit`.
+    pub async fn changes_after(&self, cursor: u64, limit: u32) -> Result<Vec<Change>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT cursor, kind, model_id, previous_id, time_ms FROM changes WHERE cursor > ? ORDER BY cursor LIMIT ?",
+        )
+        .bind(cursor as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Change {
+                cursor: r.get::<i64, _>(0) as u64,
+                kind: r.get(1),
+                model_id: r.get(2),
+                previous_id: r.get(3),
+                time_ms: r.get(4),
+            })
+            .collect())
+    }
+
+    /// The newest cursor (0 when the feed is empty).
+    pub async fn head_cursor(&self) -> Result<u64, IndexError> {
+        let last: Option<i64> = sqlx::query("SELECT MAX(cursor) FROM changes")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        Ok(last.unwrap_or(0) as u64)
+    }
+
+    /// Cached digests of a file identity, if its size and mtime still match.
+    pub async fn cached_hash(&self, key: &FileKey) -> Result<Option<(String, String)>, IndexError> {
+        let row = sqlx::query(
+            "SELECT sha256, blake3 FROM hash_cache WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ?",
+        )
+        .bind(key.dev)
+        .bind(key.ino)
+        .bind(key.size)
+        .bind(key.mtime_ns)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Remembers the digests of a file identity.
+    pub async fn put_hash(&self, key: &FileKey, sha256: &str, blake3: &str) -> Result<(), IndexError> {
+        sqlx::query(
+            "INSERT INTO hash_cache (dev, ino, size, mtime_ns, sha256, blake3) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (dev, ino) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
+                sha256 = excluded.sha256, blake3 = excluded.blake3",
+        )
+        .bind(key.dev)
+        .bind(key.ino)
+        .bind(key.size)
+        .bind(key.mtime_ns)
+        .bind(sha256)
+        .bind(blake3)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Holders of links to a model.
+    pub async fn link_holders(&self, model_id: &str) -> Result<Vec<String>, IndexError> {
+        let rows = sqlx::query("SELECT holder FROM link_holds WHERE model_id = ? ORDER BY holder")
+            .bind(model_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Replaces the models a holder links to.
+    pub async fn replace_link_holds(&self, holder: &str, model_ids: &[String]) -> Result<(), IndexError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM link_holds WHERE holder = ?")
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?;
+        for id in model_ids {
+            sqlx::query("INSERT OR IGNORE INTO link_holds (holder, model_id) VALUES (?, ?)")
+                .bind(holder)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes every link hold on a model (forced delete).
+    pub async fn clear_link_holds(&self, model_id: &str) -> Result<(), IndexError> {
+        sqlx::query("DELETE FROM link_holds WHERE model_id = ?")
+            .bind(model_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The identity of a file for the hash cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileKey {
+    /// Device.
+    pub dev: i64,
+    /// Inode.
+    pub ino: i64,
+    /// Size.
+    pub size: i64,
+    /// Modification time in nanoseconds.
+    pub mtime_ns: i64,
+}
+
+impl FileKey {
+    /// The key of a file's metadata.
+    #[cfg(unix)]
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        Self {
+            dev: meta.dev() as i64,
+            ino: meta.ino() as i64,
+            size: meta.len() as i64,
+            mtime_ns: meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
+        }
+    }
+}
+
+/// FTS5 syntax errors come from the user's query: report them as such.
+fn fts_error(err: sqlx::Error) -> IndexError {
+    let text = err.to_string();
+    if text.contains("fts5") || text.contains("syntax error") || text.contains("unterminated") {
+        IndexError::invalid(
+            "query",
+            format!("the search engine cannot parse the query: {text}"),
+        )
+    } else {
+        IndexError::Db(err)
+    }
+}
