@@ -1,0 +1,291 @@
+//! The inference table: generated files with realistic headers for every type and family, and
+//! what detection must say about them (with evidence, a confidence, and `unknown` when nothing
+//! real points anywhere).
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use pumas_index::detect::{Decision, detect};
+use pumas_index::inspect::{facts_for, units_for};
+
+fn decide(path: &Path) -> (Decision, &'static str, usize) {
+    let units = units_for(path).expect("units");
+    assert_eq!(
+        units.len(),
+        1,
+        "{} should be one library item: {units:?}",
+        path.display()
+    );
+    let facts = facts_for(&units[0]).expect("facts");
+    (detect(&facts), facts.format, units[0].files.len())
+}
+
+fn check(path: &Path, model_type: &str, family: &str) -> Decision {
+    let (decision, _, _) = decide(path);
+    assert_eq!(
+        (decision.model_type.as_str(), decision.family.as_str()),
+        (model_type, family),
+        "{}: {:#?}",
+        path.display(),
+        decision.detection
+    );
+    assert!(
+        !decision.detection.evidence.is_empty(),
+        "no evidence for {}",
+        path.display()
+    );
+    assert!(decision.detection.confidence > 0.0 && decision.detection.confidence <= 1.0);
+    decision
+}
+
+#[test]
+fn diffusion_families_from_tensor_shapes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    check(&sd1_checkpoint(&d.join("a.safetensors")), "checkpoint", "sd1");
+    check(&sd2_checkpoint(&d.join("b.safetensors")), "checkpoint", "sd2");
+    let xl = check(&sdxl_checkpoint(&d.join("c.safetensors")), "checkpoint", "sdxl");
+    assert_eq!(xl.precision, "fp16");
+    assert!(
+        xl.detection
+            .evidence
+            .iter()
+            .any(|e| e.key.ends_with("attn2.to_k.weight") && e.value.contains("2048"))
+    );
+    check(&sdxl_unet(&d.join("d.safetensors")), "diffusion_model", "sdxl");
+    check(
+        &flux_transformer(&d.join("e.safetensors")),
+        "diffusion_model",
+        "flux",
+    );
+    check(
+        &sd3_transformer(&d.join("f.safetensors")),
+        "diffusion_model",
+        "sd3",
+    );
+}
+
+#[test]
+fn adapters_and_components() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let lora = check(&sdxl_lora(&d.join("detail.safetensors")), "lora", "sdxl");
+    assert!(
+        lora.detection
+            .evidence
+            .iter()
+            .any(|e| e.key == "ss_base_model_version")
+    );
+    check(&sd1_lora(&d.join("style.safetensors")), "lora", "sd1");
+    check(&flux_lora(&d.join("flux-style.safetensors")), "lora", "flux");
+    check(&controlnet_sd1(&d.join("canny.safetensors")), "controlnet", "sd1");
+    check(&embedding_sd1(&d.join("easyneg.safetensors")), "embedding", "sd1");
+    check(&embedding_sdxl(&d.join("negxl.safetensors")), "embedding", "sdxl");
+    check(&upscaler(&d.join("4x-ultra.safetensors")), "upscaler", "esrgan");
+    check(&clip_l(&d.join("clip_l.safetensors")), "text_encoder", "clip-l");
+    check(&t5(&d.join("t5xxl.safetensors")), "text_encoder", "t5");
+    check(
+        &clip_vision(&d.join("clip-vit-h.safetensors")),
+        "clip_vision",
+        "clip",
+    );
+}
+
+#[test]
+fn vae_family_rests_on_the_name_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A 4-channel VAE is the same network for SD1 and SDXL: content says "vae", only the name
+    // says which, and the confidence shows it.
+    let named = check(&vae(&dir.path().join("sdxl_vae.safetensors")), "vae", "sdxl");
+    assert!(named.detection.confidence <= 0.6);
+    assert!(named.detection.evidence.iter().any(|e| e.kind == "file_name"));
+    let plain = check(&vae(&dir.path().join("vae-ft-mse.safetensors")), "vae", "unknown");
+    assert!(
+        plain
+            .detection
+            .evidence
+            .iter()
+            .any(|e| e.value.contains("4 latent channels"))
+    );
+}
+
+#[test]
+fn gguf_llms_and_their_quantization() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let llama = check(
+        &gguf_llm(&d.join("llama-3-8b.Q4_K_M.gguf"), "llama", "Meta Llama 3 8B", 15),
+        "llm",
+        "llama",
+    );
+    assert_eq!(llama.quantization, "Q4_K_M");
+    assert_eq!(llama.architecture, "llama");
+    assert!(llama.parameter_count.is_some_and(|n| n > 0));
+    check(
+        &gguf_llm(&d.join("mistral.gguf"), "llama", "Mistral 7B Instruct", 7),
+        "llm",
+        "mistral",
+    );
+    check(
+        &gguf_llm(&d.join("qwen.gguf"), "qwen2", "Qwen2.5 7B", 15),
+        "llm",
+        "qwen",
+    );
+    check(
+        &gguf_llm(&d.join("gemma.gguf"), "gemma2", "Gemma 2 9B", 15),
+        "llm",
+        "gemma",
+    );
+    check(
+        &gguf_llm(&d.join("phi.gguf"), "phi3", "Phi 3 mini", 15),
+        "llm",
+        "phi",
+    );
+    check(
+        &gguf_llm(&d.join("nomic.gguf"), "nomic-bert", "nomic embed", 1),
+        "text_embedding",
+        "bert",
+    );
+    check(
+        &gguf_llm(&d.join("flux-q8.gguf"), "flux", "flux1-dev", 7),
+        "diffusion_model",
+        "flux",
+    );
+}
+
+#[test]
+fn transformers_folders_by_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    for (mt, arch, ty, family) in [
+        ("llama", "LlamaForCausalLM", "llm", "llama"),
+        ("mistral", "MistralForCausalLM", "llm", "mistral"),
+        ("qwen2", "Qwen2ForCausalLM", "llm", "qwen"),
+        ("gemma2", "Gemma2ForCausalLM", "llm", "gemma"),
+        ("phi3", "Phi3ForCausalLM", "llm", "phi"),
+        ("bert", "BertModel", "text_embedding", "bert"),
+        ("whisper", "WhisperForConditionalGeneration", "audio", "whisper"),
+    ] {
+        let folder = transformers_folder(&d.join(mt), mt, arch);
+        let (decision, format, files) = decide(&folder);
+        assert_eq!(
+            (decision.model_type.as_str(), decision.family.as_str()),
+            (ty, family),
+            "{mt}"
+        );
+        assert_eq!(format, "transformers");
+        assert_eq!(decision.architecture, arch);
+        assert_eq!(files, 3, "config, tokenizer config and weights are one item");
+    }
+}
+
+#[test]
+fn diffusers_pipelines_and_sharded_sets_are_one_item() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (decision, format, files) = decide(&diffusers_sdxl(&dir.path().join("sdxl-base")));
+    assert_eq!(
+        (decision.model_type.as_str(), decision.family.as_str(), format),
+        ("checkpoint", "sdxl", "diffusers")
+    );
+    assert_eq!(files, 5);
+
+    let shards = sharded(&dir.path().join("shards"));
+    // Naming any shard imports the whole set with its index.
+    let units = units_for(&shards[1]).expect("units");
+    assert_eq!(units.len(), 1);
+    let names: Vec<&str> = units[0].files.iter().map(|f| f.relative.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json"
+        ]
+    );
+    let facts = facts_for(&units[0]).expect("facts");
+    assert_eq!(
+        facts.safetensors.as_ref().map(|h| h.tensors.len()),
+        Some(2),
+        "tensors of both shards"
+    );
+
+    // A missing shard is an error, not a partial model.
+    std::fs::remove_file(&shards[1]).expect("rm");
+    let err = units_for(&shards[0]).expect_err("incomplete set");
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[test]
+fn gguf_with_mmproj_is_one_item_in_a_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("llava");
+    gguf_llm(&d.join("llava-v1.6.Q4_K_M.gguf"), "llama", "llava", 15);
+    gguf_llm(&d.join("mmproj-model-f16.gguf"), "clip", "clip", 1);
+    let units = units_for(&d).expect("units");
+    assert_eq!(units.len(), 1, "{units:?}");
+    assert_eq!(units[0].files.len(), 2);
+    let facts = facts_for(&units[0]).expect("facts");
+    assert_eq!(detect(&facts).model_type, "llm");
+}
+
+#[test]
+fn unknown_stays_unknown_with_its_evidence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let odd = st(
+        &dir.path().join("mystery.safetensors"),
+        &[("foo.bar", "F32", &[4])],
+        &[],
+    );
+    let (decision, _, _) = decide(&odd);
+    assert_eq!(
+        (decision.model_type.as_str(), decision.family.as_str()),
+        ("unknown", "unknown")
+    );
+    // A name alone does not make a type.
+    let named = st(
+        &dir.path().join("cool_lora_sdxl.safetensors"),
+        &[("foo.bar", "F32", &[4])],
+        &[],
+    );
+    let (decision, _, _) = decide(&named);
+    assert_eq!(decision.model_type, "unknown");
+    assert!(
+        decision.detection.evidence.iter().any(|e| e.kind == "file_name"),
+        "{:?}",
+        decision.detection
+    );
+    // Pickle files are not parsed; they are flagged and stay unknown unless content says more.
+    let pickle = dir.path().join("old.ckpt");
+    std::fs::write(&pickle, b"\x80\x02}q\x00.").expect("write");
+    let units = units_for(&pickle).expect("units");
+    assert!(pumas_index::inspect::is_unsafe(&units[0]));
+    let facts = facts_for(&units[0]).expect("facts");
+    assert_eq!(facts.format, "pickle");
+}
+
+#[test]
+fn malformed_headers_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.safetensors");
+    let mut bytes = 1_000_000u64.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{\"a\":");
+    std::fs::write(&bad, &bytes).expect("write");
+    let units = units_for(&bad).expect("units");
+    let err = facts_for(&units[0]).expect_err("malformed");
+    assert!(err.to_string().contains("not a valid safetensors file"), "{err}");
+    let bad_gguf = dir.path().join("bad.gguf");
+    std::fs::write(&bad_gguf, b"GGUF\x03\0\0\0\xff\xff\xff\xff\xff\xff\xff\xff").expect("write");
+    let units = units_for(&bad_gguf).expect("units");
+    assert!(facts_for(&units[0]).is_err());
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    std::fs::write(empty.join("readme.txt"), b"hi").expect("write");
+    assert!(
+        units_for(&empty)
+            .expect_err("no models")
+            .to_string()
+            .contains("no model files")
+    );
+}
