@@ -20,7 +20,14 @@ PORTS = {"gateway": 50051, "index": 50052, "fetch": 50053, "mapper": 50054}
 
 # RPCs that are built (the rest answer UNIMPLEMENTED naming their capability). Update with the code.
 BUILT_EVERYWHERE = {"GetServiceInfo"}
-BUILT = set()
+BUILT = {
+    f"pumas.index.v1.IndexService/{rpc}"
+    for rpc in [
+        "ListModels", "SearchModels", "GetModel", "BatchGetModels", "FindModelsByHash", "UpdateModelMetadata",
+        "DeleteModel", "ImportModels", "Reindex", "GetJob", "ListJobs", "WatchJob", "CancelJob", "WatchChanges",
+        "ReplaceLinkHolds",
+    ]
+}
 
 # Example values for request fields, by field name, for the grpcurl lines.
 EXAMPLES = {

@@ -35,6 +35,12 @@ pub struct UpArgs {
     /// Hub token; sent only to the hub host, never logged.
     #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
     hub_token: Option<Secret>,
+    /// Refuse pickle-based model files instead of importing them flagged as unsafe.
+    #[arg(long, env = "PUMAS_REFUSE_PICKLE")]
+    refuse_pickle: bool,
+    /// Only import from below these directories (repeatable; default: anywhere).
+    #[arg(long = "import-root", env = "PUMAS_IMPORT_ROOTS", value_delimiter = ',')]
+    import_roots: Vec<PathBuf>,
     /// How often the gateway checks its backends, in milliseconds.
     #[arg(long, env = "PUMAS_BACKEND_CHECK_MS", default_value_t = 1000)]
     backend_check_ms: u64,
@@ -59,6 +65,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let root = Some(root_path.clone());
     let index_config = pumas_index::Config {
         data_root: root.clone(),
+        refuse_pickle: args.refuse_pickle,
+        import_roots: args.import_roots.clone(),
     };
     let fetch_config = pumas_fetch::Config {
         data_root: root.clone(),

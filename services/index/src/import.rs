@@ -483,10 +483,8 @@ fn roll_back(staging: &Path) -> std::io::Result<()> {
     {
         for f in &journal.files {
             let staged = staging.join(&f.relative);
-            if staged.exists() && !f.source.exists() {
-                if std::fs::rename(&staged, &f.source).is_err() {
-                    std::fs::copy(&staged, &f.source)?;
-                }
+            if staged.exists() && !f.source.exists() && std::fs::rename(&staged, &f.source).is_err() {
+                std::fs::copy(&staged, &f.source)?;
             }
         }
     }

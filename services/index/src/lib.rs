@@ -4,6 +4,8 @@
 //! [`library`] (files + index), [`import`], [`reindex`], [`inspect`] and [`detect`]; [`api`]
 //! only translates.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod api;
 pub mod config;
 pub mod convert;

@@ -53,7 +53,7 @@ pub fn decode(token: &str, query: &str) -> Result<After, IndexError> {
             "is not a token this service issued; start again without it",
         )
     };
-    if token.len() % 2 != 0 || token.len() > 4096 {
+    if !token.len().is_multiple_of(2) || token.len() > 4096 {
         return Err(bad());
     }
     let bytes: Vec<u8> = (0..token.len())

@@ -194,7 +194,11 @@ pub fn units_for(path: &Path) -> Result<Vec<Unit>, InspectError> {
             .map(|f| file_entry(f, relative(path, f)))
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(vec![Unit {
-            name: stem_name(path),
+            // A folder's name is its name: "Qwen2.5-0.5B" has no extension to strip.
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             origin: path.to_owned(),
             files,
         }]);
@@ -320,10 +324,11 @@ pub fn facts_for(unit: &Unit) -> Result<Facts, InspectError> {
         facts.model_index = read_json(&f.source);
     }
     for f in &unit.files {
-        if f.relative.contains('/') && f.relative.ends_with("config.json") {
-            if let Some(v) = read_json(&f.source) {
-                facts.sub_configs.insert(f.relative.clone(), v);
-            }
+        if f.relative.contains('/')
+            && f.relative.ends_with("config.json")
+            && let Some(v) = read_json(&f.source)
+        {
+            facts.sub_configs.insert(f.relative.clone(), v);
         }
     }
     let mut merged: Option<safetensors::Header> = None;

@@ -1,0 +1,782 @@
+//! The index service through its gRPC API, served in-process on 127.0.0.1:0 with a temporary
+//! data root: import, duplicates, search and paging, overrides, delete, the change feed,
+//! rebuild from disk, missing and restored files, crash recovery, and every bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use pumas_proto::common::v1::{ImportMode, JobState, ModelFilter, ModelOrder, ModelState, ModelType};
+use pumas_proto::index::v1::index_service_client::IndexServiceClient;
+use pumas_proto::index::v1::*;
+use pumas_runtime::Shutdown;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
+
+struct Server {
+    client: IndexServiceClient<Channel>,
+    stop: Shutdown,
+    task: tokio::task::JoinHandle<Result<(), pumas_index::Error>>,
+    root: PathBuf,
+}
+
+impl Server {
+    async fn start(root: &Path, config: pumas_index::Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Shutdown::new();
+        let config = pumas_index::Config {
+            data_root: Some(root.to_owned()),
+            ..config
+        };
+        let task = tokio::spawn(pumas_index::serve(listener, config, stop.wait()));
+        let channel = loop {
+            match Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect()
+                .await
+            {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        // Wait until the library is open (GetServiceInfo answers).
+        let mut client = IndexServiceClient::new(channel);
+        for _ in 0..200 {
+            if client.get_service_info(GetServiceInfoRequest {}).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            client,
+            stop,
+            task,
+            root: root.to_owned(),
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.trigger();
+        self.task.await.expect("join").expect("served");
+    }
+
+    fn models(&self) -> PathBuf {
+        self.root.join("shared-resources/models")
+    }
+
+    /// Imports and waits for the job to end; returns the final job.
+    async fn import(&mut self, paths: &[&Path], mode: ImportMode) -> Job {
+        let request = ImportModelsRequest {
+            paths: paths.iter().map(|p| p.display().to_string()).collect(),
+            mode: mode as i32,
+            ..Default::default()
+        };
+        let job = self
+            .client
+            .import_models(request)
+            .await
+            .expect("import accepted")
+            .into_inner()
+            .job
+            .expect("job");
+        self.wait(&job.status.expect("status").job_id).await
+    }
+
+    async fn wait(&mut self, job_id: &str) -> Job {
+        let mut stream = self
+            .client
+            .watch_job(WatchJobRequest {
+                job_id: job_id.to_owned(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let mut last = None;
+        while let Some(update) = stream.message().await.expect("stream") {
+            last = update.job;
+        }
+        last.expect("at least one update")
+    }
+
+    async fn get(&mut self, id: &str) -> pumas_proto::common::v1::ModelRecord {
+        self.client
+            .get_model(GetModelRequest {
+                model_id: id.to_owned(),
+            })
+            .await
+            .expect("get")
+            .into_inner()
+            .model
+            .expect("model")
+    }
+
+    async fn search(
+        &mut self,
+        query: &str,
+        filter: Option<ModelFilter>,
+        page_size: i32,
+        token: &str,
+    ) -> Result<SearchModelsResponse, tonic::Status> {
+        self.client
+            .search_models(SearchModelsRequest {
+                query: query.to_owned(),
+                filter,
+                page_size,
+                page_token: token.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+fn added_id(job: &Job) -> String {
+    let r = &job.results[0];
+    assert_eq!(r.outcome, ItemOutcome::Added as i32, "{job:#?}");
+    r.model_id.clone()
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest as _;
+    format!(
+        "sha256:{:x}",
+        sha2::Sha256::digest(std::fs::read(path).expect("read"))
+    )
+}
+
+#[tokio::test]
+async fn import_places_hashes_and_describes_a_model() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = sdxl_lora(&tmp.path().join("inbox/Detail Tweaker XL.safetensors"));
+    let mut server = Server::start(&tmp.path().join("root"), Default::default()).await;
+    let job = server.import(&[&source], ImportMode::Copy).await;
+    assert_eq!(
+        job.status.as_ref().map(|s| s.state),
+        Some(JobState::Succeeded as i32)
+    );
+    let progress = job
+        .status
+        .as_ref()
+        .and_then(|s| s.progress.clone())
+        .expect("progress");
+    assert_eq!(
+        progress.bytes_done,
+        std::fs::metadata(&source).expect("meta").len()
+    );
+    let id = added_id(&job);
+    assert_eq!(id, "lora/sdxl/detail-tweaker-xl");
+
+    let model = server.get(&id).await;
+    assert_eq!(model.model_type, ModelType::Lora as i32);
+    assert_eq!(model.state, ModelState::Ready as i32);
+    assert_eq!(model.display_name, "Detail Tweaker XL");
+    assert_eq!(model.files.len(), 1);
+    assert_eq!(model.files[0].sha256, sha256_of(&source));
+    assert!(model.files[0].blake3.starts_with("blake3:"));
+    assert!(model.detection.as_ref().is_some_and(|d| !d.evidence.is_empty()));
+    // Canonical layout on disk, metadata.json beside the weights; the source stays (copy).
+    let dir = server.models().join(&id);
+    assert!(dir.join("Detail Tweaker XL.safetensors").is_file());
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("metadata.json")).expect("read")).expect("json");
+    assert_eq!(meta["schema_version"], 1);
+    assert_eq!(meta["id"], id.as_str());
+    assert!(source.is_file());
+    // Lookup by either recorded hash.
+    for digest in [model.files[0].sha256.clone(), model.files[0].blake3.clone()] {
+        let found = server
+            .client
+            .find_models_by_hash(FindModelsByHashRequest { digest })
+            .await
+            .expect("find")
+            .into_inner();
+        assert_eq!(
+            found
+                .models
+                .iter()
+                .map(|m| m.model_id.as_str())
+                .collect::<Vec<_>>(),
+            [id.as_str()]
+        );
+    }
+
+    // The same bytes again (under another name) are a duplicate: nothing stored.
+    let copy = tmp.path().join("inbox/copy-of-detail.safetensors");
+    std::fs::copy(&source, &copy).expect("copy");
+    let again = server.import(&[&copy], ImportMode::Copy).await;
+    assert_eq!(again.results[0].outcome, ItemOutcome::Duplicate as i32);
+    assert_eq!(again.results[0].model_id, id);
+    let listed = server
+        .client
+        .list_models(ListModelsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.total_size, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn modes_move_hardlink_and_folders() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let inbox = tmp.path().join("inbox");
+    let moved = sdxl_checkpoint(&inbox.join("juggernaut.safetensors"));
+    let linked = flux_transformer(&inbox.join("flux1-dev.safetensors"));
+    let folder = transformers_folder(&inbox.join("Qwen2.5-0.5B"), "qwen2", "Qwen2ForCausalLM");
+    let mut server = Server::start(&tmp.path().join("root"), Default::default()).await;
+
+    let job = server.import(&[&moved], ImportMode::Move).await;
+    let id = added_id(&job);
+    assert_eq!(id, "checkpoint/sdxl/juggernaut");
+    assert!(!moved.exists(), "move removes the source");
+
+    let inode_before = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&linked).expect("meta"));
+    let job = server.import(&[&linked], ImportMode::Hardlink).await;
+    let id = added_id(&job);
+    assert_eq!(id, "diffusion_model/flux/flux1-dev");
+    let placed = server.models().join(&id).join("flux1-dev.safetensors");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&placed).expect("meta")),
+        inode_before
+    );
+
+    let job = server.import(&[&folder], ImportMode::Copy).await;
+    let id = added_id(&job);
+    assert_eq!(id, "llm/qwen/qwen2-5-0-5b");
+    let model = server.get(&id).await;
+    assert_eq!(model.files.len(), 3);
+    assert!(model.composite_digest.starts_with("blake3:"));
+    assert_eq!(model.architecture, "Qwen2ForCausalLM");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn search_filters_and_pages() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let inbox = tmp.path().join("inbox");
+    let mut paths = Vec::new();
+    for i in 0..7 {
+        paths.push(gguf_llm(
+            &inbox.join(format!("llama-variant-{i}.Q4_K_M.gguf")),
+            "llama",
+            &format!("Llama Variant {i}"),
+            15,
+        ));
+    }
+    paths.push(sdxl_lora(&inbox.join("Pixel Art XL.safetensors")));
+    paths.push(flux_lora(&inbox.join("Ghibli Flux Style.safetensors")));
+    paths.push(clip_l(&inbox.join("模型 编码器.safetensors")));
+    let mut server = Server::start(&tmp.path().join("root"), Default::default()).await;
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let job = server.import(&refs, ImportMode::Copy).await;
+    assert!(
+        job.results.iter().all(|r| r.outcome == ItemOutcome::Added as i32),
+        "{job:#?}"
+    );
+
+    // Type-ahead: a prefix of the last word matches.
+    let hits = server.search("pix", None, 0, "").await.expect("search");
+    assert_eq!(hits.hits.len(), 1);
+    assert_eq!(
+        hits.hits[0].model.as_ref().map(|m| m.model_id.as_str()),
+        Some("lora/sdxl/pixel-art-xl")
+    );
+    // Family, and a filter on type.
+    let filter = ModelFilter {
+        model_types: vec![ModelType::Lora as i32],
+        ..Default::default()
+    };
+    let hits = server.search("flux", Some(filter), 0, "").await.expect("search");
+    assert_eq!(hits.total_size, 1);
+    // Unicode names are found by their words.
+    let hits = server.search("模型", None, 0, "").await.expect("search");
+    assert_eq!(hits.total_size, 1, "{hits:?}");
+
+    // Paging: 7 llamas in pages of 3, every one exactly once, best match first.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = server.search("llama", None, 3, &token).await.expect("page");
+        assert_eq!(page.total_size, 7);
+        seen.extend(
+            page.hits
+                .iter()
+                .map(|h| h.model.as_ref().map(|m| m.model_id.clone()).unwrap_or_default()),
+        );
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 7, "{seen:?}");
+
+    // A token replayed with another filter is refused, with the field named.
+    let first = server.search("llama", None, 3, "").await.expect("page");
+    let filter = ModelFilter {
+        families: vec!["qwen".into()],
+        ..Default::default()
+    };
+    let err = server
+        .search("llama", Some(filter), 3, &first.next_page_token)
+        .await
+        .expect_err("replayed token");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.get_error_details()
+            .bad_request()
+            .map(|b| b.field_violations[0].field.clone()),
+        Some("page_token".into())
+    );
+    // Malformed queries and page sizes are INVALID_ARGUMENT, never INTERNAL.
+    for (query, size) in [("\"unclosed", 0), ("OR llama", 0), ("llama", -1)] {
+        let err = server.search(query, None, size, "").await.expect_err("bad input");
+        assert_eq!(err.code(), Code::InvalidArgument, "{query}: {}", err.message());
+    }
+    // Hostile FTS syntax is just words.
+    server
+        .search("a:b NEAR(x y) ^z", None, 0, "")
+        .await
+        .expect("quoted away");
+
+    // List with a size order and a filter.
+    let listed = server
+        .client
+        .list_models(ListModelsRequest {
+            filter: Some(ModelFilter {
+                families: vec!["llama".into()],
+                ..Default::default()
+            }),
+            order_by: ModelOrder::SizeDesc as i32,
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.models.len(), 7);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn overrides_delete_and_the_change_feed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = vae(&tmp.path().join("inbox/vae-ft-mse.safetensors"));
+    let mut server = Server::start(&tmp.path().join("root"), Default::default()).await;
+    let head = server
+        .client
+        .get_service_info(GetServiceInfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(head.model_count, 0);
+    let mut feed = server
+        .client
+        .watch_changes(WatchChangesRequest {
+            after_cursor: 1,
+            include_models: true,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+
+    let id = added_id(&server.import(&[&source], ImportMode::Copy).await);
+    assert_eq!(id, "vae/unknown/vae-ft-mse");
+    // The user says what content could not: the family. The model moves to its canonical place.
+    let updated = server
+        .client
+        .update_model_metadata(UpdateModelMetadataRequest {
+            model_id: id.clone(),
+            overrides: Some(ModelOverrides {
+                family: Some("sd1".into()),
+                display_name: Some("MSE VAE".into()),
+                tags: vec!["favourite".into()],
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["family".into(), "display_name".into(), "tags".into()],
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("update")
+        .into_inner()
+        .model
+        .expect("model");
+    assert_eq!(updated.model_id, "vae/sd1/vae-ft-mse");
+    assert_eq!(updated.display_name, "MSE VAE");
+    assert_eq!(updated.overridden_fields, ["display_name", "family", "tags"]);
+    assert!(
+        server
+            .models()
+            .join("vae/sd1/vae-ft-mse/overrides.json")
+            .is_file()
+    );
+    // Overrides survive a reindex.
+    let job = server
+        .client
+        .reindex(ReindexRequest::default())
+        .await
+        .expect("reindex")
+        .into_inner()
+        .job
+        .expect("job");
+    server.wait(&job.status.expect("status").job_id).await;
+    assert_eq!(server.get("vae/sd1/vae-ft-mse").await.display_name, "MSE VAE");
+    // Unknown mask paths are the caller's mistake.
+    let err = server
+        .client
+        .update_model_metadata(UpdateModelMetadataRequest {
+            model_id: "vae/sd1/vae-ft-mse".into(),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["files".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad mask");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Links held by a mapper block deletion unless forced.
+    server
+        .client
+        .replace_link_holds(ReplaceLinkHoldsRequest {
+            holder: "host/comfyui".into(),
+            model_ids: vec!["vae/sd1/vae-ft-mse".into()],
+        })
+        .await
+        .expect("holds");
+    let err = server
+        .client
+        .delete_model(DeleteModelRequest {
+            model_id: "vae/sd1/vae-ft-mse".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("linked");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("host/comfyui"));
+    let freed = server
+        .client
+        .delete_model(DeleteModelRequest {
+            model_id: "vae/sd1/vae-ft-mse".into(),
+            force: true,
+            ..Default::default()
+        })
+        .await
+        .expect("forced")
+        .into_inner();
+    assert_eq!(freed.freed_bytes, std::fs::metadata(&source).expect("meta").len());
+    assert!(!server.models().join("vae/sd1/vae-ft-mse").exists());
+    let err = server
+        .client
+        .get_model(GetModelRequest {
+            model_id: "vae/sd1/vae-ft-mse".into(),
+        })
+        .await
+        .expect_err("gone");
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.get_error_details().resource_info().is_some());
+    let err = server
+        .client
+        .get_model(GetModelRequest {
+            model_id: "../../etc".into(),
+        })
+        .await
+        .expect_err("bad id");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // The feed told the whole story, in order, with cursors that grow.
+    let mut events = Vec::new();
+    let mut last_cursor = 0;
+    while events.len() < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(10), feed.message())
+            .await
+            .expect("event in time")
+            .expect("stream")
+            .expect("event");
+        assert!(event.cursor > last_cursor);
+        last_cursor = event.cursor;
+        events.push((
+            ChangeKind::try_from(event.kind).expect("kind"),
+            event.model_id,
+            event.previous_model_id,
+        ));
+    }
+    assert_eq!(
+        events,
+        [
+            (
+                ChangeKind::Added,
+                "vae/unknown/vae-ft-mse".to_owned(),
+                String::new()
+            ),
+            (
+                ChangeKind::Moved,
+                "vae/sd1/vae-ft-mse".to_owned(),
+                "vae/unknown/vae-ft-mse".to_owned()
+            ),
+            (
+                ChangeKind::Removed,
+                "vae/sd1/vae-ft-mse".to_owned(),
+                String::new()
+            ),
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn models_db_rebuilds_identically_from_the_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let inbox = tmp.path().join("inbox");
+    let sources = [
+        sdxl_lora(&inbox.join("a.safetensors")),
+        gguf_llm(&inbox.join("b.gguf"), "qwen2", "Qwen", 15),
+        diffusers_sdxl(&inbox.join("c")),
+    ];
+    let root = tmp.path().join("root");
+    let mut server = Server::start(&root, Default::default()).await;
+    let refs: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
+    server.import(&refs, ImportMode::Copy).await;
+    server
+        .client
+        .update_model_metadata(UpdateModelMetadataRequest {
+            model_id: "lora/sdxl/a".into(),
+            overrides: Some(ModelOverrides {
+                description: Some("mine".into()),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["description".into()],
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("update");
+    let before = server
+        .client
+        .list_models(ListModelsRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .models;
+    assert_eq!(before.len(), 3);
+    server.stop().await;
+
+    for name in ["models.db", "models.db-wal", "models.db-shm"] {
+        let _ = std::fs::remove_file(root.join("shared-resources/models").join(name));
+    }
+    let mut server = Server::start(&root, Default::default()).await;
+    let after = server
+        .client
+        .list_models(ListModelsRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .models;
+    assert_eq!(after, before, "rebuilt records equal the originals");
+    assert_eq!(
+        server
+            .search("mine", None, 0, "")
+            .await
+            .expect("search")
+            .total_size,
+        1
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn missing_files_are_kept_and_restored_and_hand_copies_adopted() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = sd1_lora(&tmp.path().join("inbox/style.safetensors"));
+    let mut server = Server::start(&tmp.path().join("root"), Default::default()).await;
+    let id = added_id(&server.import(&[&source], ImportMode::Copy).await);
+    let dir = server.models().join(&id);
+    let aside = tmp.path().join("aside");
+    std::fs::rename(&dir, &aside).expect("unmount");
+
+    let reindex = |server: &mut Server| {
+        let mut client = server.client.clone();
+        async move {
+            client
+                .reindex(ReindexRequest::default())
+                .await
+                .expect("reindex")
+                .into_inner()
+                .job
+                .expect("job")
+                .status
+                .expect("status")
+                .job_id
+        }
+    };
+    let job = reindex(&mut server).await;
+    let job = server.wait(&job).await;
+    assert!(
+        job.results
+            .iter()
+            .any(|r| r.outcome == ItemOutcome::Missing as i32),
+        "{job:#?}"
+    );
+    let model = server.get(&id).await;
+    assert_eq!(model.state, ModelState::Missing as i32);
+    assert!(!model.state_reason.is_empty());
+
+    std::fs::rename(&aside, &dir).expect("remount");
+    let job = reindex(&mut server).await;
+    server.wait(&job).await;
+    assert_eq!(server.get(&id).await.state, ModelState::Ready as i32);
+
+    // A weight file deleted by hand: the model is missing its files, the record stays.
+    std::fs::remove_file(dir.join("style.safetensors")).expect("rm");
+    let job = reindex(&mut server).await;
+    server.wait(&job).await;
+    assert_eq!(server.get(&id).await.state, ModelState::Missing as i32);
+
+    // A folder copied into the tree by hand is adopted in place.
+    let by_hand = server.models().join("text_encoder/t5/t5-small");
+    t5(&by_hand.join("t5.safetensors"));
+    let job = reindex(&mut server).await;
+    server.wait(&job).await;
+    let adopted = server.get("text_encoder/t5/t5-small").await;
+    assert_eq!(adopted.files.len(), 1);
+    assert!(by_hand.join("metadata.json").is_file());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_import_interrupted_by_a_crash_is_rolled_back_at_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    let models = root.join("shared-resources/models");
+    // What a crash in the middle of a move-import leaves: a staging directory with its journal
+    // and the moved file, and the source gone.
+    let source = tmp.path().join("inbox/precious.safetensors");
+    let staging = models.join(".staging/job-1-0");
+    sd1_lora(&staging.join("precious.safetensors"));
+    std::fs::create_dir_all(source.parent().expect("parent")).expect("mkdir");
+    std::fs::write(
+        staging.join(".pumas-import.json"),
+        serde_json::to_vec(&serde_json::json!({"mode": "move", "files": [{"source": source, "relative": "precious.safetensors"}]}))
+            .expect("json"),
+    )
+    .expect("journal");
+
+    let mut server = Server::start(&root, Default::default()).await;
+    assert!(source.is_file(), "the moved file is back where it came from");
+    assert!(!staging.exists(), "no half-placed model remains");
+    let listed = server
+        .client
+        .list_models(ListModelsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.total_size, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let allowed = tmp.path().join("allowed");
+    std::fs::create_dir_all(&allowed).expect("mkdir");
+    let outside = sd1_lora(&tmp.path().join("elsewhere/x.safetensors"));
+    let pickle = allowed.join("old.ckpt");
+    std::fs::write(&pickle, b"\x80\x02}q\x00.").expect("write");
+    let truncated = allowed.join("truncated.safetensors");
+    std::fs::write(&truncated, 500u64.to_le_bytes()).expect("write");
+    let empty = allowed.join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    std::fs::write(empty.join("notes.txt"), b"no models here").expect("write");
+    let config = pumas_index::Config {
+        refuse_pickle: true,
+        import_roots: vec![allowed.clone()],
+        ..Default::default()
+    };
+    let mut server = Server::start(&tmp.path().join("root"), config).await;
+
+    let cases: Vec<(Vec<String>, Code, &str)> = vec![
+        (vec![], Code::InvalidArgument, "at least one"),
+        (
+            vec!["relative/path.safetensors".into()],
+            Code::InvalidArgument,
+            "absolute",
+        ),
+        (
+            vec![allowed.join("nope.safetensors").display().to_string()],
+            Code::InvalidArgument,
+            "cannot be read",
+        ),
+        (
+            vec![outside.display().to_string()],
+            Code::InvalidArgument,
+            "outside",
+        ),
+        (
+            vec![empty.display().to_string()],
+            Code::InvalidArgument,
+            "no model files",
+        ),
+        (
+            vec![pickle.display().to_string()],
+            Code::FailedPrecondition,
+            "pickle",
+        ),
+    ];
+    for (paths, code, needle) in cases {
+        let err = server
+            .client
+            .import_models(ImportModelsRequest {
+                paths: paths.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), code, "{paths:?}: {}", err.message());
+        assert!(err.message().contains(needle), "{paths:?}: {}", err.message());
+    }
+    // A malformed header is found while importing: the item fails with the reason; nothing is stored.
+    let job = server.import(&[&truncated], ImportMode::Copy).await;
+    assert_eq!(job.results[0].outcome, ItemOutcome::Failed as i32);
+    let error = job.results[0].error.clone().expect("error");
+    assert_eq!(error.code, Code::InvalidArgument as i32, "{error:?}");
+    assert!(error.message.contains("safetensors"), "{error:?}");
+    let listed = server
+        .client
+        .list_models(ListModelsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.total_size, 0);
+    let staging = server.models().join(".staging");
+    assert!(!staging.exists() || std::fs::read_dir(&staging).expect("ls").next().is_none());
+    // Unknown jobs, unknown digests.
+    let err = server
+        .client
+        .get_job(GetJobRequest {
+            job_id: "job-nope".into(),
+        })
+        .await
+        .expect_err("unknown job");
+    assert_eq!(err.code(), Code::NotFound);
+    let err = server
+        .client
+        .find_models_by_hash(FindModelsByHashRequest {
+            digest: "md5:abc".into(),
+        })
+        .await
+        .expect_err("bad digest");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    server.stop().await;
+}
