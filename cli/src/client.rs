@@ -14,8 +14,8 @@ use tonic_health::pb::health_client::HealthClient;
 #[derive(Debug, clap::Args)]
 pub struct GatewayArgs {
     /// Gateway address.
-    #[arg(long, env = "PUMAS_GATEWAY", default_value = "127.0.0.1:50051", global = true)]
-    gateway: String,
+    #[arg(long, env = "PUMAS_GATEWAY", default_value = "127.0.0.1:50051")]
+    pub gateway: String,
 }
 
 /// Flags of `pumas healthcheck`.

@@ -2,6 +2,7 @@
 //! and talk to a running suite through the gateway.
 
 mod client;
+mod library;
 mod up;
 
 use std::net::SocketAddr;
@@ -34,6 +35,16 @@ enum Command {
     Healthcheck(client::HealthcheckArgs),
     /// Show the gateway and the state of each backend.
     Status(client::GatewayArgs),
+    /// Import model files or folders into the library (with a progress bar).
+    Import(library::ImportArgs),
+    /// Search the library (and the hub with --hub).
+    Search(library::SearchArgs),
+    /// Show one model: metadata, files, hashes and why it was classified so.
+    Show(library::ShowArgs),
+    /// Delete a model from the library.
+    Rm(library::RmArgs),
+    /// Rescan the library folder: pick up hand-copied models, flag missing ones.
+    Reindex(library::ReindexArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +117,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Healthcheck(args) => client::healthcheck(args).await,
         Command::Status(args) => client::status(args).await,
+        Command::Import(args) => library::import(args).await,
+        Command::Search(args) => library::search(args).await,
+        Command::Show(args) => library::show(args).await,
+        Command::Rm(args) => library::rm(args).await,
+        Command::Reindex(args) => library::reindex(args).await,
     }
 }
 

@@ -1,20 +1,26 @@
-//! `pumas.gateway.v1.ModelLibraryService`: translates between proto and the backends.
+//! `pumas.gateway.v1.ModelLibraryService`: aggregates the backends. Local search and views come
+//! from the index; hub results from fetch (search still answers when fetch is down, and says so);
+//! operations pass through to their owners with deadlines and the owners' error details intact.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use pumas_proto::DEPENDENCY_CONTRACT_VERSION;
 use pumas_proto::common::v1::ServiceInfo;
 use pumas_proto::gateway::v1::model_library_service_server::ModelLibraryService;
 use pumas_proto::gateway::v1::*;
-use pumas_runtime::BoxStream;
+use pumas_proto::{fetch, index, mapper};
+use pumas_runtime::{ApiError, BoxStream};
+use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 
 use crate::SERVICE_NAME;
 use crate::backends::Backends;
+use crate::config::LOCAL_MAPPER;
+use crate::passthrough::{backend_error, request};
 
 /// The capability that brings the RPCs not built yet.
-const CAPABILITY: &str =
-    "the gateway capability (merged search, model views, dependency resolution, pass-through operations)";
+const RESOLUTION: &str = "the gateway's dependency resolution (gateway capability)";
 
 /// The gateway's gRPC face.
 pub(crate) struct GatewayApi {
@@ -29,6 +35,54 @@ impl GatewayApi {
             backends,
         }
     }
+
+    fn index(
+        &self,
+    ) -> index::v1::index_service_client::IndexServiceClient<pumas_runtime::client::TracedChannel> {
+        self.backends.index.clone()
+    }
+
+    fn fetch(
+        &self,
+    ) -> fetch::v1::fetch_service_client::FetchServiceClient<pumas_runtime::client::TracedChannel> {
+        self.backends.fetch.clone()
+    }
+
+    fn mapper(
+        &self,
+        name: &str,
+    ) -> Result<
+        mapper::v1::mapper_service_client::MapperServiceClient<pumas_runtime::client::TracedChannel>,
+        Status,
+    > {
+        let name = if name.is_empty() { LOCAL_MAPPER } else { name };
+        self.backends.mappers.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = self.backends.mappers.keys().map(String::as_str).collect();
+            Status::from(ApiError::NotFound {
+                resource_type: "mapper".to_owned(),
+                name: format!("{name} (configured: {})", known.join(", ")),
+            })
+        })
+    }
+}
+
+/// A model view from an index record. Link states come from the mappers once they report them.
+fn view(model: pumas_proto::common::v1::ModelRecord) -> ModelView {
+    ModelView {
+        model: Some(model),
+        link_states: Vec::new(),
+        unavailable_mappers: Vec::new(),
+        dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
+    }
+}
+
+/// Re-streams a backend stream, mapping each item and the backend's errors.
+fn relay<T, U>(backend: &'static str, stream: tonic::Streaming<T>, map: fn(T) -> U) -> BoxStream<U>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+{
+    Box::pin(stream.map(move |item| item.map(map).map_err(|status| backend_error(backend, status))))
 }
 
 pumas_runtime::service_impl! {
@@ -38,41 +92,302 @@ pumas_runtime::service_impl! {
         type WatchMappingJobStream = BoxStream<WatchMappingJobResponse>;
 
         #[tracing::instrument(skip_all)]
-        async fn get_service_info(
-            &self,
-            _request: Request<GetServiceInfoRequest>,
-        ) -> Result<Response<GetServiceInfoResponse>, Status> {
-            Ok(Response::new(GetServiceInfoResponse {
-                info: Some(self.info.clone()),
-                backends: self.backends.status(),
+        async fn get_service_info(&self, _request: Request<GetServiceInfoRequest>) -> Result<Response<GetServiceInfoResponse>, Status> {
+            Ok(Response::new(GetServiceInfoResponse { info: Some(self.info.clone()), backends: self.backends.status() }))
+        }
+
+        #[tracing::instrument(skip_all, fields(query = %request.get_ref().query, include_hub = request.get_ref().include_hub))]
+        async fn search_models(&self, request: Request<SearchModelsRequest>) -> Result<Response<SearchModelsResponse>, Status> {
+            let r = request.into_inner();
+            let mut index_client = self.index();
+            let local = index_client.search_models(request_of(index::v1::SearchModelsRequest {
+                query: r.query.clone(),
+                filter: r.filters.clone(),
+                order_by: r.order_by,
+                page_size: r.page_size,
+                page_token: r.page_token.clone(),
+            }));
+            // Hub results only with the first page: hub paging is the hub's own (SearchHub).
+            let want_hub = r.include_hub && r.page_token.is_empty() && !r.query.trim().is_empty();
+            let hub = async {
+                if !want_hub {
+                    return None;
+                }
+                let search = fetch::v1::SearchHubRequest { query: r.query.clone(), page_size: 20, ..Default::default() };
+                Some(self.fetch().search_hub(request_of(search)).await)
+            };
+            let (local, hub) = tokio::join!(local, hub);
+            let local = local.map_err(|s| backend_error("index", s))?.into_inner();
+            let mut results: Vec<SearchResult> = local
+                .hits
+                .into_iter()
+                .filter_map(|hit| hit.model.map(|m| SearchResult { score: hit.score, result: Some(search_result::Result::Local(view(m))) }))
+                .collect();
+            let (hub_results_state, hub_unavailable_reason) = match hub {
+                None => (HubResultsState::Unspecified, String::new()),
+                Some(Err(status)) => (HubResultsState::Unavailable, backend_error("fetch", status).message().to_owned()),
+                Some(Ok(answer)) => {
+                    let answer = answer.into_inner();
+                    for (rank, summary) in answer.models.into_iter().enumerate() {
+                        // Hub results rank after local ones, in the hub's order.
+                        let score = -(rank as f64) - 1.0;
+                        results.push(SearchResult { score, result: Some(search_result::Result::Hub(HubSearchResult { summary: Some(summary), ..Default::default() })) });
+                    }
+                    (if answer.stale { HubResultsState::Stale } else { HubResultsState::Included }, String::new())
+                }
+            };
+            Ok(Response::new(SearchModelsResponse {
+                results,
+                next_page_token: local.next_page_token,
+                hub_results_state: hub_results_state as i32,
+                hub_unavailable_reason,
+                local_total_size: local.total_size,
+                dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
             }))
         }
+
+        #[tracing::instrument(skip_all)]
+        async fn list_models(&self, request: Request<ListModelsRequest>) -> Result<Response<ListModelsResponse>, Status> {
+            let r = request.into_inner();
+            let answer = self
+                .index()
+                .list_models(request_of(index::v1::ListModelsRequest { filter: r.filters, order_by: r.order_by, page_size: r.page_size, page_token: r.page_token }))
+                .await
+                .map_err(|s| backend_error("index", s))?
+                .into_inner();
+            Ok(Response::new(ListModelsResponse {
+                models: answer.models.into_iter().map(view).collect(),
+                next_page_token: answer.next_page_token,
+                total_size: answer.total_size,
+                dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
+            }))
+        }
+
+        #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
+        async fn get_model(&self, request: Request<GetModelRequest>) -> Result<Response<GetModelResponse>, Status> {
+            let model_id = request.into_inner().model_id;
+            let answer = self.index().get_model(request_of(index::v1::GetModelRequest { model_id })).await.map_err(|s| backend_error("index", s))?;
+            Ok(Response::new(GetModelResponse { model: answer.into_inner().model.map(view) }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn update_model_metadata(&self, request: Request<UpdateModelMetadataRequest>) -> Result<Response<UpdateModelMetadataResponse>, Status> {
+            let update = request.into_inner().update.ok_or_else(|| Status::from(ApiError::invalid("update", "is required")))?;
+            let answer = self.index().update_model_metadata(request_of(update)).await.map_err(|s| backend_error("index", s))?;
+            Ok(Response::new(UpdateModelMetadataResponse { model: answer.into_inner().model }))
+        }
+
+        #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
+        async fn delete_model(&self, request: Request<DeleteModelRequest>) -> Result<Response<DeleteModelResponse>, Status> {
+            let r = request.into_inner();
+            let answer = self
+                .index()
+                .delete_model(request_of(index::v1::DeleteModelRequest { model_id: r.model_id, force: r.force, request_id: r.request_id }))
+                .await
+                .map_err(|s| backend_error("index", s))?;
+            Ok(Response::new(DeleteModelResponse { freed_bytes: answer.into_inner().freed_bytes }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn import_models(&self, request: Request<ImportModelsRequest>) -> Result<Response<ImportModelsResponse>, Status> {
+            let r = request.into_inner();
+            let answer = self
+                .index()
+                .import_models(request_of(index::v1::ImportModelsRequest {
+                    paths: r.paths,
+                    mode: r.mode,
+                    model_type: r.model_type,
+                    family: r.family,
+                    display_name: r.display_name,
+                    tags: r.tags,
+                    request_id: r.request_id,
+                }))
+                .await
+                .map_err(|s| backend_error("index", s))?;
+            Ok(Response::new(ImportModelsResponse { job: answer.into_inner().job }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn reindex(&self, request: Request<ReindexRequest>) -> Result<Response<ReindexResponse>, Status> {
+            let request_id = request.into_inner().request_id;
+            let answer = self.index().reindex(request_of(index::v1::ReindexRequest { request_id })).await.map_err(|s| backend_error("index", s))?;
+            Ok(Response::new(ReindexResponse { job: answer.into_inner().job }))
+        }
+
+        #[tracing::instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+        async fn get_import_job(&self, request: Request<GetImportJobRequest>) -> Result<Response<GetImportJobResponse>, Status> {
+            let job_id = request.into_inner().job_id;
+            let answer = self.index().get_job(request_of(index::v1::GetJobRequest { job_id })).await.map_err(|s| backend_error("index", s))?;
+            Ok(Response::new(GetImportJobResponse { job: answer.into_inner().job }))
+        }
+
+        #[tracing::instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+        async fn watch_import_job(&self, request: Request<WatchImportJobRequest>) -> Result<Response<Self::WatchImportJobStream>, Status> {
+            let job_id = request.into_inner().job_id;
+            let stream = self.index().watch_job(index::v1::WatchJobRequest { job_id }).await.map_err(|s| backend_error("index", s))?;
+            Ok(Response::new(relay("index", stream.into_inner(), |u| WatchImportJobResponse { job: u.job })))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn search_hub(&self, request: Request<SearchHubRequest>) -> Result<Response<SearchHubResponse>, Status> {
+            let search = request.into_inner().search.unwrap_or_default();
+            let answer = self.fetch().search_hub(request_of(search)).await.map_err(|s| backend_error("fetch", s))?.into_inner();
+            Ok(Response::new(SearchHubResponse {
+                results: answer.models.into_iter().map(|summary| HubSearchResult { summary: Some(summary), ..Default::default() }).collect(),
+                next_page_token: answer.next_page_token,
+                from_cache: answer.from_cache,
+                stale: answer.stale,
+            }))
+        }
+
+        #[tracing::instrument(skip_all, fields(repo_id = %request.get_ref().repo_id))]
+        async fn start_download(&self, request: Request<StartDownloadRequest>) -> Result<Response<StartDownloadResponse>, Status> {
+            let r = request.into_inner();
+            let answer = self
+                .fetch()
+                .start_download(request_of(fetch::v1::StartDownloadRequest {
+                    repo_id: r.repo_id,
+                    revision: r.revision,
+                    selection: r.selection,
+                    model_type: r.model_type,
+                    family: r.family,
+                    priority: r.priority,
+                    request_id: r.request_id,
+                }))
+                .await
+                .map_err(|s| backend_error("fetch", s))?;
+            Ok(Response::new(StartDownloadResponse { download: answer.into_inner().download }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn get_download(&self, request: Request<GetDownloadRequest>) -> Result<Response<GetDownloadResponse>, Status> {
+            let download_id = request.into_inner().download_id;
+            let answer = self.fetch().get_download(request_of(fetch::v1::GetDownloadRequest { download_id })).await.map_err(|s| backend_error("fetch", s))?;
+            Ok(Response::new(GetDownloadResponse { download: answer.into_inner().download }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn list_downloads(&self, request: Request<ListDownloadsRequest>) -> Result<Response<ListDownloadsResponse>, Status> {
+            let r = request.into_inner();
+            let answer = self
+                .fetch()
+                .list_downloads(request_of(fetch::v1::ListDownloadsRequest { states: r.states, page_size: r.page_size, page_token: r.page_token }))
+                .await
+                .map_err(|s| backend_error("fetch", s))?
+                .into_inner();
+            Ok(Response::new(ListDownloadsResponse { downloads: answer.downloads, next_page_token: answer.next_page_token }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn watch_download(&self, request: Request<WatchDownloadRequest>) -> Result<Response<Self::WatchDownloadStream>, Status> {
+            let download_id = request.into_inner().download_id;
+            let stream = self.fetch().watch_download(fetch::v1::WatchDownloadRequest { download_id }).await.map_err(|s| backend_error("fetch", s))?;
+            Ok(Response::new(relay("fetch", stream.into_inner(), |u| WatchDownloadResponse { download: u.download })))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn cancel_download(&self, request: Request<CancelDownloadRequest>) -> Result<Response<CancelDownloadResponse>, Status> {
+            let download_id = request.into_inner().download_id;
+            let answer = self.fetch().cancel_download(request_of(fetch::v1::CancelDownloadRequest { download_id })).await.map_err(|s| backend_error("fetch", s))?;
+            Ok(Response::new(CancelDownloadResponse { download: answer.into_inner().download }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn pause_download(&self, request: Request<PauseDownloadRequest>) -> Result<Response<PauseDownloadResponse>, Status> {
+            let download_id = request.into_inner().download_id;
+            let answer = self.fetch().pause_download(request_of(fetch::v1::PauseDownloadRequest { download_id })).await.map_err(|s| backend_error("fetch", s))?;
+            Ok(Response::new(PauseDownloadResponse { download: answer.into_inner().download }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn resume_download(&self, request: Request<ResumeDownloadRequest>) -> Result<Response<ResumeDownloadResponse>, Status> {
+            let download_id = request.into_inner().download_id;
+            let answer = self.fetch().resume_download(request_of(fetch::v1::ResumeDownloadRequest { download_id })).await.map_err(|s| backend_error("fetch", s))?;
+            Ok(Response::new(ResumeDownloadResponse { download: answer.into_inner().download }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn list_apps(&self, request: Request<ListAppsRequest>) -> Result<Response<ListAppsResponse>, Status> {
+            let wanted = request.into_inner().mapper;
+            if !wanted.is_empty() {
+                self.mapper(&wanted)?;
+            }
+            let mut mappers = Vec::new();
+            for (name, client) in &self.backends.mappers {
+                if !wanted.is_empty() && *name != wanted {
+                    continue;
+                }
+                let entry = match client.clone().list_apps(request_of(mapper::v1::ListAppsRequest {})).await {
+                    Ok(answer) => MapperApps { mapper: name.clone(), apps: answer.into_inner().apps, unavailable: false, reason: String::new() },
+                    Err(status) => MapperApps { mapper: name.clone(), apps: Vec::new(), unavailable: true, reason: backend_error("mapper", status).message().to_owned() },
+                };
+                mappers.push(entry);
+            }
+            Ok(Response::new(ListAppsResponse { mappers }))
+        }
+
+        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+        async fn preview_mapping(&self, request: Request<PreviewMappingRequest>) -> Result<Response<PreviewMappingResponse>, Status> {
+            let r = request.into_inner();
+            let answer = self
+                .mapper(&r.mapper)?
+                .preview_mapping(request_of(mapper::v1::PreviewMappingRequest { app: r.app, include_unchanged: r.include_unchanged }))
+                .await
+                .map_err(|s| backend_error("mapper", s))?;
+            Ok(Response::new(PreviewMappingResponse { plan: answer.into_inner().plan }))
+        }
+
+        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+        async fn apply_mapping(&self, request: Request<ApplyMappingRequest>) -> Result<Response<ApplyMappingResponse>, Status> {
+            let r = request.into_inner();
+            let answer = self
+                .mapper(&r.mapper)?
+                .apply_mapping(request_of(mapper::v1::ApplyMappingRequest { app: r.app, replace_conflicts: r.replace_conflicts, request_id: r.request_id }))
+                .await
+                .map_err(|s| backend_error("mapper", s))?;
+            Ok(Response::new(ApplyMappingResponse { job: answer.into_inner().job }))
+        }
+
+        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+        async fn repair_mapping(&self, request: Request<RepairMappingRequest>) -> Result<Response<RepairMappingResponse>, Status> {
+            let r = request.into_inner();
+            let answer = self
+                .mapper(&r.mapper)?
+                .repair_mapping(request_of(mapper::v1::RepairMappingRequest { app: r.app, request_id: String::new() }))
+                .await
+                .map_err(|s| backend_error("mapper", s))?;
+            Ok(Response::new(RepairMappingResponse { job: answer.into_inner().job }))
+        }
+
+        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+        async fn unmap(&self, request: Request<UnmapRequest>) -> Result<Response<UnmapResponse>, Status> {
+            let r = request.into_inner();
+            let answer = self
+                .mapper(&r.mapper)?
+                .unmap(request_of(mapper::v1::UnmapRequest { app: r.app, request_id: String::new() }))
+                .await
+                .map_err(|s| backend_error("mapper", s))?;
+            Ok(Response::new(UnmapResponse { job: answer.into_inner().job }))
+        }
+
+        #[tracing::instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+        async fn watch_mapping_job(&self, request: Request<WatchMappingJobRequest>) -> Result<Response<Self::WatchMappingJobStream>, Status> {
+            let r = request.into_inner();
+            let stream = self
+                .mapper(&r.mapper)?
+                .watch_mapping_job(mapper::v1::WatchMappingJobRequest { job_id: r.job_id })
+                .await
+                .map_err(|s| backend_error("mapper", s))?;
+            Ok(Response::new(relay("mapper", stream.into_inner(), |u| WatchMappingJobResponse { job: u.job })))
+        }
     }
-    not_built(SERVICE_NAME, CAPABILITY) {
-        search_models "SearchModels" (SearchModelsRequest) -> SearchModelsResponse;
-        list_models "ListModels" (ListModelsRequest) -> ListModelsResponse;
-        get_model "GetModel" (GetModelRequest) -> GetModelResponse;
-        update_model_metadata "UpdateModelMetadata" (UpdateModelMetadataRequest) -> UpdateModelMetadataResponse;
-        delete_model "DeleteModel" (DeleteModelRequest) -> DeleteModelResponse;
+    not_built(SERVICE_NAME, RESOLUTION) {
         resolve_model_dependency_requirements "ResolveModelDependencyRequirements" (ResolveModelDependencyRequirementsRequest) -> ResolveModelDependencyRequirementsResponse;
         batch_resolve_model_dependency_requirements "BatchResolveModelDependencyRequirements" (BatchResolveModelDependencyRequirementsRequest) -> BatchResolveModelDependencyRequirementsResponse;
-        import_models "ImportModels" (ImportModelsRequest) -> ImportModelsResponse;
-        reindex "Reindex" (ReindexRequest) -> ReindexResponse;
-        get_import_job "GetImportJob" (GetImportJobRequest) -> GetImportJobResponse;
-        watch_import_job "WatchImportJob" (WatchImportJobRequest) -> Self::WatchImportJobStream;
-        search_hub "SearchHub" (SearchHubRequest) -> SearchHubResponse;
-        start_download "StartDownload" (StartDownloadRequest) -> StartDownloadResponse;
-        get_download "GetDownload" (GetDownloadRequest) -> GetDownloadResponse;
-        list_downloads "ListDownloads" (ListDownloadsRequest) -> ListDownloadsResponse;
-        watch_download "WatchDownload" (WatchDownloadRequest) -> Self::WatchDownloadStream;
-        cancel_download "CancelDownload" (CancelDownloadRequest) -> CancelDownloadResponse;
-        pause_download "PauseDownload" (PauseDownloadRequest) -> PauseDownloadResponse;
-        resume_download "ResumeDownload" (ResumeDownloadRequest) -> ResumeDownloadResponse;
-        list_apps "ListApps" (ListAppsRequest) -> ListAppsResponse;
-        preview_mapping "PreviewMapping" (PreviewMappingRequest) -> PreviewMappingResponse;
-        apply_mapping "ApplyMapping" (ApplyMappingRequest) -> ApplyMappingResponse;
-        repair_mapping "RepairMapping" (RepairMappingRequest) -> RepairMappingResponse;
-        unmap "Unmap" (UnmapRequest) -> UnmapResponse;
-        watch_mapping_job "WatchMappingJob" (WatchMappingJobRequest) -> Self::WatchMappingJobStream;
     }
+}
+
+/// A backend request with the gateway's deadline.
+fn request_of<T>(message: T) -> tonic::Request<T> {
+    request(message)
 }

@@ -6,6 +6,7 @@
 mod api;
 pub mod backends;
 pub mod config;
+mod passthrough;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,461 @@
+//! Library commands of the terminal client: import, search, show, rm, reindex. They talk to the
+//! gateway, like any other client.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use pumas_proto::common::v1::{ImportMode, JobState, ModelFilter, ModelRecord, ModelState, ModelType};
+use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
+use pumas_proto::gateway::v1::*;
+use pumas_proto::index::v1::{ItemOutcome, Job};
+use pumas_runtime::client::{TracedChannel, connect_lazy};
+
+use crate::client::GatewayArgs;
+
+type Client = ModelLibraryServiceClient<TracedChannel>;
+
+fn client(args: &GatewayArgs) -> anyhow::Result<Client> {
+    Ok(ModelLibraryServiceClient::new(connect_lazy(&args.gateway)?))
+}
+
+/// A gRPC error as a person reads it.
+fn explain(status: tonic::Status) -> anyhow::Error {
+    use tonic_types::StatusExt as _;
+    let mut text = status.message().to_owned();
+    if let Some(bad) = status.get_error_details().bad_request() {
+        for v in &bad.field_violations {
+            if !text.contains(&v.description) {
+                text.push_str(&format!(" ({}: {})", v.field, v.description));
+            }
+        }
+    }
+    if status.code() == tonic::Code::Unavailable && text.contains("tcp connect") {
+        text.push_str(" — is the suite running? Start it with `pumas up`.");
+    }
+    anyhow::anyhow!("{text} [{:?}]", status.code())
+}
+
+fn parse_type(name: &str) -> anyhow::Result<i32> {
+    let wanted = format!("MODEL_TYPE_{}", name.to_ascii_uppercase().replace('-', "_"));
+    ModelType::from_str_name(&wanted)
+        .map(|t| t as i32)
+        .ok_or_else(|| anyhow::anyhow!("`{name}` is not a model type (checkpoint, diffusion_model, lora, vae, text_encoder, clip_vision, controlnet, embedding, upscaler, llm, text_embedding, audio, vision)"))
+}
+
+fn type_label(value: i32) -> String {
+    ModelType::try_from(value)
+        .map(|t| {
+            t.as_str_name()
+                .trim_start_matches("MODEL_TYPE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+fn state_label(value: i32) -> String {
+    ModelState::try_from(value)
+        .map(|t| {
+            t.as_str_name()
+                .trim_start_matches("MODEL_STATE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+fn size_label(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}
+
+/// How imported files are placed.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Copy the bytes.
+    Copy,
+    /// Move the files into the library.
+    Move,
+    /// Hard-link (same filesystem).
+    Hardlink,
+    /// Copy-on-write clone where supported.
+    Reflink,
+}
+
+/// Flags of `pumas import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// Files or directories to import.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// How to place the files.
+    #[arg(long, value_enum, default_value = "copy")]
+    mode: ModeArg,
+    /// Model type, when detection should not decide.
+    #[arg(long = "type")]
+    model_type: Option<String>,
+    /// Family, when detection should not decide.
+    #[arg(long)]
+    family: Option<String>,
+    /// Display name (one model only).
+    #[arg(long)]
+    name: Option<String>,
+    /// Tags to add (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Return once the job is accepted, without waiting.
+    #[arg(long)]
+    detach: bool,
+}
+
+pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let mut client = client(&args.gateway)?;
+    let mut paths = Vec::new();
+    for p in &args.paths {
+        let abs = std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))?;
+        paths.push(abs.display().to_string());
+    }
+    let request = ImportModelsRequest {
+        paths,
+        mode: match args.mode {
+            ModeArg::Copy => ImportMode::Copy,
+            ModeArg::Move => ImportMode::Move,
+            ModeArg::Hardlink => ImportMode::Hardlink,
+            ModeArg::Reflink => ImportMode::Reflink,
+        } as i32,
+        model_type: args
+            .model_type
+            .as_deref()
+            .map(parse_type)
+            .transpose()?
+            .unwrap_or(0),
+        family: args.family.clone().unwrap_or_default(),
+        display_name: args.name.clone().unwrap_or_default(),
+        tags: args.tags.clone(),
+        request_id: String::new(),
+    };
+    let job = client
+        .import_models(request)
+        .await
+        .map_err(explain)?
+        .into_inner()
+        .job
+        .unwrap_or_default();
+    let job_id = job.status.as_ref().map(|s| s.job_id.clone()).unwrap_or_default();
+    if args.detach {
+        println!("import job {job_id} started");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let job = follow(&mut client, &job_id, "importing").await?;
+    Ok(report(&job))
+}
+
+/// Streams a job with a progress bar until it ends.
+async fn follow(client: &mut Client, job_id: &str, verb: &str) -> anyhow::Result<Job> {
+    let mut stream = client
+        .watch_import_job(WatchImportJobRequest {
+            job_id: job_id.to_owned(),
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut last = Job::default();
+    while let Some(update) = stream.message().await.map_err(explain)? {
+        if let Some(job) = update.job {
+            if let Some(p) = job.status.as_ref().and_then(|s| s.progress.as_ref()) {
+                bar.set_length(p.bytes_total);
+                bar.set_position(p.bytes_done);
+                let item = p.current_item.rsplit('/').next().unwrap_or_default();
+                bar.set_message(format!("{verb} {}/{} {item}", p.items_done, p.items_total));
+            }
+            last = job;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(last)
+}
+
+fn report(job: &Job) -> ExitCode {
+    let mut failed = false;
+    for r in &job.results {
+        match ItemOutcome::try_from(r.outcome).unwrap_or(ItemOutcome::Unspecified) {
+            ItemOutcome::Added => println!("added      {}  <- {}", r.model_id, r.source),
+            ItemOutcome::Duplicate => println!(
+                "duplicate  {}  <- {} (same content, nothing stored)",
+                r.model_id, r.source
+            ),
+            ItemOutcome::Updated => println!("updated    {}", r.model_id),
+            ItemOutcome::Missing => println!("missing    {}", r.model_id),
+            ItemOutcome::Corrupt => println!("corrupt    {}", r.model_id),
+            ItemOutcome::Unchanged => {}
+            ItemOutcome::Failed | ItemOutcome::Unspecified => {
+                failed = true;
+                let why = r.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+                eprintln!("failed     {}: {why}", r.source);
+            }
+        }
+    }
+    let state = job.status.as_ref().map(|s| s.state).unwrap_or_default();
+    if state == JobState::Cancelled as i32 {
+        eprintln!("cancelled");
+        return ExitCode::FAILURE;
+    }
+    if failed || state == JobState::Failed as i32 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Flags of `pumas search`.
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// Words to look for (empty lists everything).
+    query: Vec<String>,
+    /// Only this type.
+    #[arg(long = "type")]
+    model_type: Option<String>,
+    /// Only this family.
+    #[arg(long)]
+    family: Option<String>,
+    /// Only models with this tag (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// How many results.
+    #[arg(long, default_value_t = 20)]
+    limit: i32,
+    /// Include Hugging Face Hub results.
+    #[arg(long)]
+    hub: bool,
+}
+
+pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
+    let mut client = client(&args.gateway)?;
+    let filters = ModelFilter {
+        model_types: args
+            .model_type
+            .as_deref()
+            .map(parse_type)
+            .transpose()?
+            .into_iter()
+            .collect(),
+        families: args.family.clone().into_iter().collect(),
+        tags: args.tags.clone(),
+        ..Default::default()
+    };
+    let answer = client
+        .search_models(SearchModelsRequest {
+            query: args.query.join(" "),
+            page_size: args.limit,
+            include_hub: args.hub,
+            filters: Some(filters),
+            ..Default::default()
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if answer.results.is_empty() {
+        println!("no models match");
+    }
+    for result in &answer.results {
+        match &result.result {
+            Some(search_result::Result::Local(view)) => {
+                if let Some(m) = &view.model {
+                    let unsafe_flag = if m.unsafe_format { "  [pickle: unsafe]" } else { "" };
+                    println!(
+                        "{:<48} {:<16} {:>10}  {:<8} {}{unsafe_flag}",
+                        m.model_id,
+                        type_label(m.model_type),
+                        size_label(m.total_size_bytes),
+                        state_label(m.state),
+                        m.display_name
+                    );
+                }
+            }
+            Some(search_result::Result::Hub(hub)) => {
+                if let Some(s) = &hub.summary {
+                    println!(
+                        "hub: {:<43} {:<16} {:>10}  downloads {}",
+                        s.repo_id, s.pipeline_tag, "", s.downloads
+                    );
+                }
+            }
+            None => {}
+        }
+    }
+    if answer.local_total_size > answer.results.len() as u64 {
+        println!(
+            "({} of {} local matches; use --limit for more)",
+            answer.results.len(),
+            answer.local_total_size
+        );
+    }
+    if answer.hub_results_state == HubResultsState::Unavailable as i32 {
+        eprintln!("hub results unavailable: {}", answer.hub_unavailable_reason);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Flags of `pumas show`.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// Model id, e.g. lora/sdxl/detail-tweaker-xl.
+    model_id: String,
+}
+
+pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let mut client = client(&args.gateway)?;
+    let view = client
+        .get_model(GetModelRequest {
+            model_id: args.model_id.clone(),
+        })
+        .await
+        .map_err(explain)?
+        .into_inner()
+        .model
+        .and_then(|v| v.model)
+        .unwrap_or_default();
+    print_model(&view);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_model(m: &ModelRecord) {
+    println!("{}", m.model_id);
+    println!("  name          {}", m.display_name);
+    println!("  type/family   {} / {}", type_label(m.model_type), m.family);
+    if !m.architecture.is_empty() {
+        println!("  architecture  {}", m.architecture);
+    }
+    let format = pumas_proto::common::v1::ModelFormat::try_from(m.format)
+        .map(|f| {
+            f.as_str_name()
+                .trim_start_matches("MODEL_FORMAT_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    println!(
+        "  format        {format}{}",
+        if m.unsafe_format {
+            " (pickle: can run code when loaded)"
+        } else {
+            ""
+        }
+    );
+    if !m.precision.is_empty() || !m.quantization.is_empty() {
+        println!("  precision     {} {}", m.precision, m.quantization);
+    }
+    if let Some(n) = m.parameter_count {
+        println!("  parameters    {n}");
+    }
+    println!("  size          {}", size_label(m.total_size_bytes));
+    println!(
+        "  state         {}{}",
+        state_label(m.state),
+        if m.state_reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", m.state_reason)
+        }
+    );
+    println!("  path          {}", m.library_path);
+    if !m.tags.is_empty() {
+        println!("  tags          {}", m.tags.join(", "));
+    }
+    if !m.overridden_fields.is_empty() {
+        println!("  your edits    {}", m.overridden_fields.join(", "));
+    }
+    println!("  files");
+    for f in &m.files {
+        println!(
+            "    {:<50} {:>10}  {}",
+            f.path,
+            size_label(f.size_bytes),
+            f.sha256
+        );
+    }
+    if let Some(d) = &m.detection {
+        println!(
+            "  detection     confidence {:.2}{}",
+            d.confidence,
+            if d.runner_up.is_empty() {
+                String::new()
+            } else {
+                format!(", runner-up {} ({:.2})", d.runner_up, d.runner_up_confidence)
+            }
+        );
+        for e in &d.evidence {
+            println!("    {} {} = {} -> {}", e.kind, e.key, e.value, e.supports);
+        }
+    }
+}
+
+/// Flags of `pumas rm`.
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// Model id.
+    model_id: String,
+    /// Delete even while apps link to it (their links are removed).
+    #[arg(long)]
+    force: bool,
+}
+
+pub async fn rm(args: RmArgs) -> anyhow::Result<ExitCode> {
+    let mut client = client(&args.gateway)?;
+    let answer = client
+        .delete_model(DeleteModelRequest {
+            model_id: args.model_id.clone(),
+            force: args.force,
+            request_id: String::new(),
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    println!(
+        "deleted {} ({} freed)",
+        args.model_id,
+        size_label(answer.freed_bytes)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Flags of `pumas reindex`.
+#[derive(Debug, clap::Args)]
+pub struct ReindexArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+}
+
+pub async fn reindex(args: ReindexArgs) -> anyhow::Result<ExitCode> {
+    let mut client = client(&args.gateway)?;
+    let job = client
+        .reindex(ReindexRequest::default())
+        .await
+        .map_err(explain)?
+        .into_inner()
+        .job
+        .unwrap_or_default();
+    let job_id = job.status.map(|s| s.job_id).unwrap_or_default();
+    let job = follow(&mut client, &job_id, "scanning").await?;
+    let items = job
+        .status
+        .as_ref()
+        .and_then(|s| s.progress.as_ref())
+        .map(|p| p.items_done)
+        .unwrap_or_default();
+    let code = report(&job);
+    println!("reindexed {items} model folders");
+    Ok(code)
+}
