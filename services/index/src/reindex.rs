@@ -62,87 +62,147 @@ fn files_state(dir: &Path, files: &[FileEntry]) -> (&'static str, String) {
     }
 }
 
-/// Runs a reindex.
+/// What the scan found in one model directory.
+enum Scanned {
+    /// A metadata.json, possibly corrected (id from the path, state from the files).
+    Indexed { dir: PathBuf, metadata: Box<Metadata>, overridden: Vec<String>, rewrite: bool },
+    /// Weights without metadata.json: adopt in place.
+    Adopt { dir: PathBuf, id: String },
+    /// Unreadable.
+    Failed { dir: PathBuf, id: String, error: IndexError },
+}
+
+/// Reads every model directory (blocking: runs on the blocking pool).
+fn scan(root: &Path) -> Vec<Scanned> {
+    model_dirs(root)
+        .into_iter()
+        .filter_map(|dir| {
+            let id = id_of(root, &dir)?;
+            if !dir.join(METADATA_FILE).is_file() {
+                return Some(Scanned::Adopt { dir, id });
+            }
+            let read = (|| {
+                let mut metadata = read_metadata(&dir)?;
+                let mut rewrite = false;
+                if metadata.id != id {
+                    // Copied or moved here by hand: the path is the id.
+                    metadata.id.clone_from(&id);
+                    rewrite = true;
+                }
+                let (state, reason) = files_state(&dir, &metadata.files);
+                let keep_state = matches!(metadata.state.as_str(), "downloading" | "error");
+                if !keep_state && (metadata.state != state || metadata.state_reason != reason) {
+                    metadata.state = state.to_owned();
+                    metadata.state_reason = reason;
+                    rewrite = true;
+                }
+                let _ = std::fs::remove_file(dir.join(crate::library::JOURNAL_FILE));
+                let overrides = read_overrides(&dir)?;
+                if rewrite {
+                    metadata.updated_time = now_rfc3339();
+                    let path = dir.join(METADATA_FILE);
+                    crate::fsio::write_json_atomic(&path, &metadata)
+                        .map_err(|e| IndexError::io(format!("writing {}", path.display()), e))?;
+                }
+                Ok::<_, IndexError>((Box::new(overrides.apply(&metadata)), overrides.overridden_fields(), rewrite))
+            })();
+            Some(match read {
+                Ok((metadata, overridden, rewrite)) => Scanned::Indexed { dir, metadata, overridden, rewrite },
+                Err(error) => Scanned::Failed { dir, id, error },
+            })
+        })
+        .collect()
+}
+
+/// Records indexed per transaction.
+const BATCH: usize = 1000;
+
+/// Runs a reindex. On an empty index (models.db new or deleted) it is a rebuild: records go in
+/// a thousand per transaction and no change events are sent (nothing changed on disk).
 pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, IndexError> {
     let root = library.root().to_owned();
-    let dirs = {
-        let root = root.clone();
-        tokio::task::spawn_blocking(move || model_dirs(&root))
-            .await
-            .map_err(|e| IndexError::Internal(e.to_string()))?
-    };
+    let scanned =
+        tokio::task::spawn_blocking(move || scan(&root)).await.map_err(|e| IndexError::Internal(e.to_string()))?;
     if let Some(h) = job {
-        h.update(|s| s.items_total = dirs.len() as u64);
+        h.update(|s| s.items_total = scanned.len() as u64);
     }
-    let mut report = ReindexReport::default();
     let known: BTreeSet<String> = library.store().all_ids().await?.into_iter().collect();
+    let rebuilding = known.is_empty();
+    let mut report = ReindexReport::default();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut found_digests: BTreeMap<String, String> = BTreeMap::new();
+    let mut batch: Vec<Record> = Vec::new();
+    let mut events: Vec<(&'static str, String)> = Vec::new();
+    let mut results: Vec<ItemResult> = Vec::new();
+    let failed = |dir: &Path, id: String, error: &IndexError| ItemResult {
+        source: dir.display().to_string(),
+        outcome: Outcome::Failed,
+        model_id: id,
+        error: Some(error.into()),
+    };
 
-    for dir in &dirs {
+    for item in scanned {
         if job.is_some_and(Handle::cancelled) {
             break;
         }
-        let Some(id) = id_of(&root, dir) else { continue };
         report.seen += 1;
-        let outcome = if dir.join(METADATA_FILE).is_file() {
-            index_existing(library, dir, &id, known.contains(&id)).await
-        } else {
-            adopt(library, dir, &id).await
-        };
-        let (outcome, model_id) = match outcome {
-            Ok(Some(done)) => done,
-            Ok(None) => continue,
-            Err(err) => {
-                tracing::warn!(dir = %dir.display(), error = %err, "reindex skipped a directory");
-                if let Some(h) = job {
-                    h.update(|s| {
-                        s.results.push(ItemResult {
-                            source: dir.display().to_string(),
-                            outcome: Outcome::Failed,
-                            model_id: id.clone(),
-                            error: Some((&err).into()),
-                        });
-                        s.items_done += 1;
-                    });
-                }
-                continue;
+        match item {
+            Scanned::Failed { dir, id, error } => {
+                tracing::warn!(dir = %dir.display(), %error, "reindex skipped a directory");
+                results.push(failed(&dir, id, &error));
             }
-        };
-        match outcome {
-            Outcome::Added => report.added += 1,
-            Outcome::Updated | Outcome::Missing => report.updated += 1,
-            _ => {}
-        }
-        if let Ok(Some(r)) = library.store().get(&model_id).await {
-            found_digests.insert(r.metadata.composite_digest.clone(), model_id.clone());
-        }
-        seen.insert(model_id.clone());
-        if let Some(h) = job {
-            h.update(|s| {
-                s.items_done += 1;
-                if outcome != Outcome::Unchanged {
-                    s.results.push(ItemResult {
-                        source: dir.display().to_string(),
-                        outcome,
-                        model_id,
-                        error: None,
-                    });
+            Scanned::Adopt { dir, id } => match adopt(library, &dir, &id).await {
+                Ok(Some((outcome, id))) => {
+                    seen.insert(id.clone());
+                    report.added += 1;
+                    results.push(ItemResult { source: dir.display().to_string(), outcome, model_id: id, error: None });
                 }
-            });
+                Ok(None) => {}
+                Err(error) => results.push(failed(&dir, id, &error)),
+            },
+            Scanned::Indexed { dir, metadata, overridden, rewrite } => {
+                let id = metadata.id.clone();
+                seen.insert(id.clone());
+                found_digests.insert(metadata.composite_digest.clone(), id.clone());
+                let record = Record { metadata: *metadata, overridden };
+                let outcome = if rebuilding || !known.contains(&id) {
+                    Outcome::Added
+                } else if rewrite || library.store().get(&id).await?.as_ref() != Some(&record) {
+                    if record.metadata.state == "ready" { Outcome::Updated } else { Outcome::Missing }
+                } else {
+                    Outcome::Unchanged
+                };
+                match outcome {
+                    Outcome::Added => report.added += 1,
+                    Outcome::Updated | Outcome::Missing => report.updated += 1,
+                    _ => {}
+                }
+                if outcome != Outcome::Unchanged {
+                    if !rebuilding {
+                        events.push((if outcome == Outcome::Added { "added" } else { "updated" }, id.clone()));
+                        results.push(ItemResult { source: dir.display().to_string(), outcome, model_id: id, error: None });
+                    }
+                    batch.push(record);
+                }
+            }
+        }
+        if batch.len() >= BATCH {
+            flush(library, &mut batch, &mut events).await?;
+        }
+        if let Some(h) = job
+            && report.seen % 256 == 0
+        {
+            let done = report.seen;
+            h.update(|s| s.items_done = done);
         }
     }
+    flush(library, &mut batch, &mut events).await?;
 
     // Records whose directory is gone: moved (same content elsewhere) or missing.
     if job.is_none_or(|h| !h.cancelled()) {
         for id in known.difference(&seen) {
-            let Some(mut record) = library.store().get(id).await? else {
-                continue;
-            };
-            if let Some(new_id) = found_digests
-                .get(&record.metadata.composite_digest)
-                .filter(|n| *n != id)
-            {
+            let Some(mut record) = library.store().get(id).await? else { continue };
+            if let Some(new_id) = found_digests.get(&record.metadata.composite_digest).filter(|n| *n != id) {
                 library.store().remove(id).await?;
                 library.publish("moved", new_id, id).await?;
                 continue;
@@ -154,69 +214,33 @@ pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexRepor
                 library.store().upsert(&record).await?;
                 library.publish("updated", id, "").await?;
                 report.missing += 1;
-                if let Some(h) = job {
-                    h.update(|s| {
-                        s.results.push(ItemResult {
-                            source: id.clone(),
-                            outcome: Outcome::Missing,
-                            model_id: id.clone(),
-                            error: None,
-                        })
-                    });
-                }
+                results.push(ItemResult { source: id.clone(), outcome: Outcome::Missing, model_id: id.clone(), error: None });
             }
         }
+    }
+    if let Some(h) = job {
+        let done = report.seen;
+        h.update(|s| {
+            s.items_done = done;
+            s.results.extend(results);
+        });
     }
     Ok(report)
 }
 
-async fn index_existing(
+async fn flush(
     library: &Library,
-    dir: &Path,
-    id: &str,
-    known: bool,
-) -> Result<Option<(Outcome, String)>, IndexError> {
-    let mut metadata = read_metadata(dir)?;
-    let mut rewrite = false;
-    if metadata.id != id {
-        // Copied or moved here by hand: the path is the id.
-        metadata.id = id.to_owned();
-        rewrite = true;
+    batch: &mut Vec<Record>,
+    events: &mut Vec<(&'static str, String)>,
+) -> Result<(), IndexError> {
+    if !batch.is_empty() {
+        library.store().upsert_many(batch).await?;
+        batch.clear();
     }
-    let (state, reason) = files_state(dir, &metadata.files);
-    let keep_state = matches!(metadata.state.as_str(), "downloading" | "error");
-    if !keep_state && (metadata.state != state || metadata.state_reason != reason) {
-        metadata.state = state.to_owned();
-        metadata.state_reason = reason;
-        rewrite = true;
+    for (kind, id) in events.drain(..) {
+        library.publish(kind, &id, "").await?;
     }
-    let _ = std::fs::remove_file(dir.join(crate::library::JOURNAL_FILE));
-    let overrides = read_overrides(dir)?;
-    let record = Record {
-        metadata: overrides.apply(&metadata),
-        overridden: overrides.overridden_fields(),
-    };
-    let previous = library.store().get(id).await?;
-    if rewrite {
-        metadata.updated_time = now_rfc3339();
-        library.write_and_index(&metadata).await?;
-    } else if previous.as_ref() != Some(&record) {
-        library.store().upsert(&record).await?;
-    } else {
-        return Ok(Some((Outcome::Unchanged, id.to_owned())));
-    }
-    let outcome = if !known {
-        library.publish("added", id, "").await?;
-        Outcome::Added
-    } else {
-        library.publish("updated", id, "").await?;
-        if state == "ready" {
-            Outcome::Updated
-        } else {
-            Outcome::Missing
-        }
-    };
-    Ok(Some((outcome, id.to_owned())))
+    Ok(())
 }
 
 /// A folder at `<type>/<family>/<slug>` with weights but no metadata.json: adopt it in place.

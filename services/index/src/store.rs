@@ -159,6 +159,21 @@ impl Store {
 
     /// Inserts or replaces a model (FTS, tags and digests included) in one transaction.
     pub async fn upsert(&self, record: &Record) -> Result<(), IndexError> {
+        self.upsert_many(std::slice::from_ref(record)).await
+    }
+
+    /// Inserts or replaces many models in one transaction (rebuilds go thousands at a time:
+    /// one commit, and one FTS segment, per batch instead of per model).
+    pub async fn upsert_many(&self, records: &[Record]) -> Result<(), IndexError> {
+        let mut tx = self.pool.begin().await?;
+        for record in records {
+            Self::upsert_in(&mut tx, record).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn upsert_in(tx: &mut sqlx::SqliteConnection, record: &Record) -> Result<(), IndexError> {
         let m = &record.metadata;
         let json = serde_json::to_string(&StoredRecord {
             metadata: m.clone(),
@@ -172,7 +187,6 @@ impl Store {
             crate::metadata::Source::Hub { repo_id, .. } => repo_id.clone(),
             crate::metadata::Source::Local { .. } => String::new(),
         };
-        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO models (id, name_key, model_type, family, format, state, total_size, added_ms, repo_id, has_binding, record)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -248,7 +262,6 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
