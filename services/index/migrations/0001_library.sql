@@ -11,7 +11,15 @@ CREATE TABLE models (
     added_ms     INTEGER NOT NULL,
     repo_id      TEXT NOT NULL DEFAULT '',
     has_binding  INTEGER NOT NULL DEFAULT 0,
-    record       TEXT NOT NULL           -- merged metadata JSON (metadata.json + overrides.json)
+    record       TEXT NOT NULL,          -- merged metadata JSON (metadata.json + overrides.json)
+    -- What full-text search sees (the FTS table below indexes these columns).
+    fts_name         TEXT NOT NULL DEFAULT '',
+    fts_family       TEXT NOT NULL DEFAULT '',
+    fts_architecture TEXT NOT NULL DEFAULT '',
+    fts_tags         TEXT NOT NULL DEFAULT '',
+    fts_description  TEXT NOT NULL DEFAULT '',
+    fts_files        TEXT NOT NULL DEFAULT '',
+    fts_repo         TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX models_by_name  ON models (name_key, id);
 CREATE INDEX models_by_size  ON models (total_size DESC, id);
@@ -32,12 +40,29 @@ CREATE TABLE model_digests (
 ) WITHOUT ROWID;
 CREATE INDEX model_digests_by_model ON model_digests (model_id);
 
--- Full-text search; rowid = models.rowid.
+-- Full-text search over the fts_* columns of models (external content: the index only), kept in
+-- step by triggers, so a batch of inserts updates it inside SQLite with no extra round trips.
 CREATE VIRTUAL TABLE models_fts USING fts5 (
-    name, family, architecture, tags, description, files, repo,
+    fts_name, fts_family, fts_architecture, fts_tags, fts_description, fts_files, fts_repo,
+    content = 'models',
+    content_rowid = 'rowid',
     tokenize = 'unicode61 remove_diacritics 2',
     prefix = '2 3'
 );
+CREATE TRIGGER models_fts_insert AFTER INSERT ON models BEGIN
+    INSERT INTO models_fts (rowid, fts_name, fts_family, fts_architecture, fts_tags, fts_description, fts_files, fts_repo)
+    VALUES (new.rowid, new.fts_name, new.fts_family, new.fts_architecture, new.fts_tags, new.fts_description, new.fts_files, new.fts_repo);
+END;
+CREATE TRIGGER models_fts_delete AFTER DELETE ON models BEGIN
+    INSERT INTO models_fts (models_fts, rowid, fts_name, fts_family, fts_architecture, fts_tags, fts_description, fts_files, fts_repo)
+    VALUES ('delete', old.rowid, old.fts_name, old.fts_family, old.fts_architecture, old.fts_tags, old.fts_description, old.fts_files, old.fts_repo);
+END;
+CREATE TRIGGER models_fts_update AFTER UPDATE ON models BEGIN
+    INSERT INTO models_fts (models_fts, rowid, fts_name, fts_family, fts_architecture, fts_tags, fts_description, fts_files, fts_repo)
+    VALUES ('delete', old.rowid, old.fts_name, old.fts_family, old.fts_architecture, old.fts_tags, old.fts_description, old.fts_files, old.fts_repo);
+    INSERT INTO models_fts (rowid, fts_name, fts_family, fts_architecture, fts_tags, fts_description, fts_files, fts_repo)
+    VALUES (new.rowid, new.fts_name, new.fts_family, new.fts_architecture, new.fts_tags, new.fts_description, new.fts_files, new.fts_repo);
+END;
 
 -- The change feed. Cursors are microsecond timestamps made strictly increasing, so they keep
 -- growing across a rebuild of this file.

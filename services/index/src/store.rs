@@ -162,128 +162,128 @@ impl Store {
         self.upsert_many(std::slice::from_ref(record)).await
     }
 
-    /// Inserts or replaces many models in one transaction (rebuilds go thousands at a time:
-    /// one commit, and one FTS segment, per batch instead of per model).
+    /// Inserts or replaces many models in one transaction, with multi-row statements: a batch
+    /// of a thousand is a handful of round trips (triggers keep the FTS index in step).
     pub async fn upsert_many(&self, records: &[Record]) -> Result<(), IndexError> {
-        let mut tx = self.pool.begin().await?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut rows: Vec<ModelRow> = Vec::with_capacity(records.len());
+        let mut tags: Vec<(String, String)> = Vec::new();
+        let mut digests: Vec<(String, String)> = Vec::new();
         for record in records {
-            Self::upsert_in(&mut tx, record).await?;
+            let m = &record.metadata;
+            let json = serde_json::to_string(&StoredRecord { metadata: m.clone(), overridden: record.overridden.clone() })
+                .map_err(|e| IndexError::Internal(e.to_string()))?;
+            let added_ms = prost_types::Timestamp::from_str(&m.added_time)
+                .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+                .unwrap_or_default();
+            let repo = match &m.source {
+                crate::metadata::Source::Hub { repo_id, .. } => repo_id.clone(),
+                crate::metadata::Source::Local { .. } => String::new(),
+            };
+            let files: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+            for tag in &m.tags {
+                tags.push((tag.clone(), m.id.clone()));
+            }
+            let all_digests = m
+                .files
+                .iter()
+                .flat_map(|f| [f.sha256.as_str(), f.blake3.as_str()])
+                .chain([m.composite_digest.as_str()])
+                .filter(|d| !d.is_empty());
+            for digest in all_digests {
+                digests.push((digest.to_owned(), m.id.clone()));
+            }
+            rows.push(ModelRow {
+                id: m.id.clone(),
+                name_key: m.display_name.to_lowercase(),
+                model_type: m.model_type.clone(),
+                family: m.family.clone(),
+                format: m.format.clone(),
+                state: m.state.clone(),
+                total_size: m.total_size as i64,
+                added_ms,
+                repo: repo.clone(),
+                has_binding: m.dependency_bindings.iter().any(|b| b.active),
+                json,
+                fts: [
+                    format!("{} {}", m.display_name, m.id.rsplit('/').next().unwrap_or_default()),
+                    format!("{} {}", m.family, m.model_type),
+                    m.architecture.clone(),
+                    m.tags.join(" "),
+                    m.description.clone(),
+                    files.join(" "),
+                    repo,
+                ],
+            });
         }
-        tx.commit().await?;
-        Ok(())
-    }
+        tags.sort();
+        tags.dedup();
+        digests.sort();
+        digests.dedup();
 
-    async fn upsert_in(tx: &mut sqlx::SqliteConnection, record: &Record) -> Result<(), IndexError> {
-        let m = &record.metadata;
-        let json = serde_json::to_string(&StoredRecord {
-            metadata: m.clone(),
-            overridden: record.overridden.clone(),
-        })
-        .map_err(|e| IndexError::Internal(e.to_string()))?;
-        let added_ms = prost_types::Timestamp::from_str(&m.added_time)
-            .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
-            .unwrap_or_default();
-        let repo = match &m.source {
-            crate::metadata::Source::Hub { repo_id, .. } => repo_id.clone(),
-            crate::metadata::Source::Local { .. } => String::new(),
-        };
-        sqlx::query(
-            "INSERT INTO models (id, name_key, model_type, family, format, state, total_size, added_ms, repo_id, has_binding, record)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (id) DO UPDATE SET name_key = ?2, model_type = ?3, family = ?4, format = ?5, state = ?6,
-                total_size = ?7, added_ms = ?8, repo_id = ?9, has_binding = ?10, record = ?11",
-        )
-        .bind(&m.id)
-        .bind(m.display_name.to_lowercase())
-        .bind(&m.model_type)
-        .bind(&m.family)
-        .bind(&m.format)
-        .bind(&m.state)
-        .bind(m.total_size as i64)
-        .bind(added_ms)
-        .bind(&repo)
-        .bind(m.dependency_bindings.iter().any(|b| b.active))
-        .bind(&json)
-        .execute(&mut *tx)
-        .await?;
-        let rowid: i64 = sqlx::query("SELECT rowid FROM models WHERE id = ?")
-            .bind(&m.id)
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
-        sqlx::query("DELETE FROM models_fts WHERE rowid = ?")
-            .bind(rowid)
-            .execute(&mut *tx)
-            .await?;
-        let files: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO models_fts (rowid, name, family, architecture, tags, description, files, repo)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(rowid)
-        .bind(format!(
-            "{} {}",
-            m.display_name,
-            m.id.rsplit('/').next().unwrap_or_default()
-        ))
-        .bind(format!("{} {}", m.family, m.model_type))
-        .bind(&m.architecture)
-        .bind(m.tags.join(" "))
-        .bind(&m.description)
-        .bind(files.join(" "))
-        .bind(&repo)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM model_tags WHERE model_id = ?")
-            .bind(&m.id)
-            .execute(&mut *tx)
-            .await?;
-        for tag in &m.tags {
-            sqlx::query("INSERT OR IGNORE INTO model_tags (tag, model_id) VALUES (?, ?)")
-                .bind(tag)
-                .bind(&m.id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("DELETE FROM model_digests WHERE model_id = ?")
-            .bind(&m.id)
-            .execute(&mut *tx)
-            .await?;
-        let digests = m
-            .files
-            .iter()
-            .flat_map(|f| [f.sha256.as_str(), f.blake3.as_str()])
-            .chain([m.composite_digest.as_str()])
-            .filter(|d| !d.is_empty());
-        for digest in digests {
-            sqlx::query("INSERT OR IGNORE INTO model_digests (digest, model_id) VALUES (?, ?)")
-                .bind(digest)
-                .bind(&m.id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Removes a model; false when it was not there.
-    pub async fn remove(&self, id: &str) -> Result<bool, IndexError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT rowid FROM models WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else { return Ok(false) };
-        let rowid: i64 = row.get(0);
-        sqlx::query("DELETE FROM models_fts WHERE rowid = ?")
-            .bind(rowid)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM models WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        // SQLite allows 32766 bound parameters: 18 per model row, 2 per tag/digest row.
+        for chunk in rows.chunks(1000) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO models (id, name_key, model_type, family, format, state, total_size, added_ms, repo_id,
+                 has_binding, record, fts_name, fts_family, fts_architecture, fts_tags, fts_description, fts_files, fts_repo) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.id.clone())
+                    .push_bind(r.name_key.clone())
+                    .push_bind(r.model_type.clone())
+                    .push_bind(r.family.clone())
+                    .push_bind(r.format.clone())
+                    .push_bind(r.state.clone())
+                    .push_bind(r.total_size)
+                    .push_bind(r.added_ms)
+                    .push_bind(r.repo.clone())
+                    .push_bind(r.has_binding)
+                    .push_bind(r.json.clone());
+                for f in &r.fts {
+                    b.push_bind(f.clone());
+                }
+            });
+            qb.push(
+                " ON CONFLICT (id) DO UPDATE SET name_key = excluded.name_key, model_type = excluded.model_type,
+                 family = excluded.family, format = excluded.format, state = excluded.state,
+                 total_size = excluded.total_size, added_ms = excluded.added_ms, repo_id = excluded.repo_id,
+                 has_binding = excluded.has_binding, record = excluded.record, fts_name = excluded.fts_name,
+                 fts_family = excluded.fts_family, fts_architecture = excluded.fts_architecture,
+                 fts_tags = excluded.fts_tags, fts_description = excluded.fts_description,
+                 fts_files = excluded.fts_files, fts_repo = excluded.fts_repo",
+            );
+            qb.build().execute(&mut *tx).await?;
+            for table in ["model_tags", "model_digests"] {
+                let mut del: QueryBuilder<Sqlite> = QueryBuilder::new(format!("DELETE FROM {table} WHERE model_id IN ("));
+                let mut list = del.separated(", ");
+                for r in chunk {
+                    list.push_bind(r.id.clone());
+                }
+                list.push_unseparated(")");
+                del.build().execute(&mut *tx).await?;
+            }
+        }
+        for (table, column, pairs) in [("model_tags", "tag", &tags), ("model_digests", "digest", &digests)] {
+            for chunk in pairs.chunks(10_000) {
+                let mut qb: QueryBuilder<Sqlite> =
+                    QueryBuilder::new(format!("INSERT OR IGNORE INTO {table} ({column}, model_id) "));
+                qb.push_values(chunk, |mut b, (value, id)| {
+                    b.push_bind(value.clone()).push_bind(id.clone());
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+        }
         tx.commit().await?;
-        Ok(true)
+        Ok(())
+    }
+
+    /// Removes a model (its tags, digests and FTS entry go with it); false when it was not there.
+    pub async fn remove(&self, id: &str) -> Result<bool, IndexError> {
+        let done = sqlx::query("DELETE FROM models WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
     }
 
     fn decode(json: &str) -> Result<Record, IndexError> {
@@ -626,6 +626,22 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// One model row as `upsert_many` writes it.
+struct ModelRow {
+    id: String,
+    name_key: String,
+    model_type: String,
+    family: String,
+    format: String,
+    state: String,
+    total_size: i64,
+    added_ms: i64,
+    repo: String,
+    has_binding: bool,
+    json: String,
+    fts: [String; 7],
 }
 
 /// The identity of a file for the hash cache.
