@@ -142,6 +142,7 @@ pumas_runtime::service_impl! {
                 hub_results_state: hub_results_state as i32,
                 hub_unavailable_reason,
                 local_total_size: local.total_size,
+                local_total_size_capped: local.total_size_capped,
                 dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
             }))
         }
@@ -159,6 +160,7 @@ pumas_runtime::service_impl! {
                 models: answer.models.into_iter().map(view).collect(),
                 next_page_token: answer.next_page_token,
                 total_size: answer.total_size,
+                total_size_capped: answer.total_size_capped,
                 dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
             }))
         }

@@ -17,7 +17,7 @@ fn write_lora(path: &Path) {
         "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": {"dtype": "F16", "shape": [640, 4], "data_offsets": [10240, 15360]},
     });
     let mut json = serde_json::to_vec(&header).expect("json");
-    while (8 + json.len()) % 8 != 0 {
+    while !(8 + json.len()).is_multiple_of(8) {
         json.push(b' ');
     }
     let mut bytes = (json.len() as u64).to_le_bytes().to_vec();

@@ -19,14 +19,58 @@ use pumas_proto::index::v1::index_service_client::IndexServiceClient;
 use pumas_proto::index::v1::{ListModelsRequest, SearchModelsRequest};
 
 const WORDS: &[&str] = &[
-    "juggernaut", "dreamshaper", "realistic", "vision", "anime", "pixel", "art", "detail", "tweaker", "portrait",
-    "cinematic", "photon", "epic", "realism", "turbo", "lightning", "hyper", "ghibli", "watercolor", "sketch",
-    "llama", "mistral", "qwen", "gemma", "phi", "instruct", "chat", "coder", "base", "uncensored",
+    "juggernaut",
+    "dreamshaper",
+    "realistic",
+    "vision",
+    "anime",
+    "pixel",
+    "art",
+    "detail",
+    "tweaker",
+    "portrait",
+    "cinematic",
+    "photon",
+    "epic",
+    "realism",
+    "turbo",
+    "lightning",
+    "hyper",
+    "ghibli",
+    "watercolor",
+    "sketch",
+    "llama",
+    "mistral",
+    "qwen",
+    "gemma",
+    "phi",
+    "instruct",
+    "chat",
+    "coder",
+    "base",
+    "uncensored",
+];
+/// Syllables of the made-up word each model name carries, so that specific searches match a
+/// handful of models, as names do in a real library.
+const SYLLABLES: &[&str] = &[
+    "ka", "vo", "mi", "ra", "zen", "tul", "po", "ri", "sha", "lo", "ne", "qui", "dar", "bel", "fi", "gor",
+    "hu", "ix", "jo", "ste",
 ];
 const KINDS: &[(&str, &str)] = &[
-    ("checkpoint", "sdxl"), ("checkpoint", "sd1"), ("lora", "sdxl"), ("lora", "flux"), ("lora", "sd1"),
-    ("vae", "sdxl"), ("controlnet", "sd1"), ("embedding", "sd1"), ("llm", "llama"), ("llm", "qwen"),
-    ("llm", "mistral"), ("text_encoder", "t5"), ("diffusion_model", "flux"), ("upscaler", "esrgan"),
+    ("checkpoint", "sdxl"),
+    ("checkpoint", "sd1"),
+    ("lora", "sdxl"),
+    ("lora", "flux"),
+    ("lora", "sd1"),
+    ("vae", "sdxl"),
+    ("controlnet", "sd1"),
+    ("embedding", "sd1"),
+    ("llm", "llama"),
+    ("llm", "qwen"),
+    ("llm", "mistral"),
+    ("text_encoder", "t5"),
+    ("diffusion_model", "flux"),
+    ("upscaler", "esrgan"),
 ];
 
 struct Args {
@@ -37,7 +81,12 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { models: 100_000, queries: 2000, root: None, hash_gib: 0 };
+    let mut a = Args {
+        models: 100_000,
+        queries: 2000,
+        root: None,
+        hash_gib: 0,
+    };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < argv.len() {
@@ -61,7 +110,10 @@ fn args() -> Args {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
@@ -76,7 +128,14 @@ fn generate(root: &Path, n: usize) -> Duration {
     let mut rng = Lcg(42);
     for i in 0..n {
         let (model_type, family) = *rng.pick(KINDS);
-        let name = format!("{} {} {} v{}", rng.pick(WORDS), rng.pick(WORDS), family, i % 97);
+        let coined: String = (0..3).map(|_| *rng.pick(SYLLABLES)).collect();
+        let name = format!(
+            "{} {coined} {} {} v{}",
+            rng.pick(WORDS),
+            rng.pick(WORDS),
+            family,
+            i % 97
+        );
         let slug = format!("{}-{i}", name.to_lowercase().replace(' ', "-"));
         let id = format!("{model_type}/{family}/{slug}");
         let dir = models.join(&id);
@@ -96,31 +155,58 @@ fn generate(root: &Path, n: usize) -> Duration {
             precision: "fp16".to_owned(),
             quantization: String::new(),
             parameter_count: Some(size * 4),
-            files: vec![FileEntry { path: weights, size, sha256: sha.clone(), blake3: format!("blake3:{:064x}", i) }],
+            files: vec![FileEntry {
+                path: weights,
+                size,
+                sha256: sha.clone(),
+                blake3: format!("blake3:{:064x}", i),
+            }],
             total_size: size,
             composite_digest: format!("blake3:{:064x}", i + n),
-            source: Source::Local { path: format!("/synthetic/{i}") },
-            tags: vec![rng.pick(WORDS).to_string(), rng.pick(&["favourite", "nsfw", "sfw", "test"]).to_string()],
+            source: Source::Local {
+                path: format!("/synthetic/{i}"),
+            },
+            tags: vec![
+                rng.pick(WORDS).to_string(),
+                rng.pick(&["favourite", "nsfw", "sfw", "test"]).to_string(),
+            ],
             description: format!("synthetic model {i} for benchmarks"),
             license: "apache-2.0".to_owned(),
             added_time: "2026-11-24T00:00:00Z".to_owned(),
             updated_time: "2026-11-24T00:00:00Z".to_owned(),
             state: "ready".to_owned(),
             state_reason: String::new(),
-            detection: Detection { confidence: 0.9, evidence: Vec::new(), runner_up: String::new(), runner_up_confidence: 0.0, rules_version: 1 },
+            detection: Detection {
+                confidence: 0.9,
+                evidence: Vec::new(),
+                runner_up: String::new(),
+                runner_up_confidence: 0.0,
+                rules_version: 1,
+            },
             unsafe_format: false,
             dependency_bindings: Vec::new(),
             declares_no_dependencies: false,
         };
-        std::fs::write(dir.join("metadata.json"), serde_json::to_vec_pretty(&metadata).expect("json")).expect("metadata");
+        std::fs::write(
+            dir.join("metadata.json"),
+            serde_json::to_vec_pretty(&metadata).expect("json"),
+        )
+        .expect("metadata");
     }
     start.elapsed()
 }
 
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: 0 kB");
-    line.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or("VmHWM: 0 kB");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
@@ -131,7 +217,12 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 fn report(name: &str, samples: &mut [Duration]) {
     let p50 = percentile(samples, 0.50);
     let p99 = percentile(samples, 0.99);
-    println!("{name:<44} p50 {:>8.3} ms   p99 {:>8.3} ms   ({} calls)", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3, samples.len());
+    println!(
+        "{name:<44} p50 {:>8.3} ms   p99 {:>8.3} ms   ({} calls)",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        samples.len()
+    );
 }
 
 fn hash_bench(dir: &Path, gib: u64) {
@@ -150,15 +241,29 @@ fn hash_bench(dir: &Path, gib: u64) {
         }
     }
     // Warm the page cache for both runs alike.
-    let _ = std::process::Command::new("cat").arg(&path).stdout(std::process::Stdio::null()).status();
+    let _ = std::process::Command::new("cat")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .status();
     let start = Instant::now();
     let ours = pumas_index::hash::hash_file(&path, |_| true).expect("hash");
     let ours_time = start.elapsed();
     let start = Instant::now();
-    let out = std::process::Command::new("sha256sum").arg(&path).output().expect("sha256sum");
+    let out = std::process::Command::new("sha256sum")
+        .arg(&path)
+        .output()
+        .expect("sha256sum");
     let theirs_time = start.elapsed();
-    let theirs = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned();
-    assert_eq!(ours.sha256, format!("sha256:{theirs}"), "same digest as sha256sum");
+    let theirs = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        ours.sha256,
+        format!("sha256:{theirs}"),
+        "same digest as sha256sum"
+    );
     let mbps = |d: Duration| size as f64 / d.as_secs_f64() / 1e6;
     println!(
         "hash {gib} GiB: pumas sha256+blake3 {:.0} MB/s ({:.2} s), sha256sum {:.0} MB/s ({:.2} s), ratio {:.2}x",
@@ -173,7 +278,10 @@ fn hash_bench(dir: &Path, gib: u64) {
 
 fn main() {
     let args = args();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = args.root.clone().unwrap_or_else(|| tmp.path().join("root"));
     let models_dir = root.join("shared-resources/models");
@@ -182,24 +290,38 @@ fn main() {
     }
     if !models_dir.exists() {
         let took = generate(&root, args.models);
-        println!("generated {} models in {:.1} s under {}", args.models, took.as_secs_f64(), root.display());
+        println!(
+            "generated {} models in {:.1} s under {}",
+            args.models,
+            took.as_secs_f64(),
+            root.display()
+        );
     }
     for name in ["models.db", "models.db-wal", "models.db-shm"] {
         let _ = std::fs::remove_file(models_dir.join(name));
     }
     runtime.block_on(async {
         let start = Instant::now();
-        let library = pumas_index::library::Library::open(&models_dir, Default::default()).await.expect("open");
+        let library = pumas_index::library::Library::open(&models_dir, Default::default())
+            .await
+            .expect("open");
         let rebuilt = start.elapsed();
         let count = library.store().count().await.expect("count");
         library.store().close().await;
         drop(library);
-        println!("rebuild of models.db from {count} metadata files: {:.2} s, peak RSS {:.0} MiB", rebuilt.as_secs_f64(), rss_mib());
+        println!(
+            "rebuild of models.db from {count} metadata files: {:.2} s, peak RSS {:.0} MiB",
+            rebuilt.as_secs_f64(),
+            rss_mib()
+        );
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stop = pumas_runtime::Shutdown::new();
-        let config = pumas_index::Config { data_root: Some(root.clone()), ..Default::default() };
+        let config = pumas_index::Config {
+            data_root: Some(root.clone()),
+            ..Default::default()
+        };
         let server = tokio::spawn(pumas_index::serve(listener, config, stop.wait()));
         let mut client = loop {
             match IndexServiceClient::connect(format!("http://{addr}")).await {
@@ -207,34 +329,101 @@ fn main() {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
-        let queries = ["juggernaut", "pixel art", "llama instruct", "ghib", "sdxl", "qwen coder", "detail tweaker", "mistral", "epic realism v1", "turbo"];
-        // Warm up.
-        for q in queries {
-            let _ = client.search_models(SearchModelsRequest { query: q.into(), page_size: 20, ..Default::default() }).await;
+        // Specific: what a user types to find one model (a made-up name word, typed partly).
+        let specific = [
+            "kavomi",
+            "zentul",
+            "porisha",
+            "lonequi",
+            "darbelfi",
+            "gorhu",
+            "ixjo",
+            "stekavo",
+            "mira",
+            "tulpo juggernaut",
+        ];
+        // Broad: words that match 5-20% of this synthetic library.
+        let broad = [
+            "juggernaut",
+            "pixel art",
+            "llama instruct",
+            "ghib",
+            "sdxl",
+            "qwen coder",
+            "detail tweaker",
+            "mistral",
+            "epic realism",
+            "turbo",
+        ];
+        for (label, queries) in [
+            ("specific (type-ahead of a name)", specific),
+            ("broad (5-20% of the library match)", broad),
+        ] {
+            for q in queries {
+                let _ = client
+                    .search_models(SearchModelsRequest {
+                        query: q.into(),
+                        page_size: 20,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+            let mut samples = Vec::with_capacity(args.queries);
+            let mut matched = 0u64;
+            for i in 0..args.queries {
+                let q = queries[i % queries.len()];
+                let t = Instant::now();
+                let answer = client
+                    .search_models(SearchModelsRequest {
+                        query: q.into(),
+                        page_size: 20,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("search");
+                samples.push(t.elapsed());
+                matched += answer.get_ref().total_size;
+            }
+            report(
+                &format!(
+                    "SearchModels {label}, avg {} matches",
+                    matched / args.queries as u64
+                ),
+                &mut samples,
+            );
         }
-        let mut samples = Vec::with_capacity(args.queries);
-        for i in 0..args.queries {
-            let q = queries[i % queries.len()];
-            let t = Instant::now();
-            let answer = client.search_models(SearchModelsRequest { query: q.into(), page_size: 20, ..Default::default() }).await.expect("search");
-            samples.push(t.elapsed());
-            assert!(!answer.get_ref().hits.is_empty(), "{q} finds something");
-        }
-        report("SearchModels (10 queries, page of 20)", &mut samples);
         let mut samples = Vec::with_capacity(args.queries);
         for i in 0..args.queries {
             let filter = ModelFilter {
-                model_types: vec![if i % 2 == 0 { ModelType::Lora as i32 } else { ModelType::Llm as i32 }],
-                tags: if i % 3 == 0 { vec!["favourite".into()] } else { vec![] },
+                model_types: vec![if i % 2 == 0 {
+                    ModelType::Lora as i32
+                } else {
+                    ModelType::Llm as i32
+                }],
+                tags: if i % 3 == 0 {
+                    vec!["favourite".into()]
+                } else {
+                    vec![]
+                },
                 ..Default::default()
             };
             let t = Instant::now();
-            client.list_models(ListModelsRequest { filter: Some(filter), page_size: 50, ..Default::default() }).await.expect("list");
+            client
+                .list_models(ListModelsRequest {
+                    filter: Some(filter),
+                    page_size: 50,
+                    ..Default::default()
+                })
+                .await
+                .expect("list");
             samples.push(t.elapsed());
         }
         report("ListModels (type filter, some tag filters, 50)", &mut samples);
         stop.trigger();
         let _ = server.await;
     });
-    println!("peak RSS of the bench process (index in-process): {:.0} MiB", rss_mib());
+    println!(
+        "peak RSS of the bench process (index in-process): {:.0} MiB",
+        rss_mib()
+    );
 }

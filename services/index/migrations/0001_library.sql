@@ -11,6 +11,7 @@ CREATE TABLE models (
     added_ms     INTEGER NOT NULL,
     repo_id      TEXT NOT NULL DEFAULT '',
     has_binding  INTEGER NOT NULL DEFAULT 0,
+    tags_key     TEXT NOT NULL DEFAULT '', -- '|tag1|tag2|', for tag filters while streaming
     record       TEXT NOT NULL,          -- merged metadata JSON (metadata.json + overrides.json)
     -- What full-text search sees (the FTS table below indexes these columns).
     fts_name         TEXT NOT NULL DEFAULT '',

@@ -121,6 +121,7 @@ pumas_runtime::service_impl! {
             let page = self.library.store().page(None, &filter, order, &after, limit).await?;
             Ok(Response::new(ListModelsResponse {
                 models: page.rows.iter().map(|(rec, _)| self.record(rec)).collect(),
+                total_size_capped: page.total_capped(),
                 next_page_token: page.next.map(|n| paging::encode(&n, &qhash)).unwrap_or_default(),
                 total_size: page.total,
             }))
@@ -142,6 +143,7 @@ pumas_runtime::service_impl! {
                     .iter()
                     .map(|(rec, score)| SearchHit { model: Some(self.record(rec)), score: *score, matched_fields: Vec::new() })
                     .collect(),
+                total_size_capped: page.total_capped(),
                 next_page_token: page.next.map(|n| paging::encode(&n, &qhash)).unwrap_or_default(),
                 total_size: page.total,
             }))

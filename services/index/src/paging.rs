@@ -31,6 +31,7 @@ pub fn encode(after: &After, query: &str) -> String {
         After::Text(v, id) => ('t', v.clone(), id.clone()),
         After::Int(v, id) => ('i', v.to_string(), id.clone()),
         After::Score(v, id) => ('s', format!("{:e}", v), id.clone()),
+        After::Tier(tier, rowid) => ('r', format!("{tier}:{rowid}"), String::new()),
     };
     let json = serde_json::to_vec(&Token {
         q: query.to_owned(),
@@ -72,6 +73,13 @@ pub fn decode(token: &str, query: &str) -> Result<After, IndexError> {
         't' => After::Text(t.v, t.id),
         'i' => After::Int(t.v.parse().map_err(|_| bad())?, t.id),
         's' => After::Score(t.v.parse().map_err(|_| bad())?, t.id),
+        'r' => {
+            let (tier, rowid) = t.v.split_once(':').ok_or_else(bad)?;
+            After::Tier(
+                tier.parse().map_err(|_| bad())?,
+                rowid.parse().map_err(|_| bad())?,
+            )
+        }
         _ => return Err(bad()),
     })
 }

@@ -65,17 +65,25 @@ fn files_state(dir: &Path, files: &[FileEntry]) -> (&'static str, String) {
 /// What the scan found in one model directory.
 enum Scanned {
     /// A metadata.json, possibly corrected (id from the path, state from the files).
-    Indexed { dir: PathBuf, metadata: Box<Metadata>, overridden: Vec<String>, rewrite: bool },
+    Indexed {
+        dir: PathBuf,
+        metadata: Box<Metadata>,
+        overridden: Vec<String>,
+        rewrite: bool,
+    },
     /// Weights without metadata.json: adopt in place.
     Adopt { dir: PathBuf, id: String },
     /// Unreadable.
-    Failed { dir: PathBuf, id: String, error: IndexError },
+    Failed {
+        dir: PathBuf,
+        id: String,
+        error: IndexError,
+    },
 }
 
-/// Reads every model directory (blocking: runs on the blocking pool).
-fn scan(root: &Path) -> Vec<Scanned> {
-    model_dirs(root)
-        .into_iter()
+/// Reads model directories (blocking: runs on the blocking pool).
+fn scan(root: &Path, dirs: Vec<PathBuf>) -> Vec<Scanned> {
+    dirs.into_iter()
         .filter_map(|dir| {
             let id = id_of(root, &dir)?;
             if !dir.join(METADATA_FILE).is_file() {
@@ -104,10 +112,19 @@ fn scan(root: &Path) -> Vec<Scanned> {
                     crate::fsio::write_json_atomic(&path, &metadata)
                         .map_err(|e| IndexError::io(format!("writing {}", path.display()), e))?;
                 }
-                Ok::<_, IndexError>((Box::new(overrides.apply(&metadata)), overrides.overridden_fields(), rewrite))
+                Ok::<_, IndexError>((
+                    Box::new(overrides.apply(&metadata)),
+                    overrides.overridden_fields(),
+                    rewrite,
+                ))
             })();
             Some(match read {
-                Ok((metadata, overridden, rewrite)) => Scanned::Indexed { dir, metadata, overridden, rewrite },
+                Ok((metadata, overridden, rewrite)) => Scanned::Indexed {
+                    dir,
+                    metadata,
+                    overridden,
+                    rewrite,
+                },
                 Err(error) => Scanned::Failed { dir, id, error },
             })
         })
@@ -121,10 +138,12 @@ const BATCH: usize = 1000;
 /// a thousand per transaction and no change events are sent (nothing changed on disk).
 pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, IndexError> {
     let root = library.root().to_owned();
-    let scanned =
-        tokio::task::spawn_blocking(move || scan(&root)).await.map_err(|e| IndexError::Internal(e.to_string()))?;
+    let walk_root = root.clone();
+    let dirs = tokio::task::spawn_blocking(move || model_dirs(&walk_root))
+        .await
+        .map_err(|e| IndexError::Internal(e.to_string()))?;
     if let Some(h) = job {
-        h.update(|s| s.items_total = scanned.len() as u64);
+        h.update(|s| s.items_total = dirs.len() as u64);
     }
     let known: BTreeSet<String> = library.store().all_ids().await?.into_iter().collect();
     let rebuilding = known.is_empty();
@@ -141,7 +160,24 @@ pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexRepor
         error: Some(error.into()),
     };
 
-    for item in scanned {
+    // Read a batch of directories at a time, so memory stays flat however large the library.
+    let mut chunks = dirs
+        .chunks(BATCH)
+        .map(<[PathBuf]>::to_vec)
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut pending: Vec<Scanned> = Vec::new();
+    loop {
+        let Some(item) = pending.pop() else {
+            let Some(chunk) = chunks.next() else { break };
+            let root = root.clone();
+            let mut scanned = tokio::task::spawn_blocking(move || scan(&root, chunk))
+                .await
+                .map_err(|e| IndexError::Internal(e.to_string()))?;
+            scanned.reverse();
+            pending = scanned;
+            continue;
+        };
         if job.is_some_and(Handle::cancelled) {
             break;
         }
@@ -155,20 +191,37 @@ pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexRepor
                 Ok(Some((outcome, id))) => {
                     seen.insert(id.clone());
                     report.added += 1;
-                    results.push(ItemResult { source: dir.display().to_string(), outcome, model_id: id, error: None });
+                    results.push(ItemResult {
+                        source: dir.display().to_string(),
+                        outcome,
+                        model_id: id,
+                        error: None,
+                    });
                 }
                 Ok(None) => {}
                 Err(error) => results.push(failed(&dir, id, &error)),
             },
-            Scanned::Indexed { dir, metadata, overridden, rewrite } => {
+            Scanned::Indexed {
+                dir,
+                metadata,
+                overridden,
+                rewrite,
+            } => {
                 let id = metadata.id.clone();
                 seen.insert(id.clone());
                 found_digests.insert(metadata.composite_digest.clone(), id.clone());
-                let record = Record { metadata: *metadata, overridden };
+                let record = Record {
+                    metadata: *metadata,
+                    overridden,
+                };
                 let outcome = if rebuilding || !known.contains(&id) {
                     Outcome::Added
                 } else if rewrite || library.store().get(&id).await?.as_ref() != Some(&record) {
-                    if record.metadata.state == "ready" { Outcome::Updated } else { Outcome::Missing }
+                    if record.metadata.state == "ready" {
+                        Outcome::Updated
+                    } else {
+                        Outcome::Missing
+                    }
                 } else {
                     Outcome::Unchanged
                 };
@@ -179,8 +232,20 @@ pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexRepor
                 }
                 if outcome != Outcome::Unchanged {
                     if !rebuilding {
-                        events.push((if outcome == Outcome::Added { "added" } else { "updated" }, id.clone()));
-                        results.push(ItemResult { source: dir.display().to_string(), outcome, model_id: id, error: None });
+                        events.push((
+                            if outcome == Outcome::Added {
+                                "added"
+                            } else {
+                                "updated"
+                            },
+                            id.clone(),
+                        ));
+                        results.push(ItemResult {
+                            source: dir.display().to_string(),
+                            outcome,
+                            model_id: id,
+                            error: None,
+                        });
                     }
                     batch.push(record);
                 }
@@ -201,8 +266,13 @@ pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexRepor
     // Records whose directory is gone: moved (same content elsewhere) or missing.
     if job.is_none_or(|h| !h.cancelled()) {
         for id in known.difference(&seen) {
-            let Some(mut record) = library.store().get(id).await? else { continue };
-            if let Some(new_id) = found_digests.get(&record.metadata.composite_digest).filter(|n| *n != id) {
+            let Some(mut record) = library.store().get(id).await? else {
+                continue;
+            };
+            if let Some(new_id) = found_digests
+                .get(&record.metadata.composite_digest)
+                .filter(|n| *n != id)
+            {
                 library.store().remove(id).await?;
                 library.publish("moved", new_id, id).await?;
                 continue;
@@ -214,7 +284,12 @@ pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexRepor
                 library.store().upsert(&record).await?;
                 library.publish("updated", id, "").await?;
                 report.missing += 1;
-                results.push(ItemResult { source: id.clone(), outcome: Outcome::Missing, model_id: id.clone(), error: None });
+                results.push(ItemResult {
+                    source: id.clone(),
+                    outcome: Outcome::Missing,
+                    model_id: id.clone(),
+                    error: None,
+                });
             }
         }
     }

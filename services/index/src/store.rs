@@ -78,7 +78,15 @@ pub enum After {
     Int(i64, String),
     /// A score.
     Score(f64, String),
+    /// A tier of the streaming relevance plan and the last rowid in it.
+    Tier(u8, i64),
 }
+
+/// Up to this many matches, results are ranked or sorted exactly; above it, streamed in index
+/// order (see [`Store::page`]).
+pub const SORT_PLAN_MAX: u64 = 500;
+/// Counting stops here: a page's `total` of `COUNT_CAP` means "more than SORT_PLAN_MAX".
+pub const COUNT_CAP: u64 = SORT_PLAN_MAX + 1;
 
 /// One page of results.
 #[derive(Clone, Debug)]
@@ -87,8 +95,15 @@ pub struct Page {
     pub rows: Vec<(Record, f64)>,
     /// Where the next page starts, when there is one.
     pub next: Option<After>,
-    /// Rows that match in all.
+    /// Rows that match in all, counted up to [`COUNT_CAP`].
     pub total: u64,
+}
+
+impl Page {
+    /// Whether more rows match than `total` says.
+    pub fn total_capped(&self) -> bool {
+        self.total >= COUNT_CAP
+    }
 }
 
 /// A change-feed event.
@@ -173,8 +188,11 @@ impl Store {
         let mut digests: Vec<(String, String)> = Vec::new();
         for record in records {
             let m = &record.metadata;
-            let json = serde_json::to_string(&StoredRecord { metadata: m.clone(), overridden: record.overridden.clone() })
-                .map_err(|e| IndexError::Internal(e.to_string()))?;
+            let json = serde_json::to_string(&StoredRecord {
+                metadata: m.clone(),
+                overridden: record.overridden.clone(),
+            })
+            .map_err(|e| IndexError::Internal(e.to_string()))?;
             let added_ms = prost_types::Timestamp::from_str(&m.added_time)
                 .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
                 .unwrap_or_default();
@@ -206,9 +224,18 @@ impl Store {
                 added_ms,
                 repo: repo.clone(),
                 has_binding: m.dependency_bindings.iter().any(|b| b.active),
+                tags_key: if m.tags.is_empty() {
+                    String::new()
+                } else {
+                    format!("|{}|", m.tags.join("|"))
+                },
                 json,
                 fts: [
-                    format!("{} {}", m.display_name, m.id.rsplit('/').next().unwrap_or_default()),
+                    format!(
+                        "{} {}",
+                        m.display_name,
+                        m.id.rsplit('/').next().unwrap_or_default()
+                    ),
                     format!("{} {}", m.family, m.model_type),
                     m.architecture.clone(),
                     m.tags.join(" "),
@@ -228,7 +255,7 @@ impl Store {
         for chunk in rows.chunks(1000) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO models (id, name_key, model_type, family, format, state, total_size, added_ms, repo_id,
-                 has_binding, record, fts_name, fts_family, fts_architecture, fts_tags, fts_description, fts_files, fts_repo) ",
+                 has_binding, tags_key, record, fts_name, fts_family, fts_architecture, fts_tags, fts_description, fts_files, fts_repo) ",
             );
             qb.push_values(chunk, |mut b, r| {
                 b.push_bind(r.id.clone())
@@ -241,6 +268,7 @@ impl Store {
                     .push_bind(r.added_ms)
                     .push_bind(r.repo.clone())
                     .push_bind(r.has_binding)
+                    .push_bind(r.tags_key.clone())
                     .push_bind(r.json.clone());
                 for f in &r.fts {
                     b.push_bind(f.clone());
@@ -250,14 +278,15 @@ impl Store {
                 " ON CONFLICT (id) DO UPDATE SET name_key = excluded.name_key, model_type = excluded.model_type,
                  family = excluded.family, format = excluded.format, state = excluded.state,
                  total_size = excluded.total_size, added_ms = excluded.added_ms, repo_id = excluded.repo_id,
-                 has_binding = excluded.has_binding, record = excluded.record, fts_name = excluded.fts_name,
+                 has_binding = excluded.has_binding, tags_key = excluded.tags_key, record = excluded.record, fts_name = excluded.fts_name,
                  fts_family = excluded.fts_family, fts_architecture = excluded.fts_architecture,
                  fts_tags = excluded.fts_tags, fts_description = excluded.fts_description,
                  fts_files = excluded.fts_files, fts_repo = excluded.fts_repo",
             );
             qb.build().execute(&mut *tx).await?;
             for table in ["model_tags", "model_digests"] {
-                let mut del: QueryBuilder<Sqlite> = QueryBuilder::new(format!("DELETE FROM {table} WHERE model_id IN ("));
+                let mut del: QueryBuilder<Sqlite> =
+                    QueryBuilder::new(format!("DELETE FROM {table} WHERE model_id IN ("));
                 let mut list = del.separated(", ");
                 for r in chunk {
                     list.push_bind(r.id.clone());
@@ -266,7 +295,10 @@ impl Store {
                 del.build().execute(&mut *tx).await?;
             }
         }
-        for (table, column, pairs) in [("model_tags", "tag", &tags), ("model_digests", "digest", &digests)] {
+        for (table, column, pairs) in [
+            ("model_tags", "tag", &tags),
+            ("model_digests", "digest", &digests),
+        ] {
             for chunk in pairs.chunks(10_000) {
                 let mut qb: QueryBuilder<Sqlite> =
                     QueryBuilder::new(format!("INSERT OR IGNORE INTO {table} ({column}, model_id) "));
@@ -282,7 +314,10 @@ impl Store {
 
     /// Removes a model (its tags, digests and FTS entry go with it); false when it was not there.
     pub async fn remove(&self, id: &str) -> Result<bool, IndexError> {
-        let done = sqlx::query("DELETE FROM models WHERE id = ?").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM models WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -332,44 +367,50 @@ impl Store {
         rows.iter().map(|r| Self::decode(r.get::<&str, _>(0))).collect()
     }
 
-    fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &Filter) {
-        fn any_of(qb: &mut QueryBuilder<Sqlite>, column: &str, values: &[String]) {
+    /// Filters as SQL. With `indexed` false every column test is written `+column`, which keeps
+    /// SQLite from driving the query by a filter index, so it streams in the order index instead.
+    fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &Filter, indexed: bool) {
+        let plus = if indexed { "" } else { "+" };
+        let any_of = |qb: &mut QueryBuilder<Sqlite>, column: &str, values: &[String]| {
             if values.is_empty() {
                 return;
             }
-            qb.push(format!(" AND m.{column} IN ("));
+            qb.push(format!(" AND {plus}m.{column} IN ("));
             let mut list = qb.separated(", ");
             for v in values {
                 list.push_bind(v.clone());
             }
             list.push_unseparated(")");
-        }
+        };
         any_of(qb, "model_type", &filter.types);
         any_of(qb, "family", &filter.families);
         any_of(qb, "format", &filter.formats);
         any_of(qb, "state", &filter.states);
         for tag in &filter.tags {
-            qb.push(" AND EXISTS (SELECT 1 FROM model_tags t WHERE t.model_id = m.id AND t.tag = ");
-            qb.push_bind(tag.clone());
-            qb.push(")");
+            // A substring test on the row itself: cheap per row, no set to build.
+            qb.push(" AND instr(m.tags_key, ");
+            qb.push_bind(format!("|{tag}|"));
+            qb.push(") > 0");
         }
         if let Some(min) = filter.min_size {
-            qb.push(" AND m.total_size >= ").push_bind(min as i64);
+            qb.push(format!(" AND {plus}m.total_size >= "))
+                .push_bind(min as i64);
         }
         if let Some(max) = filter.max_size {
-            qb.push(" AND m.total_size <= ").push_bind(max as i64);
+            qb.push(format!(" AND {plus}m.total_size <= "))
+                .push_bind(max as i64);
         }
         if let Some(has) = filter.has_binding {
-            qb.push(" AND m.has_binding = ").push_bind(has);
+            qb.push(format!(" AND {plus}m.has_binding = ")).push_bind(has);
         }
         if !filter.repo_id.is_empty() {
-            qb.push(" AND m.repo_id = ").push_bind(filter.repo_id.clone());
+            qb.push(format!(" AND {plus}m.repo_id = "))
+                .push_bind(filter.repo_id.clone());
         }
     }
 
     fn push_keyset(qb: &mut QueryBuilder<Sqlite>, order: Order, after: &After) {
         match (order, after) {
-            (_, After::Start) => {}
             (Order::Name, After::Text(key, id)) => {
                 qb.push(" AND (m.name_key, m.id) > (")
                     .push_bind(key.clone())
@@ -392,29 +433,68 @@ impl Store {
                     .push("))");
             }
             (Order::Relevance, After::Score(score, id)) => {
-                qb.push(" AND (f.score > ")
+                qb.push(" AND (score > ")
                     .push_bind(*score)
-                    .push(" OR (f.score = ")
+                    .push(" OR (score = ")
                     .push_bind(*score)
                     .push(" AND m.id > ")
                     .push_bind(id.clone())
                     .push("))");
             }
-            // A cursor of another order cannot come from a valid token; treat as the start.
             _ => {}
         }
     }
 
     fn order_by(order: Order) -> &'static str {
         match order {
-            Order::Relevance => " ORDER BY f.score, m.id",
+            Order::Relevance => " ORDER BY score, m.id",
             Order::Name => " ORDER BY m.name_key, m.id",
             Order::SizeDesc => " ORDER BY m.total_size DESC, m.id",
             Order::AddedDesc => " ORDER BY m.added_ms DESC, m.id",
         }
     }
 
+    fn order_index(order: Order) -> &'static str {
+        match order {
+            Order::SizeDesc => "models_by_size",
+            Order::AddedDesc => "models_by_added",
+            Order::Name | Order::Relevance => "models_by_name",
+        }
+    }
+
+    /// How many models match, counting no further than [`COUNT_CAP`] (the `total_size` of every
+    /// page; an exact count of a broad query would cost more than the page itself).
+    async fn count_matching(&self, fts: Option<&str>, filter: &Filter) -> Result<u64, IndexError> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) FROM (SELECT 1 FROM ");
+        match fts {
+            Some(expr) if *filter == Filter::default() => {
+                qb.push("models_fts WHERE models_fts MATCH ")
+                    .push_bind(expr.to_owned());
+            }
+            Some(expr) => {
+                // CROSS JOIN keeps the FTS match as the outer loop: the other order runs one FTS
+                // query per model.
+                qb.push("models_fts f CROSS JOIN models m ON m.rowid = f.rowid WHERE models_fts MATCH ");
+                qb.push_bind(expr.to_owned());
+                Self::push_filter(&mut qb, filter, false);
+            }
+            None => {
+                qb.push("models m WHERE 1 = 1");
+                Self::push_filter(&mut qb, filter, true);
+            }
+        }
+        qb.push(" LIMIT ").push_bind(COUNT_CAP as i64).push(")");
+        let n: i64 = qb.build().fetch_one(&self.pool).await.map_err(fts_error)?.get(0);
+        Ok(n as u64)
+    }
+
     /// One page of models matching `filter`, or of FTS matches of `fts` when given.
+    ///
+    /// Two plans, picked by how many rows match. Up to [`SORT_PLAN_MAX`], all matches are ranked
+    /// (bm25) or sorted, exactly. Above it, sorting them all would cost more than the page is
+    /// worth, so the query streams in index order and stops at the page: lists walk the order
+    /// index testing filters; relevance search walks FTS matches in two tiers, models whose name
+    /// matches first, then the rest, each in library order.
     pub async fn page(
         &self,
         fts: Option<&str>,
@@ -428,45 +508,47 @@ impl Store {
         } else {
             order
         };
+        let total = self.count_matching(fts, filter).await?;
+        let tiered = fts.is_some() && order == Order::Relevance && total > SORT_PLAN_MAX;
+        if tiered || matches!(after, After::Tier(..)) {
+            return self
+                .tiered_page(fts.unwrap_or_default(), filter, after, limit, total)
+                .await;
+        }
+        let stream = total > SORT_PLAN_MAX;
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("");
         match fts {
-            Some(expr) => {
+            Some(expr) if order == Order::Relevance => {
                 // Column weights: name 10, family 3, architecture 2, tags 4, description 1, files 2, repo 3.
                 qb.push(
-                    "SELECT m.record, m.name_key, m.total_size, m.added_ms, m.id, f.score FROM
-                     (SELECT rowid, bm25(models_fts, 10.0, 3.0, 2.0, 4.0, 1.0, 2.0, 3.0) AS score
-                      FROM models_fts WHERE models_fts MATCH ",
+                    "SELECT * FROM (SELECT m.record, m.name_key, m.total_size, m.added_ms, m.id,
+                        bm25(models_fts, 10.0, 3.0, 2.0, 4.0, 1.0, 2.0, 3.0) AS score
+                     FROM models_fts f CROSS JOIN models m ON m.rowid = f.rowid WHERE models_fts MATCH ",
                 );
                 qb.push_bind(expr.to_owned());
-                qb.push(") f JOIN models m ON m.rowid = f.rowid WHERE 1 = 1");
+                Self::push_filter(&mut qb, filter, false);
+                qb.push(") m WHERE 1 = 1");
             }
-            None => {
-                qb.push("SELECT m.record, m.name_key, m.total_size, m.added_ms, m.id, 0.0 AS score FROM models m WHERE 1 = 1");
+            _ => {
+                qb.push(
+                    "SELECT m.record, m.name_key, m.total_size, m.added_ms, m.id, 0.0 AS score FROM models m",
+                );
+                if stream {
+                    qb.push(format!(" INDEXED BY {}", Self::order_index(order)));
+                }
+                qb.push(" WHERE 1 = 1");
+                Self::push_filter(&mut qb, filter, !stream);
+                if let Some(expr) = fts {
+                    qb.push(" AND m.rowid IN (SELECT rowid FROM models_fts WHERE models_fts MATCH ");
+                    qb.push_bind(expr.to_owned());
+                    qb.push(")");
+                }
             }
         }
-        Self::push_filter(&mut qb, filter);
         Self::push_keyset(&mut qb, order, after);
         qb.push(Self::order_by(order));
         qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
         let rows = qb.build().fetch_all(&self.pool).await.map_err(fts_error)?;
-
-        let mut count: QueryBuilder<Sqlite> = QueryBuilder::new("");
-        match fts {
-            Some(expr) => {
-                count.push("SELECT COUNT(*) FROM models_fts f JOIN models m ON m.rowid = f.rowid WHERE models_fts MATCH ");
-                count.push_bind(expr.to_owned());
-            }
-            None => {
-                count.push("SELECT COUNT(*) FROM models m WHERE 1 = 1");
-            }
-        }
-        Self::push_filter(&mut count, filter);
-        let total: i64 = count
-            .build()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(fts_error)?
-            .get(0);
 
         let more = rows.len() > limit as usize;
         let mut out = Vec::with_capacity(rows.len().min(limit as usize));
@@ -486,7 +568,67 @@ impl Store {
         Ok(Page {
             rows: out,
             next: if more { next } else { None },
-            total: total as u64,
+            total,
+        })
+    }
+
+    /// The streaming relevance plan: name matches, then other matches, each in rowid order.
+    async fn tiered_page(
+        &self,
+        expr: &str,
+        filter: &Filter,
+        after: &After,
+        limit: u32,
+        total: u64,
+    ) -> Result<Page, IndexError> {
+        let (mut tier, mut rowid) = match after {
+            After::Tier(tier, rowid) => (*tier, *rowid),
+            _ => (0, 0),
+        };
+        let tier_exprs = [
+            format!("fts_name : ({expr})"),
+            format!("({expr}) NOT fts_name : ({expr})"),
+        ];
+        let mut out = Vec::new();
+        let mut next = None;
+        while tier < 2 && out.len() <= limit as usize {
+            let want = i64::from(limit) + 1 - out.len() as i64;
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT m.record, f.rowid FROM models_fts f CROSS JOIN models m ON m.rowid = f.rowid WHERE models_fts MATCH ",
+            );
+            qb.push_bind(tier_exprs[tier as usize].clone());
+            Self::push_filter(&mut qb, filter, false);
+            qb.push(" AND f.rowid > ").push_bind(rowid);
+            qb.push(" ORDER BY f.rowid LIMIT ").push_bind(want);
+            let rows = qb.build().fetch_all(&self.pool).await.map_err(fts_error)?;
+            let exhausted = (rows.len() as i64) < want;
+            for row in rows {
+                if out.len() == limit as usize {
+                    // One more row exists: the page ends at the previous one.
+                    return Ok(Page {
+                        rows: out,
+                        next,
+                        total,
+                    });
+                }
+                let record = Self::decode(row.get::<&str, _>(0))?;
+                let r: i64 = row.get(1);
+                next = Some(After::Tier(tier, r));
+                // Reported score: name matches above the rest.
+                out.push((record, f64::from(2 - tier)));
+            }
+            if exhausted {
+                tier += 1;
+                rowid = 0;
+            } else {
+                break;
+            }
+        }
+        let more = tier < 2 && out.len() == limit as usize;
+        Ok(Page {
+            rows: out,
+            next: if more { next } else { None },
+            total,
         })
     }
 
@@ -640,6 +782,7 @@ struct ModelRow {
     added_ms: i64,
     repo: String,
     has_binding: bool,
+    tags_key: String,
     json: String,
     fts: [String; 7],
 }
