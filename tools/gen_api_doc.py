@@ -21,11 +21,20 @@ PORTS = {"gateway": 50051, "index": 50052, "fetch": 50053, "mapper": 50054}
 # RPCs that are built (the rest answer UNIMPLEMENTED naming their capability). Update with the code.
 BUILT_EVERYWHERE = {"GetServiceInfo"}
 BUILT = {
+    f"pumas.gateway.v1.ModelLibraryService/{rpc}"
+    for rpc in [
+        "SearchModels", "ListModels", "GetModel", "UpdateModelMetadata", "DeleteModel", "ImportModels", "Reindex",
+        "GetImportJob", "WatchImportJob", "SearchHub", "StartDownload", "GetDownload", "ListDownloads", "WatchDownload",
+        "CancelDownload", "PauseDownload", "ResumeDownload", "ListApps", "PreviewMapping", "ApplyMapping",
+        "RepairMapping", "Unmap", "WatchMappingJob",
+    ]
+} | {
     f"pumas.index.v1.IndexService/{rpc}"
     for rpc in [
         "ListModels", "SearchModels", "GetModel", "BatchGetModels", "FindModelsByHash", "UpdateModelMetadata",
         "DeleteModel", "ImportModels", "Reindex", "GetJob", "ListJobs", "WatchJob", "CancelJob", "WatchChanges",
-        "ReplaceLinkHolds",
+        "ReplaceLinkHolds", "VerifyModels", "PutDependencyProfile", "GetDependencyProfile", "ListDependencyProfiles",
+        "PutModelDependencyBinding", "ListModelDependencyBindings", "DeleteModelDependencyBinding", "GetDependencyData",
     ]
 }
 

@@ -114,7 +114,7 @@ def test_errors_carry_rich_details(suite, stubs):
 
     stub = index_pb2_grpc.IndexServiceStub(grpc.insecure_channel(suite.addresses["index"]))
     with pytest.raises(grpc.RpcError) as raised:
-        stub.PutDependencyProfile(index_pb2.PutDependencyProfileRequest(), timeout=5)
+        stub.BeginModelDownload(index_pb2.BeginModelDownloadRequest(), timeout=5)
     err = raised.value
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
     status = rpc_status.from_call(err)
@@ -126,4 +126,4 @@ def test_errors_carry_rich_details(suite, stubs):
             detail.Unpack(info)
             infos.append(info)
     assert [(i.reason, i.domain) for i in infos] == [("NOT_IMPLEMENTED", "pumas")]
-    assert "dependency profiles" in err.details()
+    assert "fetch capability" in err.details()

@@ -149,16 +149,16 @@ async fn data_root_scheme_is_created() -> anyhow::Result<()> {
 async fn rpcs_not_built_yet_say_which_capability_brings_them() -> anyhow::Result<()> {
     let suite = Suite::start().await?;
     let err = IndexServiceClient::new(channel(&suite.index).await?)
-        .put_dependency_profile(pumas_proto::index::v1::PutDependencyProfileRequest::default())
+        .begin_model_download(pumas_proto::index::v1::BeginModelDownloadRequest::default())
         .await
         .expect_err("not built yet");
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(
-        err.message().contains("IndexService/PutDependencyProfile"),
+        err.message().contains("IndexService/BeginModelDownload"),
         "{}",
         err.message()
     );
-    assert!(err.message().contains("dependency profiles"), "{}", err.message());
+    assert!(err.message().contains("fetch capability"), "{}", err.message());
     let info = err
         .get_error_details()
         .error_info()

@@ -41,6 +41,13 @@ CREATE TABLE model_digests (
 ) WITHOUT ROWID;
 CREATE INDEX model_digests_by_model ON model_digests (model_id);
 
+-- Which model holds which dependency binding (ids are unique across the library).
+CREATE TABLE model_bindings (
+    binding_id TEXT PRIMARY KEY,
+    model_id   TEXT NOT NULL REFERENCES models (id) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX model_bindings_by_model ON model_bindings (model_id);
+
 -- Full-text search over the fts_* columns of models (external content: the index only), kept in
 -- step by triggers, so a batch of inserts updates it inside SQLite with no extra round trips.
 CREATE VIRTUAL TABLE models_fts USING fts5 (

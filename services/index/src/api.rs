@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use pumas_proto::DEPENDENCY_CONTRACT_VERSION;
 use pumas_proto::common::v1::{ImportMode, ServiceInfo};
 use pumas_proto::index::v1::index_service_server::IndexService;
 use pumas_proto::index::v1::*;
@@ -16,8 +17,6 @@ use crate::library::Library;
 use crate::metadata::Overrides;
 use crate::{SERVICE_NAME, convert, import, jobs, paging};
 
-/// Dependency profiles and bindings arrive with this capability.
-const DEPENDENCIES: &str = "the index's dependency profiles and bindings (index capability, second part)";
 /// Download registration arrives with the fetch capability.
 const DOWNLOADS: &str = "the fetch capability (downloads registered in the index)";
 
@@ -380,16 +379,136 @@ pumas_runtime::service_impl! {
             self.library.store().replace_link_holds(&r.holder, &known).await?;
             Ok(Response::new(ReplaceLinkHoldsResponse { unknown_model_ids: unknown }))
         }
-    }
-    not_built(SERVICE_NAME, DEPENDENCIES) {
-        verify_models "VerifyModels" (VerifyModelsRequest) -> VerifyModelsResponse;
-        put_dependency_profile "PutDependencyProfile" (PutDependencyProfileRequest) -> PutDependencyProfileResponse;
-        get_dependency_profile "GetDependencyProfile" (GetDependencyProfileRequest) -> GetDependencyProfileResponse;
-        list_dependency_profiles "ListDependencyProfiles" (ListDependencyProfilesRequest) -> ListDependencyProfilesResponse;
-        put_model_dependency_binding "PutModelDependencyBinding" (PutModelDependencyBindingRequest) -> PutModelDependencyBindingResponse;
-        list_model_dependency_bindings "ListModelDependencyBindings" (ListModelDependencyBindingsRequest) -> ListModelDependencyBindingsResponse;
-        delete_model_dependency_binding "DeleteModelDependencyBinding" (DeleteModelDependencyBindingRequest) -> DeleteModelDependencyBindingResponse;
-        get_dependency_data "GetDependencyData" (GetDependencyDataRequest) -> GetDependencyDataResponse;
+
+        #[tracing::instrument(skip_all, fields(models = request.get_ref().model_ids.len()))]
+        async fn verify_models(&self, request: Request<VerifyModelsRequest>) -> Result<Response<VerifyModelsResponse>, Status> {
+            let r = request.into_inner();
+            for id in &r.model_ids {
+                self.library.get(id).await?;
+            }
+            let (handle, created) = self.library.jobs.create(jobs::Kind::Verify, &r.request_id);
+            if created {
+                tokio::spawn(crate::verify::run(Arc::clone(&self.library), handle.clone(), r.model_ids));
+            }
+            Ok(Response::new(VerifyModelsResponse { job: Some(convert::job(&handle.snapshot())) }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn put_dependency_profile(&self, request: Request<PutDependencyProfileRequest>) -> Result<Response<PutDependencyProfileResponse>, Status> {
+            let profile = request.into_inner().profile.ok_or_else(|| IndexError::invalid("profile", "is required"))?;
+            let root = self.library.root().to_owned();
+            let stored = tokio::task::spawn_blocking(move || crate::profiles::put(&root, convert::profile_from(profile)))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+            Ok(Response::new(PutDependencyProfileResponse { profile: Some(convert::profile(&stored)), dependency_contract_version: DEPENDENCY_CONTRACT_VERSION }))
+        }
+
+        #[tracing::instrument(skip_all, fields(profile_id = %request.get_ref().profile_id))]
+        async fn get_dependency_profile(&self, request: Request<GetDependencyProfileRequest>) -> Result<Response<GetDependencyProfileResponse>, Status> {
+            let r = request.into_inner();
+            let root = self.library.root();
+            let found = if r.version.is_empty() {
+                crate::profiles::latest(root, &r.profile_id)?
+            } else {
+                crate::profiles::read(root, &r.profile_id, &r.version)?
+            };
+            let name = if r.version.is_empty() { r.profile_id.clone() } else { format!("{}@{}", r.profile_id, r.version) };
+            let profile = found.ok_or(IndexError::ProfileNotFound(name))?;
+            Ok(Response::new(GetDependencyProfileResponse { profile: Some(convert::profile(&profile)), dependency_contract_version: DEPENDENCY_CONTRACT_VERSION }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn list_dependency_profiles(&self, request: Request<ListDependencyProfilesRequest>) -> Result<Response<ListDependencyProfilesResponse>, Status> {
+            let r = request.into_inner();
+            let limit = page_size(r.page_size)? as usize;
+            let all = crate::profiles::list(self.library.root())?;
+            let start = if r.page_token.is_empty() {
+                0
+            } else {
+                all.iter().position(|p| format!("{}@{}", p.profile_id, p.version) == r.page_token).map(|i| i + 1).ok_or_else(|| {
+                    IndexError::invalid("page_token", "is not a token this service issued; start again without it")
+                })?
+            };
+            let page: Vec<_> = all.iter().skip(start).take(limit).collect();
+            let next = if start + page.len() < all.len() { page.last().map(|p| format!("{}@{}", p.profile_id, p.version)).unwrap_or_default() } else { String::new() };
+            Ok(Response::new(ListDependencyProfilesResponse {
+                profiles: page.iter().map(|p| convert::profile(p)).collect(),
+                next_page_token: next,
+                dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
+            }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn put_model_dependency_binding(&self, request: Request<PutModelDependencyBindingRequest>) -> Result<Response<PutModelDependencyBindingResponse>, Status> {
+            let binding = request.into_inner().binding.ok_or_else(|| IndexError::invalid("binding", "is required"))?;
+            let model_id = binding.model_id.clone();
+            if model_id.is_empty() {
+                return Err(IndexError::invalid("binding.model_id", "name the model the binding belongs to").into());
+            }
+            let (_, stored) = self.library.put_binding(&model_id, convert::binding_from(binding)).await?;
+            Ok(Response::new(PutModelDependencyBindingResponse { binding: Some(convert::binding(&model_id, &stored)), dependency_contract_version: DEPENDENCY_CONTRACT_VERSION }))
+        }
+
+        #[tracing::instrument(skip_all)]
+        async fn list_model_dependency_bindings(&self, request: Request<ListModelDependencyBindingsRequest>) -> Result<Response<ListModelDependencyBindingsResponse>, Status> {
+            let r = request.into_inner();
+            let limit = page_size(r.page_size)?;
+            let mut bindings = Vec::new();
+            let mut next_page_token = String::new();
+            if r.model_id.is_empty() {
+                let page = self.library.store().bindings_after(&r.page_token, limit + 1).await?;
+                for (i, (binding_id, model_id)) in page.iter().enumerate() {
+                    if i == limit as usize {
+                        next_page_token = bindings.last().map(|b: &pumas_proto::common::v1::DependencyBinding| b.binding_id.clone()).unwrap_or_default();
+                        break;
+                    }
+                    if let Some(rec) = self.library.store().get(model_id).await?
+                        && let Some(b) = rec.metadata.dependency_bindings.iter().find(|b| &b.binding_id == binding_id)
+                    {
+                        bindings.push(convert::binding(model_id, b));
+                    }
+                }
+            } else {
+                let rec = self.library.get(&r.model_id).await?;
+                bindings = rec.metadata.dependency_bindings.iter().map(|b| convert::binding(&r.model_id, b)).collect();
+            }
+            Ok(Response::new(ListModelDependencyBindingsResponse { bindings, next_page_token, dependency_contract_version: DEPENDENCY_CONTRACT_VERSION }))
+        }
+
+        #[tracing::instrument(skip_all, fields(binding_id = %request.get_ref().binding_id))]
+        async fn delete_model_dependency_binding(&self, request: Request<DeleteModelDependencyBindingRequest>) -> Result<Response<DeleteModelDependencyBindingResponse>, Status> {
+            self.library.delete_binding(&request.get_ref().binding_id).await?;
+            Ok(Response::new(DeleteModelDependencyBindingResponse {}))
+        }
+
+        #[tracing::instrument(skip_all, fields(models = request.get_ref().model_ids.len()))]
+        async fn get_dependency_data(&self, request: Request<GetDependencyDataRequest>) -> Result<Response<GetDependencyDataResponse>, Status> {
+            let ids = request.into_inner().model_ids;
+            if ids.len() > PAGE_MAX as usize {
+                return Err(IndexError::invalid("model_ids", format!("at most {PAGE_MAX} ids per call")).into());
+            }
+            let mut response = GetDependencyDataResponse { dependency_contract_version: DEPENDENCY_CONTRACT_VERSION, ..Default::default() };
+            let mut wanted: std::collections::BTreeSet<(String, String)> = Default::default();
+            for id in ids {
+                match self.library.store().get(&id).await? {
+                    Some(rec) => {
+                        for b in &rec.metadata.dependency_bindings {
+                            wanted.insert((b.profile_id.clone(), b.profile_version.clone()));
+                        }
+                        let bindings = rec.metadata.dependency_bindings.iter().map(|b| convert::binding(&id, b)).collect();
+                        response.models.push(ModelDependencyData { model: Some(self.record(&rec)), bindings });
+                    }
+                    None => response.missing_model_ids.push(id),
+                }
+            }
+            for (profile_id, version) in wanted {
+                match crate::profiles::read(self.library.root(), &profile_id, &version)? {
+                    Some(p) => response.profiles.push(convert::profile(&p)),
+                    None => response.missing_profiles.push(MissingProfile { profile_id, version }),
+                }
+            }
+            Ok(Response::new(response))
+        }
     }
     not_built(SERVICE_NAME, DOWNLOADS) {
         begin_model_download "BeginModelDownload" (BeginModelDownloadRequest) -> BeginModelDownloadResponse;

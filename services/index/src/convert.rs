@@ -307,3 +307,134 @@ pub fn change(c: &Change, model: Option<common::ModelRecord>) -> api::WatchChang
         }),
     }
 }
+
+/// Proto requirement kind of a stored kind name.
+fn requirement_kind(name: &str) -> i32 {
+    match name {
+        "python_package" => common::RequirementKind::PythonPackage as i32,
+        "system" => common::RequirementKind::System as i32,
+        "binary" => common::RequirementKind::Binary as i32,
+        _ => common::RequirementKind::Unspecified as i32,
+    }
+}
+
+fn requirement_kind_name(value: i32) -> String {
+    match common::RequirementKind::try_from(value) {
+        Ok(common::RequirementKind::PythonPackage) => "python_package",
+        Ok(common::RequirementKind::System) => "system",
+        Ok(common::RequirementKind::Binary) => "binary",
+        _ => "",
+    }
+    .to_owned()
+}
+
+/// The stored form of a proto profile (hash and validity are computed on write).
+pub fn profile_from(p: common::DependencyProfile) -> crate::profiles::Profile {
+    crate::profiles::Profile {
+        profile_id: p.profile_id,
+        version: p.version,
+        content_hash: String::new(),
+        environment_kind: p.environment_kind,
+        description: p.description,
+        variants: p
+            .variants
+            .into_iter()
+            .map(|v| crate::profiles::Variant {
+                backend_key: v.backend_key,
+                platform_selector: v.platform_selector,
+                requirements: v
+                    .requirements
+                    .into_iter()
+                    .map(|r| crate::profiles::Requirement {
+                        kind: requirement_kind_name(r.kind),
+                        name: r.name,
+                        exact_pin: r.exact_pin,
+                        index_url: r.index_url,
+                        extra_index_urls: r.extra_index_urls,
+                        markers: r.markers,
+                        python_requirement: r.python_requirement,
+                        platform_constraints: r.platform_constraints,
+                        hashes: r.hashes,
+                        source: r.source,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        valid: false,
+        issues: Vec::new(),
+        create_time: String::new(),
+    }
+}
+
+/// The proto form of a stored profile.
+pub fn profile(p: &crate::profiles::Profile) -> common::DependencyProfile {
+    common::DependencyProfile {
+        profile_id: p.profile_id.clone(),
+        version: p.version.clone(),
+        content_hash: p.content_hash.clone(),
+        environment_kind: p.environment_kind.clone(),
+        variants: p
+            .variants
+            .iter()
+            .map(|v| common::DependencyProfileVariant {
+                backend_key: v.backend_key.clone(),
+                platform_selector: v.platform_selector.clone(),
+                requirements: v
+                    .requirements
+                    .iter()
+                    .map(|r| common::Requirement {
+                        kind: requirement_kind(&r.kind),
+                        name: r.name.clone(),
+                        exact_pin: r.exact_pin.clone(),
+                        index_url: r.index_url.clone(),
+                        extra_index_urls: r.extra_index_urls.clone(),
+                        markers: r.markers.clone(),
+                        python_requirement: r.python_requirement.clone(),
+                        platform_constraints: r.platform_constraints.clone(),
+                        hashes: r.hashes.clone(),
+                        source: r.source.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        valid: p.valid,
+        validation_errors: p
+            .issues
+            .iter()
+            .map(|i| common::ValidationError {
+                code: i.code.clone(),
+                scope: common::ValidationScope::TopLevel as i32,
+                binding_id: String::new(),
+                field: i.field.clone(),
+                message: i.message.clone(),
+            })
+            .collect(),
+        description: p.description.clone(),
+        create_time: timestamp(&p.create_time),
+    }
+}
+
+/// The proto form of a stored binding.
+pub fn binding(model_id: &str, b: &crate::metadata::Binding) -> common::DependencyBinding {
+    common::DependencyBinding {
+        binding_id: b.binding_id.clone(),
+        model_id: model_id.to_owned(),
+        profile_id: b.profile_id.clone(),
+        profile_version: b.profile_version.clone(),
+        backend_key: b.backend_key.clone(),
+        platform_selector: b.platform_selector.clone(),
+        active: Some(b.active),
+    }
+}
+
+/// The stored form of a proto binding.
+pub fn binding_from(b: common::DependencyBinding) -> crate::metadata::Binding {
+    crate::metadata::Binding {
+        binding_id: b.binding_id,
+        profile_id: b.profile_id,
+        profile_version: b.profile_version,
+        backend_key: b.backend_key,
+        platform_selector: b.platform_selector,
+        active: b.active.unwrap_or(true),
+    }
+}

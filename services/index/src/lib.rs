@@ -19,10 +19,12 @@ pub mod jobs;
 pub mod library;
 pub mod metadata;
 pub mod paging;
+pub mod profiles;
 pub mod query;
 pub mod reindex;
 pub mod slug;
 pub mod store;
+pub mod verify;
 
 use std::future::Future;
 use std::time::SystemTime;

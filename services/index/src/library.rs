@@ -326,3 +326,94 @@ pub fn read_overrides(dir: &Path) -> Result<Overrides, IndexError> {
         Err(e) => Err(IndexError::io(format!("reading {}", path.display()), e)),
     }
 }
+
+impl Library {
+    /// Creates or replaces a model's dependency binding (an empty id gets a stable one).
+    pub async fn put_binding(
+        &self,
+        model_id: &str,
+        mut binding: crate::metadata::Binding,
+    ) -> Result<(Record, crate::metadata::Binding), IndexError> {
+        let record = self.get(model_id).await?;
+        for (field, value) in [
+            ("binding.profile_id", &binding.profile_id),
+            ("binding.profile_version", &binding.profile_version),
+        ] {
+            if !crate::slug::is_safe_segment(value) {
+                return Err(IndexError::invalid(
+                    field,
+                    format!("`{value}` is not a valid profile id or version"),
+                ));
+            }
+        }
+        if binding.backend_key.trim().is_empty() {
+            return Err(IndexError::invalid(
+                "binding.backend_key",
+                "name the backend, e.g. \"torch-cuda\"",
+            ));
+        }
+        if binding.platform_selector.is_empty() {
+            binding.platform_selector = "*".to_owned();
+        }
+        if !crate::profiles::valid_selector(&binding.platform_selector) {
+            return Err(IndexError::invalid(
+                "binding.platform_selector",
+                format!(
+                    "`{}` is not a platform selector (\"*\", \"linux-*\", \"linux-x86_64\")",
+                    binding.platform_selector
+                ),
+            ));
+        }
+        if binding.binding_id.is_empty() {
+            let key = format!(
+                "{model_id}|{}|{}|{}|{}",
+                binding.profile_id, binding.profile_version, binding.backend_key, binding.platform_selector
+            );
+            binding.binding_id = format!("bind-{}", &blake3::hash(key.as_bytes()).to_hex()[..16]);
+        } else if !crate::slug::is_safe_segment(&binding.binding_id) {
+            return Err(IndexError::invalid(
+                "binding.binding_id",
+                "must be letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if let Some(owner) = self.store.binding_owner(&binding.binding_id).await?
+            && owner != model_id
+        {
+            return Err(IndexError::Conflict {
+                what: "dependency binding".to_owned(),
+                name: format!("{} (on {owner})", binding.binding_id),
+            });
+        }
+        let dir = self.model_dir(&record.metadata.id)?;
+        let mut metadata = read_metadata(&dir)?;
+        metadata
+            .dependency_bindings
+            .retain(|b| b.binding_id != binding.binding_id);
+        metadata.dependency_bindings.push(binding.clone());
+        metadata
+            .dependency_bindings
+            .sort_by(|a, b| a.binding_id.cmp(&b.binding_id));
+        metadata.updated_time = now_rfc3339();
+        let record = self.write_and_index(&metadata).await?;
+        self.publish("updated", model_id, "").await?;
+        Ok((record, binding))
+    }
+
+    /// Deletes a dependency binding.
+    pub async fn delete_binding(&self, binding_id: &str) -> Result<(), IndexError> {
+        let owner = self
+            .store
+            .binding_owner(binding_id)
+            .await?
+            .ok_or_else(|| IndexError::BindingNotFound(binding_id.to_owned()))?;
+        let dir = self.model_dir(&owner)?;
+        let mut metadata = read_metadata(&dir)?;
+        metadata
+            .dependency_bindings
+            .retain(|b| b.binding_id != binding_id);
+        metadata.updated_time = now_rfc3339();
+        self.write_and_index(&metadata).await?;
+        self.publish("updated", &owner, "").await?;
+        Ok(())
+    }
+}

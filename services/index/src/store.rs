@@ -186,6 +186,7 @@ impl Store {
         let mut rows: Vec<ModelRow> = Vec::with_capacity(records.len());
         let mut tags: Vec<(String, String)> = Vec::new();
         let mut digests: Vec<(String, String)> = Vec::new();
+        let mut bindings: Vec<(String, String)> = Vec::new();
         for record in records {
             let m = &record.metadata;
             let json = serde_json::to_string(&StoredRecord {
@@ -203,6 +204,9 @@ impl Store {
             let files: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
             for tag in &m.tags {
                 tags.push((tag.clone(), m.id.clone()));
+            }
+            for b in &m.dependency_bindings {
+                bindings.push((b.binding_id.clone(), m.id.clone()));
             }
             let all_digests = m
                 .files
@@ -284,7 +288,7 @@ impl Store {
                  fts_files = excluded.fts_files, fts_repo = excluded.fts_repo",
             );
             qb.build().execute(&mut *tx).await?;
-            for table in ["model_tags", "model_digests"] {
+            for table in ["model_tags", "model_digests", "model_bindings"] {
                 let mut del: QueryBuilder<Sqlite> =
                     QueryBuilder::new(format!("DELETE FROM {table} WHERE model_id IN ("));
                 let mut list = del.separated(", ");
@@ -295,9 +299,12 @@ impl Store {
                 del.build().execute(&mut *tx).await?;
             }
         }
+        bindings.sort();
+        bindings.dedup();
         for (table, column, pairs) in [
             ("model_tags", "tag", &tags),
             ("model_digests", "digest", &digests),
+            ("model_bindings", "binding_id", &bindings),
         ] {
             for chunk in pairs.chunks(10_000) {
                 let mut qb: QueryBuilder<Sqlite> =
@@ -731,6 +738,25 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The model that holds a binding.
+    pub async fn binding_owner(&self, binding_id: &str) -> Result<Option<String>, IndexError> {
+        let row = sqlx::query("SELECT model_id FROM model_bindings WHERE binding_id = ?")
+            .bind(binding_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Binding ids after `after` (exclusive) in id order, with their models, at most `limit`.
+    pub async fn bindings_after(&self, after: &str, limit: u32) -> Result<Vec<(String, String)>, IndexError> {
+        let rows = sqlx::query("SELECT binding_id, model_id FROM model_bindings WHERE binding_id > ? ORDER BY binding_id LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// Holders of links to a model.

@@ -780,3 +780,234 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(err.code(), Code::InvalidArgument);
     server.stop().await;
 }
+
+fn profile(version: &str, torch_pin: &str) -> pumas_proto::common::v1::DependencyProfile {
+    use pumas_proto::common::v1::{
+        DependencyProfile, DependencyProfileVariant, Requirement, RequirementKind,
+    };
+    let req = |name: &str, pin: &str| Requirement {
+        kind: RequirementKind::PythonPackage as i32,
+        name: name.into(),
+        exact_pin: pin.into(),
+        ..Default::default()
+    };
+    DependencyProfile {
+        profile_id: "diffusers-sdxl".into(),
+        version: version.into(),
+        environment_kind: "python-venv".into(),
+        variants: vec![DependencyProfileVariant {
+            backend_key: "torch-cuda".into(),
+            platform_selector: "linux-x86_64".into(),
+            requirements: vec![req("torch", torch_pin), req("diffusers", "==0.30.0")],
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn dependency_profiles_bindings_and_verify() {
+    use pumas_proto::common::v1::DependencyBinding;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = sdxl_checkpoint(&tmp.path().join("inbox/juggernaut.safetensors"));
+    let mut server = Server::start(&tmp.path().join("root"), Default::default()).await;
+    let c = &mut server.client;
+
+    let stored = c
+        .put_dependency_profile(PutDependencyProfileRequest {
+            profile: Some(profile("1", "==2.5.1")),
+        })
+        .await
+        .expect("put")
+        .into_inner();
+    let p = stored.profile.expect("profile");
+    assert!(p.valid && p.content_hash.starts_with("sha256:"));
+    assert_eq!(stored.dependency_contract_version, 1);
+    // Same content again: the same version comes back; other content under it is refused.
+    let again = c
+        .put_dependency_profile(PutDependencyProfileRequest {
+            profile: Some(profile("1", "==2.5.1")),
+        })
+        .await
+        .expect("idempotent");
+    assert_eq!(
+        again.into_inner().profile.map(|p| p.content_hash),
+        Some(p.content_hash.clone())
+    );
+    let err = c
+        .put_dependency_profile(PutDependencyProfileRequest {
+            profile: Some(profile("1", "==2.4.0")),
+        })
+        .await
+        .expect_err("immutable");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    // A bad pin is stored as invalid, with the reason, for resolution to report.
+    let bad = c
+        .put_dependency_profile(PutDependencyProfileRequest {
+            profile: Some(profile("2", ">=2")),
+        })
+        .await
+        .expect("stored")
+        .into_inner()
+        .profile
+        .expect("p");
+    assert!(!bad.valid);
+    assert_eq!(bad.validation_errors[0].code, "invalid_requirement");
+    let mut unusable = profile("3", "==1");
+    unusable.profile_id = "../escape".into();
+    let err = c
+        .put_dependency_profile(PutDependencyProfileRequest {
+            profile: Some(unusable),
+        })
+        .await
+        .expect_err("bad id");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let latest = c
+        .get_dependency_profile(GetDependencyProfileRequest {
+            profile_id: "diffusers-sdxl".into(),
+            version: String::new(),
+        })
+        .await
+        .expect("latest")
+        .into_inner();
+    assert_eq!(latest.profile.map(|p| p.version), Some("2".into()));
+    let listed = c
+        .list_dependency_profiles(ListDependencyProfilesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.profiles.len(), 2);
+    let err = c
+        .get_dependency_profile(GetDependencyProfileRequest {
+            profile_id: "nope".into(),
+            version: "1".into(),
+        })
+        .await
+        .expect_err("missing");
+    assert_eq!(err.code(), Code::NotFound);
+
+    let id = added_id(&server.import(&[&source], ImportMode::Copy).await);
+    let c = &mut server.client;
+    let binding = |profile_id: &str, version: &str| DependencyBinding {
+        model_id: id.clone(),
+        profile_id: profile_id.into(),
+        profile_version: version.into(),
+        backend_key: "torch-cuda".into(),
+        platform_selector: "linux-x86_64".into(),
+        ..Default::default()
+    };
+    let put = c
+        .put_model_dependency_binding(PutModelDependencyBindingRequest {
+            binding: Some(binding("diffusers-sdxl", "1")),
+        })
+        .await
+        .expect("bind")
+        .into_inner();
+    let b = put.binding.expect("binding");
+    assert!(b.binding_id.starts_with("bind-"));
+    assert_eq!(b.active, Some(true), "unset means active");
+    c.put_model_dependency_binding(PutModelDependencyBindingRequest {
+        binding: Some(binding("ghost-profile", "9")),
+    })
+    .await
+    .expect("bind to a missing profile");
+    let model = c
+        .get_model(GetModelRequest { model_id: id.clone() })
+        .await
+        .expect("get")
+        .into_inner()
+        .model
+        .expect("model");
+    assert_eq!(model.dependency_bindings.len(), 2);
+    assert!(server.models().join(&id).join("metadata.json").is_file());
+    let c = &mut server.client;
+    let filtered = c
+        .list_models(ListModelsRequest {
+            filter: Some(ModelFilter {
+                has_dependency_binding: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(filtered.models.len(), 1);
+    let all = c
+        .list_model_dependency_bindings(ListModelDependencyBindingsRequest::default())
+        .await
+        .expect("all")
+        .into_inner();
+    assert_eq!(all.bindings.len(), 2);
+    let data = c
+        .get_dependency_data(GetDependencyDataRequest {
+            model_ids: vec![id.clone(), "lora/sdxl/nope".into()],
+        })
+        .await
+        .expect("data")
+        .into_inner();
+    assert_eq!(data.models.len(), 1);
+    assert_eq!(data.models[0].bindings.len(), 2);
+    assert_eq!(data.missing_model_ids, ["lora/sdxl/nope"]);
+    assert_eq!(data.profiles.len(), 1);
+    assert_eq!(data.missing_profiles.len(), 1);
+    assert_eq!(data.missing_profiles[0].profile_id, "ghost-profile");
+    // Mistakes.
+    let mut no_model = binding("diffusers-sdxl", "1");
+    no_model.model_id = "lora/sdxl/nope".into();
+    assert_eq!(
+        c.put_model_dependency_binding(PutModelDependencyBindingRequest {
+            binding: Some(no_model)
+        })
+        .await
+        .expect_err("nf")
+        .code(),
+        Code::NotFound
+    );
+    let mut bad_selector = binding("diffusers-sdxl", "1");
+    bad_selector.platform_selector = "Linux X86".into();
+    assert_eq!(
+        c.put_model_dependency_binding(PutModelDependencyBindingRequest {
+            binding: Some(bad_selector)
+        })
+        .await
+        .expect_err("bad")
+        .code(),
+        Code::InvalidArgument
+    );
+    c.delete_model_dependency_binding(DeleteModelDependencyBindingRequest {
+        binding_id: b.binding_id.clone(),
+    })
+    .await
+    .expect("delete");
+    let err = c
+        .delete_model_dependency_binding(DeleteModelDependencyBindingRequest {
+            binding_id: b.binding_id.clone(),
+        })
+        .await
+        .expect_err("gone");
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Verify finds silent corruption: same size, other bytes.
+    let file = server.models().join(&id).join("juggernaut.safetensors");
+    let mut bytes = std::fs::read(&file).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, &bytes).expect("corrupt");
+    let job = server
+        .client
+        .verify_models(VerifyModelsRequest {
+            model_ids: vec![id.clone()],
+            request_id: String::new(),
+        })
+        .await
+        .expect("verify")
+        .into_inner()
+        .job
+        .expect("job");
+    let job = server.wait(&job.status.expect("status").job_id).await;
+    assert_eq!(job.results[0].outcome, ItemOutcome::Corrupt as i32, "{job:#?}");
+    let model = server.get(&id).await;
+    assert_eq!(model.state, ModelState::Error as i32);
+    assert!(model.state_reason.contains("SHA-256"), "{}", model.state_reason);
+    server.stop().await;
+}
