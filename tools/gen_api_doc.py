@@ -26,7 +26,8 @@ BUILT = {
         "SearchModels", "ListModels", "GetModel", "UpdateModelMetadata", "DeleteModel", "ImportModels", "Reindex",
         "GetImportJob", "WatchImportJob", "SearchHub", "StartDownload", "GetDownload", "ListDownloads", "WatchDownload",
         "CancelDownload", "PauseDownload", "ResumeDownload", "ListApps", "PreviewMapping", "ApplyMapping",
-        "RepairMapping", "Unmap", "WatchMappingJob",
+        "RepairMapping", "Unmap", "WatchMappingJob", "ResolveModelDependencyRequirements",
+        "BatchResolveModelDependencyRequirements",
     ]
 } | {
     f"pumas.index.v1.IndexService/{rpc}"

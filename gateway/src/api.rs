@@ -19,9 +19,6 @@ use crate::backends::Backends;
 use crate::config::LOCAL_MAPPER;
 use crate::passthrough::{backend_error, request};
 
-/// The capability that brings the RPCs not built yet.
-const RESOLUTION: &str = "the gateway's dependency resolution (gateway capability)";
-
 /// The gateway's gRPC face.
 pub(crate) struct GatewayApi {
     info: ServiceInfo,
@@ -63,6 +60,132 @@ impl GatewayApi {
                 name: format!("{name} (configured: {})", known.join(", ")),
             })
         })
+    }
+}
+
+impl GatewayApi {
+    /// Resolves models in request order from one GetDependencyData call.
+    async fn resolve_many(
+        &self,
+        model_ids: Vec<String>,
+        platform: &str,
+        backend: &str,
+    ) -> Result<Vec<BatchResolveItem>, Status> {
+        let data = self
+            .index()
+            .get_dependency_data(request_of(index::v1::GetDependencyDataRequest {
+                model_ids: model_ids.clone(),
+            }))
+            .await
+            .map_err(|s| backend_error("index", s))?
+            .into_inner();
+        if data.dependency_contract_version != DEPENDENCY_CONTRACT_VERSION {
+            return Err(ApiError::ContractMismatch {
+                backend: "index".to_owned(),
+                found: data.dependency_contract_version,
+                expected: DEPENDENCY_CONTRACT_VERSION,
+            }
+            .into());
+        }
+        let profiles: std::collections::BTreeMap<String, pumas_proto::common::v1::DependencyProfile> = data
+            .profiles
+            .into_iter()
+            .map(|p| (format!("{}@{}", p.profile_id, p.version), p))
+            .collect();
+        let by_id: std::collections::BTreeMap<String, index::v1::ModelDependencyData> = data
+            .models
+            .into_iter()
+            .filter_map(|m| m.model.as_ref().map(|r| r.model_id.clone()).map(|id| (id, m)))
+            .collect();
+        Ok(model_ids
+            .into_iter()
+            .map(|id| match by_id.get(&id) {
+                Some(m) => {
+                    let input = crate::resolve::Input {
+                        model_id: &id,
+                        declares_no_dependencies: m
+                            .model
+                            .as_ref()
+                            .is_some_and(|r| r.declares_no_dependencies),
+                        bindings: &m.bindings,
+                        profiles: &profiles,
+                    };
+                    BatchResolveItem {
+                        requirements: Some(crate::resolve::resolve(&input, platform, backend)),
+                        model_id: id,
+                        error: None,
+                    }
+                }
+                None => BatchResolveItem {
+                    error: Some(pumas_proto::common::v1::ErrorStatus {
+                        code: tonic::Code::NotFound as i32,
+                        reason: "NOT_FOUND".to_owned(),
+                        message: format!("model `{id}` not found"),
+                    }),
+                    model_id: id,
+                    requirements: None,
+                },
+            })
+            .collect())
+    }
+
+    /// Adds each mapper's link state to views; a mapper that cannot answer is listed as
+    /// unavailable and its state is UNKNOWN.
+    async fn with_link_states(&self, mut views: Vec<ModelView>) -> Vec<ModelView> {
+        if views.is_empty() {
+            return views;
+        }
+        let ids: Vec<String> = views
+            .iter()
+            .filter_map(|v| v.model.as_ref().map(|m| m.model_id.clone()))
+            .collect();
+        let calls = self.backends.mappers.iter().map(|(name, client)| {
+            let mut client = client.clone();
+            let ids = ids.clone();
+            async move {
+                (
+                    name.clone(),
+                    client
+                        .get_model_link_states(request_of(mapper::v1::GetModelLinkStatesRequest {
+                            model_ids: ids,
+                        }))
+                        .await,
+                )
+            }
+        });
+        for (name, answer) in futures_util::future::join_all(calls).await {
+            match answer {
+                Ok(answer) => {
+                    for states in answer.into_inner().models {
+                        if let Some(view) = views
+                            .iter_mut()
+                            .find(|v| v.model.as_ref().is_some_and(|m| m.model_id == states.model_id))
+                        {
+                            for app in states.apps {
+                                view.link_states.push(ModelLinkState {
+                                    mapper: name.clone(),
+                                    app: app.app,
+                                    state: app.state,
+                                    target_paths: app.target_paths,
+                                });
+                            }
+                        }
+                    }
+                }
+                Err(_) => {
+                    for view in &mut views {
+                        view.unavailable_mappers.push(name.clone());
+                        view.link_states.push(ModelLinkState {
+                            mapper: name.clone(),
+                            app: String::new(),
+                            state: mapper::v1::LinkState::Unknown as i32,
+                            target_paths: Vec::new(),
+                        });
+                    }
+                }
+            }
+        }
+        views
     }
 }
 
@@ -118,10 +241,12 @@ pumas_runtime::service_impl! {
             };
             let (local, hub) = tokio::join!(local, hub);
             let local = local.map_err(|s| backend_error("index", s))?.into_inner();
-            let mut results: Vec<SearchResult> = local
-                .hits
+            let scores: Vec<f64> = local.hits.iter().map(|h| h.score).collect();
+            let views = self.with_link_states(local.hits.into_iter().filter_map(|h| h.model.map(view)).collect()).await;
+            let mut results: Vec<SearchResult> = views
                 .into_iter()
-                .filter_map(|hit| hit.model.map(|m| SearchResult { score: hit.score, result: Some(search_result::Result::Local(view(m))) }))
+                .zip(scores)
+                .map(|(v, score)| SearchResult { score, result: Some(search_result::Result::Local(v)) })
                 .collect();
             let (hub_results_state, hub_unavailable_reason) = match hub {
                 None => (HubResultsState::Unspecified, String::new()),
@@ -156,8 +281,9 @@ pumas_runtime::service_impl! {
                 .await
                 .map_err(|s| backend_error("index", s))?
                 .into_inner();
+            let models = self.with_link_states(answer.models.into_iter().map(view).collect()).await;
             Ok(Response::new(ListModelsResponse {
-                models: answer.models.into_iter().map(view).collect(),
+                models,
                 next_page_token: answer.next_page_token,
                 total_size: answer.total_size,
                 total_size_capped: answer.total_size_capped,
@@ -169,7 +295,8 @@ pumas_runtime::service_impl! {
         async fn get_model(&self, request: Request<GetModelRequest>) -> Result<Response<GetModelResponse>, Status> {
             let model_id = request.into_inner().model_id;
             let answer = self.index().get_model(request_of(index::v1::GetModelRequest { model_id })).await.map_err(|s| backend_error("index", s))?;
-            Ok(Response::new(GetModelResponse { model: answer.into_inner().model.map(view) }))
+            let views = self.with_link_states(answer.into_inner().model.map(view).into_iter().collect()).await;
+            Ok(Response::new(GetModelResponse { model: views.into_iter().next() }))
         }
 
         #[tracing::instrument(skip_all)]
@@ -382,10 +509,35 @@ pumas_runtime::service_impl! {
                 .map_err(|s| backend_error("mapper", s))?;
             Ok(Response::new(relay("mapper", stream.into_inner(), |u| WatchMappingJobResponse { job: u.job })))
         }
-    }
-    not_built(SERVICE_NAME, RESOLUTION) {
-        resolve_model_dependency_requirements "ResolveModelDependencyRequirements" (ResolveModelDependencyRequirementsRequest) -> ResolveModelDependencyRequirementsResponse;
-        batch_resolve_model_dependency_requirements "BatchResolveModelDependencyRequirements" (BatchResolveModelDependencyRequirementsRequest) -> BatchResolveModelDependencyRequirementsResponse;
+
+        #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id, backend = %request.get_ref().backend_key))]
+        async fn resolve_model_dependency_requirements(&self, request: Request<ResolveModelDependencyRequirementsRequest>) -> Result<Response<ResolveModelDependencyRequirementsResponse>, Status> {
+            let r = request.into_inner();
+            let platform = crate::resolve::platform_key(r.platform_context.as_ref())
+                .map_err(|(field, reason)| Status::from(ApiError::invalid(field, reason)))?;
+            if r.model_id.is_empty() {
+                return Err(ApiError::invalid("model_id", "is required").into());
+            }
+            let mut items = self.resolve_many(vec![r.model_id.clone()], &platform, &r.backend_key).await?;
+            match items.pop() {
+                Some(BatchResolveItem { requirements: Some(requirements), .. }) => {
+                    Ok(Response::new(ResolveModelDependencyRequirementsResponse { requirements: Some(requirements) }))
+                }
+                _ => Err(ApiError::not_found("model", r.model_id).into()),
+            }
+        }
+
+        #[tracing::instrument(skip_all, fields(models = request.get_ref().model_ids.len()))]
+        async fn batch_resolve_model_dependency_requirements(&self, request: Request<BatchResolveModelDependencyRequirementsRequest>) -> Result<Response<BatchResolveModelDependencyRequirementsResponse>, Status> {
+            let r = request.into_inner();
+            let platform = crate::resolve::platform_key(r.platform_context.as_ref())
+                .map_err(|(field, reason)| Status::from(ApiError::invalid(field, reason)))?;
+            if r.model_ids.len() > 1000 {
+                return Err(ApiError::invalid("model_ids", "at most 1000 models per call").into());
+            }
+            let items = self.resolve_many(r.model_ids, &platform, &r.backend_key).await?;
+            Ok(Response::new(BatchResolveModelDependencyRequirementsResponse { items, dependency_contract_version: DEPENDENCY_CONTRACT_VERSION }))
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod api;
 pub mod backends;
 pub mod config;
 mod passthrough;
+pub mod resolve;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -127,3 +127,64 @@ def test_errors_carry_rich_details(suite, stubs):
             infos.append(info)
     assert [(i.reason, i.domain) for i in infos] == [("NOT_IMPLEMENTED", "pumas")]
     assert "fetch capability" in err.details()
+
+
+def write_lora(path):
+    """A tiny SDXL LoRA with realistic tensor names and zeroed data."""
+    import json
+    import struct
+    header = {
+        "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight":
+            {"dtype": "F16", "shape": [4, 1280], "data_offsets": [0, 10240]},
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight":
+            {"dtype": "F16", "shape": [640, 4], "data_offsets": [10240, 15360]},
+    }
+    raw = json.dumps(header).encode()
+    raw += b" " * ((8 - (8 + len(raw)) % 8) % 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(15360))
+
+
+def test_search_and_resolution_from_python(suite, stubs, tmp_path):
+    from pumas.common.v1 import dependency_pb2, model_pb2
+    from pumas.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+    from pumas.index.v1 import index_pb2, index_pb2_grpc
+
+    wait_serving(suite.addresses["gateway"], GATEWAY)
+    gateway = gateway_pb2_grpc.ModelLibraryServiceStub(grpc.insecure_channel(suite.addresses["gateway"]))
+    index = index_pb2_grpc.IndexServiceStub(grpc.insecure_channel(suite.addresses["index"]))
+    source = tmp_path / "Polyglot Detail XL.safetensors"
+    write_lora(source)
+    job = gateway.ImportModels(gateway_pb2.ImportModelsRequest(paths=[str(source)], mode=model_pb2.IMPORT_MODE_COPY), timeout=10).job
+    final = None
+    for update in gateway.WatchImportJob(gateway_pb2.WatchImportJobRequest(job_id=job.status.job_id), timeout=30):
+        final = update.job
+    model_id = final.results[0].model_id
+    assert model_id == "lora/sdxl/polyglot-detail-xl"
+
+    found = gateway.SearchModels(gateway_pb2.SearchModelsRequest(query="polyglot det", page_size=5), timeout=5)
+    assert [r.local.model.model_id for r in found.results] == [model_id]
+    assert found.dependency_contract_version == 1
+
+    requirement = dependency_pb2.Requirement(
+        kind=dependency_pb2.REQUIREMENT_KIND_PYTHON_PACKAGE, name="torch", exact_pin="==2.5.1")
+    index.PutDependencyProfile(index_pb2.PutDependencyProfileRequest(profile=dependency_pb2.DependencyProfile(
+        profile_id="kohya-lora", version="1", environment_kind="python-venv",
+        variants=[dependency_pb2.DependencyProfileVariant(
+            backend_key="torch-cuda", platform_selector="linux-*", requirements=[requirement])])), timeout=5)
+    index.PutModelDependencyBinding(index_pb2.PutModelDependencyBindingRequest(binding=dependency_pb2.DependencyBinding(
+        model_id=model_id, profile_id="kohya-lora", profile_version="1", backend_key="torch-cuda",
+        platform_selector="linux-x86_64")), timeout=5)
+    answer = gateway.ResolveModelDependencyRequirements(gateway_pb2.ResolveModelDependencyRequirementsRequest(
+        model_id=model_id, backend_key="torch-cuda",
+        platform_context=dependency_pb2.PlatformContext(os="linux", arch="x86_64")), timeout=5).requirements
+    # A consumer checks the contract version first, then treats anything but RESOLVED as not ready.
+    assert answer.dependency_contract_version == 1
+    assert answer.validation_state == dependency_pb2.VALIDATION_STATE_RESOLVED
+    assert [(r.name, r.exact_pin) for r in answer.groups[0].requirements] == [("torch", "==2.5.1")]
+    assert answer.groups[0].env_id.startswith("env-")
+
+    with pytest.raises(grpc.RpcError) as raised:
+        gateway.ResolveModelDependencyRequirements(gateway_pb2.ResolveModelDependencyRequirementsRequest(
+            model_id=model_id, platform_context=dependency_pb2.PlatformContext()), timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -169,14 +169,26 @@ async fn rpcs_not_built_yet_say_which_capability_brings_them() -> anyhow::Result
         ("NOT_IMPLEMENTED", "pumas")
     );
 
+    // Through the gateway, the owner's answer and details arrive intact.
     let err = ModelLibraryServiceClient::new(channel(&suite.gateway).await?)
-        .resolve_model_dependency_requirements(
-            pumas_proto::gateway::v1::ResolveModelDependencyRequirementsRequest::default(),
-        )
+        .start_download(pumas_proto::gateway::v1::StartDownloadRequest {
+            repo_id: "org/name".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("not built yet");
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("gateway capability"), "{}", err.message());
+    assert!(
+        err.message().contains("FetchService/StartDownload"),
+        "{}",
+        err.message()
+    );
+    let info = err
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo passed through");
+    assert_eq!(info.reason, "NOT_IMPLEMENTED");
     Ok(())
 }
 
