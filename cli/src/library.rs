@@ -459,3 +459,105 @@ pub async fn reindex(args: ReindexArgs) -> anyhow::Result<ExitCode> {
     println!("reindexed {items} model folders");
     Ok(code)
 }
+
+/// Flags of `pumas resolve`.
+#[derive(Debug, clap::Args)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// Model id.
+    model_id: String,
+    /// Platform key, e.g. linux-x86_64 or linux-x86_64-cuda12 (default: this machine, no accelerator).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Backend key, e.g. torch-cuda (default: every backend).
+    #[arg(long, default_value = "")]
+    backend: String,
+}
+
+pub async fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
+    use pumas_proto::common::v1::{PlatformContext, ValidationState};
+    let mut client = client(&args.gateway)?;
+    let platform_context = match &args.platform {
+        Some(key) => PlatformContext {
+            platform_key: key.clone(),
+            ..Default::default()
+        },
+        None => PlatformContext {
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            ..Default::default()
+        },
+    };
+    let r = client
+        .resolve_model_dependency_requirements(ResolveModelDependencyRequirementsRequest {
+            model_id: args.model_id.clone(),
+            platform_context: Some(platform_context),
+            backend_key: args.backend.clone(),
+        })
+        .await
+        .map_err(explain)?
+        .into_inner()
+        .requirements
+        .unwrap_or_default();
+    let label = |v: i32| {
+        ValidationState::try_from(v)
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("VALIDATION_STATE_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default()
+    };
+    println!(
+        "{}  platform {}  backend {}  contract v{}",
+        r.model_id,
+        r.platform_key,
+        if r.backend_key.is_empty() {
+            "any"
+        } else {
+            r.backend_key.as_str()
+        },
+        r.dependency_contract_version
+    );
+    println!("state: {}", label(r.validation_state));
+    for e in &r.validation_errors {
+        println!("  error {}: {}", e.code, e.message);
+    }
+    for g in &r.groups {
+        println!(
+            "binding {}  profile {}@{}  backend {}  {}  {}",
+            g.binding_id,
+            g.profile_id,
+            g.profile_version,
+            g.backend_key,
+            label(g.validation_state),
+            if g.env_id.is_empty() {
+                String::new()
+            } else {
+                format!("env {}", g.env_id)
+            }
+        );
+        for e in &g.validation_errors {
+            println!("  error {}: {}", e.code, e.message);
+        }
+        for req in &g.requirements {
+            let index = if req.index_url.is_empty() {
+                String::new()
+            } else {
+                format!("  --index-url {}", req.index_url)
+            };
+            let markers = if req.markers.is_empty() {
+                String::new()
+            } else {
+                format!(" ; {}", req.markers)
+            };
+            println!("  {}{}{markers}{index}", req.name, req.exact_pin);
+        }
+    }
+    Ok(if r.validation_state == ValidationState::Resolved as i32 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -45,6 +45,8 @@ enum Command {
     Rm(library::RmArgs),
     /// Rescan the library folder: pick up hand-copied models, flag missing ones.
     Reindex(library::ReindexArgs),
+    /// What a model needs on a platform with a backend (exit 0 only when resolved).
+    Resolve(library::ResolveArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show(args) => library::show(args).await,
         Command::Rm(args) => library::rm(args).await,
         Command::Reindex(args) => library::reindex(args).await,
+        Command::Resolve(args) => library::resolve(args).await,
     }
 }
 

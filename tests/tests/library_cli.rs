@@ -72,6 +72,22 @@ async fn import_search_show_rm_through_the_cli() -> anyhow::Result<()> {
         "{out}"
     );
 
+    // A model without bindings is not ready: the CLI says why and exits non-zero.
+    let (ok, out, _) = pumas(&[
+        "resolve",
+        "--gateway",
+        gw,
+        "lora/sdxl/detail-tweaker-xl",
+        "--platform",
+        "linux-x86_64",
+    ])
+    .await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("state: unknown_profile") && out.contains("no_bindings"),
+        "{out}"
+    );
+
     // Mistakes are explained and exit non-zero.
     let (ok, _, err) = pumas(&["import", "--gateway", gw, "/definitely/not/here"]).await;
     assert!(!ok && err.contains("cannot be read"), "{err}");
