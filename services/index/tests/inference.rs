@@ -289,3 +289,40 @@ fn malformed_headers_are_refused() {
             .contains("no model files")
     );
 }
+
+#[test]
+fn split_gguf_and_vision_models() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("split");
+    gguf_llm(
+        &d.join("qwen2.5-72b-Q4_K_M-00001-of-00002.gguf"),
+        "qwen2",
+        "Qwen2.5 72B",
+        15,
+    );
+    gg(
+        &d.join("qwen2.5-72b-Q4_K_M-00002-of-00002.gguf"),
+        &[("split.no", pumas_index::inspect::gguf::MetaValue::U32(1))],
+        &[("blk.1.attn_q.weight", &[64, 64])],
+    );
+    // Naming the second part imports the whole split set as one model.
+    let units = units_for(&d.join("qwen2.5-72b-Q4_K_M-00002-of-00002.gguf")).expect("units");
+    assert_eq!(units.len(), 1);
+    assert_eq!(units[0].files.len(), 2);
+    assert_eq!(units[0].name, "qwen2.5-72b-Q4_K_M");
+    let facts = facts_for(&units[0]).expect("facts");
+    let decision = detect(&facts);
+    assert_eq!(
+        (decision.model_type.as_str(), decision.family.as_str()),
+        ("llm", "qwen")
+    );
+    assert_eq!(
+        decision.parameter_count,
+        Some(64 * 32 + 64 + 64 * 64),
+        "tensors of both parts"
+    );
+
+    let vit = transformers_folder(&dir.path().join("vit-base"), "vit", "ViTForImageClassification");
+    let (decision, _, _) = decide(&vit);
+    assert_eq!(decision.model_type, "vision");
+}
