@@ -10,12 +10,53 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// Where the gateway is.
+/// Where the gateway is, and how to talk to it.
 #[derive(Debug, clap::Args)]
 pub struct GatewayArgs {
     /// Gateway address.
     #[arg(long, env = "PUMAS_GATEWAY", default_value = "127.0.0.1:50051")]
     pub gateway: String,
+    /// API bearer token, when the gateway requires one.
+    #[arg(long, env = "PUMAS_API_TOKEN", hide_env_values = true)]
+    pub token: Option<pumas_runtime::Secret>,
+}
+
+/// Adds trace context and the bearer token to every call.
+#[derive(Clone)]
+pub struct Outgoing {
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl tonic::service::Interceptor for Outgoing {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let mut request = pumas_runtime::telemetry::TraceContextInjector.call(request)?;
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A client of the gateway.
+pub type GatewayClient = ModelLibraryServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Outgoing>,
+>;
+
+impl GatewayArgs {
+    /// A client that reaches the gateway with these settings.
+    pub fn client(&self) -> anyhow::Result<GatewayClient> {
+        let token = match &self.token {
+            Some(t) => Some(format!("Bearer {}", t.expose()).parse().map_err(|_| {
+                anyhow::anyhow!("the API token contains characters that cannot be sent in a header")
+            })?),
+            None => None,
+        };
+        let channel = pumas_runtime::client::channel_lazy(&self.gateway)?;
+        Ok(ModelLibraryServiceClient::with_interceptor(
+            channel,
+            Outgoing { token },
+        ))
+    }
 }
 
 /// Flags of `pumas healthcheck`.
@@ -74,7 +115,7 @@ pub async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn status(args: GatewayArgs) -> anyhow::Result<ExitCode> {
-    let mut client = ModelLibraryServiceClient::new(connect_lazy(&args.gateway)?);
+    let mut client = args.client()?;
     let info = client.get_service_info(GetServiceInfoRequest {}).await.map_err(|status| {
         anyhow::anyhow!(
             "cannot reach the gateway at {}: {} (start the suite with `pumas up`, or point --gateway / PUMAS_GATEWAY at it)",

@@ -7,17 +7,15 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use pumas_proto::common::v1::{ImportMode, JobState, ModelFilter, ModelRecord, ModelState, ModelType};
-use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::*;
 use pumas_proto::index::v1::{ItemOutcome, Job};
-use pumas_runtime::client::{TracedChannel, connect_lazy};
 
 use crate::client::GatewayArgs;
 
-type Client = ModelLibraryServiceClient<TracedChannel>;
+type Client = crate::client::GatewayClient;
 
 fn client(args: &GatewayArgs) -> anyhow::Result<Client> {
-    Ok(ModelLibraryServiceClient::new(connect_lazy(&args.gateway)?))
+    args.client()
 }
 
 /// A gRPC error as a person reads it.

@@ -41,6 +41,14 @@ pub struct UpArgs {
     /// Only import from below these directories (repeatable; default: anywhere).
     #[arg(long = "import-root", env = "PUMAS_IMPORT_ROOTS", value_delimiter = ',')]
     import_roots: Vec<PathBuf>,
+    /// API bearer tokens for the gateway (comma-separated; off when empty).
+    #[arg(
+        long = "api-token",
+        env = "PUMAS_API_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_tokens: Vec<Secret>,
     /// How often the gateway checks its backends, in milliseconds.
     #[arg(long, env = "PUMAS_BACKEND_CHECK_MS", default_value_t = 1000)]
     backend_check_ms: u64,
@@ -87,6 +95,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             address: mapper_addr.clone(),
         }],
         backend_check_ms: args.backend_check_ms,
+        api_tokens: args.api_tokens.clone(),
+        ..Default::default()
     };
 
     let shutdown = Shutdown::new();

@@ -64,6 +64,27 @@ pub struct Config {
     /// How often backends are checked, in milliseconds.
     #[arg(long, env = "PUMAS_BACKEND_CHECK_MS", default_value_t = 2000)]
     pub backend_check_ms: u64,
+    /// API bearer tokens (comma-separated); when any is set, calls without a valid one are
+    /// UNAUTHENTICATED. Health and reflection stay open.
+    #[arg(
+        long = "api-token",
+        env = "PUMAS_API_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_tokens: Vec<pumas_runtime::Secret>,
+    /// A file of API bearer tokens, one per line.
+    #[arg(long, env = "PUMAS_API_TOKENS_FILE")]
+    pub api_tokens_file: Option<std::path::PathBuf>,
+    /// Calls handled at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PUMAS_MAX_CONCURRENT_CALLS", default_value_t = 1024)]
+    pub max_concurrent_calls: usize,
+    /// Deadline of a call that brings none, in milliseconds.
+    #[arg(long, env = "PUMAS_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
+    pub request_timeout_ms: u64,
+    /// Largest request message accepted, in bytes.
+    #[arg(long, env = "PUMAS_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_message_bytes: usize,
 }
 
 impl Default for Config {
@@ -76,6 +97,11 @@ impl Default for Config {
                 address: "127.0.0.1:50054".to_owned(),
             }],
             backend_check_ms: 2000,
+            api_tokens: Vec::new(),
+            api_tokens_file: None,
+            max_concurrent_calls: 1024,
+            request_timeout_ms: 60_000,
+            max_message_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! [`serve`] is what `pumas serve gateway`, `pumas up` and the tests call.
 
 mod api;
+pub mod auth;
 pub mod backends;
 pub mod config;
 mod passthrough;
@@ -24,8 +25,8 @@ pub const SERVICE_NAME: &str = "pumas.gateway.v1.ModelLibraryService";
 /// Why the gateway could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A backend address is malformed.
-    #[error("bad backend address: {0}")]
+    /// A backend address or the tokens file is unusable.
+    #[error("bad gateway configuration: {0}")]
     Address(String),
     /// Serving failed.
     #[error(transparent)]
@@ -44,6 +45,13 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let backends = Arc::new(backends::Backends::connect(&config).map_err(|e| Error::Address(e.to_string()))?);
     let (health, routes) = pumas_runtime::standard_routes(SERVICE_NAME)?;
+    // Not serving until the first check has seen every backend.
+    health
+        .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
     let monitor_stop = pumas_runtime::Shutdown::new();
     let monitor = tokio::spawn(backends::monitor(
         Arc::clone(&backends),
@@ -51,10 +59,20 @@ pub async fn serve(
         config.backend_check_interval(),
         monitor_stop.wait(),
     ));
+    let auth = auth::BearerAuth::load(&config.api_tokens, config.api_tokens_file.as_deref())
+        .map_err(Error::Address)?;
     let api = api::GatewayApi::new(Arc::clone(&backends), SystemTime::now());
-    let routes = routes.add_service(ModelLibraryServiceServer::new(api));
-    tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
-    let served = pumas_runtime::serve(listener, routes, shutdown).await;
+    let service = ModelLibraryServiceServer::new(api).max_decoding_message_size(config.max_message_bytes);
+    let routes = routes.add_service(tonic::service::interceptor::InterceptedService::new(
+        service,
+        auth.clone(),
+    ));
+    tracing::info!(addr = ?listener.local_addr().ok(), auth = auth.enabled(), "gateway listening");
+    let limits = pumas_runtime::Limits {
+        max_concurrent_calls: Some(config.max_concurrent_calls.max(1)),
+        default_timeout: Some(std::time::Duration::from_millis(config.request_timeout_ms.max(1))),
+    };
+    let served = pumas_runtime::serve_with_limits(listener, routes, shutdown, limits).await;
     monitor_stop.trigger();
     let _ = monitor.await;
     served?;

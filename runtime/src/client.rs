@@ -17,6 +17,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A lazily connected channel to `address` (`host:port` or a full `http(s)://` URI). It connects
 /// on first use and reconnects by itself after the peer restarts.
 pub fn connect_lazy(address: &str) -> Result<TracedChannel, ApiError> {
+    Ok(InterceptedService::new(
+        channel_lazy(address)?,
+        TraceContextInjector,
+    ))
+}
+
+/// The plain channel behind [`connect_lazy`], for callers that add their own interceptor.
+pub fn channel_lazy(address: &str) -> Result<Channel, ApiError> {
     let uri = if address.contains("://") {
         address.to_owned()
     } else {
@@ -28,8 +36,5 @@ pub fn connect_lazy(address: &str) -> Result<TracedChannel, ApiError> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    Ok(InterceptedService::new(
-        endpoint.connect_lazy(),
-        TraceContextInjector,
-    ))
+    Ok(endpoint.connect_lazy())
 }

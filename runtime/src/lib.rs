@@ -18,7 +18,7 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use error::ApiError;
-pub use serve::{ServeError, serve, standard_routes};
+pub use serve::{Limits, ServeError, serve, serve_with_limits, standard_routes};
 pub use shutdown::Shutdown;
 pub mod layout;
 pub mod not_built;

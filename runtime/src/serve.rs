@@ -59,6 +59,16 @@ pub const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 /// Server reflection v1alpha service name.
 pub const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
+/// Limits a server applies to every call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    /// Calls handled at once across all connections; more are refused with RESOURCE_EXHAUSTED
+    /// (shed, not queued). None = unlimited.
+    pub max_concurrent_calls: Option<usize>,
+    /// Deadline for a call that brings none of its own (unary calls and the start of streams).
+    pub default_timeout: Option<Duration>,
+}
+
 /// Serves `routes` on an already bound `listener` until `shutdown` resolves, then lets in-flight
 /// calls finish for at most [`SHUTDOWN_GRACE`].
 pub async fn serve(
@@ -66,11 +76,34 @@ pub async fn serve(
     routes: Routes,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with_limits(listener, routes, shutdown, Limits::default()).await
+}
+
+/// [`serve`] with call limits.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    routes: Routes,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: Limits,
+) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let trace = tower_http::trace::TraceLayer::new_for_grpc().make_span_with(server_span);
-    let server = tonic::transport::Server::builder()
+    // Load shedding turns "no capacity" into RESOURCE_EXHAUSTED at once (tonic maps
+    // tower's Overloaded to that code) instead of queueing without bound.
+    let max_calls = limits
+        .max_concurrent_calls
+        .unwrap_or(tokio::sync::Semaphore::MAX_PERMITS);
+    let limit = tower::ServiceBuilder::new()
+        .layer(tower::load_shed::LoadShedLayer::new())
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_calls));
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(timeout) = limits.default_timeout {
+        builder = builder.timeout(timeout);
+    }
+    let server = builder
         .layer(trace)
+        .layer(limit)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop_rx.await;
