@@ -24,6 +24,7 @@ pub mod query;
 pub mod reindex;
 pub mod slug;
 pub mod store;
+pub mod synthetic;
 pub mod verify;
 
 use std::future::Future;

@@ -51,8 +51,31 @@ impl Library {
         std::fs::create_dir_all(models_dir)
             .map_err(|e| IndexError::io(format!("creating {}", models_dir.display()), e))?;
         let db_path = models_dir.join("models.db");
-        let fresh = !db_path.exists();
-        let store = Store::open(&db_path).await?;
+        let mut fresh = !db_path.exists();
+        let store = match Store::open(&db_path).await {
+            Ok(store) => store,
+            // models.db is derived: when it is unreadable (corrupt, or written by an incompatible
+            // build), set it aside and rebuild it from the metadata files. A locked database
+            // means another index owns it: that is an error, not a repair.
+            Err(err) if !err.to_string().contains("locked") && !err.to_string().contains("busy") => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                tracing::warn!(error = %err, "models.db is unusable; setting it aside and rebuilding it from the metadata files");
+                for suffix in ["", "-wal", "-shm"] {
+                    let from = models_dir.join(format!("models.db{suffix}"));
+                    if from.exists() {
+                        let to = models_dir.join(format!("models.db.unusable-{stamp}{suffix}"));
+                        std::fs::rename(&from, &to)
+                            .map_err(|e| IndexError::io("setting models.db aside", e))?;
+                    }
+                }
+                fresh = true;
+                Store::open(&db_path).await?
+            }
+            Err(err) => return Err(err),
+        };
         let (changes, _) = broadcast::channel(1024);
         let library = Arc::new(Self {
             root: models_dir.to_owned(),

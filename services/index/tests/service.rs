@@ -1011,3 +1011,30 @@ async fn dependency_profiles_bindings_and_verify() {
     assert!(model.state_reason.contains("SHA-256"), "{}", model.state_reason);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_unusable_models_db_is_set_aside_and_rebuilt() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    let source = sd1_lora(&tmp.path().join("inbox/style.safetensors"));
+    let mut server = Server::start(&root, Default::default()).await;
+    let id = added_id(&server.import(&[&source], ImportMode::Copy).await);
+    server.stop().await;
+    let db = root.join("shared-resources/models/models.db");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::write(&db, b"this is not a SQLite database, it was damaged").expect("damage");
+    let mut server = Server::start(&root, Default::default()).await;
+    assert_eq!(
+        server.get(&id).await.model_id,
+        id,
+        "rebuilt from the metadata files"
+    );
+    let aside = std::fs::read_dir(root.join("shared-resources/models"))
+        .expect("ls")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("models.db.unusable-"));
+    assert!(aside, "the damaged file is kept for inspection");
+    server.stop().await;
+}

@@ -1,0 +1,156 @@
+//! A synthetic library for benchmarks and anyone reproducing them: N models, each a
+//! `<type>/<family>/<slug>/` folder with a valid `metadata.json` and a tiny weight file. Names mix
+//! common words (so broad queries match 5-20% of the library) with a made-up word per model (so
+//! specific queries match a handful).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::metadata::{Detection, FileEntry, Metadata, SCHEMA_VERSION, Source};
+
+pub const WORDS: &[&str] = &[
+    "juggernaut",
+    "dreamshaper",
+    "realistic",
+    "vision",
+    "anime",
+    "pixel",
+    "art",
+    "detail",
+    "tweaker",
+    "portrait",
+    "cinematic",
+    "photon",
+    "epic",
+    "realism",
+    "turbo",
+    "lightning",
+    "hyper",
+    "ghibli",
+    "watercolor",
+    "sketch",
+    "llama",
+    "mistral",
+    "qwen",
+    "gemma",
+    "phi",
+    "instruct",
+    "chat",
+    "coder",
+    "base",
+    "uncensored",
+];
+/// Syllables of the made-up word each model name carries, so that specific searches match a
+/// handful of models, as names do in a real library.
+pub const SYLLABLES: &[&str] = &[
+    "ka", "vo", "mi", "ra", "zen", "tul", "po", "ri", "sha", "lo", "ne", "qui", "dar", "bel", "fi", "gor",
+    "hu", "ix", "jo", "ste",
+];
+pub const KINDS: &[(&str, &str)] = &[
+    ("checkpoint", "sdxl"),
+    ("checkpoint", "sd1"),
+    ("lora", "sdxl"),
+    ("lora", "flux"),
+    ("lora", "sd1"),
+    ("vae", "sdxl"),
+    ("controlnet", "sd1"),
+    ("embedding", "sd1"),
+    ("llm", "llama"),
+    ("llm", "qwen"),
+    ("llm", "mistral"),
+    ("text_encoder", "t5"),
+    ("diffusion_model", "flux"),
+    ("upscaler", "esrgan"),
+];
+
+/// A deterministic pseudo-random sequence (no rand crate needed for a bench).
+pub struct Lcg(pub u64);
+impl Lcg {
+    /// The next value.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    /// A pseudo-random item.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next() as usize) % items.len()]
+    }
+}
+
+/// Writes N models under `<root>/shared-resources/models`. Returns the time it took.
+pub fn generate(root: &Path, n: usize) -> Duration {
+    let start = Instant::now();
+    let models = root.join("shared-resources/models");
+    let mut rng = Lcg(42);
+    for i in 0..n {
+        let (model_type, family) = *rng.pick(KINDS);
+        let coined: String = (0..3).map(|_| *rng.pick(SYLLABLES)).collect();
+        let name = format!(
+            "{} {coined} {} {} v{}",
+            rng.pick(WORDS),
+            rng.pick(WORDS),
+            family,
+            i % 97
+        );
+        let slug = format!("{}-{i}", name.to_lowercase().replace(' ', "-"));
+        let id = format!("{model_type}/{family}/{slug}");
+        let dir = models.join(&id);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let weights = format!("{slug}.safetensors");
+        let size = 16 + (i as u64 % 64);
+        std::fs::write(dir.join(&weights), vec![0u8; size as usize]).expect("weights");
+        let sha = format!("sha256:{:064x}", i);
+        let metadata = Metadata {
+            schema_version: SCHEMA_VERSION,
+            id: id.clone(),
+            display_name: name,
+            model_type: model_type.to_owned(),
+            family: family.to_owned(),
+            architecture: String::new(),
+            format: "safetensors".to_owned(),
+            precision: "fp16".to_owned(),
+            quantization: String::new(),
+            parameter_count: Some(size * 4),
+            files: vec![FileEntry {
+                path: weights,
+                size,
+                sha256: sha.clone(),
+                blake3: format!("blake3:{:064x}", i),
+            }],
+            total_size: size,
+            composite_digest: format!("blake3:{:064x}", i + n),
+            source: Source::Local {
+                path: format!("/synthetic/{i}"),
+            },
+            tags: vec![
+                rng.pick(WORDS).to_string(),
+                rng.pick(&["favourite", "nsfw", "sfw", "test"]).to_string(),
+            ],
+            description: format!("synthetic model {i} for benchmarks"),
+            license: "apache-2.0".to_owned(),
+            added_time: "2026-11-24T00:00:00Z".to_owned(),
+            updated_time: "2026-11-24T00:00:00Z".to_owned(),
+            state: "ready".to_owned(),
+            state_reason: String::new(),
+            detection: Detection {
+                confidence: 0.9,
+                evidence: Vec::new(),
+                runner_up: String::new(),
+                runner_up_confidence: 0.0,
+                rules_version: 1,
+            },
+            unsafe_format: false,
+            dependency_bindings: Vec::new(),
+            declares_no_dependencies: false,
+        };
+        std::fs::write(
+            dir.join("metadata.json"),
+            serde_json::to_vec_pretty(&metadata).expect("json"),
+        )
+        .expect("metadata");
+    }
+    start.elapsed()
+}
