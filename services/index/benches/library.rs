@@ -89,7 +89,7 @@ fn hash_bench(dir: &Path, gib: u64) {
         let mut block = vec![0u8; 1 << 20];
         for _ in 0..(size >> 20) {
             for chunk in block.chunks_mut(8) {
-                chunk.copy_from_slice(&rng.next().to_le_bytes());
+                chunk.copy_from_slice(&rng.next_value().to_le_bytes());
             }
             f.write_all(&block).expect("write");
         }

@@ -214,6 +214,80 @@ fn handle_failed_all(handle: &Handle) -> bool {
     !s.results.is_empty() && s.results.iter().all(|r| r.outcome == Outcome::Failed)
 }
 
+/// Hashes every file of a unit (cache-aware) into file entries.
+pub(crate) async fn hash_unit(
+    library: &Library,
+    unit: &Unit,
+    handle: Option<&Handle>,
+) -> Result<Vec<FileEntry>, IndexError> {
+    let mut files = Vec::with_capacity(unit.files.len());
+    for f in &unit.files {
+        let digests = hash_cached(library, &f.source, handle).await?;
+        files.push(FileEntry {
+            path: f.relative.clone(),
+            size: f.size,
+            sha256: digests.sha256,
+            blake3: digests.blake3,
+        });
+    }
+    Ok(files)
+}
+
+/// The metadata of a model that was just inspected and hashed from local files.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn local_metadata(
+    id: String,
+    unit: &Unit,
+    facts: &detect::Facts,
+    decision: detect::Decision,
+    files: Vec<FileEntry>,
+    display_name: String,
+    model_type: String,
+    family: String,
+    tags: Vec<String>,
+) -> Metadata {
+    let now = now_rfc3339();
+    let composite = hash::composite(
+        &files
+            .iter()
+            .map(|f| (f.path.clone(), f.sha256.clone()))
+            .collect::<Vec<_>>(),
+    );
+    Metadata {
+        schema_version: SCHEMA_VERSION,
+        id,
+        display_name,
+        model_type,
+        family,
+        architecture: decision.architecture,
+        format: facts.format.to_owned(),
+        precision: decision.precision,
+        quantization: decision.quantization,
+        parameter_count: decision.parameter_count,
+        total_size: files.iter().map(|f| f.size).sum(),
+        files,
+        composite_digest: composite,
+        source: Source::Local {
+            path: unit.origin.display().to_string(),
+        },
+        tags,
+        description: String::new(),
+        license: facts
+            .safetensors
+            .as_ref()
+            .and_then(|h| h.metadata.get("modelspec.license").cloned())
+            .unwrap_or_default(),
+        added_time: now.clone(),
+        updated_time: now,
+        state: "ready".to_owned(),
+        state_reason: String::new(),
+        detection: decision.detection,
+        unsafe_format: inspect::is_unsafe(unit),
+        dependency_bindings: Vec::new(),
+        declares_no_dependencies: false,
+    }
+}
+
 /// Hashes a file, using the cache when its identity is unchanged.
 pub async fn hash_cached(
     library: &Library,
@@ -278,16 +352,7 @@ async fn import_unit(
     let decision = detect::detect(&facts);
 
     // Hash every file.
-    let mut files = Vec::with_capacity(unit.files.len());
-    for f in &unit.files {
-        let digests = hash_cached(library, &f.source, Some(handle)).await?;
-        files.push(FileEntry {
-            path: f.relative.clone(),
-            size: f.size,
-            sha256: digests.sha256,
-            blake3: digests.blake3,
-        });
-    }
+    let files = hash_unit(library, &unit, Some(handle)).await?;
     let composite = hash::composite(
         &files
             .iter()
@@ -327,43 +392,22 @@ async fn import_unit(
             },
         );
     }
-    let now = now_rfc3339();
     let mut tags: Vec<String> = request.tags.clone();
     tags.sort();
     tags.dedup();
-    let metadata = Metadata {
-        schema_version: SCHEMA_VERSION,
-        id: id.clone(),
+    let mut decision = decision;
+    decision.detection = detection;
+    let metadata = local_metadata(
+        id.clone(),
+        &unit,
+        &facts,
+        decision,
+        files,
         display_name,
         model_type,
         family,
-        architecture: decision.architecture.clone(),
-        format: facts.format.to_owned(),
-        precision: decision.precision.clone(),
-        quantization: decision.quantization.clone(),
-        parameter_count: decision.parameter_count,
-        total_size: files.iter().map(|f| f.size).sum(),
-        files,
-        composite_digest: composite,
-        source: Source::Local {
-            path: unit.origin.display().to_string(),
-        },
         tags,
-        description: String::new(),
-        license: facts
-            .safetensors
-            .as_ref()
-            .and_then(|h| h.metadata.get("modelspec.license").cloned())
-            .unwrap_or_default(),
-        added_time: now.clone(),
-        updated_time: now,
-        state: "ready".to_owned(),
-        state_reason: String::new(),
-        detection,
-        unsafe_format: inspect::is_unsafe(&unit),
-        dependency_bindings: Vec::new(),
-        declares_no_dependencies: false,
-    };
+    );
 
     // Place the files into staging, then move the whole directory into place at once.
     let root = library.root().to_owned();

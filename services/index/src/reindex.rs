@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use crate::error::IndexError;
 use crate::jobs::{Handle, ItemResult, Outcome};
 use crate::library::{Library, ReindexReport, now_rfc3339, read_metadata, read_overrides};
-use crate::metadata::{FileEntry, METADATA_FILE, Metadata, SCHEMA_VERSION, Source};
+use crate::metadata::{FileEntry, METADATA_FILE, Metadata};
 use crate::store::Record;
-use crate::{detect, hash, inspect};
+use crate::{detect, inspect};
 
 /// Model directories: `<root>/<type>/<family>/<slug>`, skipping dot-directories.
 fn model_dirs(root: &Path) -> Vec<PathBuf> {
@@ -352,25 +352,10 @@ async fn adopt(library: &Library, dir: &Path, id: &str) -> Result<Option<(Outcom
         .map_err(|e| IndexError::Internal(e.to_string()))?
         .map_err(|e| IndexError::invalid("directory", e.to_string()))?;
     let decision = detect::detect(&facts);
-    let mut entries = Vec::new();
-    for f in &unit.files {
-        let d = crate::import::hash_cached(library, &f.source, None).await?;
-        entries.push(FileEntry {
-            path: f.relative.clone(),
-            size: f.size,
-            sha256: d.sha256,
-            blake3: d.blake3,
-        });
-    }
+    let entries = crate::import::hash_unit(library, &unit, None).await?;
     let (path_type, path_family, _) = crate::slug::parse_model_id(id).unwrap_or_default();
-    let composite = hash::composite(
-        &entries
-            .iter()
-            .map(|f| (f.path.clone(), f.sha256.clone()))
-            .collect::<Vec<_>>(),
-    );
-    let mut detection = decision.detection.clone();
-    detection.evidence.insert(
+    let mut decision = decision;
+    decision.detection.evidence.insert(
         0,
         crate::metadata::Evidence {
             kind: "library_path".to_owned(),
@@ -379,36 +364,17 @@ async fn adopt(library: &Library, dir: &Path, id: &str) -> Result<Option<(Outcom
             supports: "placed there by hand".to_owned(),
         },
     );
-    let now = now_rfc3339();
-    let metadata = Metadata {
-        schema_version: SCHEMA_VERSION,
-        id: id.to_owned(),
-        display_name: unit.name.clone(),
-        model_type: path_type.to_owned(),
-        family: path_family.to_owned(),
-        architecture: decision.architecture,
-        format: facts.format.to_owned(),
-        precision: decision.precision,
-        quantization: decision.quantization,
-        parameter_count: decision.parameter_count,
-        total_size: entries.iter().map(|f| f.size).sum(),
-        files: entries,
-        composite_digest: composite,
-        source: Source::Local {
-            path: dir.display().to_string(),
-        },
-        tags: Vec::new(),
-        description: String::new(),
-        license: String::new(),
-        added_time: now.clone(),
-        updated_time: now,
-        state: "ready".to_owned(),
-        state_reason: String::new(),
-        detection,
-        unsafe_format: inspect::is_unsafe(&unit),
-        dependency_bindings: Vec::new(),
-        declares_no_dependencies: false,
-    };
+    let metadata = crate::import::local_metadata(
+        id.to_owned(),
+        &unit,
+        &facts,
+        decision,
+        entries,
+        unit.name.clone(),
+        path_type.to_owned(),
+        path_family.to_owned(),
+        Vec::new(),
+    );
     library.write_and_index(&metadata).await?;
     library.publish("added", id, "").await?;
     Ok(Some((Outcome::Added, id.to_owned())))

@@ -67,7 +67,7 @@ pub const KINDS: &[(&str, &str)] = &[
 pub struct Lcg(pub u64);
 impl Lcg {
     /// The next value.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_value(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
@@ -76,7 +76,7 @@ impl Lcg {
     }
     /// A pseudo-random item.
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() as usize) % items.len()]
+        &items[(self.next_value() as usize) % items.len()]
     }
 }
 
