@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use pumas_e2e::*;
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
-use pumas_proto::gateway::v1::{HubResultsState, SearchModelsRequest, search_result};
+use pumas_proto::gateway::v1::{GetModelRequest, HubResultsState, SearchModelsRequest, search_result};
+use pumas_proto::mapper::v1::LinkState;
 use tonic::Code;
 
 /// A tiny SDXL LoRA: realistic tensor names, zeroed data.
@@ -110,7 +111,7 @@ async fn search_degrades_without_fetch_and_fails_clearly_without_the_index() -> 
     let root_arg = root.to_str().unwrap_or_default().to_owned();
     let (index, index_addr) =
         serve_role("index", "127.0.0.1:0", &["--data-root", &root_arg], dir.path()).await?;
-    let (_mapper, mapper_addr) =
+    let (mapper, mapper_addr) =
         serve_role("mapper", "127.0.0.1:0", &["--data-root", &root_arg], dir.path()).await?;
     // Fetch is never started: its address refuses connections.
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -162,6 +163,28 @@ async fn search_degrades_without_fetch_and_fails_clearly_without_the_index() -> 
         answer.results.first().and_then(|r| r.result.as_ref()),
         Some(search_result::Result::Local(_))
     ));
+
+    // Model views carry link state per mapper; one that cannot say is UNKNOWN, and listed.
+    let id = match answer.results.first().and_then(|r| r.result.as_ref()) {
+        Some(search_result::Result::Local(view)) => view
+            .model
+            .as_ref()
+            .map(|m| m.model_id.clone())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    mapper.kill().await?;
+    let view = client
+        .get_model(GetModelRequest { model_id: id })
+        .await?
+        .into_inner()
+        .model
+        .expect("view");
+    assert_eq!(view.unavailable_mappers, ["local"]);
+    assert_eq!(
+        view.link_states.first().map(|l| l.state),
+        Some(LinkState::Unknown as i32)
+    );
 
     index.kill().await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
