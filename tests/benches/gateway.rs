@@ -64,7 +64,7 @@ fn main() {
         .build()
         .expect("runtime");
     if !root.join("shared-resources/models").exists() {
-        let took = pumas_index::synthetic::generate(&root, models);
+        let took = pumas_index::synthetic::generate(&root, models).expect("generate the synthetic library");
         println!(
             "generated {models} models in {:.1} s under {}",
             took.as_secs_f64(),

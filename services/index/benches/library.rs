@@ -143,7 +143,8 @@ fn main() {
         hash_bench(tmp.path(), args.hash_gib);
     }
     if !models_dir.exists() {
-        let took = pumas_index::synthetic::generate(&root, args.models);
+        let took =
+            pumas_index::synthetic::generate(&root, args.models).expect("generate the synthetic library");
         println!(
             "generated {} models in {:.1} s under {}",
             args.models,

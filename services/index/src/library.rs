@@ -98,6 +98,25 @@ impl Library {
             if report.seen > 0 {
                 tracing::info!(models = report.seen, "rebuilt models.db from the metadata files");
             }
+        } else {
+            // Reconcile in the background: whatever a crash left between the files and the index
+            // (a folder placed but not indexed, a record whose files went away) is put right
+            // while the service already answers.
+            let reconcile = Arc::clone(&library);
+            tokio::spawn(async move {
+                match reconcile.reindex(None).await {
+                    Ok(r) if r.added + r.updated + r.missing > 0 => {
+                        tracing::info!(
+                            added = r.added,
+                            updated = r.updated,
+                            missing = r.missing,
+                            "reconciled models.db with the files"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "reconcile at start failed; run a reindex"),
+                }
+            });
         }
         Ok(library)
     }
@@ -206,13 +225,17 @@ impl Library {
             });
         }
         let dir = self.model_dir(id)?;
-        // Move the directory out of the tree first (atomic), then delete: a crash never leaves a
-        // half-deleted model in place.
-        let trash = self
-            .root
-            .join(STAGING_DIR)
-            .join(format!("delete-{}", id.replace('/', "__")));
+        // The record goes first: a crash before the files are gone leaves a folder that the next
+        // reconcile indexes again (nothing lost), never a record without its files.
+        self.store.clear_link_holds(id).await?;
+        self.store.remove(id).await?;
+        self.publish("removed", id, "").await?;
+        // Then the folder leaves the tree in one rename, and is deleted outside it.
         if dir.exists() {
+            let trash = self
+                .root
+                .join(STAGING_DIR)
+                .join(format!("delete-{}", id.replace('/', "__")));
             std::fs::create_dir_all(self.root.join(STAGING_DIR))
                 .map_err(|e| IndexError::io("creating staging", e))?;
             std::fs::rename(&dir, &trash)
@@ -224,9 +247,6 @@ impl Library {
                 .map_err(|e| IndexError::Internal(e.to_string()))?
                 .map_err(|e| IndexError::io(format!("deleting {}", trash.display()), e))?;
         }
-        self.store.clear_link_holds(id).await?;
-        self.store.remove(id).await?;
-        self.publish("removed", id, "").await?;
         Ok(record.metadata.total_size)
     }
 

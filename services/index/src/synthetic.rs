@@ -81,7 +81,7 @@ impl Lcg {
 }
 
 /// Writes N models under `<root>/shared-resources/models`. Returns the time it took.
-pub fn generate(root: &Path, n: usize) -> Duration {
+pub fn generate(root: &Path, n: usize) -> std::io::Result<Duration> {
     let start = Instant::now();
     let models = root.join("shared-resources/models");
     let mut rng = Lcg(42);
@@ -98,10 +98,10 @@ pub fn generate(root: &Path, n: usize) -> Duration {
         let slug = format!("{}-{i}", name.to_lowercase().replace(' ', "-"));
         let id = format!("{model_type}/{family}/{slug}");
         let dir = models.join(&id);
-        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::create_dir_all(&dir)?;
         let weights = format!("{slug}.safetensors");
         let size = 16 + (i as u64 % 64);
-        std::fs::write(dir.join(&weights), vec![0u8; size as usize]).expect("weights");
+        std::fs::write(dir.join(&weights), vec![0u8; size as usize])?;
         let sha = format!("sha256:{:064x}", i);
         let metadata = Metadata {
             schema_version: SCHEMA_VERSION,
@@ -148,9 +148,8 @@ pub fn generate(root: &Path, n: usize) -> Duration {
         };
         std::fs::write(
             dir.join("metadata.json"),
-            serde_json::to_vec_pretty(&metadata).expect("json"),
-        )
-        .expect("metadata");
+            serde_json::to_vec_pretty(&metadata).map_err(std::io::Error::other)?,
+        )?;
     }
-    start.elapsed()
+    Ok(start.elapsed())
 }

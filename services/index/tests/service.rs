@@ -1038,3 +1038,39 @@ async fn an_unusable_models_db_is_set_aside_and_rebuilt() {
     assert!(aside, "the damaged file is kept for inspection");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn start_reconciles_what_a_crash_left_between_files_and_index() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    let source = sd1_lora(&tmp.path().join("inbox/style.safetensors"));
+    let mut server = Server::start(&root, Default::default()).await;
+    let id = added_id(&server.import(&[&source], ImportMode::Copy).await);
+    server.stop().await;
+    // A model folder that reached its place while the index never recorded it (the crash
+    // window between the rename and the database write), simulated by a copy made offline.
+    let models = root.join("shared-resources/models");
+    let copy = models.join("lora/sd1/style-copy");
+    std::fs::create_dir_all(&copy).expect("mkdir");
+    for entry in std::fs::read_dir(models.join(&id)).expect("ls").flatten() {
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).expect("copy");
+    }
+    let mut server = Server::start(&root, Default::default()).await;
+    let mut found = None;
+    for _ in 0..100 {
+        if let Ok(r) = server
+            .client
+            .get_model(GetModelRequest {
+                model_id: "lora/sd1/style-copy".into(),
+            })
+            .await
+        {
+            found = r.into_inner().model;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let found = found.expect("indexed by the reconcile at start, without a reindex call");
+    assert_eq!(found.state, ModelState::Ready as i32);
+    server.stop().await;
+}
