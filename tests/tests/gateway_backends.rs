@@ -6,10 +6,6 @@ use std::time::Duration;
 use pumas_e2e::*;
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::{Backend, BackendState};
-use pumas_proto::index::v1::index_service_server::{IndexService, IndexServiceServer};
-use pumas_proto::index::v1::*;
-use pumas_runtime::BoxStream;
-use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -96,62 +92,16 @@ async fn gateway_goes_not_serving_while_a_backend_is_down_and_recovers() -> anyh
     Ok(())
 }
 
-/// An index that speaks dependency contract version 2, to see the gateway refuse it.
-struct FutureIndex;
-
-pumas_runtime::service_impl! {
-    impl IndexService for FutureIndex {
-        type WatchJobStream = BoxStream<WatchJobResponse>;
-        type WatchChangesStream = BoxStream<WatchChangesResponse>;
-
-        async fn get_service_info(
-            &self,
-            _request: Request<GetServiceInfoRequest>,
-        ) -> Result<Response<GetServiceInfoResponse>, Status> {
-            let mut info = pumas_runtime::info::service_info("index", &[INDEX_SERVICE], std::time::SystemTime::now());
-            info.dependency_contract_version = 2;
-            Ok(Response::new(GetServiceInfoResponse { info: Some(info), ..Default::default() }))
-        }
-    }
-    not_built("fake", "nothing") {
-        list_models "ListModels" (ListModelsRequest) -> ListModelsResponse;
-        search_models "SearchModels" (SearchModelsRequest) -> SearchModelsResponse;
-        get_model "GetModel" (GetModelRequest) -> GetModelResponse;
-        batch_get_models "BatchGetModels" (BatchGetModelsRequest) -> BatchGetModelsResponse;
-        find_models_by_hash "FindModelsByHash" (FindModelsByHashRequest) -> FindModelsByHashResponse;
-        update_model_metadata "UpdateModelMetadata" (UpdateModelMetadataRequest) -> UpdateModelMetadataResponse;
-        delete_model "DeleteModel" (DeleteModelRequest) -> DeleteModelResponse;
-        import_models "ImportModels" (ImportModelsRequest) -> ImportModelsResponse;
-        reindex "Reindex" (ReindexRequest) -> ReindexResponse;
-        verify_models "VerifyModels" (VerifyModelsRequest) -> VerifyModelsResponse;
-        get_job "GetJob" (GetJobRequest) -> GetJobResponse;
-        list_jobs "ListJobs" (ListJobsRequest) -> ListJobsResponse;
-        watch_job "WatchJob" (WatchJobRequest) -> Self::WatchJobStream;
-        cancel_job "CancelJob" (CancelJobRequest) -> CancelJobResponse;
-        watch_changes "WatchChanges" (WatchChangesRequest) -> Self::WatchChangesStream;
-        put_dependency_profile "PutDependencyProfile" (PutDependencyProfileRequest) -> PutDependencyProfileResponse;
-        get_dependency_profile "GetDependencyProfile" (GetDependencyProfileRequest) -> GetDependencyProfileResponse;
-        list_dependency_profiles "ListDependencyProfiles" (ListDependencyProfilesRequest) -> ListDependencyProfilesResponse;
-        put_model_dependency_binding "PutModelDependencyBinding" (PutModelDependencyBindingRequest) -> PutModelDependencyBindingResponse;
-        list_model_dependency_bindings "ListModelDependencyBindings" (ListModelDependencyBindingsRequest) -> ListModelDependencyBindingsResponse;
-        delete_model_dependency_binding "DeleteModelDependencyBinding" (DeleteModelDependencyBindingRequest) -> DeleteModelDependencyBindingResponse;
-        get_dependency_data "GetDependencyData" (GetDependencyDataRequest) -> GetDependencyDataResponse;
-        begin_model_download "BeginModelDownload" (BeginModelDownloadRequest) -> BeginModelDownloadResponse;
-        commit_model_download "CommitModelDownload" (CommitModelDownloadRequest) -> CommitModelDownloadResponse;
-        abort_model_download "AbortModelDownload" (AbortModelDownloadRequest) -> AbortModelDownloadResponse;
-        replace_link_holds "ReplaceLinkHolds" (ReplaceLinkHoldsRequest) -> ReplaceLinkHoldsResponse;
-    }
-}
-
 #[tokio::test]
 async fn gateway_refuses_a_backend_with_another_contract_version() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let fake_addr = listener.local_addr()?.to_string();
-    let (_health, routes) = pumas_runtime::standard_routes(INDEX_SERVICE)?;
-    let routes = routes.add_service(IndexServiceServer::new(FutureIndex));
-    let stop = pumas_runtime::Shutdown::new();
-    let server = tokio::spawn(pumas_runtime::serve(listener, routes, stop.wait()));
+    let fake = pumas_e2e::fakes::FakeIndex {
+        contract_version: 2,
+        ..Default::default()
+    }
+    .start()
+    .await?;
+    let fake_addr = fake.addr.clone();
 
     let mut others = Vec::new();
     let root = dir.path().join("root");
@@ -196,7 +146,6 @@ async fn gateway_refuses_a_backend_with_another_contract_version() -> anyhow::Re
         ServingStatus::NotServing
     );
 
-    stop.trigger();
-    server.await??;
+    fake.stop().await?;
     Ok(())
 }
