@@ -129,6 +129,81 @@ impl GatewayApi {
             .collect())
     }
 
+    /// Hub results with what the library knows of them: already in it (same repo at the same
+    /// commit), or downloading (a live download of that repo). Each lookup is best effort: when
+    /// the index or fetch cannot say, the flags stay false.
+    async fn hub_results(&self, summaries: Vec<fetch::v1::HubModelSummary>) -> Vec<HubSearchResult> {
+        let live_states = [
+            fetch::v1::DownloadState::Queued as i32,
+            fetch::v1::DownloadState::Running as i32,
+            fetch::v1::DownloadState::Paused as i32,
+            fetch::v1::DownloadState::Committing as i32,
+        ];
+        let downloads = self
+            .fetch()
+            .list_downloads(request_of(fetch::v1::ListDownloadsRequest {
+                states: live_states.to_vec(),
+                page_size: 1000,
+                page_token: String::new(),
+            }))
+            .await
+            .map(|r| r.into_inner().downloads)
+            .unwrap_or_default();
+        let lookups = summaries.iter().map(|summary| {
+            let mut index = self.index();
+            let filter = pumas_proto::common::v1::ModelFilter {
+                repo_id: summary.repo_id.clone(),
+                ..Default::default()
+            };
+            async move {
+                index
+                    .list_models(request_of(index::v1::ListModelsRequest {
+                        filter: Some(filter),
+                        page_size: 50,
+                        ..Default::default()
+                    }))
+                    .await
+                    .map(|r| r.into_inner().models)
+                    .unwrap_or_default()
+            }
+        });
+        let local = futures_util::future::join_all(lookups).await;
+        summaries
+            .into_iter()
+            .zip(local)
+            .map(|(summary, models)| {
+                let commit_of = |m: &pumas_proto::common::v1::ModelRecord| match m
+                    .source
+                    .as_ref()
+                    .and_then(|s| s.source.as_ref())
+                {
+                    Some(pumas_proto::common::v1::model_source::Source::Hub(h)) => h.commit_sha.clone(),
+                    _ => String::new(),
+                };
+                let same_commit = models
+                    .iter()
+                    .find(|m| summary.sha.is_empty() || commit_of(m) == summary.sha);
+                let download = downloads.iter().find(|d| d.repo_id == summary.repo_id).cloned();
+                HubSearchResult {
+                    in_library: same_commit.is_some(),
+                    library_model_id: same_commit
+                        .or(models.first())
+                        .map(|m| m.model_id.clone())
+                        .or_else(|| {
+                            download
+                                .as_ref()
+                                .map(|d| d.model_id.clone())
+                                .filter(|id| !id.is_empty())
+                        })
+                        .unwrap_or_default(),
+                    downloading: download.is_some(),
+                    download,
+                    summary: Some(summary),
+                }
+            })
+            .collect()
+    }
+
     /// Adds each mapper's link state to views; a mapper that cannot answer is listed as
     /// unavailable and its state is UNKNOWN.
     async fn with_link_states(&self, mut views: Vec<ModelView>) -> Vec<ModelView> {
@@ -253,10 +328,11 @@ pumas_runtime::service_impl! {
                 Some(Err(status)) => (HubResultsState::Unavailable, backend_error("fetch", status).message().to_owned()),
                 Some(Ok(answer)) => {
                     let answer = answer.into_inner();
-                    for (rank, summary) in answer.models.into_iter().enumerate() {
+                    let hub = self.hub_results(answer.models).await;
+                    for (rank, result) in hub.into_iter().enumerate() {
                         // Hub results rank after local ones, in the hub's order.
                         let score = -(rank as f64) - 1.0;
-                        results.push(SearchResult { score, result: Some(search_result::Result::Hub(HubSearchResult { summary: Some(summary), ..Default::default() })) });
+                        results.push(SearchResult { score, result: Some(search_result::Result::Hub(result)) });
                     }
                     (if answer.stale { HubResultsState::Stale } else { HubResultsState::Included }, String::new())
                 }
@@ -362,7 +438,7 @@ pumas_runtime::service_impl! {
             let search = request.into_inner().search.unwrap_or_default();
             let answer = self.fetch().search_hub(request_of(search)).await.map_err(|s| backend_error("fetch", s))?.into_inner();
             Ok(Response::new(SearchHubResponse {
-                results: answer.models.into_iter().map(|summary| HubSearchResult { summary: Some(summary), ..Default::default() }).collect(),
+                results: self.hub_results(answer.models).await,
                 next_page_token: answer.next_page_token,
                 from_cache: answer.from_cache,
                 stale: answer.stale,

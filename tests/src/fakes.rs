@@ -105,3 +105,65 @@ pumas_runtime::service_impl! {
         replace_link_holds "ReplaceLinkHolds" (ReplaceLinkHoldsRequest) -> ReplaceLinkHoldsResponse;
     }
 }
+
+/// A stand-in fetch service that answers hub searches and download lists from fixed data.
+#[derive(Clone, Debug, Default)]
+pub struct FakeFetch {
+    /// What SearchHub returns.
+    pub hub_models: Vec<pumas_proto::fetch::v1::HubModelSummary>,
+    /// What ListDownloads returns.
+    pub downloads: Vec<pumas_proto::fetch::v1::Download>,
+}
+
+impl FakeFetch {
+    /// Serves it on 127.0.0.1:0.
+    pub async fn start(self) -> anyhow::Result<RunningFake> {
+        use pumas_proto::fetch::v1::fetch_service_server::FetchServiceServer;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let (_health, routes) = pumas_runtime::standard_routes(crate::FETCH_SERVICE)?;
+        let routes = routes.add_service(FetchServiceServer::new(self));
+        let stop = Shutdown::new();
+        let task = tokio::spawn(pumas_runtime::serve(listener, routes, stop.wait()));
+        Ok(RunningFake { addr, stop, task })
+    }
+}
+
+mod fetch_fake {
+    use pumas_proto::fetch::v1::fetch_service_server::FetchService;
+    use pumas_proto::fetch::v1::*;
+    use pumas_runtime::BoxStream;
+    use tonic::{Request, Response, Status};
+
+    use super::FakeFetch;
+
+    pumas_runtime::service_impl! {
+        impl FetchService for FakeFetch {
+            type WatchDownloadStream = BoxStream<WatchDownloadResponse>;
+
+            async fn get_service_info(&self, _request: Request<GetServiceInfoRequest>) -> Result<Response<GetServiceInfoResponse>, Status> {
+                let info = pumas_runtime::info::service_info("fetch", &[crate::FETCH_SERVICE], std::time::SystemTime::now());
+                Ok(Response::new(GetServiceInfoResponse { info: Some(info), ..Default::default() }))
+            }
+
+            async fn search_hub(&self, _request: Request<SearchHubRequest>) -> Result<Response<SearchHubResponse>, Status> {
+                Ok(Response::new(SearchHubResponse { models: self.hub_models.clone(), ..Default::default() }))
+            }
+
+            async fn list_downloads(&self, _request: Request<ListDownloadsRequest>) -> Result<Response<ListDownloadsResponse>, Status> {
+                Ok(Response::new(ListDownloadsResponse { downloads: self.downloads.clone(), next_page_token: String::new() }))
+            }
+        }
+        not_built("fake", "nothing") {
+            get_hub_model "GetHubModel" (GetHubModelRequest) -> GetHubModelResponse;
+            list_hub_files "ListHubFiles" (ListHubFilesRequest) -> ListHubFilesResponse;
+            start_download "StartDownload" (StartDownloadRequest) -> StartDownloadResponse;
+            get_download "GetDownload" (GetDownloadRequest) -> GetDownloadResponse;
+            watch_download "WatchDownload" (WatchDownloadRequest) -> Self::WatchDownloadStream;
+            cancel_download "CancelDownload" (CancelDownloadRequest) -> CancelDownloadResponse;
+            pause_download "PauseDownload" (PauseDownloadRequest) -> PauseDownloadResponse;
+            resume_download "ResumeDownload" (ResumeDownloadRequest) -> ResumeDownloadResponse;
+            set_download_priority "SetDownloadPriority" (SetDownloadPriorityRequest) -> SetDownloadPriorityResponse;
+        }
+    }
+}
