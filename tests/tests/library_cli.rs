@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use pumas_e2e::*;
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
-use pumas_proto::gateway::v1::{GetModelRequest, HubResultsState, SearchModelsRequest, search_result};
+use pumas_proto::gateway::v1::{
+    GetModelRequest, HubResultsState, PreviewMappingRequest, SearchModelsRequest, search_result,
+};
 use pumas_proto::mapper::v1::LinkState;
 use tonic::Code;
 
@@ -173,6 +175,22 @@ async fn search_degrades_without_fetch_and_fails_clearly_without_the_index() -> 
             .unwrap_or_default(),
         _ => String::new(),
     };
+    // Mappers are addressed by name; an unknown one is NOT_FOUND naming the configured ones.
+    let err = client
+        .preview_mapping(PreviewMappingRequest {
+            app: "comfyui".into(),
+            mapper: "studio".into(),
+            include_unchanged: false,
+        })
+        .await
+        .expect_err("unknown mapper");
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        err.message().contains("studio") && err.message().contains("local"),
+        "{}",
+        err.message()
+    );
+
     mapper.kill().await?;
     let view = client
         .get_model(GetModelRequest { model_id: id })
