@@ -18,6 +18,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 pub mod fakes;
+pub mod hub;
 pub mod reflection;
 
 /// How long a process may take to print its addresses.
