@@ -35,6 +35,9 @@ pub struct UpArgs {
     /// Hub token; sent only to the hub host, never logged.
     #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
     hub_token: Option<Secret>,
+    /// Fetch service tuning (search cache, retries, connections, bandwidth).
+    #[command(flatten)]
+    fetch_tuning: pumas_fetch::config::Tuning,
     /// Refuse pickle-based model files instead of importing them flagged as unsafe.
     #[arg(long, env = "PUMAS_REFUSE_PICKLE")]
     refuse_pickle: bool,
@@ -81,6 +84,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         index_addr: index_addr.clone(),
         hub_endpoint: args.hub_endpoint.clone(),
         hub_token: args.hub_token.clone(),
+        tuning: args.fetch_tuning.clone(),
     };
     let mapper_config = pumas_mapper::Config {
         data_root: root.clone(),

@@ -24,6 +24,13 @@ pub enum ApiError {
     /// The named resource does not exist.
     #[error("{resource_type} `{name}` not found")]
     NotFound { resource_type: String, name: String },
+    /// The named resource does not exist, with what the caller can do about it.
+    #[error("{resource_type} `{name}` not found: {help}")]
+    NotFoundHelp {
+        resource_type: String,
+        name: String,
+        help: String,
+    },
     /// The named resource exists already.
     #[error("{resource_type} `{name}` already exists")]
     AlreadyExists { resource_type: String, name: String },
@@ -115,7 +122,7 @@ impl ApiError {
     pub fn code(&self) -> Code {
         match self {
             Self::InvalidArgument { .. } => Code::InvalidArgument,
-            Self::NotFound { .. } => Code::NotFound,
+            Self::NotFound { .. } | Self::NotFoundHelp { .. } => Code::NotFound,
             Self::AlreadyExists { .. } => Code::AlreadyExists,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::Unavailable { .. } | Self::ContractMismatch { .. } => Code::Unavailable,
@@ -134,7 +141,7 @@ impl ApiError {
     pub fn reason(&self) -> ErrorReason {
         match self {
             Self::InvalidArgument { .. } => ErrorReason::InvalidArgument,
-            Self::NotFound { .. } => ErrorReason::NotFound,
+            Self::NotFound { .. } | Self::NotFoundHelp { .. } => ErrorReason::NotFound,
             Self::AlreadyExists { .. } => ErrorReason::AlreadyExists,
             Self::FailedPrecondition { .. } => ErrorReason::FailedPrecondition,
             Self::Unavailable { .. } => ErrorReason::BackendUnavailable,
@@ -175,7 +182,11 @@ impl From<ApiError> for Status {
                 details.add_bad_request_violation(field.clone(), reason.clone());
                 metadata.insert("field".to_owned(), field.clone());
             }
-            ApiError::NotFound { resource_type, name } | ApiError::AlreadyExists { resource_type, name } => {
+            ApiError::NotFound { resource_type, name }
+            | ApiError::NotFoundHelp {
+                resource_type, name, ..
+            }
+            | ApiError::AlreadyExists { resource_type, name } => {
                 details.set_resource_info(resource_type.clone(), name.clone(), "", message.clone());
             }
             ApiError::FailedPrecondition {

@@ -95,6 +95,12 @@ impl Process {
         command
             .args(args)
             .env_remove("PUMAS_DATA_ROOT")
+            // Never the real hub, a real token or the developer's Hugging Face cache: tests
+            // that want a hub pass the emulator's address.
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .env_remove("HF_TOKEN")
+            .env_remove("HF_HOME")
+            .env("HF_HUB_CACHE", "none")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -199,13 +205,18 @@ impl Suite {
     /// Starts `pumas up` on ephemeral ports with a fresh data root and waits until the gateway
     /// reports SERVING.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[], &[]).await
+    }
+
+    /// [`Suite::start`] with extra `pumas up` flags and environment variables.
+    pub async fn start_with(extra: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
         let data_root = tempfile::tempdir()?;
         let root = data_root.path().join("root");
         let root_str = root
             .to_str()
             .ok_or_else(|| anyhow!("temp path is not UTF-8"))?
             .to_owned();
-        let args = [
+        let mut args = vec![
             "up",
             "--data-root",
             root_str.as_str(),
@@ -220,8 +231,9 @@ impl Suite {
             "--backend-check-ms",
             "100",
         ];
+        args.extend_from_slice(extra);
         let log = data_root.path().join("up.log");
-        let process = Process::start(&args, &[], log, |line| line.starts_with("Stop with Ctrl-C")).await?;
+        let process = Process::start(&args, envs, log, |line| line.starts_with("Stop with Ctrl-C")).await?;
         let addr_of = |role: &str| -> anyhow::Result<String> {
             process
                 .banner

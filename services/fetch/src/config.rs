@@ -22,6 +22,59 @@ pub struct Config {
     /// Hub token (HF_TOKEN). Sent only to the hub host; never logged or returned.
     #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
     pub hub_token: Option<Secret>,
+    /// Cache, retry and transfer tuning.
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Cache, retry and transfer tuning of the fetch service (also flags of `pumas up`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct Tuning {
+    /// How long a cached hub search answer counts as fresh, in seconds.
+    #[arg(long, env = "PUMAS_SEARCH_CACHE_TTL_SECS", default_value_t = 600)]
+    pub search_cache_ttl_secs: u64,
+    /// With a stale cache entry, wait this long for the hub before serving the stale answer
+    /// (the refresh goes on in the background), in milliseconds.
+    #[arg(long, env = "PUMAS_SEARCH_STALE_GRACE_MS", default_value_t = 1500)]
+    pub search_stale_grace_ms: u64,
+    /// Retries of a failed hub call (429, 5xx, network), with jittered exponential backoff.
+    #[arg(long, env = "PUMAS_HUB_RETRIES", default_value_t = 4)]
+    pub hub_retries: usize,
+    /// First backoff delay between hub retries, in milliseconds.
+    #[arg(long, env = "PUMAS_HUB_BACKOFF_MS", default_value_t = 250)]
+    pub hub_backoff_ms: u64,
+    /// Timeout of one hub API call (not of file bodies), in seconds.
+    #[arg(long, env = "PUMAS_HUB_TIMEOUT_SECS", default_value_t = 20)]
+    pub hub_timeout_secs: u64,
+    /// Downloads transferring at once; the rest wait in priority order.
+    #[arg(long, env = "PUMAS_MAX_DOWNLOADS", default_value_t = 2)]
+    pub max_downloads: usize,
+    /// Connections at once over all downloads.
+    #[arg(long, env = "PUMAS_MAX_CONNECTIONS", default_value_t = 8)]
+    pub max_connections: usize,
+    /// Byte-range connections per large file.
+    #[arg(long, env = "PUMAS_CONNECTIONS_PER_FILE", default_value_t = 4)]
+    pub connections_per_file: usize,
+    /// Smallest byte-range part, in bytes; smaller files use one connection.
+    #[arg(long, env = "PUMAS_MIN_PART_BYTES", default_value_t = 8 << 20)]
+    pub min_part_bytes: u64,
+    /// Progress is made durable every this many bytes per part: at most this much is fetched
+    /// again per part after a crash.
+    #[arg(long, env = "PUMAS_CHECKPOINT_BYTES", default_value_t = 16 << 20)]
+    pub checkpoint_bytes: u64,
+    /// A connection that receives nothing for this long is restarted, in seconds.
+    #[arg(long, env = "PUMAS_STALL_TIMEOUT_SECS", default_value_t = 30)]
+    pub stall_timeout_secs: u64,
+    /// Attempts per byte-range part before the download fails (it stays resumable).
+    #[arg(long, env = "PUMAS_PART_RETRIES", default_value_t = 6)]
+    pub part_retries: usize,
+    /// Aggregate bandwidth cap for all downloads, in bytes per second (0 = none).
+    #[arg(long, env = "PUMAS_BANDWIDTH_LIMIT", default_value_t = 0)]
+    pub bandwidth_limit: u64,
+    /// A Hugging Face hub cache whose blobs are adopted instead of downloaded (default
+    /// $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub). "none" disables it.
+    #[arg(long, env = "HF_HUB_CACHE")]
+    pub hf_cache: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -31,6 +84,28 @@ impl Default for Config {
             index_addr: "127.0.0.1:50052".to_owned(),
             hub_endpoint: DEFAULT_HUB_ENDPOINT.to_owned(),
             hub_token: None,
+            tuning: Tuning::default(),
+        }
+    }
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            search_cache_ttl_secs: 600,
+            search_stale_grace_ms: 1500,
+            hub_retries: 4,
+            hub_backoff_ms: 250,
+            hub_timeout_secs: 20,
+            max_downloads: 2,
+            max_connections: 8,
+            connections_per_file: 4,
+            min_part_bytes: 8 << 20,
+            checkpoint_bytes: 16 << 20,
+            stall_timeout_secs: 30,
+            part_retries: 6,
+            bandwidth_limit: 0,
+            hf_cache: None,
         }
     }
 }
@@ -39,5 +114,33 @@ impl Config {
     /// The data root this service works on.
     pub fn data_root(&self) -> DataRoot {
         DataRoot::new(self.data_root.clone().unwrap_or_else(DataRoot::default_path))
+    }
+
+    /// The Hugging Face cache to adopt from, if any.
+    pub fn hf_cache(&self) -> Option<PathBuf> {
+        match &self.tuning.hf_cache {
+            Some(path) if path.as_os_str() == "none" => None,
+            Some(path) => Some(path.clone()),
+            None => std::env::var_os("HF_HOME")
+                .map(|home| PathBuf::from(home).join("hub"))
+                .or_else(|| dirs::home_dir().map(|h| h.join(".cache").join("huggingface").join("hub"))),
+        }
+    }
+
+    /// Engine settings from the flags.
+    pub fn engine_settings(&self) -> crate::engine::Settings {
+        let t = &self.tuning;
+        crate::engine::Settings {
+            max_jobs: t.max_downloads.max(1),
+            max_connections: t.max_connections.max(1),
+            connections_per_file: t.connections_per_file.max(1),
+            min_part_bytes: t.min_part_bytes.max(64 << 10),
+            checkpoint_bytes: t.checkpoint_bytes.max(64 << 10),
+            stall_timeout: std::time::Duration::from_secs(t.stall_timeout_secs.max(1)),
+            part_retries: t.part_retries,
+            verify_attempts: 3,
+            bandwidth_limit: t.bandwidth_limit,
+            hf_cache: self.hf_cache(),
+        }
     }
 }

@@ -3,7 +3,12 @@
 //! [`serve`] is what `pumas serve fetch`, `pumas up` and the tests call.
 
 mod api;
+pub mod cache;
 pub mod config;
+pub mod engine;
+pub mod hub;
+pub mod select;
+pub mod store;
 
 use std::future::Future;
 use std::time::SystemTime;
@@ -22,6 +27,12 @@ pub enum Error {
     /// Its directories could not be created.
     #[error("cannot create {path}: {source}")]
     Layout { path: String, source: std::io::Error },
+    /// Its databases could not be opened.
+    #[error("cannot open {path}: {source}")]
+    Database { path: String, source: sqlx::Error },
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(String),
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] pumas_runtime::ServeError),
@@ -40,7 +51,44 @@ pub async fn serve(
             source,
         })?;
     }
-    let api = api::FetchApi::new(&config, SystemTime::now());
+    let hub = hub::Hub::new(hub::HubSettings {
+        endpoint: config.hub_endpoint.clone(),
+        token: config.hub_token.clone(),
+        retries: config.tuning.hub_retries,
+        min_backoff: std::time::Duration::from_millis(config.tuning.hub_backoff_ms.max(1)),
+        api_timeout: std::time::Duration::from_secs(config.tuning.hub_timeout_secs.max(1)),
+    })
+    .map_err(Error::Config)?;
+    let cache_path = data_root.search_cache_db();
+    let cache = cache::SearchCache::open(&cache_path)
+        .await
+        .map_err(|source| Error::Database {
+            path: cache_path.display().to_string(),
+            source,
+        })?;
+    let downloads_dir = data_root.downloads_dir();
+    let store = store::Store::open(&downloads_dir)
+        .await
+        .map_err(|source| Error::Database {
+            path: downloads_dir.join("downloads.db").display().to_string(),
+            source,
+        })?;
+    let index = pumas_proto::index::v1::index_service_client::IndexServiceClient::new(
+        pumas_runtime::client::connect_lazy(&config.index_addr).map_err(|e| Error::Config(e.to_string()))?,
+    );
+    let engine = engine::Engine::start(
+        std::sync::Arc::new(hub),
+        store,
+        index,
+        downloads_dir.clone(),
+        config.engine_settings(),
+    )
+    .await
+    .map_err(|source| Error::Database {
+        path: downloads_dir.join("downloads.db").display().to_string(),
+        source,
+    })?;
+    let api = api::FetchApi::new(&config, SystemTime::now(), engine, cache);
     let (health, routes) = pumas_runtime::standard_routes(SERVICE_NAME)?;
     health.set_serving::<FetchServiceServer<api::FetchApi>>().await;
     let routes = routes.add_service(FetchServiceServer::new(api));

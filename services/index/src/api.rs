@@ -17,9 +17,6 @@ use crate::library::Library;
 use crate::metadata::Overrides;
 use crate::{SERVICE_NAME, convert, import, jobs, paging};
 
-/// Download registration arrives with the fetch capability.
-const DOWNLOADS: &str = "the fetch capability (downloads registered in the index)";
-
 /// Page sizes: default and maximum.
 const PAGE_DEFAULT: u32 = 50;
 const PAGE_MAX: u32 = 1000;
@@ -509,10 +506,47 @@ pumas_runtime::service_impl! {
             }
             Ok(Response::new(response))
         }
-    }
-    not_built(SERVICE_NAME, DOWNLOADS) {
-        begin_model_download "BeginModelDownload" (BeginModelDownloadRequest) -> BeginModelDownloadResponse;
-        commit_model_download "CommitModelDownload" (CommitModelDownloadRequest) -> CommitModelDownloadResponse;
-        abort_model_download "AbortModelDownload" (AbortModelDownloadRequest) -> AbortModelDownloadResponse;
+
+        #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
+        async fn begin_model_download(&self, request: Request<BeginModelDownloadRequest>) -> Result<Response<BeginModelDownloadResponse>, Status> {
+            let r = request.into_inner();
+            let source = r.source.unwrap_or_default();
+            let model_type = match r.model_type {
+                0 => None,
+                v => Some(convert::type_name(v).ok_or_else(|| IndexError::invalid("model_type", format!("{v} is not a model type")))?.to_owned()),
+            };
+            let record = self
+                .library
+                .begin_download(crate::download::Begin {
+                    download_id: r.download_id,
+                    endpoint: source.endpoint,
+                    repo_id: source.repo_id,
+                    revision: source.revision,
+                    commit_sha: source.commit_sha,
+                    staging: PathBuf::from(r.staging_path),
+                    expected: r.expected_files.iter().map(convert::file_entry).collect(),
+                    model_type,
+                    family: non_empty(&r.family),
+                    tags: r.tags,
+                    license: r.license,
+                })
+                .await?;
+            Ok(Response::new(BeginModelDownloadResponse { model: Some(self.record(&record)) }))
+        }
+
+        #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
+        async fn commit_model_download(&self, request: Request<CommitModelDownloadRequest>) -> Result<Response<CommitModelDownloadResponse>, Status> {
+            let r = request.into_inner();
+            let files = r.files.iter().map(convert::file_entry).collect();
+            let record = self.library.commit_download(&r.download_id, files).await?;
+            Ok(Response::new(CommitModelDownloadResponse { model: Some(self.record(&record)) }))
+        }
+
+        #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
+        async fn abort_model_download(&self, request: Request<AbortModelDownloadRequest>) -> Result<Response<AbortModelDownloadResponse>, Status> {
+            let r = request.into_inner();
+            self.library.abort_download(&r.download_id, r.remove, &r.reason).await?;
+            Ok(Response::new(AbortModelDownloadResponse {}))
+        }
     }
 }

@@ -71,6 +71,16 @@ fn timestamp(rfc3339: &str) -> Option<prost_types::Timestamp> {
     rfc3339.parse().ok()
 }
 
+/// A file entry from its proto.
+pub fn file_entry(f: &common::ModelFile) -> crate::metadata::FileEntry {
+    crate::metadata::FileEntry {
+        path: f.path.clone(),
+        size: f.size_bytes,
+        sha256: f.sha256.clone(),
+        blake3: f.blake3.clone(),
+    }
+}
+
 /// The proto view of a record.
 pub fn model(record: &Record, library_root: &std::path::Path) -> common::ModelRecord {
     let m = &record.metadata;

@@ -42,6 +42,9 @@ pub enum IndexError {
     /// Anything else that is our fault.
     #[error("{0}")]
     Internal(String),
+    /// Files failed verification or do not match what was promised.
+    #[error("{0}")]
+    DataLoss(String),
 }
 
 impl IndexError {
@@ -90,6 +93,7 @@ impl From<IndexError> for ApiError {
             IndexError::Db(e) => ApiError::Internal(format!("database: {e}")),
             IndexError::Io { context, source } => ApiError::Internal(format!("{context}: {source}")),
             IndexError::Internal(message) => ApiError::Internal(message),
+            IndexError::DataLoss(message) => ApiError::DataLoss(message),
         }
     }
 }

@@ -285,6 +285,7 @@ pub(crate) fn local_metadata(
         unsafe_format: inspect::is_unsafe(unit),
         dependency_bindings: Vec::new(),
         declares_no_dependencies: false,
+        download: None,
     }
 }
 

@@ -10,6 +10,7 @@ mod api;
 pub mod config;
 pub mod convert;
 pub mod detect;
+pub mod download;
 pub mod error;
 pub mod fsio;
 pub mod hash;

@@ -161,6 +161,18 @@ pub struct Metadata {
     /// The model declares it needs no dependency bindings.
     #[serde(default)]
     pub declares_no_dependencies: bool,
+    /// Set while the fetch service is downloading the model (state `downloading` or `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<PendingDownload>,
+}
+
+/// A download in progress: where the fetch service assembles the files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDownload {
+    /// The fetch service's download id.
+    pub download_id: String,
+    /// Absolute staging directory that holds the verified files.
+    pub staging_path: String,
 }
 
 /// `overrides.json`: user edits. Every field is optional; a present field wins.

@@ -346,6 +346,18 @@ impl Store {
         row.map(|r| Self::decode(r.get::<&str, _>(0))).transpose()
     }
 
+    /// The model a fetch download created, if any.
+    pub async fn find_by_download_id(&self, download_id: &str) -> Result<Option<Record>, IndexError> {
+        let row = sqlx::query(
+            "SELECT record FROM models WHERE state IN ('downloading', 'error')
+             AND json_extract(record, '$.metadata.download.download_id') = ? LIMIT 1",
+        )
+        .bind(download_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Self::decode(r.get::<&str, _>(0))).transpose()
+    }
+
     /// Every model id.
     pub async fn all_ids(&self) -> Result<Vec<String>, IndexError> {
         let rows = sqlx::query("SELECT id FROM models ORDER BY id")

@@ -145,6 +145,7 @@ pub fn generate(root: &Path, n: usize) -> std::io::Result<Duration> {
             unsafe_format: false,
             dependency_bindings: Vec::new(),
             declares_no_dependencies: false,
+            download: None,
         };
         std::fs::write(
             dir.join("metadata.json"),

@@ -51,6 +51,7 @@ fn record(i: usize) -> Record {
             unsafe_format: false,
             dependency_bindings: vec![],
             declares_no_dependencies: false,
+            download: None,
         },
         overridden: vec![],
     }

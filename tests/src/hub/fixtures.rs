@@ -45,7 +45,7 @@ pub fn safetensors(tensors: &[(&str, &str, Vec<u64>)], metadata: &[(&str, &str)]
         offset += bytes;
     }
     let mut text = Value::Object(header).to_string().into_bytes();
-    while (8 + text.len()) % 8 != 0 {
+    while !(8 + text.len()).is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + text.len() + offset as usize);

@@ -1,0 +1,104 @@
+//! The hub search cache: `<root>/shared-resources/cache/search.sqlite`, its own file (not
+//! models.db). Entries are whole answer pages keyed by the normalized query; an entry older than
+//! its TTL is still served when the hub is slow or down, while a refresh runs.
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+/// A cached answer.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// The stored body (JSON of the answer page).
+    pub body: String,
+    /// When the hub answered it.
+    pub fetched_at: SystemTime,
+}
+
+impl Entry {
+    /// Older than `ttl`.
+    pub fn is_stale(&self, ttl: Duration) -> bool {
+        self.fetched_at.elapsed().map(|age| age > ttl).unwrap_or(true)
+    }
+}
+
+/// The cache.
+#[derive(Clone)]
+pub struct SearchCache {
+    pool: SqlitePool,
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl SearchCache {
+    /// Opens (or creates) the cache at `path`. An unreadable cache is replaced: it holds nothing
+    /// that cannot be fetched again.
+    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+        match Self::open_once(path).await {
+            Ok(cache) => Ok(cache),
+            Err(err) => {
+                tracing::warn!(error = %err, path = %path.display(), "search cache unusable; starting a new one");
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+                Self::open_once(path).await
+            }
+        }
+    }
+
+    async fn open_once(path: &Path) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS search_cache (
+                key TEXT PRIMARY KEY,
+                body TEXT NOT NULL,
+                fetched_at INTEGER NOT NULL
+            )",
+        )
+        .execute(&pool)
+        .await?;
+        Ok(Self { pool })
+    }
+
+    /// The entry for `key`, fresh or stale.
+    pub async fn get(&self, key: &str) -> Result<Option<Entry>, sqlx::Error> {
+        let row: Option<(String, i64)> =
+            sqlx::query_as("SELECT body, fetched_at FROM search_cache WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(body, at)| Entry {
+            body,
+            fetched_at: UNIX_EPOCH + Duration::from_millis(at.max(0) as u64),
+        }))
+    }
+
+    /// Stores an answer, and drops entries older than `keep` so the file stays small.
+    pub async fn put(&self, key: &str, body: &str, keep: Duration) -> Result<SystemTime, sqlx::Error> {
+        let now = SystemTime::now();
+        sqlx::query("INSERT OR REPLACE INTO search_cache (key, body, fetched_at) VALUES (?, ?, ?)")
+            .bind(key)
+            .bind(body)
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM search_cache WHERE fetched_at < ?")
+            .bind(millis(now) - keep.as_millis() as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(now)
+    }
+}

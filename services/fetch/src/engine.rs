@@ -1,0 +1,1280 @@
+//! The download engine: schedules jobs by priority, moves bytes over several connections per
+//! file with positional writes, verifies every file while it arrives, and hands finished files
+//! to the index.
+//!
+//! Durability: each part's progress is checkpointed (after `sync_data`) every
+//! `checkpoint_bytes`, so a crash re-downloads at most one checkpoint per part. Verification
+//! hashes the contiguous prefix of a file while its parts arrive, so a finished file needs no
+//! second full read.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder as _;
+use futures_util::StreamExt as _;
+use pumas_proto::common::v1::{HubSource, ModelFile};
+use pumas_proto::index::v1::index_service_client::IndexServiceClient;
+use pumas_proto::index::v1::{
+    AbortModelDownloadRequest, BeginModelDownloadRequest, CommitModelDownloadRequest,
+};
+use pumas_runtime::client::TracedChannel;
+use sha1::Digest as _;
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::hub::{Hub, HubError};
+use crate::select;
+use crate::store::{Job, JobError, JobState, Part, Store, now_ms};
+
+/// Engine settings (flags of `pumas serve fetch`).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Jobs transferring at once.
+    pub max_jobs: usize,
+    /// Connections at once, over all files and jobs.
+    pub max_connections: usize,
+    /// Connections (byte-range parts) per large file.
+    pub connections_per_file: usize,
+    /// Files smaller than twice this are fetched over one connection.
+    pub min_part_bytes: u64,
+    /// Progress is made durable every this many bytes per part.
+    pub checkpoint_bytes: u64,
+    /// A part that receives nothing for this long is restarted.
+    pub stall_timeout: Duration,
+    /// Attempts per part before the job fails.
+    pub part_retries: usize,
+    /// Attempts per file when its hash does not match.
+    pub verify_attempts: usize,
+    /// Aggregate bandwidth cap in bytes per second (0 = none).
+    pub bandwidth_limit: u64,
+    /// A local Hugging Face hub cache to adopt files from.
+    pub hf_cache: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_jobs: 2,
+            max_connections: 8,
+            connections_per_file: 4,
+            min_part_bytes: 8 << 20,
+            checkpoint_bytes: 16 << 20,
+            stall_timeout: Duration::from_secs(30),
+            part_retries: 6,
+            verify_attempts: 3,
+            bandwidth_limit: 0,
+            hf_cache: None,
+        }
+    }
+}
+
+/// What a running job should do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Run,
+    Pause,
+    Cancel,
+}
+
+/// Why a transfer stopped early.
+#[derive(Debug)]
+enum Stop {
+    Paused,
+    Cancelled,
+    Failed(JobError),
+}
+
+impl Stop {
+    fn from_control(control: Control) -> Option<Self> {
+        match control {
+            Control::Run => None,
+            Control::Pause => Some(Self::Paused),
+            Control::Cancel => Some(Self::Cancelled),
+        }
+    }
+}
+
+fn failure(code: tonic::Code, message: impl Into<String>) -> Stop {
+    Stop::Failed(JobError::new(code, message))
+}
+
+fn hub_failure(err: HubError) -> Stop {
+    let status: tonic::Status = pumas_runtime::ApiError::from(err.clone()).into();
+    failure(status.code(), err.to_string())
+}
+
+/// One aggregate token bucket shared by every part of every job.
+pub struct Limiter {
+    rate: u64,
+    state: tokio::sync::Mutex<(f64, Instant)>,
+}
+
+impl Limiter {
+    fn new(rate: u64) -> Self {
+        Self {
+            rate,
+            state: tokio::sync::Mutex::new((0.0, Instant::now())),
+        }
+    }
+
+    async fn acquire(&self, bytes: usize) {
+        if self.rate == 0 {
+            return;
+        }
+        let burst = (self.rate as f64 / 10.0).max(bytes as f64);
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        state.0 = (state.0 + now.duration_since(state.1).as_secs_f64() * self.rate as f64).min(burst);
+        state.1 = now;
+        state.0 -= bytes as f64;
+        if state.0 < 0.0 {
+            // Sleep holding the lock: callers queue up in order, which keeps the cap exact.
+            tokio::time::sleep(Duration::from_secs_f64(-state.0 / self.rate as f64)).await;
+        }
+    }
+}
+
+/// A job in memory: its record, its control signal and live progress.
+pub struct Live {
+    job: Mutex<Job>,
+    control: watch::Sender<Control>,
+    /// Live bytes on disk per file (ahead of the checkpoints).
+    progress: Vec<AtomicU64>,
+    samples: Mutex<VecDeque<(Instant, u64)>>,
+    /// Bumped on every state or progress change; watchers wait on it.
+    pub changed: watch::Sender<u64>,
+    running: AtomicBool,
+}
+
+impl Live {
+    fn new(job: Job) -> Arc<Self> {
+        let progress = job.files.iter().map(|f| AtomicU64::new(f.done())).collect();
+        Arc::new(Self {
+            job: Mutex::new(job),
+            control: watch::channel(Control::Run).0,
+            progress,
+            samples: Mutex::new(VecDeque::new()),
+            changed: watch::channel(0).0,
+            running: AtomicBool::new(false),
+        })
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// A copy of the record with live progress.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut job = self
+            .job
+            .lock()
+            .map(|j| j.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        let live: Vec<u64> = self.progress.iter().map(|p| p.load(Ordering::Relaxed)).collect();
+        let bytes_done: u64 = job
+            .files
+            .iter()
+            .zip(&live)
+            .map(|(f, l)| if f.verified { f.size } else { (*l).min(f.size) })
+            .sum();
+        let mut rate = 0.0;
+        if let Ok(mut samples) = self.samples.lock() {
+            let now = Instant::now();
+            samples.push_back((now, bytes_done));
+            while samples.len() > 2
+                && samples
+                    .front()
+                    .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(5))
+            {
+                samples.pop_front();
+            }
+            if let (Some((t0, b0)), Some((t1, b1))) = (samples.front(), samples.back()) {
+                let dt = t1.duration_since(*t0).as_secs_f64();
+                if dt > 0.2 {
+                    rate = b1.saturating_sub(*b0) as f64 / dt;
+                }
+            }
+        }
+        if job.state != JobState::Running {
+            rate = 0.0;
+        }
+        for (f, l) in job.files.iter_mut().zip(&live) {
+            if !f.verified {
+                // Report live bytes through the first part's counter.
+                let checkpointed = f.done();
+                if *l > checkpointed
+                    && let Some(p) = f.parts.first_mut()
+                {
+                    p.done += *l - checkpointed;
+                }
+            }
+        }
+        Snapshot {
+            job,
+            bytes_done,
+            bytes_per_second: rate,
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Job)) -> Job {
+        let mut job = self.job.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut job);
+        job.updated_ms = now_ms();
+        job.clone()
+    }
+}
+
+/// A job with live progress.
+pub struct Snapshot {
+    pub job: Job,
+    pub bytes_done: u64,
+    pub bytes_per_second: f64,
+}
+
+/// The engine.
+pub struct Engine {
+    pub hub: Arc<Hub>,
+    pub store: Store,
+    index: IndexServiceClient<TracedChannel>,
+    dir: PathBuf,
+    settings: Settings,
+    jobs: Mutex<HashMap<String, Arc<Live>>>,
+    wake: Notify,
+    connections: Arc<Semaphore>,
+    limiter: Limiter,
+}
+
+impl Engine {
+    /// Loads the jobs of `store`, re-queues the ones a stop interrupted and starts scheduling.
+    pub async fn start(
+        hub: Arc<Hub>,
+        store: Store,
+        index: IndexServiceClient<TracedChannel>,
+        dir: PathBuf,
+        settings: Settings,
+    ) -> Result<Arc<Self>, sqlx::Error> {
+        let mut jobs = HashMap::new();
+        for mut job in store.all().await? {
+            if matches!(job.state, JobState::Running | JobState::Committing) {
+                job.state = JobState::Queued;
+                store.save(&job).await?;
+            }
+            jobs.insert(job.id.clone(), Live::new(job));
+        }
+        let engine = Arc::new(Self {
+            hub,
+            store,
+            index,
+            dir,
+            connections: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+            limiter: Limiter::new(settings.bandwidth_limit),
+            settings,
+            jobs: Mutex::new(jobs),
+            wake: Notify::new(),
+        });
+        let scheduler = Arc::clone(&engine);
+        tokio::spawn(async move { scheduler.schedule().await });
+        Ok(engine)
+    }
+
+    /// Where a job's files are assembled.
+    pub fn staging(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// The live job.
+    pub fn get(&self, id: &str) -> Option<Arc<Live>> {
+        self.jobs.lock().ok()?.get(id).cloned()
+    }
+
+    /// Every job, newest first.
+    pub fn all(&self) -> Vec<Arc<Live>> {
+        let mut all: Vec<Arc<Live>> = self
+            .jobs
+            .lock()
+            .map(|j| j.values().cloned().collect())
+            .unwrap_or_default();
+        all.sort_by_key(|l| {
+            let job = l.job.lock().unwrap_or_else(|e| e.into_inner());
+            (std::cmp::Reverse(job.created_ms), job.id.clone())
+        });
+        all
+    }
+
+    /// Adds a new job and wakes the scheduler.
+    pub async fn add(&self, job: Job) -> Result<Arc<Live>, sqlx::Error> {
+        self.store.save(&job).await?;
+        let live = Live::new(job.clone());
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.insert(job.id.clone(), Arc::clone(&live));
+        }
+        self.wake.notify_one();
+        Ok(live)
+    }
+
+    async fn save(&self, live: &Live, f: impl FnOnce(&mut Job)) -> Job {
+        let job = live.update(f);
+        if let Err(err) = self.store.save(&job).await {
+            tracing::error!(error = %err, download = %job.id, "saving the download record failed");
+        }
+        live.bump();
+        job
+    }
+
+    /// Pauses a job (keeps its bytes).
+    pub async fn pause(&self, live: &Arc<Live>) -> Job {
+        live.control.send_replace(Control::Pause);
+        self.save(live, |j| {
+            if matches!(j.state, JobState::Queued | JobState::Running) {
+                j.state = JobState::Paused;
+            }
+        })
+        .await
+    }
+
+    /// Resumes a paused or failed job from its bytes on disk.
+    pub async fn resume(&self, live: &Arc<Live>) -> Job {
+        live.control.send_replace(Control::Run);
+        let job = self
+            .save(live, |j| {
+                j.state = JobState::Queued;
+                j.error = None;
+            })
+            .await;
+        self.wake.notify_one();
+        job
+    }
+
+    /// Changes a job's priority.
+    pub async fn set_priority(&self, live: &Arc<Live>, priority: i32) -> Job {
+        let job = self.save(live, |j| j.priority = priority).await;
+        self.wake.notify_one();
+        job
+    }
+
+    /// Cancels a job: stops it, removes its partial files and its model from the index.
+    pub async fn cancel(self: &Arc<Self>, live: &Arc<Live>) -> Job {
+        live.control.send_replace(Control::Cancel);
+        if !live.running.load(Ordering::SeqCst) {
+            self.finish_cancel(live).await;
+        } else {
+            // The running task sees the signal and finishes the cancel; wait for it briefly.
+            let mut changed = live.changed.subscribe();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while live.running.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+                let _ = tokio::time::timeout(Duration::from_millis(100), changed.changed()).await;
+            }
+        }
+        live.snapshot().job
+    }
+
+    async fn finish_cancel(&self, live: &Arc<Live>) {
+        let id = live.snapshot().job.id;
+        let staging = self.staging(&id);
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(staging)).await;
+        let mut index = self.index.clone();
+        if let Err(status) = index
+            .abort_model_download(AbortModelDownloadRequest {
+                download_id: id.clone(),
+                remove: true,
+                reason: "cancelled".to_owned(),
+            })
+            .await
+            && status.code() != tonic::Code::NotFound
+        {
+            tracing::warn!(download = %id, error = %status.message(), "the index could not drop the cancelled model");
+        }
+        self.save(live, |j| {
+            j.state = JobState::Cancelled;
+            for f in &mut j.files {
+                f.parts.clear();
+                f.verified = false;
+            }
+        })
+        .await;
+        for p in &live.progress {
+            p.store(0, Ordering::Relaxed);
+        }
+    }
+
+    async fn schedule(self: Arc<Self>) {
+        loop {
+            let running = self
+                .all()
+                .iter()
+                .filter(|l| l.running.load(Ordering::SeqCst))
+                .count();
+            let mut queued: Vec<(i32, i64, Arc<Live>)> = self
+                .all()
+                .into_iter()
+                .filter(|l| !l.running.load(Ordering::SeqCst))
+                .filter_map(|l| {
+                    let job = l.job.lock().ok()?.clone();
+                    (job.state == JobState::Queued).then_some((job.priority, job.created_ms, Arc::clone(&l)))
+                })
+                .collect();
+            queued.sort_by_key(|(priority, created, _)| (std::cmp::Reverse(*priority), *created));
+            for (_, _, live) in queued
+                .into_iter()
+                .take(self.settings.max_jobs.saturating_sub(running))
+            {
+                live.running.store(true, Ordering::SeqCst);
+                let engine = Arc::clone(&self);
+                tokio::spawn(async move {
+                    engine.run(&live).await;
+                    live.running.store(false, Ordering::SeqCst);
+                    live.bump();
+                    engine.wake.notify_one();
+                });
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(download = %live.snapshot().job.id))]
+    async fn run(self: &Arc<Self>, live: &Arc<Live>) {
+        if *live.control.borrow() != Control::Run {
+            return;
+        }
+        self.save(live, |j| j.state = JobState::Running).await;
+        let outcome = match self.transfer(live).await {
+            Ok(()) => self.commit(live).await,
+            Err(stop) => Err(stop),
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(Stop::Paused) => {
+                self.save(live, |j| j.state = JobState::Paused).await;
+            }
+            Err(Stop::Cancelled) => self.finish_cancel(live).await,
+            Err(Stop::Failed(error)) => {
+                tracing::warn!(code = %error.reason, error = %error.message, "download failed");
+                let id = live.snapshot().job.id;
+                let mut index = self.index.clone();
+                let _ = index
+                    .abort_model_download(AbortModelDownloadRequest {
+                        download_id: id,
+                        remove: false,
+                        reason: error.message.clone(),
+                    })
+                    .await;
+                self.save(live, |j| {
+                    j.state = JobState::Failed;
+                    j.error = Some(error);
+                })
+                .await;
+            }
+        }
+    }
+
+    /// Fetches every file: small ones first (then the index learns of the model), then the rest.
+    async fn transfer(self: &Arc<Self>, live: &Arc<Live>) -> Result<(), Stop> {
+        let job = live.snapshot().job;
+        let (small, large): (Vec<usize>, Vec<usize>) = (0..job.files.len())
+            .partition(|&i| !job.files[i].lfs || select::is_auxiliary(&job.files[i].path, job.files[i].size));
+        self.fetch_files(live, small).await?;
+        if !live.snapshot().job.announced {
+            self.announce(live).await;
+        }
+        self.fetch_files(live, large).await
+    }
+
+    async fn fetch_files(self: &Arc<Self>, live: &Arc<Live>, files: Vec<usize>) -> Result<(), Stop> {
+        let mut set = tokio::task::JoinSet::new();
+        for index in files {
+            let engine = Arc::clone(self);
+            let live = Arc::clone(live);
+            set.spawn(async move { engine.fetch_file(&live, index).await });
+        }
+        let mut first: Option<Stop> = None;
+        while let Some(result) = set.join_next().await {
+            let result = result.unwrap_or_else(|e| {
+                Err(failure(
+                    tonic::Code::Internal,
+                    format!("download task failed: {e}"),
+                ))
+            });
+            if let Err(stop) = result
+                && first.is_none()
+            {
+                // One file failing stops its siblings: the job fails (resumably) as a whole.
+                if matches!(stop, Stop::Failed(_)) {
+                    live.control.send_replace(Control::Pause);
+                }
+                first = Some(stop);
+            }
+        }
+        match first {
+            Some(stop) => {
+                if matches!(stop, Stop::Failed(_)) {
+                    live.control.send_replace(Control::Run);
+                }
+                Err(stop)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Tells the index about the model as soon as its small files are in.
+    async fn announce(&self, live: &Arc<Live>) {
+        let job = live.snapshot().job;
+        let request = BeginModelDownloadRequest {
+            download_id: job.id.clone(),
+            source: Some(HubSource {
+                endpoint: self.hub.endpoint().to_owned(),
+                repo_id: job.repo_id.clone(),
+                revision: job.revision.clone(),
+                commit_sha: job.commit_sha.clone(),
+            }),
+            staging_path: self.staging(&job.id).display().to_string(),
+            expected_files: job
+                .files
+                .iter()
+                .map(|f| ModelFile {
+                    path: f.path.clone(),
+                    size_bytes: f.size,
+                    sha256: if f.verified {
+                        f.sha256.clone()
+                    } else if f.expected.starts_with("sha256:") {
+                        f.expected.clone()
+                    } else {
+                        String::new()
+                    },
+                    blake3: f.blake3.clone(),
+                })
+                .collect(),
+            model_type: job.model_type,
+            family: job.family.clone(),
+            tags: job.tags.clone(),
+            license: job.license.clone(),
+        };
+        let mut index = self.index.clone();
+        match index.begin_model_download(request).await {
+            Ok(response) => {
+                let model_id = response
+                    .into_inner()
+                    .model
+                    .map(|m| m.model_id)
+                    .unwrap_or_default();
+                self.save(live, |j| {
+                    j.announced = true;
+                    j.model_id = model_id;
+                })
+                .await;
+            }
+            // Not fatal: the model shows up at commit instead.
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "the index did not take the early record")
+            }
+        }
+    }
+
+    async fn commit(&self, live: &Arc<Live>) -> Result<(), Stop> {
+        let job = self.save(live, |j| j.state = JobState::Committing).await;
+        if !job.announced {
+            self.announce(live).await;
+        }
+        let request = CommitModelDownloadRequest {
+            download_id: job.id.clone(),
+            files: job
+                .files
+                .iter()
+                .map(|f| ModelFile {
+                    path: f.path.clone(),
+                    size_bytes: f.size,
+                    sha256: f.sha256.clone(),
+                    blake3: f.blake3.clone(),
+                })
+                .collect(),
+        };
+        let mut index = self.index.clone();
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_times(5)
+            .build();
+        let response = loop {
+            match index.commit_model_download(request.clone()).await {
+                Ok(r) => break r.into_inner(),
+                Err(status) if status.code() == tonic::Code::Unavailable => match delays.next() {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => {
+                        return Err(failure(
+                            tonic::Code::Unavailable,
+                            format!(
+                                "the files are downloaded and verified, but the index is unavailable ({}); resume the download to commit them",
+                                status.message()
+                            ),
+                        ));
+                    }
+                },
+                Err(status) => {
+                    return Err(failure(
+                        status.code(),
+                        format!("the index refused the finished download: {}", status.message()),
+                    ));
+                }
+            }
+        };
+        let model_id = response.model.map(|m| m.model_id).unwrap_or_default();
+        let staging = self.staging(&job.id);
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(staging)).await;
+        self.save(live, |j| {
+            j.state = JobState::Completed;
+            j.model_id = model_id;
+        })
+        .await;
+        Ok(())
+    }
+
+    fn control_stop(live: &Live) -> Option<Stop> {
+        Stop::from_control(*live.control.borrow())
+    }
+
+    /// Fetches and verifies one file.
+    async fn fetch_file(self: &Arc<Self>, live: &Arc<Live>, index: usize) -> Result<(), Stop> {
+        let job = live.snapshot().job;
+        let file = job.files[index].clone();
+        if file.verified {
+            return Ok(());
+        }
+        let staging = self.staging(&job.id);
+        let partial = staging.join(format!("{}.pumas-part", file.path));
+        let final_path = staging.join(&file.path);
+        if let Some(parent) = partial.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                failure(
+                    tonic::Code::Internal,
+                    format!("creating {}: {e}", parent.display()),
+                )
+            })?;
+        }
+        let mut adopted = false;
+        if file.parts.is_empty() && self.adopt(&job.repo_id, &file, &partial) {
+            let size = file.size;
+            self.save(live, |j| {
+                j.files[index].parts = vec![Part {
+                    start: 0,
+                    end: size,
+                    done: size,
+                }];
+                j.files[index].adopted = true;
+            })
+            .await;
+            live.progress[index].store(size, Ordering::Relaxed);
+            adopted = true;
+        }
+        let mut url: Option<String> = None;
+        for attempt in 1..=self.settings.verify_attempts.max(1) {
+            if let Some(stop) = Self::control_stop(live) {
+                return Err(stop);
+            }
+            let parts = self.plan_parts(live, index).await;
+            let needs_bytes = parts.iter().any(|p| p.done < p.end - p.start);
+            if needs_bytes && url.is_none() {
+                // The resolved location (the CDN for LFS files) is reused by every part.
+                let resolved = self
+                    .hub
+                    .resolve(&job.repo_id, &job.commit_sha, &file.path)
+                    .await
+                    .map_err(hub_failure)?;
+                url = Some(resolved.url);
+            }
+            let digests = self
+                .transfer_file(live, index, &partial, url.as_deref().unwrap_or_default(), parts)
+                .await?;
+            let expected = file.expected.split_once(':').map(|(_, h)| h).unwrap_or_default();
+            let actual = if file.expected.starts_with("sha1:") {
+                &digests.git_sha1
+            } else {
+                &digests.sha256
+            };
+            if actual == expected {
+                std::fs::rename(&partial, &final_path).map_err(|e| {
+                    failure(
+                        tonic::Code::Internal,
+                        format!("renaming {}: {e}", partial.display()),
+                    )
+                })?;
+                let (sha256, blake3) = (
+                    format!("sha256:{}", digests.sha256),
+                    format!("blake3:{}", digests.blake3),
+                );
+                self.save(live, |j| {
+                    let f = &mut j.files[index];
+                    f.verified = true;
+                    f.sha256 = sha256;
+                    f.blake3 = blake3;
+                })
+                .await;
+                live.progress[index].store(file.size, Ordering::Relaxed);
+                return Ok(());
+            }
+            tracing::warn!(
+                file = %file.path,
+                attempt,
+                adopted,
+                expected = %file.expected,
+                actual = %actual,
+                "downloaded bytes do not match the hub's hash; discarding them"
+            );
+            adopted = false;
+            let _ = std::fs::remove_file(&partial);
+            self.save(live, |j| {
+                j.files[index].parts.clear();
+                j.files[index].adopted = false;
+            })
+            .await;
+            live.progress[index].store(0, Ordering::Relaxed);
+        }
+        Err(failure(
+            tonic::Code::DataLoss,
+            format!(
+                "{} did not match its expected hash {} after {} attempts; nothing unverified was kept",
+                file.path, file.expected, self.settings.verify_attempts
+            ),
+        ))
+    }
+
+    /// The parts of a file: kept from the record (resume), or planned now.
+    async fn plan_parts(&self, live: &Arc<Live>, index: usize) -> Vec<Part> {
+        let file = live.snapshot().job.files[index].clone();
+        if !file.parts.is_empty() {
+            return file.parts;
+        }
+        let size = file.size;
+        let count = if size >= 2 * self.settings.min_part_bytes {
+            ((size / self.settings.min_part_bytes) as usize)
+                .clamp(1, self.settings.connections_per_file.max(1))
+        } else {
+            1
+        } as u64;
+        let step = size.div_ceil(count).max(1);
+        let parts: Vec<Part> = (0..count)
+            .map(|n| Part {
+                start: (n * step).min(size),
+                end: ((n + 1) * step).min(size),
+                done: 0,
+            })
+            .filter(|p| p.end > p.start || size == 0)
+            .collect();
+        let saved = parts.clone();
+        self.save(live, |j| j.files[index].parts = saved).await;
+        parts
+    }
+
+    /// Runs a file's parts and its verifier; returns the digests of the whole file.
+    async fn transfer_file(
+        self: &Arc<Self>,
+        live: &Arc<Live>,
+        index: usize,
+        partial: &Path,
+        url: &str,
+        parts: Vec<Part>,
+    ) -> Result<Digests, Stop> {
+        let size = live.snapshot().job.files[index].size;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(partial)
+            .map_err(|e| {
+                failure(
+                    tonic::Code::Internal,
+                    format!("opening {}: {e}", partial.display()),
+                )
+            })?;
+        file.set_len(size).map_err(|e| {
+            failure(
+                tonic::Code::ResourceExhausted,
+                format!("reserving {size} bytes for {}: {e}", partial.display()),
+            )
+        })?;
+        let file = Arc::new(file);
+        let written: Arc<Vec<AtomicU64>> = Arc::new(parts.iter().map(|p| AtomicU64::new(p.done)).collect());
+        live.progress[index].store(parts.iter().map(|p| p.done).sum(), Ordering::Relaxed);
+        let arrived = Arc::new(Notify::new());
+        let git_sha1 = live.snapshot().job.files[index].expected.starts_with("sha1:");
+        let verifier = tokio::spawn(verify_while_arriving(
+            Arc::clone(&file),
+            parts.clone(),
+            Arc::clone(&written),
+            Arc::clone(&arrived),
+            size,
+            git_sha1,
+        ));
+        let mut set = tokio::task::JoinSet::new();
+        for (n, part) in parts.iter().enumerate() {
+            if part.done >= part.end - part.start {
+                continue;
+            }
+            let engine = Arc::clone(self);
+            let live = Arc::clone(live);
+            let file = Arc::clone(&file);
+            let written = Arc::clone(&written);
+            let arrived = Arc::clone(&arrived);
+            let url = url.to_owned();
+            let part = part.clone();
+            set.spawn(async move {
+                engine
+                    .transfer_part(&live, index, n, part, &file, &url, &written, &arrived)
+                    .await
+            });
+        }
+        let mut first: Option<Stop> = None;
+        while let Some(result) = set.join_next().await {
+            let result = result
+                .unwrap_or_else(|e| Err(failure(tonic::Code::Internal, format!("part task failed: {e}"))));
+            if let Err(stop) = result
+                && first.is_none()
+            {
+                first = Some(stop);
+                set.abort_all();
+            }
+        }
+        if let Some(stop) = first {
+            verifier.abort();
+            return Err(stop);
+        }
+        file.sync_all().map_err(|e| {
+            failure(
+                tonic::Code::Internal,
+                format!("syncing {}: {e}", partial.display()),
+            )
+        })?;
+        arrived.notify_waiters();
+        verifier
+            .await
+            .map_err(|e| failure(tonic::Code::Internal, format!("verifier failed: {e}")))?
+            .map_err(|e| {
+                failure(
+                    tonic::Code::Internal,
+                    format!("reading {} to verify it: {e}", partial.display()),
+                )
+            })
+    }
+
+    /// Fetches one byte range with retries, a stall watchdog, the bandwidth cap and checkpoints.
+    #[allow(clippy::too_many_arguments)]
+    async fn transfer_part(
+        &self,
+        live: &Arc<Live>,
+        file_index: usize,
+        part_index: usize,
+        part: Part,
+        file: &Arc<std::fs::File>,
+        url: &str,
+        written: &Arc<Vec<AtomicU64>>,
+        arrived: &Arc<Notify>,
+    ) -> Result<(), Stop> {
+        let length = part.end - part.start;
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(self.settings.part_retries)
+            .with_jitter()
+            .build();
+        let mut checkpointed = part.done;
+        loop {
+            let done = written[part_index].load(Ordering::SeqCst);
+            if done >= length {
+                break;
+            }
+            if let Some(stop) = Self::control_stop(live) {
+                return Err(stop);
+            }
+            let error = match self
+                .stream_range(
+                    live,
+                    file_index,
+                    part_index,
+                    &part,
+                    file,
+                    url,
+                    written,
+                    arrived,
+                    &mut checkpointed,
+                )
+                .await
+            {
+                Ok(()) => continue,
+                Err(RangeError::Stop(stop)) => {
+                    self.checkpoint(
+                        live,
+                        file_index,
+                        part_index,
+                        file,
+                        written,
+                        &mut checkpointed,
+                        true,
+                    )
+                    .await;
+                    return Err(stop);
+                }
+                Err(RangeError::Retry(message)) => message,
+                Err(RangeError::Fatal(err)) => return Err(hub_failure(err)),
+            };
+            self.checkpoint(
+                live,
+                file_index,
+                part_index,
+                file,
+                written,
+                &mut checkpointed,
+                true,
+            )
+            .await;
+            match delays.next() {
+                Some(delay) => {
+                    tracing::debug!(part = part_index, %error, ?delay, "retrying a part");
+                    tokio::time::sleep(delay).await;
+                }
+                None => {
+                    return Err(failure(
+                        tonic::Code::Unavailable,
+                        format!(
+                            "a part of the file kept failing after {} retries: {error}; resume the download to continue from the bytes on disk",
+                            self.settings.part_retries
+                        ),
+                    ));
+                }
+            }
+        }
+        self.checkpoint(
+            live,
+            file_index,
+            part_index,
+            file,
+            written,
+            &mut checkpointed,
+            true,
+        )
+        .await;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn checkpoint(
+        &self,
+        live: &Arc<Live>,
+        file_index: usize,
+        part_index: usize,
+        file: &Arc<std::fs::File>,
+        written: &Arc<Vec<AtomicU64>>,
+        checkpointed: &mut u64,
+        force: bool,
+    ) {
+        let done = written[part_index].load(Ordering::SeqCst);
+        if done == *checkpointed || (!force && done - *checkpointed < self.settings.checkpoint_bytes) {
+            return;
+        }
+        let sync = Arc::clone(file);
+        if tokio::task::spawn_blocking(move || sync.sync_data())
+            .await
+            .is_ok()
+        {
+            *checkpointed = done;
+            self.save(live, |j| {
+                if let Some(p) = j.files[file_index].parts.get_mut(part_index) {
+                    p.done = done;
+                }
+            })
+            .await;
+        }
+    }
+
+    /// One GET of the rest of a part.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_range(
+        &self,
+        live: &Arc<Live>,
+        file_index: usize,
+        part_index: usize,
+        part: &Part,
+        file: &Arc<std::fs::File>,
+        url: &str,
+        written: &Arc<Vec<AtomicU64>>,
+        arrived: &Arc<Notify>,
+        checkpointed: &mut u64,
+    ) -> Result<(), RangeError> {
+        let _permit = self
+            .connections
+            .acquire()
+            .await
+            .map_err(|_| RangeError::Retry("shutting down".to_owned()))?;
+        let length = part.end - part.start;
+        let done = written[part_index].load(Ordering::SeqCst);
+        let from = part.start + done;
+        let whole = from == 0 && part.end == live.snapshot().job.files[file_index].size;
+        let response = match self
+            .hub
+            .get_range(url, from, if whole { None } else { Some(part.end) })
+            .await
+        {
+            Ok(r) => r,
+            Err(err) if err.retryable() => return Err(RangeError::Retry(err.to_string())),
+            Err(err) => return Err(RangeError::Fatal(err)),
+        };
+        // A server that ignores Range answers 200 from byte 0: skip to where this part stands.
+        let mut skip = if response.status() == reqwest::StatusCode::OK {
+            from
+        } else {
+            0
+        };
+        let mut control = live.control.subscribe();
+        let mut stream = response.bytes_stream();
+        let mut buffer: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut position = from;
+        loop {
+            let next = tokio::select! {
+                next = tokio::time::timeout(self.settings.stall_timeout, stream.next()) => next,
+                _ = control.changed() => {
+                    self.flush(file, &mut buffer, &mut position, part_index, written, arrived, live, file_index).await?;
+                    match Stop::from_control(*control.borrow()) {
+                        Some(stop) => return Err(RangeError::Stop(stop)),
+                        None => continue,
+                    }
+                }
+            };
+            let chunk = match next {
+                Err(_) => {
+                    self.flush(
+                        file,
+                        &mut buffer,
+                        &mut position,
+                        part_index,
+                        written,
+                        arrived,
+                        live,
+                        file_index,
+                    )
+                    .await?;
+                    return Err(RangeError::Retry(format!(
+                        "no data for {} s (stalled)",
+                        self.settings.stall_timeout.as_secs()
+                    )));
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    self.flush(
+                        file,
+                        &mut buffer,
+                        &mut position,
+                        part_index,
+                        written,
+                        arrived,
+                        live,
+                        file_index,
+                    )
+                    .await?;
+                    return Err(RangeError::Retry(format!("connection lost: {e}")));
+                }
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            let mut chunk = &chunk[..];
+            if skip > 0 {
+                let n = (skip as usize).min(chunk.len());
+                chunk = &chunk[n..];
+                skip -= n as u64;
+            }
+            let room = (part.end - position - buffer.len() as u64) as usize;
+            let chunk = &chunk[..chunk.len().min(room)];
+            self.limiter.acquire(chunk.len()).await;
+            buffer.extend_from_slice(chunk);
+            if buffer.len() >= 1 << 20 || position + buffer.len() as u64 >= part.end {
+                self.flush(
+                    file,
+                    &mut buffer,
+                    &mut position,
+                    part_index,
+                    written,
+                    arrived,
+                    live,
+                    file_index,
+                )
+                .await?;
+                self.checkpoint(live, file_index, part_index, file, written, checkpointed, false)
+                    .await;
+            }
+            if position >= part.end {
+                return Ok(());
+            }
+        }
+        self.flush(
+            file,
+            &mut buffer,
+            &mut position,
+            part_index,
+            written,
+            arrived,
+            live,
+            file_index,
+        )
+        .await?;
+        if written[part_index].load(Ordering::SeqCst) < length {
+            return Err(RangeError::Retry("the body ended early".to_owned()));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn flush(
+        &self,
+        file: &Arc<std::fs::File>,
+        buffer: &mut Vec<u8>,
+        position: &mut u64,
+        part_index: usize,
+        written: &Arc<Vec<AtomicU64>>,
+        arrived: &Arc<Notify>,
+        live: &Arc<Live>,
+        file_index: usize,
+    ) -> Result<(), RangeError> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(buffer, Vec::with_capacity(1 << 20));
+        let at = *position;
+        let target = Arc::clone(file);
+        let n = data.len() as u64;
+        tokio::task::spawn_blocking(move || target.write_all_at(&data, at))
+            .await
+            .map_err(|e| RangeError::Stop(failure(tonic::Code::Internal, format!("write task: {e}"))))?
+            .map_err(|e| {
+                RangeError::Stop(failure(
+                    tonic::Code::ResourceExhausted,
+                    format!("writing downloaded bytes: {e}"),
+                ))
+            })?;
+        *position += n;
+        written[part_index].fetch_add(n, Ordering::SeqCst);
+        live.progress[file_index].fetch_add(n, Ordering::Relaxed);
+        arrived.notify_waiters();
+        Ok(())
+    }
+
+    /// Takes a file from a local Hugging Face cache when a blob with its hash is there
+    /// (verified like a download before it counts).
+    fn adopt(&self, repo_id: &str, file: &crate::store::JobFile, partial: &Path) -> bool {
+        let Some(cache) = &self.settings.hf_cache else {
+            return false;
+        };
+        let Some((_, digest)) = file.expected.split_once(':') else {
+            return false;
+        };
+        let own = cache
+            .join(format!("models--{}", repo_id.replace('/', "--")))
+            .join("blobs")
+            .join(digest);
+        let mut candidates = vec![own];
+        if let Ok(entries) = std::fs::read_dir(cache) {
+            for entry in entries.flatten().take(10_000) {
+                candidates.push(entry.path().join("blobs").join(digest));
+            }
+        }
+        for candidate in candidates {
+            let Ok(meta) = std::fs::metadata(&candidate) else {
+                continue;
+            };
+            if !meta.is_file() || meta.len() != file.size {
+                continue;
+            }
+            let _ = std::fs::remove_file(partial);
+            if std::fs::hard_link(&candidate, partial).is_ok() || std::fs::copy(&candidate, partial).is_ok() {
+                tracing::info!(file = %file.path, from = %candidate.display(), "adopted from the local Hugging Face cache");
+                return true;
+            }
+        }
+        false
+    }
+}
+
+enum RangeError {
+    Stop(Stop),
+    Retry(String),
+    Fatal(HubError),
+}
+
+/// Hex digests of a whole file.
+#[derive(Debug, Default)]
+pub struct Digests {
+    pub sha256: String,
+    pub blake3: String,
+    pub git_sha1: String,
+}
+
+/// Hashes the file's contiguous prefix as parts write it, until the whole file is hashed.
+async fn verify_while_arriving(
+    file: Arc<std::fs::File>,
+    parts: Vec<Part>,
+    written: Arc<Vec<AtomicU64>>,
+    arrived: Arc<Notify>,
+    size: u64,
+    git_sha1: bool,
+) -> std::io::Result<Digests> {
+    struct Hashers {
+        sha256: sha2::Sha256,
+        blake3: blake3::Hasher,
+        sha1: Option<sha1::Sha1>,
+    }
+    let mut hashers = Hashers {
+        sha256: sha2::Sha256::new(),
+        blake3: blake3::Hasher::new(),
+        sha1: git_sha1.then(|| {
+            let mut h = sha1::Sha1::new();
+            h.update(format!("blob {size}\0").as_bytes());
+            h
+        }),
+    };
+    let mut hashed = 0u64;
+    while hashed < size {
+        let notified = arrived.notified();
+        let prefix = {
+            let mut end = 0;
+            for (n, p) in parts.iter().enumerate() {
+                let done = written[n].load(Ordering::SeqCst);
+                end = p.start + done;
+                if done < p.end - p.start {
+                    break;
+                }
+            }
+            end
+        };
+        if prefix > hashed {
+            let reader = Arc::clone(&file);
+            let (from, to) = (hashed, prefix);
+            hashers = tokio::task::spawn_blocking(move || -> std::io::Result<Hashers> {
+                let mut h = hashers;
+                let mut buf = vec![0u8; (4 << 20).min((to - from) as usize)];
+                let mut at = from;
+                while at < to {
+                    let n = ((to - at) as usize).min(buf.len());
+                    reader.read_exact_at(&mut buf[..n], at)?;
+                    h.sha256.update(&buf[..n]);
+                    h.blake3.update(&buf[..n]);
+                    if let Some(s) = &mut h.sha1 {
+                        s.update(&buf[..n]);
+                    }
+                    at += n as u64;
+                }
+                Ok(h)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            hashed = prefix;
+            continue;
+        }
+        // Wake on the next write, or re-check now and then.
+        let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+    }
+    Ok(Digests {
+        sha256: format!("{:x}", hashers.sha256.finalize()),
+        blake3: hashers.blake3.finalize().to_hex().to_string(),
+        git_sha1: hashers
+            .sha1
+            .map(|s| format!("{:x}", s.finalize()))
+            .unwrap_or_default(),
+    })
+}

@@ -1,0 +1,285 @@
+//! Download jobs on disk: `<root>/launcher-data/cache/downloads/downloads.db` (SQLite). A job's
+//! row holds everything needed to continue it after a restart, including how many bytes of each
+//! part are durably on disk (checkpointed after `sync_data`).
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// Job states, with the proto's numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Paused,
+    Committing,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    /// No further transitions except resume (failed).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    /// The proto enum value.
+    pub fn proto(self) -> i32 {
+        use pumas_proto::fetch::v1::DownloadState as S;
+        (match self {
+            Self::Queued => S::Queued,
+            Self::Running => S::Running,
+            Self::Paused => S::Paused,
+            Self::Committing => S::Committing,
+            Self::Completed => S::Completed,
+            Self::Failed => S::Failed,
+            Self::Cancelled => S::Cancelled,
+        }) as i32
+    }
+
+    /// From the proto enum value.
+    pub fn from_proto(value: i32) -> Option<Self> {
+        use pumas_proto::fetch::v1::DownloadState as S;
+        Some(match S::try_from(value).ok()? {
+            S::Queued => Self::Queued,
+            S::Running => Self::Running,
+            S::Paused => Self::Paused,
+            S::Committing => Self::Committing,
+            S::Completed => Self::Completed,
+            S::Failed => Self::Failed,
+            S::Cancelled => Self::Cancelled,
+            S::Unspecified => return None,
+        })
+    }
+}
+
+/// A byte range of a file fetched over one connection.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Part {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// Bytes from `start` durably on disk.
+    pub done: u64,
+}
+
+/// One file of a job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobFile {
+    /// Path in the repository (checked safe).
+    pub path: String,
+    /// Expected size.
+    pub size: u64,
+    /// `sha256:<hex>` (LFS) or `sha1:<hex>` (git blob id).
+    pub expected: String,
+    /// An LFS file (served by the CDN).
+    pub lfs: bool,
+    /// Parts; empty until the file starts.
+    #[serde(default)]
+    pub parts: Vec<Part>,
+    /// Verified against `expected`.
+    #[serde(default)]
+    pub verified: bool,
+    /// `sha256:<hex>` once verified.
+    #[serde(default)]
+    pub sha256: String,
+    /// `blake3:<hex>` once verified.
+    #[serde(default)]
+    pub blake3: String,
+    /// Taken from a local Hugging Face cache instead of the network.
+    #[serde(default)]
+    pub adopted: bool,
+}
+
+impl JobFile {
+    /// Bytes durably on disk.
+    pub fn done(&self) -> u64 {
+        if self.verified {
+            self.size
+        } else {
+            self.parts.iter().map(|p| p.done).sum()
+        }
+    }
+}
+
+/// What a job takes from the repository.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Selection {
+    pub allow: Vec<String>,
+    pub ignore: Vec<String>,
+    pub quantization: String,
+}
+
+/// A failure as the caller sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobError {
+    /// gRPC code number.
+    pub code: i32,
+    /// The code's name, e.g. `DATA_LOSS`.
+    pub reason: String,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+impl JobError {
+    /// An error with `code`.
+    pub fn new(code: tonic::Code, message: impl Into<String>) -> Self {
+        let name = format!("{code:?}");
+        // `DataLoss` -> `DATA_LOSS`.
+        let mut reason = String::new();
+        for (i, c) in name.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                reason.push('_');
+            }
+            reason.push(c.to_ascii_uppercase());
+        }
+        Self {
+            code: code as i32,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// A download job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    #[serde(default)]
+    pub request_id: String,
+    pub repo_id: String,
+    pub revision: String,
+    pub commit_sha: String,
+    pub state: JobState,
+    pub priority: i32,
+    pub selection: Selection,
+    pub model_type: i32,
+    pub family: String,
+    #[serde(default)]
+    pub model_id: String,
+    #[serde(default)]
+    pub error: Option<JobError>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub files: Vec<JobFile>,
+    /// Tags and license from the hub, for the index.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub license: String,
+    /// The index knows the model (BeginModelDownload answered).
+    #[serde(default)]
+    pub announced: bool,
+}
+
+impl Job {
+    /// Bytes durably on disk.
+    pub fn bytes_done(&self) -> u64 {
+        self.files.iter().map(JobFile::done).sum()
+    }
+
+    /// Bytes in total.
+    pub fn bytes_total(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The job store.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (or creates) `downloads.db` in `dir`.
+    pub async fn open(dir: &Path) -> Result<Self, sqlx::Error> {
+        let options =
+            SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.join("downloads.db").display()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS downloads (
+                id TEXT PRIMARY KEY,
+                seq INTEGER NOT NULL,
+                request_id TEXT NOT NULL DEFAULT '',
+                state TEXT NOT NULL,
+                priority INTEGER NOT NULL,
+                body TEXT NOT NULL
+            )",
+        )
+        .execute(&pool)
+        .await?;
+        sqlx::query("CREATE INDEX IF NOT EXISTS downloads_request ON downloads(request_id)")
+            .execute(&pool)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Inserts or replaces a job.
+    pub async fn save(&self, job: &Job) -> Result<(), sqlx::Error> {
+        let body = serde_json::to_string(job).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let state = serde_json::to_string(&job.state).unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO downloads (id, seq, request_id, state, priority, body) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET state = excluded.state, priority = excluded.priority, body = excluded.body",
+        )
+        .bind(&job.id)
+        .bind(job.created_ms)
+        .bind(&job.request_id)
+        .bind(state.trim_matches('"'))
+        .bind(job.priority)
+        .bind(body)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every job, newest first.
+    pub async fn all(&self) -> Result<Vec<Job>, sqlx::Error> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT body FROM downloads ORDER BY seq DESC, id DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(body,)| match serde_json::from_str(&body) {
+                Ok(job) => Some(job),
+                Err(err) => {
+                    tracing::warn!(error = %err, "skipping an unreadable download record");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// The job a request id created, if any.
+    pub async fn by_request_id(&self, request_id: &str) -> Result<Option<Job>, sqlx::Error> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT body FROM downloads WHERE request_id = ? LIMIT 1")
+                .bind(request_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.and_then(|(body,)| serde_json::from_str(&body).ok()))
+    }
+}

@@ -1,0 +1,386 @@
+//! Models the fetch service downloads. The model appears (state `downloading`) as soon as its
+//! small files are in, inferred from them; at the end its verified files move from the fetch
+//! service's staging directory into the canonical layout (a rename: no second copy) and it
+//! becomes `ready`. A cancelled download's record goes away; a failed one shows `error`.
+
+use std::path::{Path, PathBuf};
+
+use crate::detect;
+use crate::error::IndexError;
+use crate::fsio::sync_dir;
+use crate::hash;
+use crate::inspect::{self, Unit, UnitFile};
+use crate::library::{Library, now_rfc3339};
+use crate::metadata::{Evidence, FileEntry, Metadata, PendingDownload, SCHEMA_VERSION, Source};
+use crate::slug::parse_model_id;
+use crate::store::Record;
+
+/// What BeginModelDownload carries.
+pub struct Begin {
+    pub download_id: String,
+    pub endpoint: String,
+    pub repo_id: String,
+    pub revision: String,
+    pub commit_sha: String,
+    pub staging: PathBuf,
+    pub expected: Vec<FileEntry>,
+    pub model_type: Option<String>,
+    pub family: Option<String>,
+    pub tags: Vec<String>,
+    pub license: String,
+}
+
+/// A repository file path that is safe to join under a directory.
+fn check_relative(path: &str) -> Result<(), IndexError> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\\')
+        || path.contains('\0')
+        || path.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        return Err(IndexError::invalid(
+            "files.path",
+            format!("`{}` is not a safe relative path", path.escape_debug()),
+        ));
+    }
+    Ok(())
+}
+
+/// The unit made of the files of `expected` that are complete under `dir`.
+fn present_unit(name: &str, dir: &Path, expected: &[FileEntry]) -> Unit {
+    let mut files: Vec<UnitFile> = expected
+        .iter()
+        .filter_map(|f| {
+            let source = dir.join(&f.path);
+            let meta = std::fs::metadata(&source).ok()?;
+            (meta.is_file() && meta.len() == f.size).then_some(UnitFile {
+                source,
+                relative: f.path.clone(),
+                size: f.size,
+            })
+        })
+        .collect();
+    files.sort_by(|a, b| a.relative.cmp(&b.relative));
+    Unit {
+        name: name.to_owned(),
+        origin: dir.to_owned(),
+        files,
+    }
+}
+
+async fn inspect_unit(unit: Unit) -> Result<(detect::Facts, detect::Decision, bool), IndexError> {
+    tokio::task::spawn_blocking(move || {
+        let facts = inspect::facts_for(&unit).unwrap_or_else(|err| {
+            // Early files can be a partial picture; a malformed one fails the commit below.
+            tracing::debug!(error = %err, "inspecting a download's files");
+            detect::Facts {
+                name: unit.name.clone(),
+                file_names: unit.files.iter().map(|f| f.relative.clone()).collect(),
+                ..Default::default()
+            }
+        });
+        let decision = detect::detect(&facts);
+        let unsafe_format = inspect::is_unsafe(&unit);
+        (facts, decision, unsafe_format)
+    })
+    .await
+    .map_err(|e| IndexError::Internal(e.to_string()))
+}
+
+fn user_override(model_type: &str, family: &str) -> Evidence {
+    Evidence {
+        kind: "user_override".to_owned(),
+        key: "download request".to_owned(),
+        value: format!("{model_type}/{family}"),
+        supports: format!("type={model_type} family={family}"),
+    }
+}
+
+impl Library {
+    /// Registers a model being downloaded. Idempotent per download id.
+    pub async fn begin_download(&self, begin: Begin) -> Result<Record, IndexError> {
+        if let Some(existing) = self.store().find_by_download_id(&begin.download_id).await? {
+            return Ok(existing);
+        }
+        if begin.download_id.is_empty() {
+            return Err(IndexError::invalid("download_id", "is empty"));
+        }
+        if !begin.staging.is_absolute() || !begin.staging.is_dir() {
+            return Err(IndexError::invalid(
+                "staging_path",
+                format!(
+                    "`{}` is not an existing absolute directory",
+                    begin.staging.display()
+                ),
+            ));
+        }
+        for f in &begin.expected {
+            check_relative(&f.path)?;
+        }
+        if let Some(t) = &begin.model_type
+            && !crate::convert::is_model_type(t)
+        {
+            return Err(IndexError::invalid(
+                "model_type",
+                format!("`{t}` is not a model type"),
+            ));
+        }
+        if let Some(f) = &begin.family
+            && !crate::slug::is_safe_segment(f)
+        {
+            return Err(IndexError::invalid(
+                "family",
+                format!("`{f}` is not a valid family name"),
+            ));
+        }
+        let name = begin
+            .repo_id
+            .rsplit('/')
+            .next()
+            .unwrap_or(&begin.repo_id)
+            .to_owned();
+        let unit = present_unit(&name, &begin.staging, &begin.expected);
+        let (facts, mut decision, unsafe_format) = inspect_unit(unit).await?;
+        let model_type = begin
+            .model_type
+            .clone()
+            .unwrap_or_else(|| decision.model_type.clone());
+        let family = begin.family.clone().unwrap_or_else(|| decision.family.clone());
+        if begin.model_type.is_some() || begin.family.is_some() {
+            decision
+                .detection
+                .evidence
+                .insert(0, user_override(&model_type, &family));
+        }
+        let id = self.unique_id(&model_type, &family, &name).await?;
+        let now = now_rfc3339();
+        let mut tags = begin.tags.clone();
+        tags.sort();
+        tags.dedup();
+        let mut files = begin.expected.clone();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let metadata = Metadata {
+            schema_version: SCHEMA_VERSION,
+            id: id.clone(),
+            display_name: name,
+            model_type,
+            family,
+            architecture: decision.architecture,
+            format: facts.format.to_owned(),
+            precision: decision.precision,
+            quantization: decision.quantization,
+            parameter_count: decision.parameter_count,
+            total_size: files.iter().map(|f| f.size).sum(),
+            files,
+            composite_digest: String::new(),
+            source: Source::Hub {
+                endpoint: begin.endpoint,
+                repo_id: begin.repo_id,
+                revision: begin.revision,
+                commit_sha: begin.commit_sha,
+            },
+            tags,
+            description: String::new(),
+            license: begin.license,
+            added_time: now.clone(),
+            updated_time: now,
+            state: "downloading".to_owned(),
+            state_reason: String::new(),
+            detection: decision.detection,
+            unsafe_format,
+            dependency_bindings: Vec::new(),
+            declares_no_dependencies: false,
+            download: Some(PendingDownload {
+                download_id: begin.download_id,
+                staging_path: begin.staging.display().to_string(),
+            }),
+        };
+        let dir = self.model_dir(&id)?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| IndexError::io(format!("creating {}", dir.display()), e))?;
+        let record = self.write_and_index(&metadata).await?;
+        self.publish("added", &id, "").await?;
+        Ok(record)
+    }
+
+    async fn pending(&self, download_id: &str) -> Result<(Record, PendingDownload), IndexError> {
+        let record = self
+            .store()
+            .find_by_download_id(download_id)
+            .await?
+            .ok_or_else(|| IndexError::ModelNotFound(format!("(download {download_id})")))?;
+        let pending = record
+            .metadata
+            .download
+            .clone()
+            .ok_or_else(|| IndexError::ModelNotFound(format!("(download {download_id})")))?;
+        Ok((record, pending))
+    }
+
+    /// Moves a download's verified files into the library and marks the model ready.
+    pub async fn commit_download(
+        &self,
+        download_id: &str,
+        files: Vec<FileEntry>,
+    ) -> Result<Record, IndexError> {
+        let (record, pending) = self.pending(download_id).await?;
+        let mut files = files;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        for f in &files {
+            check_relative(&f.path)?;
+            let verified = f.sha256.starts_with("sha256:")
+                && hash::is_digest(&f.sha256)
+                && f.blake3.starts_with("blake3:")
+                && hash::is_digest(&f.blake3);
+            if !verified {
+                return Err(IndexError::invalid(
+                    "files",
+                    format!(
+                        "`{}` has no sha256 and blake3 digests; only verified files are committed",
+                        f.path
+                    ),
+                ));
+            }
+        }
+        let staging = PathBuf::from(&pending.staging_path);
+        let id = record.metadata.id.clone();
+        let dir = self.model_dir(&id)?;
+        let moves = files.clone();
+        let (from, to) = (staging.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || move_files(&from, &to, &moves))
+            .await
+            .map_err(|e| IndexError::Internal(e.to_string()))??;
+
+        // Inspect the whole model now that every file is here.
+        let unit = present_unit(&record.metadata.display_name, &dir, &files);
+        let (facts, mut decision, unsafe_format) = tokio::task::spawn_blocking(move || {
+            let facts = inspect::facts_for(&unit).map_err(|e| IndexError::DataLoss(e.to_string()))?;
+            let decision = detect::detect(&facts);
+            Ok::<_, IndexError>((facts, decision, inspect::is_unsafe(&unit)))
+        })
+        .await
+        .map_err(|e| IndexError::Internal(e.to_string()))??;
+        let dir_metadata = crate::library::read_metadata(&dir)?;
+        let overridden_by_request = dir_metadata
+            .detection
+            .evidence
+            .first()
+            .is_some_and(|e| e.kind == "user_override");
+        let mut metadata = dir_metadata;
+        if overridden_by_request {
+            decision
+                .detection
+                .evidence
+                .insert(0, user_override(&metadata.model_type, &metadata.family));
+        } else {
+            metadata.model_type = decision.model_type.clone();
+            metadata.family = decision.family.clone();
+        }
+        metadata.architecture = decision.architecture;
+        metadata.format = facts.format.to_owned();
+        metadata.precision = decision.precision;
+        metadata.quantization = decision.quantization;
+        metadata.parameter_count = decision.parameter_count;
+        metadata.detection = decision.detection;
+        metadata.unsafe_format = unsafe_format;
+        metadata.total_size = files.iter().map(|f| f.size).sum();
+        metadata.composite_digest = hash::composite(
+            &files
+                .iter()
+                .map(|f| (f.path.clone(), f.sha256.clone()))
+                .collect::<Vec<_>>(),
+        );
+        metadata.files = files;
+        metadata.state = "ready".to_owned();
+        metadata.state_reason = String::new();
+        metadata.download = None;
+        metadata.updated_time = now_rfc3339();
+
+        // The files can say more than the early guess: a model still downloading is linked
+        // nowhere, so moving it to its right place costs nothing.
+        let (old_type, old_family, slug) = parse_model_id(&id).unwrap_or_default();
+        if metadata.model_type != old_type || metadata.family != old_family {
+            let new_id = self
+                .unique_id(&metadata.model_type, &metadata.family, slug)
+                .await?;
+            let new_dir = self.model_dir(&new_id)?;
+            let parent = new_dir.parent().unwrap_or(self.root()).to_owned();
+            std::fs::create_dir_all(&parent).map_err(|e| IndexError::io("creating dir", e))?;
+            std::fs::rename(&dir, &new_dir).map_err(|e| IndexError::io("moving the model", e))?;
+            let _ = sync_dir(&parent);
+            metadata.id = new_id.clone();
+            let record = self.write_and_index(&metadata).await?;
+            self.store().remove(&id).await?;
+            self.publish("moved", &new_id, &id).await?;
+            return Ok(record);
+        }
+        let record = self.write_and_index(&metadata).await?;
+        self.publish("updated", &id, "").await?;
+        Ok(record)
+    }
+
+    /// A download was cancelled (`remove`: the record goes) or failed (state `error`).
+    pub async fn abort_download(
+        &self,
+        download_id: &str,
+        remove: bool,
+        reason: &str,
+    ) -> Result<(), IndexError> {
+        let (record, _) = self.pending(download_id).await?;
+        let id = record.metadata.id.clone();
+        if remove {
+            self.delete(&id, true).await?;
+            return Ok(());
+        }
+        let dir = self.model_dir(&id)?;
+        let mut metadata = crate::library::read_metadata(&dir)?;
+        metadata.state = "error".to_owned();
+        metadata.state_reason = if reason.is_empty() {
+            "the download failed".to_owned()
+        } else {
+            reason.to_owned()
+        };
+        metadata.updated_time = now_rfc3339();
+        self.write_and_index(&metadata).await?;
+        self.publish("updated", &id, "").await?;
+        Ok(())
+    }
+}
+
+/// Renames each file from staging into the model directory (copying only across filesystems).
+fn move_files(staging: &Path, dir: &Path, files: &[FileEntry]) -> Result<(), IndexError> {
+    for f in files {
+        let from = staging.join(&f.path);
+        let to = dir.join(&f.path);
+        let have = std::fs::metadata(&to).ok().filter(|m| m.len() == f.size);
+        if have.is_some() && !from.exists() {
+            // Moved by an earlier attempt that did not finish.
+            continue;
+        }
+        let meta = std::fs::metadata(&from)
+            .map_err(|e| IndexError::io(format!("reading downloaded {}", from.display()), e))?;
+        if meta.len() != f.size {
+            return Err(IndexError::DataLoss(format!(
+                "downloaded {} has {} bytes, {} expected",
+                f.path,
+                meta.len(),
+                f.size
+            )));
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| IndexError::io("creating dir", e))?;
+        }
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(18) => {
+                std::fs::copy(&from, &to).map_err(|e| IndexError::io(format!("copying {}", f.path), e))?;
+                std::fs::File::open(&to)
+                    .and_then(|file| file.sync_all())
+                    .map_err(|e| IndexError::io(format!("syncing {}", f.path), e))?;
+                let _ = std::fs::remove_file(&from);
+            }
+            Err(e) => return Err(IndexError::io(format!("moving {} into the library", f.path), e)),
+        }
+    }
+    sync_dir(dir).map_err(|e| IndexError::io("syncing the model dir", e))
+}
