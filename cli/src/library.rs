@@ -19,7 +19,7 @@ fn client(args: &GatewayArgs) -> anyhow::Result<Client> {
 }
 
 /// A gRPC error as a person reads it.
-fn explain(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn explain(status: tonic::Status) -> anyhow::Error {
     use tonic_types::StatusExt as _;
     let mut text = status.message().to_owned();
     if let Some(bad) = status.get_error_details().bad_request() {
@@ -35,7 +35,7 @@ fn explain(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{text} [{:?}]", status.code())
 }
 
-fn parse_type(name: &str) -> anyhow::Result<i32> {
+pub(crate) fn parse_type(name: &str) -> anyhow::Result<i32> {
     let wanted = format!("MODEL_TYPE_{}", name.to_ascii_uppercase().replace('-', "_"));
     ModelType::from_str_name(&wanted)
         .map(|t| t as i32)
@@ -62,7 +62,7 @@ fn state_label(value: i32) -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
-fn size_label(bytes: u64) -> String {
+pub(crate) fn size_label(bytes: u64) -> String {
     indicatif::HumanBytes(bytes).to_string()
 }
 

@@ -2,6 +2,7 @@
 //! and talk to a running suite through the gateway.
 
 mod client;
+mod downloads;
 mod library;
 mod up;
 
@@ -47,6 +48,21 @@ enum Command {
     Reindex(library::ReindexArgs),
     /// What a model needs on a platform with a backend (exit 0 only when resolved).
     Resolve(library::ResolveArgs),
+    /// The Hugging Face Hub.
+    Hub {
+        #[command(subcommand)]
+        command: downloads::HubCommand,
+    },
+    /// Download a model from the hub into the library (with a progress bar).
+    Download(downloads::DownloadArgs),
+    /// List downloads and their progress.
+    Downloads(downloads::ListArgs),
+    /// Pause a download, keeping its bytes.
+    Pause(downloads::IdArgs),
+    /// Resume a paused or failed download from the bytes on disk.
+    Resume(downloads::IdArgs),
+    /// Cancel a download and remove its partial files.
+    Cancel(downloads::IdArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +141,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(args) => library::rm(args).await,
         Command::Reindex(args) => library::reindex(args).await,
         Command::Resolve(args) => library::resolve(args).await,
+        Command::Hub { command } => downloads::hub(command).await,
+        Command::Download(args) => downloads::download(args).await,
+        Command::Downloads(args) => downloads::list(args).await,
+        Command::Pause(args) => downloads::act(args, downloads::Action::Pause).await,
+        Command::Resume(args) => downloads::act(args, downloads::Action::Resume).await,
+        Command::Cancel(args) => downloads::act(args, downloads::Action::Cancel).await,
     }
 }
 

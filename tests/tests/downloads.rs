@@ -722,3 +722,47 @@ async fn hub_search_is_cached_and_served_stale_when_the_hub_is_down() -> anyhow:
     );
     Ok(())
 }
+
+async fn pumas(args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let out = tokio::process::Command::new(pumas_e2e::pumas_bin()?)
+        .args(args)
+        .output()
+        .await?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn the_cli_searches_the_hub_downloads_and_lists_downloads() -> anyhow::Result<()> {
+    let emulator = HubEmulator::start(fixtures::standard()).await?;
+    let (suite, _client) = suite(&emulator, &[], &[]).await?;
+    let gw = suite.gateway.as_str();
+    let (ok, out, err) = pumas(&["hub", "search", "--gateway", gw, "tiny", "--sort", "downloads"]).await?;
+    assert!(ok, "{out}{err}");
+    let gguf = out.find("acme/tiny-gguf").context("gguf listed")?;
+    let model = out.find("acme/tiny-model").context("model listed")?;
+    assert!(gguf < model, "sorted by downloads: {out}");
+
+    let (ok, out, err) = pumas(&["download", "--gateway", gw, "acme/tiny-gguf", "--quant", "q8_0"]).await?;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("done: llm/llama/tiny-gguf"), "{out}{err}");
+    let (ok, out, _) = pumas(&["downloads", "--gateway", gw]).await?;
+    assert!(
+        ok && out.contains("completed") && out.contains("acme/tiny-gguf"),
+        "{out}"
+    );
+    let (ok, out, _) = pumas(&["hub", "search", "--gateway", gw, "tiny-gguf"]).await?;
+    assert!(ok && out.contains("[in library]"), "{out}");
+
+    let (ok, _, err) = pumas(&["download", "--gateway", gw, "acme/nope"]).await?;
+    assert!(
+        !ok && err.contains("not found") && err.contains("[NotFound]"),
+        "{err}"
+    );
+    let (ok, _, err) = pumas(&["pause", "--gateway", gw, "dl-unknown"]).await?;
+    assert!(!ok && err.contains("dl-unknown"), "{err}");
+    Ok(())
+}

@@ -1084,7 +1084,9 @@ impl Engine {
             let chunk = &chunk[..chunk.len().min(room)];
             self.limiter.acquire(chunk.len()).await;
             buffer.extend_from_slice(chunk);
-            if buffer.len() >= 1 << 20 || position + buffer.len() as u64 >= part.end {
+            // Small writes relative to the checkpoint keep what a crash loses near one checkpoint.
+            let flush_at = (self.settings.checkpoint_bytes / 4).clamp(64 << 10, 1 << 20) as usize;
+            if buffer.len() >= flush_at || position + buffer.len() as u64 >= part.end {
                 self.flush(
                     file,
                     &mut buffer,
