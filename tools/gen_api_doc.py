@@ -36,6 +36,13 @@ BUILT = {
         "DeleteModel", "ImportModels", "Reindex", "GetJob", "ListJobs", "WatchJob", "CancelJob", "WatchChanges",
         "ReplaceLinkHolds", "VerifyModels", "PutDependencyProfile", "GetDependencyProfile", "ListDependencyProfiles",
         "PutModelDependencyBinding", "ListModelDependencyBindings", "DeleteModelDependencyBinding", "GetDependencyData",
+        "BeginModelDownload", "CommitModelDownload", "AbortModelDownload",
+    ]
+} | {
+    f"pumas.fetch.v1.FetchService/{rpc}"
+    for rpc in [
+        "SearchHub", "GetHubModel", "ListHubFiles", "StartDownload", "GetDownload", "ListDownloads", "WatchDownload",
+        "CancelDownload", "PauseDownload", "ResumeDownload", "SetDownloadPriority",
     ]
 }
 

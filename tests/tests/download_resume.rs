@@ -138,3 +138,94 @@ async fn a_download_continues_after_sigkill_from_the_bytes_on_disk() -> anyhow::
     assert!(record.files.iter().any(|f| f.sha256 == format!("sha256:{sha}")));
     Ok(())
 }
+
+/// Starts an index and a fetch service with `extra` fetch flags.
+async fn index_and_fetch(
+    emulator: &HubEmulator,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<(Vec<pumas_e2e::Process>, String)> {
+    let root = dir.join("root");
+    let root_arg = root.to_str().context("utf-8")?.to_owned();
+    let (index, index_addr) = serve_role("index", "127.0.0.1:0", &["--data-root", &root_arg], dir).await?;
+    let mut args = vec![
+        "--data-root",
+        root_arg.as_str(),
+        "--index",
+        index_addr.as_str(),
+        "--hub-endpoint",
+        emulator.url.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let (fetch, fetch_addr) = serve_role("fetch", "127.0.0.1:0", &args, dir).await?;
+    Ok((vec![index, fetch], fetch_addr))
+}
+
+async fn start(client: &mut FetchServiceClient<tonic::transport::Channel>, repo: &str) -> anyhow::Result<String> {
+    Ok(client
+        .start_download(StartDownloadRequest {
+            repo_id: repo.to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .download
+        .context("download")?
+        .download_id)
+}
+
+#[tokio::test]
+async fn queued_downloads_run_by_priority_under_one_bandwidth_cap() -> anyhow::Result<()> {
+    let emulator = HubEmulator::start(vec![
+        fixtures::big_model("acme/first", 1, 1 << 20),
+        fixtures::big_model("acme/low", 1, 1 << 20),
+        fixtures::big_model("acme/high", 1, 1 << 20),
+    ])
+    .await?;
+    let dir = tempfile::tempdir()?;
+    // One download at a time, all of them sharing 2 MiB/s.
+    let (_processes, fetch_addr) = index_and_fetch(
+        &emulator,
+        dir.path(),
+        &["--max-downloads", "1", "--bandwidth-limit", "2097152"],
+    )
+    .await?;
+    let mut client = FetchServiceClient::new(channel(&fetch_addr).await?);
+    let started = std::time::Instant::now();
+    let first = start(&mut client, "acme/first").await?;
+    let low = start(&mut client, "acme/low").await?;
+    let high = start(&mut client, "acme/high").await?;
+    client
+        .set_download_priority(pumas_proto::fetch::v1::SetDownloadPriorityRequest {
+            download_id: high.clone(),
+            priority: 10,
+        })
+        .await?;
+    let mut finished: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while finished.len() < 3 {
+        for id in [&first, &low, &high] {
+            let d = client
+                .get_download(GetDownloadRequest { download_id: id.clone() })
+                .await?
+                .into_inner()
+                .download
+                .context("download")?;
+            if d.state == DownloadState::Failed as i32 {
+                bail!("{id} failed: {d:?}");
+            }
+            if d.state == DownloadState::Completed as i32 && !finished.contains(id) {
+                finished.push(id.clone());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("not all finished: {finished:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(finished, vec![first, high, low], "the higher priority ran before the older one");
+    // 3 MiB through a 2 MiB/s cap (with a burst of a tenth of a second) cannot take under 1.3 s.
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(1300), "the cap was not enforced: {elapsed:?}");
+    Ok(())
+}
