@@ -161,7 +161,10 @@ async fn index_and_fetch(
     Ok((vec![index, fetch], fetch_addr))
 }
 
-async fn start(client: &mut FetchServiceClient<tonic::transport::Channel>, repo: &str) -> anyhow::Result<String> {
+async fn start(
+    client: &mut FetchServiceClient<tonic::transport::Channel>,
+    repo: &str,
+) -> anyhow::Result<String> {
     Ok(client
         .start_download(StartDownloadRequest {
             repo_id: repo.to_owned(),
@@ -206,7 +209,9 @@ async fn queued_downloads_run_by_priority_under_one_bandwidth_cap() -> anyhow::R
     while finished.len() < 3 {
         for id in [&first, &low, &high] {
             let d = client
-                .get_download(GetDownloadRequest { download_id: id.clone() })
+                .get_download(GetDownloadRequest {
+                    download_id: id.clone(),
+                })
                 .await?
                 .into_inner()
                 .download
@@ -223,9 +228,16 @@ async fn queued_downloads_run_by_priority_under_one_bandwidth_cap() -> anyhow::R
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(finished, vec![first, high, low], "the higher priority ran before the older one");
+    assert_eq!(
+        finished,
+        vec![first, high, low],
+        "the higher priority ran before the older one"
+    );
     // 3 MiB through a 2 MiB/s cap (with a burst of a tenth of a second) cannot take under 1.3 s.
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(1300), "the cap was not enforced: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(1300),
+        "the cap was not enforced: {elapsed:?}"
+    );
     Ok(())
 }

@@ -148,17 +148,17 @@ async fn data_root_scheme_is_created() -> anyhow::Result<()> {
 #[tokio::test]
 async fn rpcs_not_built_yet_say_which_capability_brings_them() -> anyhow::Result<()> {
     let suite = Suite::start().await?;
-    let err = IndexServiceClient::new(channel(&suite.index).await?)
-        .begin_model_download(pumas_proto::index::v1::BeginModelDownloadRequest::default())
+    let err = MapperServiceClient::new(channel(&suite.mapper).await?)
+        .preview_adoption(pumas_proto::mapper::v1::PreviewAdoptionRequest::default())
         .await
         .expect_err("not built yet");
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(
-        err.message().contains("IndexService/BeginModelDownload"),
+        err.message().contains("MapperService/PreviewAdoption"),
         "{}",
         err.message()
     );
-    assert!(err.message().contains("fetch capability"), "{}", err.message());
+    assert!(err.message().contains("mapper capability"), "{}", err.message());
     let info = err
         .get_error_details()
         .error_info()
@@ -171,15 +171,15 @@ async fn rpcs_not_built_yet_say_which_capability_brings_them() -> anyhow::Result
 
     // Through the gateway, the owner's answer and details arrive intact.
     let err = ModelLibraryServiceClient::new(channel(&suite.gateway).await?)
-        .start_download(pumas_proto::gateway::v1::StartDownloadRequest {
-            repo_id: "org/name".into(),
+        .preview_mapping(pumas_proto::gateway::v1::PreviewMappingRequest {
+            app: "comfyui".into(),
             ..Default::default()
         })
         .await
         .expect_err("not built yet");
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(
-        err.message().contains("FetchService/StartDownload"),
+        err.message().contains("MapperService/PreviewMapping"),
         "{}",
         err.message()
     );
