@@ -110,23 +110,28 @@ def test_contract_request_fields_clients_rely_on(stubs):
 
 
 def test_errors_carry_rich_details(suite, stubs):
-    from pumas.index.v1 import index_pb2, index_pb2_grpc
+    from pumas.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
-    stub = index_pb2_grpc.IndexServiceStub(grpc.insecure_channel(suite.addresses["index"]))
+    stub = gateway_pb2_grpc.ModelLibraryServiceStub(grpc.insecure_channel(suite.addresses["gateway"]))
     with pytest.raises(grpc.RpcError) as raised:
-        stub.BeginModelDownload(index_pb2.BeginModelDownloadRequest(), timeout=5)
+        stub.StartDownload(gateway_pb2.StartDownloadRequest(repo_id="not a repo"), timeout=5)
     err = raised.value
-    assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     status = rpc_status.from_call(err)
     assert status is not None, "google.rpc.Status details are attached"
-    infos = []
+    infos, violations = [], []
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
             infos.append(info)
-    assert [(i.reason, i.domain) for i in infos] == [("NOT_IMPLEMENTED", "pumas")]
-    assert "fetch capability" in err.details()
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations.extend(bad.field_violations)
+    assert [(i.reason, i.domain) for i in infos] == [("INVALID_ARGUMENT", "pumas")]
+    assert [v.field for v in violations] == ["repo_id"]
+    assert "org/name" in err.details()
 
 
 def write_lora(path):
