@@ -90,6 +90,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_root: root.clone(),
         index_addr: index_addr.clone(),
         library_mount: None,
+        host: None,
     };
     let gateway_config = pumas_gateway::Config {
         index_addr: index_addr.clone(),

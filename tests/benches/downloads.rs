@@ -38,9 +38,7 @@ fn args() -> anyhow::Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || -> anyhow::Result<u64> {
-            Ok(it.next().context("flag needs a value")?.parse()?)
-        };
+        let mut value = || -> anyhow::Result<u64> { Ok(it.next().context("flag needs a value")?.parse()?) };
         match flag.as_str() {
             "--big-mib" => a.big_mib = value()?,
             "--throttled-mib" => a.throttled_mib = value()?,
@@ -124,7 +122,9 @@ async fn pumas_download(p: &mut Pumas, repo: &str) -> anyhow::Result<Duration> {
     loop {
         let d = p
             .client
-            .get_download(GetDownloadRequest { download_id: id.clone() })
+            .get_download(GetDownloadRequest {
+                download_id: id.clone(),
+            })
             .await?
             .into_inner()
             .download
@@ -147,9 +147,20 @@ fn curl(url: &str, out: &Path) -> Command {
 
 fn aria2c(url: &str, dir: &Path, name: &str) -> Command {
     let mut c = Command::new("aria2c");
-    c.args(["-q", "-x", "8", "-s", "8", "-k", "1M", "--allow-overwrite=true", "--file-allocation=none", "-d"])
-        .arg(dir)
-        .args(["-o", name, url]);
+    c.args([
+        "-q",
+        "-x",
+        "8",
+        "-s",
+        "8",
+        "-k",
+        "1M",
+        "--allow-overwrite=true",
+        "--file-allocation=none",
+        "-d",
+    ])
+    .arg(dir)
+    .args(["-o", name, url]);
     c
 }
 
@@ -168,22 +179,42 @@ async fn main() -> anyhow::Result<()> {
     let mut rows: Vec<(String, String, u64, Duration)> = Vec::new();
 
     // 1. Unthrottled, one big file.
-    let big = emulator.file_bytes("bench/big", "model.safetensors").context("big")?.len() as u64;
+    let big = emulator
+        .file_bytes("bench/big", "model.safetensors")
+        .context("big")?
+        .len() as u64;
     let url = format!("{}/bench/big/resolve/main/model.safetensors", emulator.url);
     let t = timed(curl(&url, &work.path().join("curl-big")))?;
     rows.push(("unthrottled, 1 file".into(), "curl".into(), big, t));
     std::fs::remove_file(work.path().join("curl-big"))?;
+    // Pumas makes every file durable (fsync) before the library takes it; curl does not.
+    let mut synced = Command::new("sh");
+    synced.arg("-c").arg(format!(
+        "curl -sSfL -o '{0}' '{url}' && sync '{0}'",
+        work.path().join("curl-big-synced").display()
+    ));
+    let t = timed(synced)?;
+    rows.push(("unthrottled, 1 file".into(), "curl, then fsync".into(), big, t));
+    std::fs::remove_file(work.path().join("curl-big-synced"))?;
     let dir = work.path().join("pumas-big");
     std::fs::create_dir_all(&dir)?;
     let mut p = pumas(&emulator, &dir).await?;
     let t = pumas_download(&mut p, "bench/big").await?;
-    rows.push(("unthrottled, 1 file".into(), "pumas (verified, committed)".into(), big, t));
+    rows.push((
+        "unthrottled, 1 file".into(),
+        "pumas (verified, committed)".into(),
+        big,
+        t,
+    ));
     drop(p);
     std::fs::remove_dir_all(&dir)?;
 
     // 2. Throttled per connection.
     let rate = a.rate_mb * 1_000_000;
-    emulator.faults.throttle_bytes_per_second.store(rate, Ordering::SeqCst);
+    emulator
+        .faults
+        .throttle_bytes_per_second
+        .store(rate, Ordering::SeqCst);
     let size = emulator
         .file_bytes("bench/throttled", "model.safetensors")
         .context("throttled")?
@@ -204,7 +235,10 @@ async fn main() -> anyhow::Result<()> {
     let t = pumas_download(&mut p, "bench/throttled").await?;
     rows.push((label, "pumas".into(), size, t));
     drop(p);
-    emulator.faults.throttle_bytes_per_second.store(0, Ordering::SeqCst);
+    emulator
+        .faults
+        .throttle_bytes_per_second
+        .store(0, Ordering::SeqCst);
 
     // 3. A repository of many files.
     let total: u64 = (0..a.repo_files)
@@ -229,7 +263,12 @@ async fn main() -> anyhow::Result<()> {
                 "import sys; from huggingface_hub import snapshot_download; snapshot_download('bench/many')",
             ]);
         let t = timed(c)?;
-        rows.push((label.clone(), "huggingface_hub snapshot_download".into(), total, t));
+        rows.push((
+            label.clone(),
+            "huggingface_hub snapshot_download".into(),
+            total,
+            t,
+        ));
     } else {
         println!("no .venv with huggingface_hub (run tools/test once): skipped");
     }

@@ -50,10 +50,10 @@ pub struct Tuning {
     #[arg(long, env = "PUMAS_MAX_DOWNLOADS", default_value_t = 2)]
     pub max_downloads: usize,
     /// Connections at once over all downloads.
-    #[arg(long, env = "PUMAS_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(long, env = "PUMAS_MAX_CONNECTIONS", default_value_t = 32)]
     pub max_connections: usize,
     /// Byte-range connections per large file.
-    #[arg(long, env = "PUMAS_CONNECTIONS_PER_FILE", default_value_t = 8)]
+    #[arg(long, env = "PUMAS_CONNECTIONS_PER_FILE", default_value_t = 16)]
     pub connections_per_file: usize,
     /// Smallest byte-range part, in bytes; smaller files use one connection.
     #[arg(long, env = "PUMAS_MIN_PART_BYTES", default_value_t = 8 << 20)]
@@ -98,8 +98,8 @@ impl Default for Tuning {
             hub_backoff_ms: 250,
             hub_timeout_secs: 20,
             max_downloads: 2,
-            max_connections: 16,
-            connections_per_file: 8,
+            max_connections: 32,
+            connections_per_file: 16,
             min_part_bytes: 8 << 20,
             checkpoint_bytes: 16 << 20,
             stall_timeout_secs: 30,

@@ -58,8 +58,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             max_jobs: 2,
-            max_connections: 16,
-            connections_per_file: 8,
+            max_connections: 32,
+            connections_per_file: 16,
             min_part_bytes: 8 << 20,
             checkpoint_bytes: 16 << 20,
             stall_timeout: Duration::from_secs(30),

@@ -18,6 +18,9 @@ pub struct Config {
     /// host's path (a mapper on another host). Default: <data root>/shared-resources/models.
     #[arg(long, env = "PUMAS_LIBRARY_MOUNT")]
     pub library_mount: Option<PathBuf>,
+    /// This host's name in link holds reported to the index (default: the hostname).
+    #[arg(long, env = "PUMAS_MAPPER_HOST")]
+    pub host: Option<String>,
 }
 
 impl Default for Config {
@@ -26,6 +29,7 @@ impl Default for Config {
             data_root: None,
             index_addr: "127.0.0.1:50052".to_owned(),
             library_mount: None,
+            host: None,
         }
     }
 }
@@ -34,6 +38,20 @@ impl Config {
     /// The data root this service works on.
     pub fn data_root(&self) -> DataRoot {
         DataRoot::new(self.data_root.clone().unwrap_or_else(DataRoot::default_path))
+    }
+
+    /// This host's name.
+    pub fn host_name(&self) -> String {
+        self.host
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "local".to_owned())
     }
 
     /// Where this host sees the library's models directory.

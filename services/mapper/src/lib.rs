@@ -4,6 +4,12 @@
 
 mod api;
 pub mod config;
+pub mod engine;
+pub mod links;
+pub mod mapping;
+pub mod plan;
+pub mod presets;
+pub mod registry;
 
 use std::future::Future;
 use std::time::SystemTime;
@@ -12,6 +18,14 @@ use pumas_proto::mapper::v1::mapper_service_server::MapperServiceServer;
 use tokio::net::TcpListener;
 
 pub use config::Config;
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 /// The gRPC service name this crate serves.
 pub const SERVICE_NAME: &str = "pumas.mapper.v1.MapperService";
@@ -22,6 +36,12 @@ pub enum Error {
     /// Its directories could not be created.
     #[error("cannot create {path}: {source}")]
     Layout { path: String, source: std::io::Error },
+    /// Its link registry could not be opened.
+    #[error("cannot open the link registry in {path}: {source}")]
+    Registry { path: String, source: sqlx::Error },
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(String),
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] pumas_runtime::ServeError),
@@ -38,7 +58,29 @@ pub async fn serve(
         path: configs_dir.display().to_string(),
         source,
     })?;
-    let api = api::MapperApi::new(&config, SystemTime::now());
+    let state_dir = config.data_root().path().join("launcher-data").join("mapper");
+    std::fs::create_dir_all(&state_dir).map_err(|source| Error::Layout {
+        path: state_dir.display().to_string(),
+        source,
+    })?;
+    let registry = registry::Registry::open(&state_dir)
+        .await
+        .map_err(|source| Error::Registry {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
+    let index = pumas_proto::index::v1::index_service_client::IndexServiceClient::new(
+        pumas_runtime::client::connect_lazy(&config.index_addr).map_err(|e| Error::Config(e.to_string()))?,
+    );
+    let engine = engine::Engine::new(
+        configs_dir,
+        config.library_mount(),
+        config.host_name(),
+        registry,
+        index,
+    );
+    tokio::spawn(std::sync::Arc::clone(&engine).follow());
+    let api = api::MapperApi::new(&config, SystemTime::now(), engine);
     let (health, routes) = pumas_runtime::standard_routes(SERVICE_NAME)?;
     health.set_serving::<MapperServiceServer<api::MapperApi>>().await;
     let routes = routes.add_service(MapperServiceServer::new(api));

@@ -1,0 +1,328 @@
+//! Making, checking and removing entries in app trees, safely: nothing outside the app root,
+//! no following a symlink planted in the tree, no deleting a file the mapper did not make.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Component, Path, PathBuf};
+
+use crate::mapping::{MappingConfig, Strategy};
+use crate::plan::Want;
+
+/// What is at a target now, compared with what is wanted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDisk {
+    /// Nothing.
+    Missing,
+    /// Exactly what is wanted.
+    Matches,
+    /// A link or copy of the library, but not the wanted one.
+    Ours,
+    /// A symlink whose target is gone.
+    Broken,
+    /// Something else (a real file, a directory, a link elsewhere).
+    Foreign,
+}
+
+/// The strategy `auto` resolves to for this app: hardlink on the library's filesystem, else
+/// symlink. (Reflink probing needs an ioctl this crate does not make: `unsafe` is forbidden.)
+pub fn effective_strategy(config: &MappingConfig, mount: &Path) -> Strategy {
+    match config.strategy {
+        Strategy::Auto => {
+            let dev = |p: &Path| {
+                p.ancestors()
+                    .find_map(|a| std::fs::metadata(a).ok())
+                    .map(|m| m.dev())
+            };
+            match (dev(mount), dev(&config.root)) {
+                (Some(a), Some(b)) if a == b => Strategy::Hardlink,
+                _ => Strategy::Symlink,
+            }
+        }
+        other => other,
+    }
+}
+
+/// The symlink text from `target` to `source`: relative when they share a root below `/` (so it
+/// survives bind mounts of that root), absolute otherwise.
+pub fn link_text(target: &Path, source: &Path) -> PathBuf {
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    let a: Vec<Component> = parent.components().collect();
+    let b: Vec<Component> = source.components().collect();
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    if common < 2 {
+        return source.to_owned();
+    }
+    let mut text = PathBuf::new();
+    for _ in common..a.len() {
+        text.push("..");
+    }
+    for c in &b[common..] {
+        text.push(c.as_os_str());
+    }
+    text
+}
+
+/// Refuses a target whose existing ancestors below `root` include a symlink (one planted in the
+/// app tree could lead anywhere), or that is not under `root` at all.
+pub fn check_path(root: &Path, target: &Path) -> Result<(), String> {
+    let relative = target
+        .strip_prefix(root)
+        .map_err(|_| format!("{} is outside the app root {}", target.display(), root.display()))?;
+    if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(format!("{} leaves the app root", target.display()));
+    }
+    let mut at = root.to_owned();
+    let parts: Vec<_> = relative.components().collect();
+    for c in parts.iter().take(parts.len().saturating_sub(1)) {
+        at.push(c.as_os_str());
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symlink inside the app tree; Pumas does not follow it (it could lead outside the app root)",
+                    at.display()
+                ));
+            }
+            Ok(m) if !m.is_dir() => return Err(format!("{} is a file, not a folder", at.display())),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+fn canonical(p: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(p).ok()
+}
+
+/// What is at `target` compared with `want` made as `strategy`; Err when the path is unsafe.
+pub fn inspect(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> Result<OnDisk, String> {
+    check_path(root, target)?;
+    let Ok(meta) = std::fs::symlink_metadata(target) else {
+        return Ok(OnDisk::Missing);
+    };
+    if meta.file_type().is_symlink() {
+        let text = std::fs::read_link(target).unwrap_or_default();
+        let resolved = canonical(target);
+        return Ok(match want {
+            Want::Symlink { text: wanted } if &text == wanted => OnDisk::Matches,
+            Want::Symlink { .. } if resolved.is_none() => OnDisk::Broken,
+            Want::Symlink { .. } => OnDisk::Ours,
+            Want::Link { source } => match resolved {
+                None => OnDisk::Broken,
+                Some(r) if Some(&r) == canonical(source).as_ref() && strategy == Strategy::Symlink => {
+                    OnDisk::Matches
+                }
+                Some(_) if text == link_text(target, source) || text == *source => OnDisk::Ours,
+                Some(_) => OnDisk::Foreign,
+            },
+            Want::File { .. } => OnDisk::Foreign,
+        });
+    }
+    if meta.is_dir() {
+        return Ok(OnDisk::Foreign);
+    }
+    Ok(match want {
+        Want::Link { source } => match std::fs::metadata(source) {
+            Ok(src)
+                if strategy == Strategy::Hardlink && src.ino() == meta.ino() && src.dev() == meta.dev() =>
+            {
+                OnDisk::Matches
+            }
+            Ok(src) if matches!(strategy, Strategy::Copy | Strategy::Reflink) && src.len() == meta.len() => {
+                OnDisk::Matches
+            }
+            Ok(src) if src.ino() == meta.ino() && src.dev() == meta.dev() => OnDisk::Ours,
+            _ => OnDisk::Foreign,
+        },
+        Want::File { content } => match std::fs::read_to_string(target) {
+            Ok(text) if &text == content => OnDisk::Matches,
+            _ => OnDisk::Ours,
+        },
+        Want::Symlink { .. } => OnDisk::Foreign,
+    })
+}
+
+/// Makes `want` at `target`; returns the strategy actually used (hardlink falls back to symlink
+/// across filesystems).
+pub fn make(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> Result<Strategy, String> {
+    check_path(root, target)?;
+    let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", target.display());
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io("creating the folder of", e))?;
+    }
+    match want {
+        Want::Symlink { text } => {
+            std::os::unix::fs::symlink(text, target).map_err(|e| io("linking", e))?;
+            Ok(Strategy::Symlink)
+        }
+        Want::File { content } => {
+            let tmp = target.with_extension("pumas-tmp");
+            std::fs::write(&tmp, content).map_err(|e| io("writing", e))?;
+            std::fs::rename(&tmp, target).map_err(|e| io("writing", e))?;
+            Ok(Strategy::Copy)
+        }
+        Want::Link { source } => match strategy {
+            Strategy::Hardlink => match std::fs::hard_link(source, target) {
+                Ok(()) => Ok(Strategy::Hardlink),
+                Err(e) if e.raw_os_error() == Some(18) => {
+                    std::os::unix::fs::symlink(link_text(target, source), target)
+                        .map_err(|e| io("linking", e))?;
+                    Ok(Strategy::Symlink)
+                }
+                Err(e) => Err(io("hard-linking", e)),
+            },
+            Strategy::Copy | Strategy::Reflink => {
+                // std::fs::copy uses copy_file_range: extents are shared where the filesystem can.
+                let tmp = target.with_extension("pumas-tmp");
+                std::fs::copy(source, &tmp).map_err(|e| io("copying to", e))?;
+                std::fs::rename(&tmp, target).map_err(|e| io("copying to", e))?;
+                Ok(strategy)
+            }
+            _ => {
+                std::os::unix::fs::symlink(link_text(target, source), target)
+                    .map_err(|e| io("linking", e))?;
+                Ok(Strategy::Symlink)
+            }
+        },
+    }
+}
+
+/// Removes an entry the mapper made, then the folders it leaves empty (never `keep` or above).
+pub fn remove(root: &Path, target: &Path, keep: &[PathBuf]) -> Result<(), String> {
+    check_path(root, target)?;
+    match std::fs::remove_file(target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("removing {}: {e}", target.display())),
+    }
+    let mut dir = target.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) || keep.iter().any(|k| k == d) {
+            break;
+        }
+        if std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+/// Moves a foreign file out of the way: `<target>.pumas-aside` (numbered when taken).
+pub fn move_aside(root: &Path, target: &Path) -> Result<PathBuf, String> {
+    check_path(root, target)?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for n in 0..1000 {
+        let aside = target.with_file_name(if n == 0 {
+            format!("{name}.pumas-aside")
+        } else {
+            format!("{name}.pumas-aside.{n}")
+        });
+        if std::fs::symlink_metadata(&aside).is_err() {
+            std::fs::rename(target, &aside).map_err(|e| format!("moving {} aside: {e}", target.display()))?;
+            return Ok(aside);
+        }
+    }
+    Err(format!("no free name to move {} aside", target.display()))
+}
+
+const BEGIN: &str =
+    "# BEGIN pumas: managed by Pumas and rewritten on every apply; edit your own sections, not this one";
+const END: &str = "# END pumas";
+
+/// Takes the `pumas` section out of a ComfyUI `extra_model_paths.yaml`, keeping the rest (and
+/// removing the file when nothing else was in it).
+pub fn strip_comfy_section(path: &Path) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept = without_section(&text);
+    let result = if kept.trim().is_empty() {
+        std::fs::remove_file(path)
+    } else {
+        let tmp = path.with_extension("pumas-tmp");
+        std::fs::write(&tmp, kept).and_then(|()| std::fs::rename(&tmp, path))
+    };
+    result.map_err(|e| format!("rewriting {}: {e}", path.display()))
+}
+
+fn without_section(existing: &str) -> String {
+    let mut kept = String::new();
+    let mut inside = false;
+    for line in existing.lines() {
+        if line.starts_with("# BEGIN pumas") {
+            inside = true;
+            continue;
+        }
+        if line.starts_with(END) {
+            inside = false;
+            continue;
+        }
+        if !inside {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    kept
+}
+
+/// ComfyUI's `extra_model_paths.yaml` with a `pumas` section pointing at the library's type
+/// folders (ComfyUI scans them recursively), keeping every other section as it is.
+pub fn comfy_extra_paths(config: &MappingConfig, mount: &Path) -> String {
+    let existing = std::fs::read_to_string(config.root.join("extra_model_paths.yaml")).unwrap_or_default();
+    let kept = without_section(&existing);
+    let mut section = format!("{BEGIN}\npumas:\n  base_path: {}\n", mount.display());
+    for (key, folder) in [
+        ("checkpoints", "checkpoint"),
+        ("diffusion_models", "diffusion_model"),
+        ("loras", "lora"),
+        ("vae", "vae"),
+        ("text_encoders", "text_encoder"),
+        ("clip_vision", "clip_vision"),
+        ("controlnet", "controlnet"),
+        ("embeddings", "embedding"),
+        ("upscale_models", "upscaler"),
+    ] {
+        section.push_str(&format!("  {key}: {folder}\n"));
+    }
+    section.push_str(END);
+    section.push('\n');
+    if kept.trim().is_empty() {
+        section
+    } else {
+        format!("{}\n{section}", kept.trim_end())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_are_relative_within_a_shared_root() {
+        let t = link_text(
+            Path::new("/srv/apps/comfy/models/loras/a.safetensors"),
+            Path::new("/srv/pumas/models/lora/sdxl/a/a.safetensors"),
+        );
+        assert_eq!(
+            t,
+            PathBuf::from("../../../../pumas/models/lora/sdxl/a/a.safetensors")
+        );
+        let t = link_text(Path::new("/a/x/y"), Path::new("/b/z"));
+        assert_eq!(t, PathBuf::from("/b/z"));
+    }
+
+    #[test]
+    fn planted_symlinks_and_escapes_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().join("app");
+        std::fs::create_dir_all(root.join("models")).expect("mkdir");
+        std::os::unix::fs::symlink("/etc", root.join("models/loras")).expect("plant");
+        assert!(check_path(&root, &root.join("models/loras/x.safetensors")).is_err());
+        assert!(check_path(&root, &root.join("models/../../x")).is_err());
+        assert!(check_path(&root, &dir.path().join("elsewhere")).is_err());
+        assert!(check_path(&root, &root.join("models/vae/x.safetensors")).is_ok());
+    }
+}

@@ -1,0 +1,471 @@
+//! Planning: which links an app should have (from its rules and the library's models), compared
+//! with what the registry says the mapper made and what is on disk. Pure reads; `apply` acts.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use crate::links::{self, OnDisk};
+use crate::mapping::{MappingConfig, Rule, Strategy};
+use crate::presets::Layout;
+use crate::registry::LinkRow;
+
+/// A library model, as the mapper needs it.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub id: String,
+    pub display_name: String,
+    pub model_type: String,
+    pub family: String,
+    pub format: String,
+    pub state: String,
+    pub tags: Vec<String>,
+    /// (path in the model dir, sha256 "sha256:<hex>").
+    pub files: Vec<(String, String)>,
+    /// `org/name` for hub downloads.
+    pub repo_id: String,
+    pub commit: String,
+}
+
+impl Model {
+    fn slug(&self) -> &str {
+        self.id.rsplit('/').next().unwrap_or(&self.id)
+    }
+
+    fn is_folder_model(&self) -> bool {
+        matches!(self.format.as_str(), "diffusers" | "transformers")
+            || self.files.iter().any(|(p, _)| p.contains('/'))
+    }
+}
+
+/// What an entry of the app tree should be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// A link to a library file, made with the app's strategy.
+    Link { source: PathBuf },
+    /// A symlink with exactly this text (HF cache snapshot entries).
+    Symlink { text: PathBuf },
+    /// A small file with this content (HF cache refs, ComfyUI's extra_model_paths.yaml).
+    File { content: String },
+}
+
+/// One desired entry.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    pub target: PathBuf,
+    pub model_id: String,
+    pub want: Want,
+}
+
+/// What to do with one target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ActionKind {
+    Create,
+    Replace,
+    Remove,
+    Keep,
+    Conflict,
+}
+
+/// One planned change.
+#[derive(Clone, Debug)]
+pub struct Action {
+    pub kind: ActionKind,
+    pub model_id: String,
+    pub target: PathBuf,
+    pub want: Option<Want>,
+    /// The registry row, for Remove/Replace.
+    pub recorded: Option<LinkRow>,
+    pub strategy: Strategy,
+    pub reason: String,
+}
+
+/// Something the app would not see, or should know.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Warning {
+    pub code: String,
+    pub model_id: String,
+    pub path: String,
+    pub message: String,
+}
+
+/// A plan.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub warnings: Vec<Warning>,
+}
+
+impl Plan {
+    /// Actions of a kind.
+    pub fn count(&self, kind: ActionKind) -> usize {
+        self.actions.iter().filter(|a| a.kind == kind).count()
+    }
+}
+
+fn rule_for<'a>(config: &'a MappingConfig, m: &Model) -> Option<&'a Rule> {
+    config.rules.iter().find(|r| {
+        r.model_type == m.model_type
+            && r.family.as_ref().is_none_or(|f| *f == m.family)
+            && (r.formats.is_empty() || r.formats.contains(&m.format))
+            && r.tag.as_ref().is_none_or(|t| m.tags.contains(t))
+    })
+}
+
+fn expand(template: &str, m: &Model, file: &str) -> String {
+    let base = file.rsplit('/').next().unwrap_or(file);
+    let (stem, ext) = match base.rfind('.') {
+        Some(i) if i > 0 => (&base[..i], &base[i..]),
+        _ => (base, ""),
+    };
+    let (publisher, repo) = match m.repo_id.split_once('/') {
+        Some((p, r)) => (p.to_owned(), r.to_owned()),
+        None => (m.family.clone(), m.slug().to_owned()),
+    };
+    let name: String = m
+        .display_name
+        .chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c == '\0' {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect();
+    template
+        .replace("{slug}", m.slug())
+        .replace("{name}", &name)
+        .replace("{file}", base)
+        .replace("{stem}", stem)
+        .replace("{ext}", ext)
+        .replace("{path}", file)
+        .replace("{type}", &m.model_type)
+        .replace("{family}", &m.family)
+        .replace("{publisher}", &publisher)
+        .replace("{repo}", &repo)
+}
+
+fn join(root: &Path, folder: &str, name: &str) -> PathBuf {
+    let mut p = root.to_owned();
+    for part in folder
+        .split('/')
+        .chain(name.split('/'))
+        .filter(|s| !s.is_empty() && *s != ".")
+    {
+        p.push(part);
+    }
+    p
+}
+
+/// The entries an app should have for `models`.
+pub fn desired(
+    config: &MappingConfig,
+    mount: &Path,
+    models: &[Model],
+    warnings: &mut Vec<Warning>,
+) -> Vec<Desired> {
+    let mut out = Vec::new();
+    if config.strategy == Strategy::ConfigFile {
+        out.push(Desired {
+            target: config.root.join("extra_model_paths.yaml"),
+            model_id: String::new(),
+            want: Want::File {
+                content: links::comfy_extra_paths(config, mount),
+            },
+        });
+        return out;
+    }
+    for m in models {
+        let Some(rule) = rule_for(config, m) else { continue };
+        if m.state != "ready" {
+            warnings.push(Warning {
+                code: "not_ready".to_owned(),
+                model_id: m.id.clone(),
+                path: String::new(),
+                message: format!("{} is {}; it is linked once it is ready", m.id, m.state),
+            });
+            continue;
+        }
+        if m.model_type == "diffusion_model"
+            && config.preset.checkpoint_folders.contains(&rule.folder.as_str())
+        {
+            warnings.push(Warning {
+                code: "diffusion_model_in_checkpoints".to_owned(),
+                model_id: m.id.clone(),
+                path: rule.folder.clone(),
+                message: format!(
+                    "{} is a diffusion model only (no VAE or text encoder); {} loads full checkpoints from {}, so it will fail to load there",
+                    m.id, config.preset.display_name, rule.folder
+                ),
+            });
+        }
+        let model_dir = mount.join(&m.id);
+        match config.layout() {
+            Layout::HfCache => {
+                if m.repo_id.is_empty() || m.commit.is_empty() {
+                    continue;
+                }
+                let repo_dir = config
+                    .root
+                    .join(format!("models--{}", m.repo_id.replace('/', "--")));
+                for (path, sha) in &m.files {
+                    let Some(hex) = sha.strip_prefix("sha256:") else {
+                        continue;
+                    };
+                    out.push(Desired {
+                        target: repo_dir.join("blobs").join(hex),
+                        model_id: m.id.clone(),
+                        want: Want::Link {
+                            source: model_dir.join(path),
+                        },
+                    });
+                    let depth = path.matches('/').count() + 2;
+                    let mut text = PathBuf::new();
+                    for _ in 0..depth {
+                        text.push("..");
+                    }
+                    text.push("blobs");
+                    text.push(hex);
+                    out.push(Desired {
+                        target: join(&repo_dir.join("snapshots").join(&m.commit), "", path),
+                        model_id: m.id.clone(),
+                        want: Want::Symlink { text },
+                    });
+                }
+                out.push(Desired {
+                    target: repo_dir.join("refs").join("main"),
+                    model_id: m.id.clone(),
+                    want: Want::File {
+                        content: m.commit.clone(),
+                    },
+                });
+            }
+            Layout::Folders | Layout::LmStudio => {
+                let default = match config.layout() {
+                    Layout::LmStudio => "{publisher}/{repo}/{file}",
+                    _ if m.is_folder_model() => "{slug}/{path}",
+                    _ => "{file}",
+                };
+                let template = rule.name.as_deref().unwrap_or(default);
+                for (path, _) in &m.files {
+                    let name = expand(template, m, path);
+                    if crate::mapping::unsafe_relative(&name).is_some()
+                        || name.split('/').any(|s| s.is_empty())
+                    {
+                        warnings.push(Warning {
+                            code: "unsafe_name".to_owned(),
+                            model_id: m.id.clone(),
+                            path: name.clone(),
+                            message: format!(
+                                "`{name}` is not a safe path inside the app root; {} skipped",
+                                m.id
+                            ),
+                        });
+                        continue;
+                    }
+                    let target = join(&config.root, &rule.folder, &name);
+                    if !rule.extensions.is_empty() {
+                        let lower = name.to_ascii_lowercase();
+                        if !rule.extensions.iter().any(|e| lower.ends_with(e.as_str()))
+                            && !m.is_folder_model()
+                        {
+                            warnings.push(Warning {
+                                code: "extension_not_loaded".to_owned(),
+                                model_id: m.id.clone(),
+                                path: target.display().to_string(),
+                                message: format!(
+                                    "{} does not load `{}` files from {} (it loads {})",
+                                    config.preset.display_name,
+                                    lower.rsplit('.').next().unwrap_or(""),
+                                    if rule.folder.is_empty() {
+                                        "its root"
+                                    } else {
+                                        &rule.folder
+                                    },
+                                    rule.extensions.join(" ")
+                                ),
+                            });
+                        }
+                    }
+                    if config.layout() == Layout::LmStudio {
+                        let depth = Path::new(&name).components().count();
+                        if depth != 3 {
+                            warnings.push(Warning {
+                                code: "wrong_depth".to_owned(),
+                                model_id: m.id.clone(),
+                                path: target.display().to_string(),
+                                message: "LM Studio only sees files at exactly <publisher>/<repo>/<file>"
+                                    .to_owned(),
+                            });
+                        }
+                    }
+                    out.push(Desired {
+                        target,
+                        model_id: m.id.clone(),
+                        want: Want::Link {
+                            source: model_dir.join(path),
+                        },
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Warnings about the app tree itself: legacy folder names and case mismatches.
+pub fn tree_warnings(config: &MappingConfig) -> Vec<Warning> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for rule in &config.rules {
+        for legacy in &rule.legacy {
+            let dir = config.root.join(legacy);
+            if dir.is_dir() && seen.insert(legacy.clone()) {
+                out.push(Warning {
+                    code: "legacy_folder".to_owned(),
+                    model_id: String::new(),
+                    path: dir.display().to_string(),
+                    message: format!(
+                        "{} still has the legacy folder {legacy}; current versions read {}, where Pumas links",
+                        config.preset.display_name, rule.folder
+                    ),
+                });
+            }
+        }
+        if rule.folder.is_empty() || config.root.join(&rule.folder).exists() {
+            continue;
+        }
+        let folder = Path::new(&rule.folder);
+        if let (Some(parent), Some(name)) = (folder.parent(), folder.file_name()) {
+            let name = name.to_string_lossy().to_lowercase();
+            if let Ok(entries) = std::fs::read_dir(config.root.join(parent)) {
+                for e in entries.flatten() {
+                    let other = e.file_name().to_string_lossy().into_owned();
+                    if other.to_lowercase() == name && seen.insert(other.clone()) {
+                        out.push(Warning {
+                            code: "case_mismatch".to_owned(),
+                            model_id: String::new(),
+                            path: e.path().display().to_string(),
+                            message: format!(
+                                "the app reads {} (case matters), but the tree has {}; links go to {}",
+                                rule.folder,
+                                e.path().display(),
+                                rule.folder
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Compares desired entries with the registry and the disk. With `scope`, only those models
+/// (and the registry rows of those models) are considered.
+pub fn plan(
+    config: &MappingConfig,
+    mount: &Path,
+    models: &[Model],
+    recorded: &[LinkRow],
+    scope: Option<&HashSet<String>>,
+) -> Plan {
+    let mut warnings = tree_warnings(config);
+    let in_scope = |id: &str| scope.is_none_or(|s| s.contains(id));
+    let models: Vec<Model> = models.iter().filter(|m| in_scope(&m.id)).cloned().collect();
+    let wanted = desired(config, mount, &models, &mut warnings);
+    let strategy = links::effective_strategy(config, mount);
+    let by_target: BTreeMap<&str, &LinkRow> = recorded
+        .iter()
+        .filter(|r| in_scope(&r.model_id) || r.model_id.is_empty())
+        .map(|r| (r.target.as_str(), r))
+        .collect();
+    let mut actions = Vec::new();
+    let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
+    for d in wanted {
+        if !seen.insert(d.target.clone()) {
+            actions.push(Action {
+                kind: ActionKind::Conflict,
+                model_id: d.model_id.clone(),
+                target: d.target.clone(),
+                want: Some(d.want.clone()),
+                recorded: None,
+                strategy,
+                reason: "another model maps to the same path".to_owned(),
+            });
+            continue;
+        }
+        let key = d.target.display().to_string();
+        let recorded_row = by_target.get(key.as_str()).copied().cloned();
+        let made_as = recorded_row
+            .as_ref()
+            .map(|r| Strategy::from_name(&r.strategy))
+            .unwrap_or(strategy);
+        let on_disk = links::inspect(&config.root, &d.target, &d.want, made_as);
+        let (kind, reason) = match (&recorded_row, on_disk) {
+            (_, Err(why)) => (ActionKind::Conflict, why),
+            (Some(row), Ok(OnDisk::Matches)) if same_want(row, &d.want) => (ActionKind::Keep, String::new()),
+            (Some(_), Ok(OnDisk::Missing)) => (ActionKind::Create, "the link was removed by hand".to_owned()),
+            (Some(_), Ok(OnDisk::Matches | OnDisk::Ours)) => {
+                (ActionKind::Replace, "the library file changed".to_owned())
+            }
+            (Some(_), Ok(OnDisk::Broken)) => (ActionKind::Replace, "the link is broken".to_owned()),
+            (Some(_), Ok(OnDisk::Foreign)) => (
+                ActionKind::Conflict,
+                "a file that Pumas did not make replaced its link".to_owned(),
+            ),
+            (None, Ok(OnDisk::Missing)) => (ActionKind::Create, String::new()),
+            // Already exactly what we would make (e.g. apply interrupted before recording).
+            (None, Ok(OnDisk::Matches)) => (ActionKind::Keep, String::new()),
+            (None, _) => (
+                ActionKind::Conflict,
+                "a file Pumas did not make is in the way".to_owned(),
+            ),
+        };
+        actions.push(Action {
+            kind,
+            model_id: d.model_id.clone(),
+            target: d.target.clone(),
+            want: Some(d.want.clone()),
+            recorded: recorded_row,
+            strategy: if matches!(d.want, Want::Link { .. }) {
+                strategy
+            } else {
+                Strategy::Symlink
+            },
+            reason,
+        });
+    }
+    for row in by_target.values() {
+        let target = PathBuf::from(&row.target);
+        if seen.contains(&target) {
+            continue;
+        }
+        actions.push(Action {
+            kind: ActionKind::Remove,
+            model_id: row.model_id.clone(),
+            target,
+            want: None,
+            recorded: Some((*row).clone()),
+            strategy: Strategy::from_name(&row.strategy),
+            reason: if row.model_id.is_empty() || models.iter().any(|m| m.id == row.model_id) {
+                "no rule maps it here any more".to_owned()
+            } else {
+                "the model left the library".to_owned()
+            },
+        });
+    }
+    actions.sort_by(|a, b| a.target.cmp(&b.target));
+    warnings.sort();
+    warnings.dedup();
+    Plan { actions, warnings }
+}
+
+/// Whether a registry row records the same source as a wanted entry.
+fn same_want(row: &LinkRow, want: &Want) -> bool {
+    match want {
+        Want::Link { source } => Path::new(&row.source) == source,
+        Want::Symlink { text } => Path::new(&row.source) == text,
+        Want::File { .. } => true,
+    }
+}

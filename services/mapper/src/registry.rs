@@ -1,0 +1,158 @@
+//! The link registry (SQLite, one per mapper host): every link the mapper made, so it never
+//! touches a file it did not create, plus the change-feed cursor it follows.
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sqlx::Row as _;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// A link the mapper made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkRow {
+    pub app: String,
+    /// Absolute link path.
+    pub target: String,
+    pub model_id: String,
+    /// Absolute library file on this host.
+    pub source: String,
+    /// What was made (`symlink`, `hardlink`, `reflink`, `copy`, `config_file`).
+    pub strategy: String,
+    pub created_ms: i64,
+}
+
+/// The registry.
+#[derive(Clone)]
+pub struct Registry {
+    pool: SqlitePool,
+}
+
+impl Registry {
+    /// Opens (or creates) `links.sqlite` in `dir`.
+    pub async fn open(dir: &Path) -> Result<Self, sqlx::Error> {
+        let options =
+            SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.join("links.sqlite").display()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        for statement in [
+            "CREATE TABLE IF NOT EXISTS links (
+                app TEXT NOT NULL,
+                target TEXT NOT NULL,
+                model_id TEXT NOT NULL,
+                source TEXT NOT NULL,
+                strategy TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                PRIMARY KEY (app, target)
+            ) WITHOUT ROWID",
+            "CREATE INDEX IF NOT EXISTS links_by_model ON links (model_id, app)",
+            "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+        ] {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        Ok(Self { pool })
+    }
+
+    fn row(r: &sqlx::sqlite::SqliteRow) -> LinkRow {
+        LinkRow {
+            app: r.get("app"),
+            target: r.get("target"),
+            model_id: r.get("model_id"),
+            source: r.get("source"),
+            strategy: r.get("strategy"),
+            created_ms: r.get("created_ms"),
+        }
+    }
+
+    /// Links of one app, by target.
+    pub async fn for_app(&self, app: &str) -> Result<Vec<LinkRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM links WHERE app = ? ORDER BY target")
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(Self::row).collect())
+    }
+
+    /// Links of some models (all apps).
+    pub async fn for_model(&self, model_id: &str) -> Result<Vec<LinkRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM links WHERE model_id = ? ORDER BY app, target")
+            .bind(model_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(Self::row).collect())
+    }
+
+    /// Every link, by app then target.
+    pub async fn all(&self) -> Result<Vec<LinkRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM links ORDER BY app, target")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(Self::row).collect())
+    }
+
+    /// Records links (one transaction).
+    pub async fn put_many(&self, links: &[LinkRow]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for l in links {
+            sqlx::query("INSERT OR REPLACE INTO links (app, target, model_id, source, strategy, created_ms) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(&l.app)
+                .bind(&l.target)
+                .bind(&l.model_id)
+                .bind(&l.source)
+                .bind(&l.strategy)
+                .bind(l.created_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Forgets links (one transaction).
+    pub async fn remove_many(&self, app: &str, targets: &[String]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for t in targets {
+            sqlx::query("DELETE FROM links WHERE app = ? AND target = ?")
+                .bind(app)
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Model ids an app links to.
+    pub async fn models_of(&self, app: &str) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query("SELECT DISTINCT model_id FROM links WHERE app = ? ORDER BY model_id")
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// A stored value.
+    pub async fn get_state(&self, key: &str) -> Result<Option<String>, sqlx::Error> {
+        let row = sqlx::query("SELECT value FROM state WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Stores a value.
+    pub async fn set_state(&self, key: &str, value: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
