@@ -44,6 +44,13 @@ BUILT = {
         "SearchHub", "GetHubModel", "ListHubFiles", "StartDownload", "GetDownload", "ListDownloads", "WatchDownload",
         "CancelDownload", "PauseDownload", "ResumeDownload", "SetDownloadPriority",
     ]
+} | {
+    f"pumas.mapper.v1.MapperService/{rpc}"
+    for rpc in [
+        "ListApps", "GetApp", "ListPresets", "ValidateMappingConfig", "PutMappingConfig", "PreviewMapping",
+        "ApplyMapping", "RepairMapping", "Unmap", "GetMappingJob", "WatchMappingJob", "ListLinks",
+        "GetModelLinkStates",
+    ]
 }
 
 # Example values for request fields, by field name, for the grpcurl lines.

@@ -1,6 +1,7 @@
 //! `pumas`: run the suite (`up`), run one role (`serve <role>`), probe health (`healthcheck`),
 //! and talk to a running suite through the gateway.
 
+mod apps;
 mod client;
 mod downloads;
 mod library;
@@ -63,6 +64,15 @@ enum Command {
     Resume(downloads::IdArgs),
     /// Cancel a download and remove its partial files.
     Cancel(downloads::IdArgs),
+    /// Configured apps on each mapper host and their link state.
+    Apps(apps::AppsArgs),
+    /// Preview, apply or repair an app's links to the library.
+    Map {
+        #[command(subcommand)]
+        command: apps::MapCommand,
+    },
+    /// Remove every link Pumas made in an app.
+    Unmap(apps::MapArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +157,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(args) => downloads::act(args, downloads::Action::Pause).await,
         Command::Resume(args) => downloads::act(args, downloads::Action::Resume).await,
         Command::Cancel(args) => downloads::act(args, downloads::Action::Cancel).await,
+        Command::Apps(args) => apps::apps(args).await,
+        Command::Map { command } => apps::map(command).await,
+        Command::Unmap(args) => apps::unmap(args).await,
     }
 }
 

@@ -357,6 +357,7 @@ impl Engine {
                 },
                 strategy: used.name().to_owned(),
                 created_ms: now,
+                identity: links::identity(&a.target),
             };
             for mut a in actions {
                 let result: Result<(), String> = match a.kind {
@@ -400,6 +401,9 @@ impl Engine {
                             .as_ref()
                             .map(|w| links::inspect(&root, &a.target, w, a.strategy))
                             .unwrap_or(Ok(OnDisk::Missing));
+                        let made_by_us = recorded.as_ref().is_some_and(|r| {
+                            !r.identity.is_empty() && r.identity == links::identity(&a.target)
+                        });
                         let outcome = match state {
                             // The app's own config file: take our section out, keep the rest.
                             _ if a
@@ -409,6 +413,8 @@ impl Engine {
                             {
                                 links::strip_comfy_section(&a.target)
                             }
+                            // The very entry we made, even when its library file is gone.
+                            Ok(_) if made_by_us => links::remove(&root, &a.target, &keep),
                             Ok(OnDisk::Foreign) => Ok(()),
                             Ok(_) => links::remove(&root, &a.target, &keep),
                             Err(e) => Err(e),

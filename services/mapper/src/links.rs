@@ -22,6 +22,13 @@ pub enum OnDisk {
     Foreign,
 }
 
+/// `<dev>:<inode>` of the entry at `path` itself (not following a symlink).
+pub fn identity(path: &Path) -> String {
+    std::fs::symlink_metadata(path)
+        .map(|m| format!("{}:{}", m.dev(), m.ino()))
+        .unwrap_or_default()
+}
+
 /// The strategy `auto` resolves to for this app: hardlink on the library's filesystem, else
 /// symlink. (Reflink probing needs an ioctl this crate does not make: `unsafe` is forbidden.)
 pub fn effective_strategy(config: &MappingConfig, mount: &Path) -> Strategy {

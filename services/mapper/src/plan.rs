@@ -417,6 +417,10 @@ pub fn plan(
             (None, Ok(OnDisk::Missing)) => (ActionKind::Create, String::new()),
             // Already exactly what we would make (e.g. apply interrupted before recording).
             (None, Ok(OnDisk::Matches)) => (ActionKind::Keep, String::new()),
+            // The app's own config file: Pumas only rewrites its section in it.
+            (None, Ok(OnDisk::Ours)) if matches!(d.want, Want::File { .. }) && d.model_id.is_empty() => {
+                (ActionKind::Replace, "adds the pumas section".to_owned())
+            }
             (None, _) => (
                 ActionKind::Conflict,
                 "a file Pumas did not make is in the way".to_owned(),

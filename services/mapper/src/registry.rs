@@ -22,6 +22,8 @@ pub struct LinkRow {
     /// What was made (`symlink`, `hardlink`, `reflink`, `copy`, `config_file`).
     pub strategy: String,
     pub created_ms: i64,
+    /// `<dev>:<inode>` of what was made, to recognise it later even when its source is gone.
+    pub identity: String,
 }
 
 /// The registry.
@@ -51,6 +53,7 @@ impl Registry {
                 source TEXT NOT NULL,
                 strategy TEXT NOT NULL,
                 created_ms INTEGER NOT NULL,
+                identity TEXT NOT NULL DEFAULT '',
                 PRIMARY KEY (app, target)
             ) WITHOUT ROWID",
             "CREATE INDEX IF NOT EXISTS links_by_model ON links (model_id, app)",
@@ -69,6 +72,7 @@ impl Registry {
             source: r.get("source"),
             strategy: r.get("strategy"),
             created_ms: r.get("created_ms"),
+            identity: r.get("identity"),
         }
     }
 
@@ -102,13 +106,14 @@ impl Registry {
     pub async fn put_many(&self, links: &[LinkRow]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         for l in links {
-            sqlx::query("INSERT OR REPLACE INTO links (app, target, model_id, source, strategy, created_ms) VALUES (?, ?, ?, ?, ?, ?)")
+            sqlx::query("INSERT OR REPLACE INTO links (app, target, model_id, source, strategy, created_ms, identity) VALUES (?, ?, ?, ?, ?, ?, ?)")
                 .bind(&l.app)
                 .bind(&l.target)
                 .bind(&l.model_id)
                 .bind(&l.source)
                 .bind(&l.strategy)
                 .bind(l.created_ms)
+                .bind(&l.identity)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -1,0 +1,573 @@
+//! The mapper on real directory trees: presets, strategies, idempotent apply, conflicts and
+//! move-aside, refusal to write outside an app root, change-feed sync, repair, unmap, the
+//! ComfyUI config-file strategy, restart catch-up and a different library mount.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use pumas_e2e::hub::fixtures;
+use pumas_e2e::{Suite, channel, serve_role};
+use pumas_proto::common::v1::{ImportMode, JobState};
+use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
+use pumas_proto::gateway::v1::{
+    DeleteModelRequest, GetModelRequest, ImportModelsRequest, WatchImportJobRequest,
+};
+use pumas_proto::mapper::v1::mapper_service_client::MapperServiceClient;
+use pumas_proto::mapper::v1::*;
+use tonic::Code;
+use tonic::transport::Channel;
+
+type Mapper = MapperServiceClient<Channel>;
+type Gateway = ModelLibraryServiceClient<Channel>;
+
+/// A small SDXL LoRA (realistic tensor names).
+fn write_lora(path: &Path, seed: u8) -> anyhow::Result<()> {
+    let header = serde_json::json!({
+        "__metadata__": {"ss_base_model_version": "sdxl_base_v1-0", "seed": seed.to_string()},
+        "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": {"dtype": "F16", "shape": [4, 1280], "data_offsets": [0, 10240]},
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": {"dtype": "F16", "shape": [640, 4], "data_offsets": [10240, 15360]},
+    });
+    let mut json = serde_json::to_vec(&header)?;
+    while !(8 + json.len()).is_multiple_of(8) {
+        json.push(b' ');
+    }
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&json);
+    bytes.resize(bytes.len() + 15360, seed);
+    std::fs::create_dir_all(path.parent().context("parent")?)?;
+    std::fs::write(path, bytes)?;
+    Ok(())
+}
+
+async fn import(gateway: &mut Gateway, path: &Path) -> anyhow::Result<String> {
+    let job = gateway
+        .import_models(ImportModelsRequest {
+            paths: vec![path.display().to_string()],
+            mode: ImportMode::Copy as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .job
+        .context("job")?;
+    let mut stream = gateway
+        .watch_import_job(WatchImportJobRequest {
+            job_id: job.status.context("status")?.job_id,
+        })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(u) = stream.message().await? {
+        last = u.job;
+    }
+    let job = last.context("job")?;
+    Ok(job.results.first().context("result")?.model_id.clone())
+}
+
+async fn put(mapper: &mut Mapper, app: &str, toml: &str) -> anyhow::Result<()> {
+    mapper
+        .put_mapping_config(PutMappingConfigRequest {
+            app: app.to_owned(),
+            config_toml: toml.to_owned(),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Runs a mapping job to its end.
+async fn finish(mapper: &mut Mapper, job: Option<MappingJob>) -> anyhow::Result<MappingJob> {
+    let id = job.and_then(|j| j.status).context("job status")?.job_id;
+    let mut stream = mapper
+        .watch_mapping_job(WatchMappingJobRequest { job_id: id })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(u) = stream.message().await? {
+        last = u.job;
+    }
+    let job = last.context("job")?;
+    let state = job.status.as_ref().map(|s| s.state).unwrap_or_default();
+    if state != JobState::Succeeded as i32 {
+        bail!("mapping job ended {state}: {:?}", job.status);
+    }
+    Ok(job)
+}
+
+async fn apply(mapper: &mut Mapper, app: &str, replace_conflicts: bool) -> anyhow::Result<MappingJob> {
+    let job = mapper
+        .apply_mapping(ApplyMappingRequest {
+            app: app.to_owned(),
+            replace_conflicts,
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner()
+        .job;
+    finish(mapper, job).await
+}
+
+async fn wait_until(what: &str, mut check: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn same_inode(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.ino() == y.ino() && x.dev() == y.dev(),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn apps_see_library_models_in_their_layouts_and_follow_the_library() -> anyhow::Result<()> {
+    let suite = Suite::start().await?;
+    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
+    let mut mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
+    let tmp = suite.data_root.path();
+    let library = suite.root().join("shared-resources/models");
+
+    let lora = import(&mut gateway, &{
+        let p = tmp.join("inbox/Detail Tweaker XL.safetensors");
+        write_lora(&p, 1)?;
+        p
+    })
+    .await?;
+    assert_eq!(lora, "lora/sdxl/detail-tweaker-xl");
+    let gguf_path = tmp.join("inbox2/tiny-Q4_K_M.gguf");
+    std::fs::create_dir_all(gguf_path.parent().context("parent")?)?;
+    std::fs::write(&gguf_path, fixtures::gguf("llama", "tiny", 15, 4096))?;
+    let llm = import(&mut gateway, &gguf_path).await?;
+    assert!(llm.starts_with("llm/llama/"), "{llm}");
+
+    // Config errors come back with their line.
+    let err = mapper
+        .put_mapping_config(PutMappingConfigRequest {
+            app: "bad".into(),
+            config_toml:
+                "kind = \"comfyui\"\nroot = \"/x\"\n[[rules]]\ntype = \"lora\"\nfolder = \"../../etc\"\n"
+                    .into(),
+        })
+        .await
+        .expect_err("invalid");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("line 5"), "{}", err.message());
+
+    let comfy = tmp.join("ComfyUI");
+    std::fs::create_dir_all(comfy.join("models/clip"))?; // a legacy folder
+    put(
+        &mut mapper,
+        "comfy",
+        &format!("kind = \"comfyui\"\nroot = \"{}\"\n", comfy.display()),
+    )
+    .await?;
+    let lms = tmp.join("lmstudio");
+    put(
+        &mut mapper,
+        "lms",
+        &format!(
+            "kind = \"lmstudio\"\nroot = \"{}\"\nstrategy = \"symlink\"\n",
+            lms.display()
+        ),
+    )
+    .await?;
+
+    // Preview is a dry run that says what apply will do.
+    let plan = mapper
+        .preview_mapping(PreviewMappingRequest {
+            app: "comfy".into(),
+            include_unchanged: false,
+        })
+        .await?
+        .into_inner()
+        .plan
+        .context("plan")?;
+    let target = comfy.join("models/loras/Detail Tweaker XL.safetensors");
+    assert_eq!(plan.create_count, 1, "{plan:?}");
+    assert_eq!(plan.actions[0].target_path, target.display().to_string());
+    assert!(
+        plan.warnings.iter().any(|w| w.code == "legacy_folder"),
+        "{:?}",
+        plan.warnings
+    );
+    assert!(!target.exists(), "preview changed nothing");
+
+    // Apply makes it true (auto = hardlink on the same filesystem) and is idempotent.
+    let job = apply(&mut mapper, "comfy", false).await?;
+    assert_eq!(job.plan.context("plan")?.create_count, 1);
+    let source = library.join(&lora).join("Detail Tweaker XL.safetensors");
+    assert!(same_inode(&target, &source), "hardlinked into the library");
+    let again = apply(&mut mapper, "comfy", false).await?.plan.context("plan")?;
+    assert_eq!(
+        (again.create_count, again.replace_count, again.remove_count),
+        (0, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(again.keep_count, 1);
+
+    // LM Studio: exactly <publisher>/<repo>/<file>, as a relative symlink.
+    apply(&mut mapper, "lms", false).await?;
+    let slug = llm.rsplit('/').next().context("slug")?;
+    let lms_link = lms.join("llama").join(slug).join("tiny-Q4_K_M.gguf");
+    let text = std::fs::read_link(&lms_link).with_context(|| format!("{}", lms_link.display()))?;
+    assert!(text.is_relative(), "{}", text.display());
+    assert_eq!(
+        std::fs::canonicalize(&lms_link)?,
+        std::fs::canonicalize(library.join(&llm).join("tiny-Q4_K_M.gguf"))?
+    );
+
+    // The gateway shows the link state per app.
+    let view = gateway
+        .get_model(GetModelRequest {
+            model_id: lora.clone(),
+        })
+        .await?
+        .into_inner()
+        .model
+        .context("view")?;
+    let comfy_state = view
+        .link_states
+        .iter()
+        .find(|s| s.app == "comfy")
+        .context("comfy link state")?;
+    assert_eq!(comfy_state.state, LinkState::Linked as i32, "{view:?}");
+
+    // The change feed: a new model is linked with no call from anyone.
+    let second = tmp.join("inbox3/Second Lora.safetensors");
+    write_lora(&second, 2)?;
+    let second_id = import(&mut gateway, &second).await?;
+    let second_target = comfy.join("models/loras/Second Lora.safetensors");
+    wait_until("the new LoRA linked", || second_target.exists()).await?;
+
+    // A model with links cannot be deleted without force; forced, its links go away.
+    let err = gateway
+        .delete_model(DeleteModelRequest {
+            model_id: second_id.clone(),
+            force: false,
+            request_id: String::new(),
+        })
+        .await
+        .expect_err("linked");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    gateway
+        .delete_model(DeleteModelRequest {
+            model_id: second_id,
+            force: true,
+            request_id: String::new(),
+        })
+        .await?;
+    wait_until("the deleted model unlinked", || {
+        std::fs::symlink_metadata(&second_target).is_err()
+    })
+    .await?;
+
+    // A foreign file in the way is a conflict, left alone; with replace it is moved aside.
+    let third = tmp.join("inbox4/Third.safetensors");
+    write_lora(&third, 3)?;
+    let foreign = comfy.join("models/loras/Third.safetensors");
+    std::fs::write(&foreign, b"the user's own file")?;
+    let third_id = import(&mut gateway, &third).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(std::fs::read(&foreign)?, b"the user's own file");
+    let job = apply(&mut mapper, "comfy", false).await?;
+    assert!(
+        job.unresolved.iter().any(|w| w.code == "conflict"),
+        "{:?}",
+        job.unresolved
+    );
+    assert_eq!(std::fs::read(&foreign)?, b"the user's own file");
+    apply(&mut mapper, "comfy", true).await?;
+    assert_eq!(
+        std::fs::read(comfy.join("models/loras/Third.safetensors.pumas-aside"))?,
+        b"the user's own file"
+    );
+    assert!(same_inode(
+        &foreign,
+        &library.join(&third_id).join("Third.safetensors")
+    ));
+
+    // Repair: a link removed by hand comes back; a dangling link into the library goes.
+    std::fs::remove_file(&target)?;
+    let dangling = comfy.join("models/loras/gone.safetensors");
+    std::os::unix::fs::symlink(library.join("lora/sdxl/gone/gone.safetensors"), &dangling)?;
+    let job = mapper
+        .repair_mapping(RepairMappingRequest {
+            app: "comfy".into(),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner()
+        .job;
+    finish(&mut mapper, job).await?;
+    assert!(same_inode(&target, &source), "relinked");
+    assert!(
+        std::fs::symlink_metadata(&dangling).is_err(),
+        "dangling link removed"
+    );
+
+    // Unmap removes only what the mapper made.
+    let job = mapper
+        .unmap(UnmapRequest {
+            app: "comfy".into(),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner()
+        .job;
+    finish(&mut mapper, job).await?;
+    assert!(!target.exists() && !foreign.exists());
+    assert!(comfy.join("models/loras/Third.safetensors.pumas-aside").exists());
+    let apps = mapper.list_apps(ListAppsRequest {}).await?.into_inner().apps;
+    let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, vec!["comfy", "lms"]);
+    assert_eq!(apps[0].link_count, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn nothing_is_written_outside_an_app_root() -> anyhow::Result<()> {
+    let suite = Suite::start().await?;
+    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
+    let mut mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
+    let tmp = suite.data_root.path();
+    let lora = tmp.join("inbox/Planted.safetensors");
+    write_lora(&lora, 4)?;
+    import(&mut gateway, &lora).await?;
+    // The app tree has a planted symlink where the LoRA folder should be.
+    let outside = tmp.join("outside");
+    std::fs::create_dir_all(&outside)?;
+    let app = tmp.join("forge");
+    std::fs::create_dir_all(app.join("models"))?;
+    std::os::unix::fs::symlink(&outside, app.join("models/Lora"))?;
+    put(
+        &mut mapper,
+        "forge",
+        &format!("kind = \"forge\"\nroot = \"{}\"\n", app.display()),
+    )
+    .await?;
+    let job = apply(&mut mapper, "forge", true).await?;
+    assert!(
+        job.unresolved
+            .iter()
+            .any(|w| w.message.contains("symlink inside the app tree")),
+        "{:?}",
+        job.unresolved
+    );
+    assert_eq!(
+        std::fs::read_dir(&outside)?.count(),
+        0,
+        "nothing written through the planted link"
+    );
+    // A rule cannot name a folder outside the root.
+    let err = mapper
+        .put_mapping_config(PutMappingConfigRequest {
+            app: "forge".into(),
+            config_toml: format!(
+                "kind = \"forge\"\nroot = \"{}\"\n[[rules]]\ntype = \"lora\"\nfolder = \"/etc\"\n",
+                app.display()
+            ),
+        })
+        .await
+        .expect_err("absolute folder");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    Ok(())
+}
+
+#[tokio::test]
+async fn comfyui_can_read_the_library_through_extra_model_paths() -> anyhow::Result<()> {
+    let suite = Suite::start().await?;
+    let mut mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
+    let comfy = suite.data_root.path().join("ComfyUI");
+    std::fs::create_dir_all(&comfy)?;
+    let yaml = comfy.join("extra_model_paths.yaml");
+    std::fs::write(&yaml, "mine:\n  base_path: /data\n  loras: my_loras\n")?;
+    put(
+        &mut mapper,
+        "comfy",
+        &format!(
+            "kind = \"comfyui\"\nroot = \"{}\"\nstrategy = \"config_file\"\n",
+            comfy.display()
+        ),
+    )
+    .await?;
+    apply(&mut mapper, "comfy", false).await?;
+    let text = std::fs::read_to_string(&yaml)?;
+    assert!(
+        text.starts_with("mine:\n  base_path: /data\n  loras: my_loras\n"),
+        "{text}"
+    );
+    let library = suite.root().join("shared-resources/models");
+    assert!(
+        text.contains(&format!("pumas:\n  base_path: {}\n", library.display())),
+        "{text}"
+    );
+    assert!(text.contains("  loras: lora\n") && text.contains("  text_encoders: text_encoder\n"));
+    let again = apply(&mut mapper, "comfy", false).await?.plan.context("plan")?;
+    assert_eq!(again.create_count + again.replace_count, 0, "{again:?}");
+    let job = mapper
+        .unmap(UnmapRequest {
+            app: "comfy".into(),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner()
+        .job;
+    finish(&mut mapper, job).await?;
+    assert_eq!(
+        std::fs::read_to_string(&yaml)?,
+        "mine:\n  base_path: /data\n  loras: my_loras\n"
+    );
+    // A config_file strategy for another app kind is refused with its line.
+    let err = mapper
+        .validate_mapping_config(ValidateMappingConfigRequest {
+            config_toml: "kind = \"forge\"\nroot = \"/x\"\nstrategy = \"config_file\"\n".into(),
+        })
+        .await?
+        .into_inner();
+    assert!(!err.valid && err.errors[0].line == 3, "{err:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restarted_mapper_catches_up_and_translates_a_different_library_mount() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("root");
+    let root_arg = root.to_str().context("utf-8")?.to_owned();
+    let (_index, index_addr) =
+        serve_role("index", "127.0.0.1:0", &["--data-root", &root_arg], dir.path()).await?;
+    // The mapper host sees the library at another path (as a bind mount would show it).
+    let mount = dir.path().join("mnt-models");
+    std::fs::create_dir_all(root.join("shared-resources/models"))?;
+    std::os::unix::fs::symlink(root.join("shared-resources/models"), &mount)?;
+    let mapper_root = dir.path().join("mapper-host");
+    let mapper_root_arg = mapper_root.to_str().context("utf-8")?.to_owned();
+    let mount_arg = mount.to_str().context("utf-8")?.to_owned();
+    let mapper_args = [
+        "--data-root",
+        mapper_root_arg.as_str(),
+        "--index",
+        index_addr.as_str(),
+        "--library-mount",
+        mount_arg.as_str(),
+        "--host",
+        "app-host",
+    ];
+    let (mapper_process, mapper_addr) = serve_role("mapper", "127.0.0.1:0", &mapper_args, dir.path()).await?;
+    let mut mapper = MapperServiceClient::new(channel(&mapper_addr).await?);
+    let app = dir.path().join("a1111");
+    put(
+        &mut mapper,
+        "sd",
+        &format!(
+            "kind = \"a1111\"\nroot = \"{}\"\nstrategy = \"symlink\"\n",
+            app.display()
+        ),
+    )
+    .await?;
+    let mut index =
+        pumas_proto::index::v1::index_service_client::IndexServiceClient::new(channel(&index_addr).await?);
+    let import_one = |name: &str, seed: u8| -> anyhow::Result<PathBuf> {
+        let p = dir.path().join(format!("inbox-{seed}")).join(name);
+        write_lora(&p, seed)?;
+        Ok(p)
+    };
+    let first = import_one("First.safetensors", 5)?;
+    index
+        .import_models(pumas_proto::index::v1::ImportModelsRequest {
+            paths: vec![first.display().to_string()],
+            ..Default::default()
+        })
+        .await?;
+    let first_link = app.join("models/Lora/First.safetensors");
+    wait_until("the first LoRA linked", || first_link.exists()).await?;
+    let text = std::fs::read_link(&first_link)?;
+    let absolute = if text.is_absolute() {
+        text.clone()
+    } else {
+        first_link.parent().context("parent")?.join(&text)
+    };
+    assert!(
+        absolute.components().any(|c| c.as_os_str() == "mnt-models"),
+        "the link goes through this host's mount: {}",
+        text.display()
+    );
+
+    // Mapper down while the library changes; on restart it catches up from its cursor.
+    mapper_process.kill().await?;
+    let second = import_one("Second.safetensors", 6)?;
+    index
+        .import_models(pumas_proto::index::v1::ImportModelsRequest {
+            paths: vec![second.display().to_string()],
+            ..Default::default()
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second_link = app.join("models/Lora/Second.safetensors");
+    assert!(!second_link.exists());
+    let (_mapper_process, _) = serve_role("mapper", "127.0.0.1:0", &mapper_args, dir.path()).await?;
+    wait_until("catch-up after restart", || second_link.exists()).await?;
+    assert!(first_link.exists());
+    Ok(())
+}
+
+async fn pumas(args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let out = tokio::process::Command::new(pumas_e2e::pumas_bin()?)
+        .args(args)
+        .output()
+        .await?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn the_cli_lists_apps_previews_applies_and_unmaps() -> anyhow::Result<()> {
+    let suite = Suite::start().await?;
+    let gw = suite.gateway.as_str();
+    let mut gateway = ModelLibraryServiceClient::new(channel(gw).await?);
+    let lora = suite.data_root.path().join("inbox/Cli Lora.safetensors");
+    write_lora(&lora, 9)?;
+    import(&mut gateway, &lora).await?;
+    let fooocus = suite.data_root.path().join("Fooocus");
+    let configs = suite.root().join("launcher-data/mapping-configs");
+    std::fs::write(
+        configs.join("fooocus.toml"),
+        format!(
+            "kind = \"fooocus\"\nroot = \"{}\"\nstrategy = \"symlink\"\n",
+            fooocus.display()
+        ),
+    )?;
+    std::fs::write(configs.join("broken.toml"), "kind = \"fooocus\"\nroot = 3\n")?;
+    let (ok, out, err) = pumas(&["apps", "--gateway", gw]).await?;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("local/fooocus  fooocus"), "{out}");
+    assert!(out.contains("local/broken  invalid config: line 2"), "{out}");
+    let (ok, out, _) = pumas(&["map", "preview", "--gateway", gw, "fooocus"]).await?;
+    assert!(
+        ok && out.contains("create") && out.contains("models/loras/Cli Lora.safetensors"),
+        "{out}"
+    );
+    let (ok, out, err) = pumas(&["map", "apply", "--gateway", gw, "fooocus"]).await?;
+    assert!(ok, "{out}{err}");
+    assert!(fooocus.join("models/loras/Cli Lora.safetensors").exists());
+    let (ok, out, _) = pumas(&["map", "apply", "--gateway", gw, "fooocus"]).await?;
+    assert!(
+        ok && out.contains("0 to create, 0 to replace, 0 to remove"),
+        "{out}"
+    );
+    let (ok, _, err) = pumas(&["map", "apply", "--gateway", gw, "nope"]).await?;
+    assert!(!ok && err.contains("configured apps: broken, fooocus"), "{err}");
+    let (ok, out, err) = pumas(&["unmap", "--gateway", gw, "fooocus"]).await?;
+    assert!(ok, "{out}{err}");
+    assert!(!fooocus.join("models/loras/Cli Lora.safetensors").exists());
+    Ok(())
+}
