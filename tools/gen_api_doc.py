@@ -26,7 +26,8 @@ BUILT = {
         "SearchModels", "ListModels", "GetModel", "UpdateModelMetadata", "DeleteModel", "ImportModels", "Reindex",
         "GetImportJob", "WatchImportJob", "SearchHub", "StartDownload", "GetDownload", "ListDownloads", "WatchDownload",
         "CancelDownload", "PauseDownload", "ResumeDownload", "ListApps", "PreviewMapping", "ApplyMapping",
-        "RepairMapping", "Unmap", "WatchMappingJob", "ResolveModelDependencyRequirements",
+        "RepairMapping", "Unmap", "WatchMappingJob", "PreviewAdoption", "StartAdoption",
+        "ResolveModelDependencyRequirements",
         "BatchResolveModelDependencyRequirements",
     ]
 } | {
@@ -49,7 +50,7 @@ BUILT = {
     for rpc in [
         "ListApps", "GetApp", "ListPresets", "ValidateMappingConfig", "PutMappingConfig", "PreviewMapping",
         "ApplyMapping", "RepairMapping", "Unmap", "GetMappingJob", "WatchMappingJob", "ListLinks",
-        "GetModelLinkStates",
+        "GetModelLinkStates", "PreviewAdoption", "StartAdoption",
     ]
 }
 

@@ -208,3 +208,72 @@ pub async fn unmap(a: MapArgs) -> anyhow::Result<ExitCode> {
         .job;
     follow(&mut client, job, &a.mapper).await
 }
+
+/// Flags of `pumas adopt`.
+#[derive(Debug, clap::Args)]
+pub struct AdoptArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// App name.
+    app: String,
+    /// Mapper (host) name; default the local one.
+    #[arg(long, default_value = "")]
+    mapper: String,
+    /// Adopt without asking.
+    #[arg(long, short = 'y')]
+    yes: bool,
+}
+
+pub async fn adopt(a: AdoptArgs) -> anyhow::Result<ExitCode> {
+    let mut client = a.gateway.client()?;
+    let preview = client
+        .preview_adoption(PreviewAdoptionRequest {
+            app: a.app.clone(),
+            mapper: a.mapper.clone(),
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if preview.candidates.is_empty() {
+        println!("{} has no model files of its own to adopt", a.app);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for c in &preview.candidates {
+        let what = if !c.existing_model_id.is_empty() {
+            format!("already in the library as {}", c.existing_model_id)
+        } else if !c.duplicate_paths.is_empty() {
+            format!("new; {} identical copies in this app", c.duplicate_paths.len())
+        } else {
+            "new".to_owned()
+        };
+        println!(
+            "{:>10}  {}  ({what})",
+            crate::library::size_label(c.size_bytes),
+            c.path
+        );
+    }
+    println!(
+        "adopting moves {} files into the library, links them back, and frees {}",
+        preview.candidates.len(),
+        crate::library::size_label(preview.reclaimable_bytes)
+    );
+    if !a.yes {
+        eprint!("adopt them? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("nothing changed");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let job = client
+        .start_adoption(StartAdoptionRequest {
+            app: a.app,
+            mapper: a.mapper.clone(),
+        })
+        .await
+        .map_err(explain)?
+        .into_inner()
+        .job;
+    follow(&mut client, job, &a.mapper).await
+}

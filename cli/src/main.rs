@@ -73,6 +73,8 @@ enum Command {
     },
     /// Remove every link Pumas made in an app.
     Unmap(apps::MapArgs),
+    /// Move an app's own model files into the library and link them back (asks first).
+    Adopt(apps::AdoptArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apps(args) => apps::apps(args).await,
         Command::Map { command } => apps::map(command).await,
         Command::Unmap(args) => apps::unmap(args).await,
+        Command::Adopt(args) => apps::adopt(args).await,
     }
 }
 

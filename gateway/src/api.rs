@@ -565,6 +565,29 @@ pumas_runtime::service_impl! {
         }
 
         #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+        async fn preview_adoption(&self, request: Request<PreviewAdoptionRequest>) -> Result<Response<PreviewAdoptionResponse>, Status> {
+            let r = request.into_inner();
+            let answer = self
+                .mapper(&r.mapper)?
+                .preview_adoption(request_of(mapper::v1::PreviewAdoptionRequest { app: r.app }))
+                .await
+                .map_err(|s| backend_error("mapper", s))?
+                .into_inner();
+            Ok(Response::new(PreviewAdoptionResponse { candidates: answer.candidates, reclaimable_bytes: answer.reclaimable_bytes }))
+        }
+
+        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+        async fn start_adoption(&self, request: Request<StartAdoptionRequest>) -> Result<Response<StartAdoptionResponse>, Status> {
+            let r = request.into_inner();
+            let answer = self
+                .mapper(&r.mapper)?
+                .start_adoption(request_of(mapper::v1::StartAdoptionRequest { app: r.app, request_id: String::new() }))
+                .await
+                .map_err(|s| backend_error("mapper", s))?;
+            Ok(Response::new(StartAdoptionResponse { job: answer.into_inner().job }))
+        }
+
+        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
         async fn unmap(&self, request: Request<UnmapRequest>) -> Result<Response<UnmapResponse>, Status> {
             let r = request.into_inner();
             let answer = self

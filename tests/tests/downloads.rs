@@ -766,3 +766,163 @@ async fn the_cli_searches_the_hub_downloads_and_lists_downloads() -> anyhow::Res
     assert!(!ok && err.contains("dl-unknown"), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn hub_model_info_and_files_come_from_the_hub_and_an_unreachable_hub_is_unavailable()
+-> anyhow::Result<()> {
+    use pumas_proto::fetch::v1::fetch_service_client::FetchServiceClient;
+    use pumas_proto::fetch::v1::{GetHubModelRequest, ListHubFilesRequest, SearchHubRequest as FetchSearch};
+    let emulator = HubEmulator::start(fixtures::standard()).await?;
+    let (running, _client) = suite(&emulator, &["--hub-retries", "0"], &[]).await?;
+    let mut fetch = FetchServiceClient::new(channel(&running.fetch).await?);
+    let info = fetch
+        .get_hub_model(GetHubModelRequest {
+            repo_id: "acme/tiny-model".into(),
+            revision: "v1.0".into(),
+        })
+        .await?
+        .into_inner()
+        .model
+        .context("model")?;
+    assert_eq!(Some(info.commit_sha.clone()), emulator.commit("acme/tiny-model"));
+    assert_eq!(info.license, "apache-2.0");
+    assert!(info.card_data_json.contains("tiny"), "{}", info.card_data_json);
+    assert!(info.safetensors_parameter_count.unwrap_or(0) > 0);
+    let weights = info
+        .files
+        .iter()
+        .find(|f| f.path == "model.safetensors")
+        .context("weights")?;
+    let sha = emulator
+        .file_sha256("acme/tiny-model", "model.safetensors")
+        .context("sha")?;
+    assert_eq!(weights.lfs_sha256, format!("sha256:{sha}"));
+    let gguf = fetch
+        .get_hub_model(GetHubModelRequest {
+            repo_id: "acme/tiny-gguf".into(),
+            revision: String::new(),
+        })
+        .await?
+        .into_inner()
+        .model
+        .context("model")?;
+    assert_eq!(gguf.gguf_quantizations, vec!["F16", "Q4_K_M", "Q8_0"]);
+    let sub = fetch
+        .list_hub_files(ListHubFilesRequest {
+            repo_id: "acme/tiny-model".into(),
+            revision: "main".into(),
+            path: "sub".into(),
+            recursive: false,
+        })
+        .await?
+        .into_inner();
+    let paths: Vec<&str> = sub.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, vec!["sub/notes.txt"]);
+    let err = fetch
+        .list_hub_files(ListHubFilesRequest {
+            repo_id: "acme/tiny-model".into(),
+            revision: "main".into(),
+            path: "../x".into(),
+            recursive: false,
+        })
+        .await
+        .expect_err("unsafe path");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // The hub keeps failing: after 5 failures in a row the breaker answers at once.
+    emulator.faults.down.store(true, Ordering::SeqCst);
+    for n in 0..5 {
+        let err = fetch
+            .search_hub(FetchSearch {
+                query: format!("q{n}"),
+                ..Default::default()
+            })
+            .await
+            .expect_err("down");
+        assert_eq!(err.code(), Code::Unavailable);
+    }
+    let err = fetch
+        .search_hub(FetchSearch {
+            query: "q-next".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("breaker open");
+    assert!(err.message().contains("in a row failed"), "{}", err.message());
+    drop(running);
+
+    // No hub at all (nothing listens on the endpoint): UNAVAILABLE naming it.
+    let no_hub = Suite::start_with(&["--hub-backoff-ms", "20", "--hub-retries", "1"], &[]).await?;
+    let mut client = ModelLibraryServiceClient::new(channel(&no_hub.gateway).await?);
+    let err = client
+        .start_download(start("acme/tiny-model"))
+        .await
+        .expect_err("no hub");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("127.0.0.1:9"), "{}", err.message());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_downloaded_model_can_be_exposed_as_a_hugging_face_cache() -> anyhow::Result<()> {
+    use pumas_proto::mapper::v1::mapper_service_client::MapperServiceClient;
+    use pumas_proto::mapper::v1::{PutMappingConfigRequest, WatchMappingJobRequest};
+    let emulator = HubEmulator::start(fixtures::standard()).await?;
+    let (suite, mut client) = suite(&emulator, &[], &[]).await?;
+    let cache = suite.data_root.path().join("hf-cache");
+    let mut mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
+    mapper
+        .put_mapping_config(PutMappingConfigRequest {
+            app: "hf".into(),
+            config_toml: format!("kind = \"hf-cache\"\nroot = \"{}\"\n", cache.display()),
+        })
+        .await?;
+    let id = client
+        .start_download(start("acme/tiny-model"))
+        .await?
+        .into_inner()
+        .download
+        .context("download")?
+        .download_id;
+    wait_for(
+        &mut client,
+        &id,
+        DownloadState::Completed,
+        Duration::from_secs(60),
+    )
+    .await?;
+    // The mapper follows the feed; apply once more to be sure, then look at the layout.
+    let job = client
+        .apply_mapping(ApplyMappingRequest {
+            app: "hf".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .job
+        .context("job")?;
+    let mut stream = mapper
+        .watch_mapping_job(WatchMappingJobRequest {
+            job_id: job.status.context("status")?.job_id,
+        })
+        .await?
+        .into_inner();
+    while stream.message().await?.is_some() {}
+    let commit = emulator.commit("acme/tiny-model").context("commit")?;
+    let repo = cache.join("models--acme--tiny-model");
+    assert_eq!(std::fs::read_to_string(repo.join("refs/main"))?, commit);
+    let snapshot = repo.join("snapshots").join(&commit);
+    assert_eq!(
+        std::fs::read(snapshot.join("model.safetensors"))?,
+        emulator
+            .file_bytes("acme/tiny-model", "model.safetensors")
+            .context("bytes")?
+    );
+    assert_eq!(
+        std::fs::read_to_string(snapshot.join("sub/notes.txt"))?,
+        "notes in a sub folder\n"
+    );
+    let text = std::fs::read_link(snapshot.join("sub/notes.txt"))?;
+    assert!(text.starts_with("../../../blobs"), "{}", text.display());
+    Ok(())
+}

@@ -223,6 +223,32 @@ async fn apps_see_library_models_in_their_layouts_and_follow_the_library() -> an
         std::fs::canonicalize(library.join(&llm).join("tiny-Q4_K_M.gguf"))?
     );
 
+    // A moved model (new family, so a new id) is relinked: the old link goes, the new one comes.
+    let moved = gateway
+        .update_model_metadata(pumas_proto::gateway::v1::UpdateModelMetadataRequest {
+            update: Some(pumas_proto::index::v1::UpdateModelMetadataRequest {
+                model_id: llm.clone(),
+                overrides: Some(pumas_proto::index::v1::ModelOverrides {
+                    family: Some("tinyllama".into()),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["family".into()],
+                }),
+                request_id: String::new(),
+            }),
+        })
+        .await?
+        .into_inner()
+        .model
+        .context("model")?;
+    assert!(moved.model_id.starts_with("llm/tinyllama/"), "{}", moved.model_id);
+    let relinked = lms.join("tinyllama").join(slug).join("tiny-Q4_K_M.gguf");
+    wait_until("the moved model relinked", || {
+        relinked.exists() && std::fs::symlink_metadata(&lms_link).is_err()
+    })
+    .await?;
+
     // The gateway shows the link state per app.
     let view = gateway
         .get_model(GetModelRequest {
@@ -569,5 +595,82 @@ async fn the_cli_lists_apps_previews_applies_and_unmaps() -> anyhow::Result<()> 
     let (ok, out, err) = pumas(&["unmap", "--gateway", gw, "fooocus"]).await?;
     assert!(ok, "{out}{err}");
     assert!(!fooocus.join("models/loras/Cli Lora.safetensors").exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn adoption_moves_an_apps_own_files_into_the_library_and_links_them_back() -> anyhow::Result<()> {
+    let suite = Suite::start().await?;
+    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
+    let tmp = suite.data_root.path();
+    let library = suite.root().join("shared-resources/models");
+    // Already in the library.
+    let known = tmp.join("inbox/Known.safetensors");
+    write_lora(&known, 11)?;
+    let known_id = import(&mut gateway, &known).await?;
+    // A ComfyUI install with its own files: one new LoRA (twice) and a copy of the known one.
+    let comfy = tmp.join("ComfyUI");
+    let own = comfy.join("models/loras/Own.safetensors");
+    write_lora(&own, 12)?;
+    let own_copy = comfy.join("models/loras/old/Own copy.safetensors");
+    std::fs::create_dir_all(own_copy.parent().context("parent")?)?;
+    std::fs::copy(&own, &own_copy)?;
+    let known_copy = comfy.join("models/loras/Known (1).safetensors");
+    std::fs::copy(&known, &known_copy)?;
+    // And a Forge install with the same new LoRA.
+    let forge = tmp.join("forge");
+    let forge_own = forge.join("models/Lora/Own.safetensors");
+    std::fs::create_dir_all(forge_own.parent().context("parent")?)?;
+    std::fs::copy(&own, &forge_own)?;
+    let size = std::fs::metadata(&own)?.len();
+
+    let configs = suite.root().join("launcher-data/mapping-configs");
+    std::fs::write(
+        configs.join("comfy.toml"),
+        format!("kind = \"comfyui\"\nroot = \"{}\"\n", comfy.display()),
+    )?;
+    std::fs::write(
+        configs.join("forge.toml"),
+        format!("kind = \"forge\"\nroot = \"{}\"\n", forge.display()),
+    )?;
+
+    let preview = gateway
+        .preview_adoption(pumas_proto::gateway::v1::PreviewAdoptionRequest {
+            app: "comfy".into(),
+            mapper: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(preview.candidates.len(), 3, "{preview:?}");
+    assert_eq!(
+        preview.reclaimable_bytes,
+        2 * size,
+        "the duplicate and the known copy"
+    );
+    let known_candidate = preview
+        .candidates
+        .iter()
+        .find(|c| c.path == known_copy.display().to_string())
+        .context("known copy listed")?;
+    assert_eq!(known_candidate.existing_model_id, known_id);
+
+    let (ok, out, err) = pumas(&["adopt", "--yes", "--gateway", &suite.gateway, "comfy"]).await?;
+    assert!(ok, "{out}{err}");
+    // One copy of the new LoRA is in the library; the app sees it through a link.
+    let own_link = comfy.join("models/loras/Own.safetensors");
+    let own_in_library = library.join("lora/sdxl/own/Own.safetensors");
+    assert!(own_in_library.is_file(), "{out}");
+    assert!(same_inode(&own_link, &own_in_library));
+    assert!(!own_copy.exists(), "the duplicate is gone");
+    assert!(!known_copy.exists(), "the copy of the known model is gone");
+    assert!(same_inode(
+        &comfy.join("models/loras/Known.safetensors"),
+        &library.join(&known_id).join("Known.safetensors")
+    ));
+
+    // Identical files in two apps become one.
+    let (ok, out, err) = pumas(&["adopt", "--yes", "--gateway", &suite.gateway, "forge"]).await?;
+    assert!(ok, "{out}{err}");
+    assert!(same_inode(&forge_own, &own_in_library), "{out}");
     Ok(())
 }

@@ -10,7 +10,6 @@ use pumas_proto::index::v1::index_service_client::IndexServiceClient;
 use pumas_proto::mapper::v1::mapper_service_client::MapperServiceClient;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_types::StatusExt;
 
 #[tokio::test]
 async fn reflection_lists_every_service_on_every_port() -> anyhow::Result<()> {
@@ -142,33 +141,6 @@ async fn data_root_scheme_is_created() -> anyhow::Result<()> {
     ] {
         assert!(suite.root().join(dir).is_dir(), "{dir} missing");
     }
-    Ok(())
-}
-
-#[tokio::test]
-async fn rpcs_not_built_yet_say_which_capability_brings_them() -> anyhow::Result<()> {
-    let suite = Suite::start().await?;
-    let err = MapperServiceClient::new(channel(&suite.mapper).await?)
-        .preview_adoption(pumas_proto::mapper::v1::PreviewAdoptionRequest::default())
-        .await
-        .expect_err("not built yet");
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(
-        err.message().contains("MapperService/PreviewAdoption"),
-        "{}",
-        err.message()
-    );
-    assert!(err.message().contains("mapper capability"), "{}", err.message());
-    let info = err
-        .get_error_details()
-        .error_info()
-        .cloned()
-        .expect("ErrorInfo detail");
-    assert_eq!(
-        (info.reason.as_str(), info.domain.as_str()),
-        ("NOT_IMPLEMENTED", "pumas")
-    );
-
     Ok(())
 }
 

@@ -16,9 +16,6 @@ use crate::mapping;
 use crate::plan::{self, ActionKind};
 use crate::{Config, SERVICE_NAME};
 
-/// The capability that brings the RPCs not built yet.
-const CAPABILITY: &str = "the mapper capability (adoption of an app's own model files)";
-
 /// A mapping job and its watchers.
 struct JobEntry {
     job: Mutex<MappingJob>,
@@ -112,6 +109,7 @@ enum Work {
     Apply { replace_conflicts: bool },
     Repair,
     Unmap,
+    Adopt,
 }
 
 impl MapperApi {
@@ -213,6 +211,7 @@ impl MapperApi {
                 Work::Apply { replace_conflicts } => engine.apply(&app, replace_conflicts, None).await,
                 Work::Repair => engine.repair(&app).await,
                 Work::Unmap => engine.unmap(&app).await,
+                Work::Adopt => engine.adopt(&app).await,
             };
             if let Ok(mut job) = entry.job.lock() {
                 let status = job.status.get_or_insert_with(Default::default);
@@ -464,9 +463,30 @@ pumas_runtime::service_impl! {
                 .collect();
             Ok(Response::new(GetModelLinkStatesResponse { models }))
         }
-    }
-    not_built(SERVICE_NAME, CAPABILITY) {
-        preview_adoption "PreviewAdoption" (PreviewAdoptionRequest) -> PreviewAdoptionResponse;
-        start_adoption "StartAdoption" (StartAdoptionRequest) -> StartAdoptionResponse;
+
+        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+        async fn preview_adoption(&self, request: Request<PreviewAdoptionRequest>) -> Result<Response<PreviewAdoptionResponse>, Status> {
+            let (candidates, reclaimable_bytes) = self.engine.preview_adoption(&request.get_ref().app).await?;
+            Ok(Response::new(PreviewAdoptionResponse {
+                candidates: candidates
+                    .into_iter()
+                    .map(|c| AdoptionCandidate {
+                        path: c.path.display().to_string(),
+                        size_bytes: c.size,
+                        sha256: c.sha256,
+                        existing_model_id: c.existing_model_id,
+                        duplicate_paths: c.duplicates.iter().map(|p| p.display().to_string()).collect(),
+                    })
+                    .collect(),
+                reclaimable_bytes,
+            }))
+        }
+
+        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+        async fn start_adoption(&self, request: Request<StartAdoptionRequest>) -> Result<Response<StartAdoptionResponse>, Status> {
+            let r = request.into_inner();
+            let job = self.start_job(&r.app, &r.request_id, Work::Adopt)?;
+            Ok(Response::new(StartAdoptionResponse { job: Some(job) }))
+        }
     }
 }

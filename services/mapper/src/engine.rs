@@ -313,15 +313,35 @@ impl Engine {
             Some(ids) => self.some_models(ids).await?,
             None => self.all_models().await?,
         };
-        let recorded = self.registry.for_app(app).await.map_err(db)?;
-        let plan = plan::plan(&config, &self.mount, &models, &recorded, scope);
-        let outcome = self.execute(&config, plan, replace_conflicts).await?;
+        let outcome = self
+            .apply_models(&config, &models, replace_conflicts, scope)
+            .await?;
         self.report_holds(app).await;
         self.registry
             .set_state(&format!("last_apply/{app}"), &crate::now_ms().to_string())
             .await
             .map_err(db)?;
         Ok(outcome)
+    }
+
+    /// Plans and applies `config` for these models (the part of [`Engine::apply`] that needs no
+    /// index; benchmarks call it directly).
+    pub async fn apply_models(
+        &self,
+        config: &MappingConfig,
+        models: &[Model],
+        replace_conflicts: bool,
+        scope: Option<&HashSet<String>>,
+    ) -> Result<Outcome, ApiError> {
+        let recorded = self.registry.for_app(&config.app).await.map_err(db)?;
+        let plan = plan::plan(config, &self.mount, models, &recorded, scope);
+        self.execute(config, plan, replace_conflicts).await
+    }
+
+    /// The plan for these models: every recorded link is checked on disk (the scan repair does).
+    pub async fn plan_models(&self, config: &MappingConfig, models: &[Model]) -> Result<Plan, ApiError> {
+        let recorded = self.registry.for_app(&config.app).await.map_err(db)?;
+        Ok(plan::plan(config, &self.mount, models, &recorded, None))
     }
 
     fn keep_dirs(config: &MappingConfig) -> Vec<PathBuf> {
@@ -569,6 +589,105 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// An app's own model files that could join the library, and the bytes adopting them frees.
+    pub async fn preview_adoption(&self, app: &str) -> Result<(Vec<crate::adopt::Candidate>, u64), ApiError> {
+        let config = self.config(app)?;
+        let ours: HashSet<String> = self
+            .registry
+            .for_app(app)
+            .await
+            .map_err(db)?
+            .into_iter()
+            .map(|r| r.target)
+            .collect();
+        let scan_config = config.clone();
+        let mut candidates = tokio::task::spawn_blocking(move || crate::adopt::scan(&scan_config, &ours))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(format!("scanning {}: {e}", config.root.display())))?;
+        let mut index = self.index.clone();
+        let mut known: HashMap<String, String> = HashMap::new();
+        for c in &mut candidates {
+            if !known.contains_key(&c.sha256) {
+                let found = index
+                    .find_models_by_hash(pumas_proto::index::v1::FindModelsByHashRequest {
+                        digest: c.sha256.clone(),
+                    })
+                    .await
+                    .map_err(index_error)?
+                    .into_inner()
+                    .models
+                    .into_iter()
+                    .next()
+                    .map(|m| m.model_id)
+                    .unwrap_or_default();
+                known.insert(c.sha256.clone(), found);
+            }
+            c.existing_model_id = known.get(&c.sha256).cloned().unwrap_or_default();
+        }
+        let reclaim = crate::adopt::reclaimable(&candidates);
+        Ok((candidates, reclaim))
+    }
+
+    /// Adopts an app's own files: new content is moved into the library (one copy per content),
+    /// copies of what the library has are dropped, then the app is linked to the library.
+    pub async fn adopt(&self, app: &str) -> Result<Outcome, ApiError> {
+        let (candidates, _) = self.preview_adoption(app).await?;
+        let mut index = self.index.clone();
+        let mut done: HashSet<String> = HashSet::new();
+        let mut unresolved = Vec::new();
+        for c in &candidates {
+            if done.contains(&c.sha256) {
+                // Another copy of content handled already: the library has it now.
+                if let Err(e) = std::fs::remove_file(&c.path) {
+                    unresolved.push(adopt_warning(c, format!("could not remove the duplicate: {e}")));
+                }
+                continue;
+            }
+            if c.existing_model_id.is_empty() {
+                let started = index
+                    .import_models(pumas_proto::index::v1::ImportModelsRequest {
+                        paths: vec![c.path.display().to_string()],
+                        mode: common::ImportMode::Move as i32,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(index_error)?
+                    .into_inner();
+                let job_id = started
+                    .job
+                    .and_then(|j| j.status)
+                    .map(|s| s.job_id)
+                    .unwrap_or_default();
+                let mut stream = index
+                    .watch_job(pumas_proto::index::v1::WatchJobRequest { job_id })
+                    .await
+                    .map_err(index_error)?
+                    .into_inner();
+                let mut last = None;
+                while let Ok(Some(update)) = stream.message().await {
+                    last = update.job;
+                }
+                let failed = last
+                    .as_ref()
+                    .and_then(|j| j.results.first())
+                    .and_then(|r| r.error.as_ref())
+                    .map(|e| e.message.clone());
+                if let Some(why) = failed {
+                    unresolved.push(adopt_warning(c, format!("the library did not take it: {why}")));
+                    continue;
+                }
+            } else if let Err(e) = std::fs::remove_file(&c.path) {
+                unresolved.push(adopt_warning(c, format!("could not remove the copy: {e}")));
+                continue;
+            }
+            done.insert(c.sha256.clone());
+        }
+        let mut outcome = self.apply(app, false, None).await?;
+        outcome.unresolved.extend(unresolved);
+        Ok(outcome)
+    }
+
     /// Link state of each model in each configured app.
     pub async fn link_states(
         &self,
@@ -727,6 +846,15 @@ impl Engine {
                 Err(err) => tracing::warn!(app = %c.app, error = %err, "following library changes failed"),
             }
         }
+    }
+}
+
+fn adopt_warning(c: &crate::adopt::Candidate, message: String) -> plan::Warning {
+    plan::Warning {
+        code: "not_adopted".to_owned(),
+        model_id: c.existing_model_id.clone(),
+        path: c.path.display().to_string(),
+        message: format!("{}: {message}", c.path.display()),
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! [`serve`] is what `pumas serve mapper`, `pumas up` and the tests call.
 
+pub mod adopt;
 mod api;
 pub mod config;
 pub mod engine;

@@ -333,3 +333,45 @@ mod tests {
         assert!(check_path(&root, &root.join("models/vae/x.safetensors")).is_ok());
     }
 }
+
+#[cfg(test)]
+mod strategy_tests {
+    use super::*;
+
+    #[test]
+    fn hardlinks_fall_back_to_symlinks_across_filesystems_and_copies_are_plain_files() {
+        let disk = tempfile::tempdir().expect("tmp");
+        let source = disk.path().join("lib/model.safetensors");
+        std::fs::create_dir_all(source.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&source, b"weights").expect("write");
+        let want = Want::Link {
+            source: source.clone(),
+        };
+
+        let root = disk.path().join("app");
+        let copy = root.join("models/copy.safetensors");
+        assert_eq!(make(&root, &copy, &want, Strategy::Copy), Ok(Strategy::Copy));
+        let meta = std::fs::symlink_metadata(&copy).expect("copy");
+        assert!(meta.is_file() && meta.len() == 7);
+        assert_eq!(inspect(&root, &copy, &want, Strategy::Copy), Ok(OnDisk::Matches));
+
+        // /dev/shm is a tmpfs on Linux: another filesystem than the temp dir's.
+        let shm = Path::new("/dev/shm");
+        let other_fs = std::fs::metadata(shm)
+            .ok()
+            .zip(std::fs::metadata(disk.path()).ok())
+            .is_some_and(|(a, b)| a.dev() != b.dev());
+        if !other_fs {
+            eprintln!("SKIPPED: no second filesystem (/dev/shm) to test the hardlink fallback");
+            return;
+        }
+        let elsewhere = tempfile::tempdir_in(shm).expect("tmp in /dev/shm");
+        let root = elsewhere.path().to_owned();
+        let link = root.join("models/loras/model.safetensors");
+        assert_eq!(
+            make(&root, &link, &want, Strategy::Hardlink),
+            Ok(Strategy::Symlink)
+        );
+        assert_eq!(std::fs::read(&link).expect("through the link"), b"weights");
+    }
+}

@@ -473,3 +473,152 @@ fn same_want(row: &LinkRow, want: &Want) -> bool {
         Want::File { .. } => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping;
+    use crate::presets;
+
+    fn model(model_type: &str, format: &str) -> Model {
+        let files = match format {
+            "diffusers" => vec![
+                ("model_index.json".to_owned(), "sha256:aa".to_owned()),
+                (
+                    "unet/diffusion_pytorch_model.safetensors".to_owned(),
+                    "sha256:bb".to_owned(),
+                ),
+            ],
+            "gguf" => vec![("tiny-Q4_K_M.gguf".to_owned(), "sha256:cc".to_owned())],
+            _ => vec![("weights.safetensors".to_owned(), "sha256:dd".to_owned())],
+        };
+        Model {
+            id: format!("{model_type}/fam/some-model"),
+            display_name: "Some Model".to_owned(),
+            model_type: model_type.to_owned(),
+            family: "fam".to_owned(),
+            format: format.to_owned(),
+            state: "ready".to_owned(),
+            tags: Vec::new(),
+            files,
+            repo_id: "org/some-model".to_owned(),
+            commit: "c0ffee".to_owned(),
+        }
+    }
+
+    #[test]
+    fn every_preset_puts_every_type_where_the_app_looks() {
+        for preset in presets::all() {
+            let text = format!(
+                "kind = \"{}\"\nroot = \"/apps/x\"\nstrategy = \"symlink\"\n",
+                preset.kind
+            );
+            let config = mapping::parse("x", &text).expect("preset config");
+            for folder in &preset.folders {
+                let format = folder.formats.first().copied().unwrap_or("safetensors");
+                let format = if folder.extensions == [".gguf"] {
+                    "gguf"
+                } else {
+                    format
+                };
+                let m = model(folder.model_type, format);
+                let mut warnings = Vec::new();
+                let wanted = desired(
+                    &config,
+                    Path::new("/lib"),
+                    std::slice::from_ref(&m),
+                    &mut warnings,
+                );
+                assert!(
+                    !wanted.is_empty(),
+                    "{}: {} ({format}) maps nowhere",
+                    preset.kind,
+                    folder.model_type
+                );
+                let expected = match preset.layout {
+                    Layout::Folders => Path::new("/apps/x").join(folder.folder),
+                    Layout::LmStudio => PathBuf::from("/apps/x/org/some-model"),
+                    Layout::HfCache => PathBuf::from("/apps/x/models--org--some-model"),
+                };
+                for d in &wanted {
+                    assert!(
+                        d.target.starts_with(&expected),
+                        "{}: {} went to {} instead of under {}",
+                        preset.kind,
+                        folder.model_type,
+                        d.target.display(),
+                        expected.display()
+                    );
+                }
+                // The first folder for a type wins: a later one for the same type with other
+                // formats is reached only by those formats.
+                if let Some(first) = preset.folders.iter().find(|f| {
+                    f.model_type == folder.model_type && (f.formats.is_empty() || f.formats.contains(&format))
+                }) {
+                    assert_eq!(
+                        first.folder, folder.folder,
+                        "{}: {}",
+                        preset.kind, folder.model_type
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hf_cache_snapshots_point_at_blobs_and_refs_name_the_commit() {
+        let config = mapping::parse("hf", "kind = \"hf-cache\"\nroot = \"/cache\"\n").expect("config");
+        let mut warnings = Vec::new();
+        let wanted = desired(
+            &config,
+            Path::new("/lib"),
+            &[model("checkpoint", "diffusers")],
+            &mut warnings,
+        );
+        let by_target: BTreeMap<String, Want> = wanted
+            .into_iter()
+            .map(|d| (d.target.display().to_string(), d.want))
+            .collect();
+        assert_eq!(
+            by_target["/cache/models--org--some-model/snapshots/c0ffee/unet/diffusion_pytorch_model.safetensors"],
+            Want::Symlink {
+                text: PathBuf::from("../../../blobs/bb")
+            }
+        );
+        assert_eq!(
+            by_target["/cache/models--org--some-model/blobs/bb"],
+            Want::Link {
+                source: PathBuf::from(
+                    "/lib/checkpoint/fam/some-model/unet/diffusion_pytorch_model.safetensors"
+                )
+            }
+        );
+        assert_eq!(
+            by_target["/cache/models--org--some-model/refs/main"],
+            Want::File {
+                content: "c0ffee".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn apps_are_told_what_they_would_not_see() {
+        let config = mapping::parse(
+            "c",
+            "kind = \"comfyui\"\nroot = \"/c\"\n[[rules]]\ntype = \"diffusion_model\"\nfolder = \"models/checkpoints\"\nextensions = [\"safetensors\"]\n",
+        )
+        .expect("config");
+        let mut warnings = Vec::new();
+        let mut m = model("diffusion_model", "safetensors");
+        m.files[0].0 = "weights.onnx".to_owned();
+        desired(&config, Path::new("/lib"), &[m], &mut warnings);
+        let codes: Vec<&str> = warnings.iter().map(|w| w.code.as_str()).collect();
+        assert!(codes.contains(&"diffusion_model_in_checkpoints"), "{codes:?}");
+        assert!(codes.contains(&"extension_not_loaded"), "{codes:?}");
+        let mut downloading = model("lora", "safetensors");
+        downloading.state = "downloading".to_owned();
+        let mut warnings = Vec::new();
+        assert!(desired(&config, Path::new("/lib"), &[downloading], &mut warnings).is_empty());
+        assert_eq!(warnings[0].code, "not_ready");
+    }
+}
