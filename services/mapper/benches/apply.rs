@@ -2,7 +2,7 @@
 //! scan repair does, against a plain loop of symlink syscalls for the same links.
 //!
 //! ```sh
-//! cargo bench -p pumas-mapper --bench apply -- [--models 10000]
+//! cargo bench -p pumas-mapper --bench apply -- [--models 10000] [--dir /dev/shm]
 //! ```
 
 use std::path::Path;
@@ -44,15 +44,20 @@ fn seconds(d: Duration) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut n = 10_000usize;
+    let mut base: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--models" => n = args.next().unwrap_or_default().parse()?,
+            "--dir" => base = args.next().map(Into::into),
             "--bench" => {}
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
-    let tmp = tempfile::tempdir()?;
+    let tmp = match &base {
+        Some(dir) => tempfile::tempdir_in(dir)?,
+        None => tempfile::tempdir()?,
+    };
     let mount = tmp.path().join("library");
     let models = models(&mount, n)?;
     let registry = Registry::open(tmp.path()).await?;

@@ -361,125 +361,127 @@ impl Engine {
         let keep = Self::keep_dirs(config);
         let actions = std::mem::take(&mut plan.actions);
         let (done, made, forgotten, unresolved) = tokio::task::spawn_blocking(move || {
-            let now = crate::now_ms();
-            let mut made: Vec<LinkRow> = Vec::new();
-            let mut forgotten: Vec<String> = Vec::new();
-            let mut unresolved: Vec<plan::Warning> = Vec::new();
-            let mut done: Vec<Action> = Vec::with_capacity(actions.len());
-            let record = |a: &Action, used: Strategy| LinkRow {
-                app: app.clone(),
-                target: a.target.display().to_string(),
-                model_id: a.model_id.clone(),
-                source: match &a.want {
-                    Some(Want::Link { source }) => source.display().to_string(),
-                    Some(Want::Symlink { text }) => text.display().to_string(),
-                    _ => String::new(),
-                },
-                strategy: used.name().to_owned(),
-                created_ms: now,
-                identity: links::identity(&a.target),
-            };
-            for mut a in actions {
-                let result: Result<(), String> = match a.kind {
-                    ActionKind::Keep => {
-                        if a.recorded.is_none() {
-                            made.push(record(&a, a.strategy));
-                        }
-                        Ok(())
-                    }
-                    ActionKind::Create | ActionKind::Replace => {
-                        let want = a.want.clone().unwrap_or(Want::File {
-                            content: String::new(),
-                        });
-                        let cleared = if a.kind == ActionKind::Replace {
-                            links::remove(&root, &a.target, &keep)
-                        } else {
-                            Ok(())
-                        };
-                        cleared
-                            .and_then(|()| links::make(&root, &a.target, &want, a.strategy))
-                            .map(|used| {
-                                a.strategy = used;
-                                made.push(record(&a, used));
-                            })
-                    }
-                    ActionKind::Remove => {
-                        // Only what is still ours goes; a file someone put there stays.
-                        let recorded = a.recorded.clone();
-                        let want = recorded.as_ref().map(|r| match Strategy::from_name(&r.strategy) {
-                            Strategy::Symlink if !r.source.starts_with('/') => Want::Symlink {
-                                text: PathBuf::from(&r.source),
-                            },
-                            Strategy::Copy if r.source.is_empty() => Want::File {
-                                content: String::new(),
-                            },
-                            _ => Want::Link {
-                                source: PathBuf::from(&r.source),
-                            },
-                        });
-                        let state = want
-                            .as_ref()
-                            .map(|w| links::inspect(&root, &a.target, w, a.strategy))
-                            .unwrap_or(Ok(OnDisk::Missing));
-                        let made_by_us = recorded.as_ref().is_some_and(|r| {
-                            !r.identity.is_empty() && r.identity == links::identity(&a.target)
-                        });
-                        let outcome = match state {
-                            // The app's own config file: take our section out, keep the rest.
-                            _ if a
-                                .target
-                                .file_name()
-                                .is_some_and(|n| n == "extra_model_paths.yaml") =>
-                            {
-                                links::strip_comfy_section(&a.target)
+            links::with_dir_cache(|| {
+                let now = crate::now_ms();
+                let mut made: Vec<LinkRow> = Vec::new();
+                let mut forgotten: Vec<String> = Vec::new();
+                let mut unresolved: Vec<plan::Warning> = Vec::new();
+                let mut done: Vec<Action> = Vec::with_capacity(actions.len());
+                let record = |a: &Action, used: Strategy| LinkRow {
+                    app: app.clone(),
+                    target: a.target.display().to_string(),
+                    model_id: a.model_id.clone(),
+                    source: match &a.want {
+                        Some(Want::Link { source }) => source.display().to_string(),
+                        Some(Want::Symlink { text }) => text.display().to_string(),
+                        _ => String::new(),
+                    },
+                    strategy: used.name().to_owned(),
+                    created_ms: now,
+                    identity: links::identity(&a.target),
+                };
+                for mut a in actions {
+                    let result: Result<(), String> = match a.kind {
+                        ActionKind::Keep => {
+                            if a.recorded.is_none() {
+                                made.push(record(&a, a.strategy));
                             }
-                            // The very entry we made, even when its library file is gone.
-                            Ok(_) if made_by_us => links::remove(&root, &a.target, &keep),
-                            Ok(OnDisk::Foreign) => Ok(()),
-                            Ok(_) => links::remove(&root, &a.target, &keep),
-                            Err(e) => Err(e),
-                        };
-                        forgotten.push(a.target.display().to_string());
-                        outcome
-                    }
-                    ActionKind::Conflict
-                        if replace_conflicts && a.want.is_some() && !a.reason.contains("same path") =>
-                    {
-                        let want = a.want.clone().unwrap_or(Want::File {
-                            content: String::new(),
-                        });
-                        links::move_aside(&root, &a.target)
-                            .and_then(|aside| {
-                                a.reason = format!("moved aside to {}", aside.display());
-                                links::make(&root, &a.target, &want, a.strategy)
-                            })
-                            .map(|used| {
-                                a.kind = ActionKind::Replace;
-                                made.push(record(&a, used));
-                            })
-                    }
-                    ActionKind::Conflict => {
+                            Ok(())
+                        }
+                        ActionKind::Create | ActionKind::Replace => {
+                            let want = a.want.clone().unwrap_or(Want::File {
+                                content: String::new(),
+                            });
+                            let cleared = if a.kind == ActionKind::Replace {
+                                links::remove(&root, &a.target, &keep)
+                            } else {
+                                Ok(())
+                            };
+                            cleared
+                                .and_then(|()| links::make(&root, &a.target, &want, a.strategy))
+                                .map(|used| {
+                                    a.strategy = used;
+                                    made.push(record(&a, used));
+                                })
+                        }
+                        ActionKind::Remove => {
+                            // Only what is still ours goes; a file someone put there stays.
+                            let recorded = a.recorded.clone();
+                            let want = recorded.as_ref().map(|r| match Strategy::from_name(&r.strategy) {
+                                Strategy::Symlink if !r.source.starts_with('/') => Want::Symlink {
+                                    text: PathBuf::from(&r.source),
+                                },
+                                Strategy::Copy if r.source.is_empty() => Want::File {
+                                    content: String::new(),
+                                },
+                                _ => Want::Link {
+                                    source: PathBuf::from(&r.source),
+                                },
+                            });
+                            let state = want
+                                .as_ref()
+                                .map(|w| links::inspect(&root, &a.target, w, a.strategy))
+                                .unwrap_or(Ok(OnDisk::Missing));
+                            let made_by_us = recorded.as_ref().is_some_and(|r| {
+                                !r.identity.is_empty() && r.identity == links::identity(&a.target)
+                            });
+                            let outcome = match state {
+                                // The app's own config file: take our section out, keep the rest.
+                                _ if a
+                                    .target
+                                    .file_name()
+                                    .is_some_and(|n| n == "extra_model_paths.yaml") =>
+                                {
+                                    links::strip_comfy_section(&a.target)
+                                }
+                                // The very entry we made, even when its library file is gone.
+                                Ok(_) if made_by_us => links::remove(&root, &a.target, &keep),
+                                Ok(OnDisk::Foreign) => Ok(()),
+                                Ok(_) => links::remove(&root, &a.target, &keep),
+                                Err(e) => Err(e),
+                            };
+                            forgotten.push(a.target.display().to_string());
+                            outcome
+                        }
+                        ActionKind::Conflict
+                            if replace_conflicts && a.want.is_some() && !a.reason.contains("same path") =>
+                        {
+                            let want = a.want.clone().unwrap_or(Want::File {
+                                content: String::new(),
+                            });
+                            links::move_aside(&root, &a.target)
+                                .and_then(|aside| {
+                                    a.reason = format!("moved aside to {}", aside.display());
+                                    links::make(&root, &a.target, &want, a.strategy)
+                                })
+                                .map(|used| {
+                                    a.kind = ActionKind::Replace;
+                                    made.push(record(&a, used));
+                                })
+                        }
+                        ActionKind::Conflict => {
+                            unresolved.push(plan::Warning {
+                                code: "conflict".to_owned(),
+                                model_id: a.model_id.clone(),
+                                path: a.target.display().to_string(),
+                                message: format!("{}: {} (left alone)", a.target.display(), a.reason),
+                            });
+                            Ok(())
+                        }
+                    };
+                    if let Err(message) = result {
                         unresolved.push(plan::Warning {
-                            code: "conflict".to_owned(),
+                            code: "failed".to_owned(),
                             model_id: a.model_id.clone(),
                             path: a.target.display().to_string(),
-                            message: format!("{}: {} (left alone)", a.target.display(), a.reason),
+                            message,
                         });
-                        Ok(())
+                        a.kind = ActionKind::Conflict;
                     }
-                };
-                if let Err(message) = result {
-                    unresolved.push(plan::Warning {
-                        code: "failed".to_owned(),
-                        model_id: a.model_id.clone(),
-                        path: a.target.display().to_string(),
-                        message,
-                    });
-                    a.kind = ActionKind::Conflict;
+                    done.push(a);
                 }
-                done.push(a);
-            }
-            (done, made, forgotten, unresolved)
+                (done, made, forgotten, unresolved)
+            })
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;

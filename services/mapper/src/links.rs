@@ -1,6 +1,8 @@
 //! Making, checking and removing entries in app trees, safely: nothing outside the app root,
 //! no following a symlink planted in the tree, no deleting a file the mapper did not make.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
 
@@ -68,6 +70,33 @@ pub fn link_text(target: &Path, source: &Path) -> PathBuf {
     text
 }
 
+thread_local! {
+    /// Folders already checked (real directories all the way from the root) during one plan or
+    /// apply; see [`with_dir_cache`].
+    static SAFE_DIRS: RefCell<Option<HashSet<PathBuf>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with a cache of checked folders, so thousands of links in one folder cost one walk
+/// up to the root instead of one each. The cache lives only for this call.
+pub fn with_dir_cache<T>(f: impl FnOnce() -> T) -> T {
+    SAFE_DIRS.with(|c| *c.borrow_mut() = Some(HashSet::new()));
+    let result = f();
+    SAFE_DIRS.with(|c| *c.borrow_mut() = None);
+    result
+}
+
+fn dir_known(dir: &Path) -> bool {
+    SAFE_DIRS.with(|c| c.borrow().as_ref().is_some_and(|set| set.contains(dir)))
+}
+
+fn remember_dir(dir: &Path) {
+    SAFE_DIRS.with(|c| {
+        if let Some(set) = c.borrow_mut().as_mut() {
+            set.insert(dir.to_owned());
+        }
+    });
+}
+
 /// Refuses a target whose existing ancestors below `root` include a symlink (one planted in the
 /// app tree could lead anywhere), or that is not under `root` at all.
 pub fn check_path(root: &Path, target: &Path) -> Result<(), String> {
@@ -77,8 +106,12 @@ pub fn check_path(root: &Path, target: &Path) -> Result<(), String> {
     if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
         return Err(format!("{} leaves the app root", target.display()));
     }
+    if target.parent().is_some_and(dir_known) {
+        return Ok(());
+    }
     let mut at = root.to_owned();
     let parts: Vec<_> = relative.components().collect();
+    let mut complete = true;
     for c in parts.iter().take(parts.len().saturating_sub(1)) {
         at.push(c.as_os_str());
         match std::fs::symlink_metadata(&at) {
@@ -90,8 +123,14 @@ pub fn check_path(root: &Path, target: &Path) -> Result<(), String> {
             }
             Ok(m) if !m.is_dir() => return Err(format!("{} is a file, not a folder", at.display())),
             Ok(_) => {}
-            Err(_) => break,
+            Err(_) => {
+                complete = false;
+                break;
+            }
         }
+    }
+    if complete && let Some(parent) = target.parent() {
+        remember_dir(parent);
     }
     Ok(())
 }
@@ -108,12 +147,22 @@ pub fn inspect(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> R
     };
     if meta.file_type().is_symlink() {
         let text = std::fs::read_link(target).unwrap_or_default();
-        let resolved = canonical(target);
+        let resolved = || canonical(target);
         return Ok(match want {
             Want::Symlink { text: wanted } if &text == wanted => OnDisk::Matches,
-            Want::Symlink { .. } if resolved.is_none() => OnDisk::Broken,
+            Want::Symlink { .. } if resolved().is_none() => OnDisk::Broken,
             Want::Symlink { .. } => OnDisk::Ours,
-            Want::Link { source } => match resolved {
+            // The text we would write: no need to resolve it.
+            Want::Link { source } if text == link_text(target, source) || text == *source => {
+                if strategy == Strategy::Symlink && std::fs::metadata(target).is_ok() {
+                    OnDisk::Matches
+                } else if std::fs::metadata(target).is_ok() {
+                    OnDisk::Ours
+                } else {
+                    OnDisk::Broken
+                }
+            }
+            Want::Link { source } => match resolved() {
                 None => OnDisk::Broken,
                 Some(r) if Some(&r) == canonical(source).as_ref() && strategy == Strategy::Symlink => {
                     OnDisk::Matches
@@ -153,8 +202,11 @@ pub fn inspect(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> R
 pub fn make(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> Result<Strategy, String> {
     check_path(root, target)?;
     let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", target.display());
-    if let Some(parent) = target.parent() {
+    if let Some(parent) = target.parent()
+        && !dir_known(parent)
+    {
         std::fs::create_dir_all(parent).map_err(|e| io("creating the folder of", e))?;
+        check_path(root, target)?;
     }
     match want {
         Want::Symlink { text } => {

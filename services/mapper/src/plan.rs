@@ -370,6 +370,16 @@ pub fn plan(
     recorded: &[LinkRow],
     scope: Option<&HashSet<String>>,
 ) -> Plan {
+    links::with_dir_cache(|| plan_uncached(config, mount, models, recorded, scope))
+}
+
+fn plan_uncached(
+    config: &MappingConfig,
+    mount: &Path,
+    models: &[Model],
+    recorded: &[LinkRow],
+    scope: Option<&HashSet<String>>,
+) -> Plan {
     let mut warnings = tree_warnings(config);
     let in_scope = |id: &str| scope.is_none_or(|s| s.contains(id));
     let models: Vec<Model> = models.iter().filter(|m| in_scope(&m.id)).cloned().collect();
@@ -381,9 +391,10 @@ pub fn plan(
         .map(|r| (r.target.as_str(), r))
         .collect();
     let mut actions = Vec::new();
-    let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
+    // Byte-wise keys: comparing paths component by component is slow at 30,000 links.
+    let mut seen: HashSet<std::ffi::OsString> = HashSet::with_capacity(by_target.len() + 1024);
     for d in wanted {
-        if !seen.insert(d.target.clone()) {
+        if !seen.insert(d.target.as_os_str().to_owned()) {
             actions.push(Action {
                 kind: ActionKind::Conflict,
                 model_id: d.model_id.clone(),
@@ -442,7 +453,7 @@ pub fn plan(
     }
     for row in by_target.values() {
         let target = PathBuf::from(&row.target);
-        if seen.contains(&target) {
+        if seen.contains(target.as_os_str()) {
             continue;
         }
         actions.push(Action {
@@ -459,7 +470,7 @@ pub fn plan(
             },
         });
     }
-    actions.sort_by(|a, b| a.target.cmp(&b.target));
+    actions.sort_by(|a, b| a.target.as_os_str().cmp(b.target.as_os_str()));
     warnings.sort();
     warnings.dedup();
     Plan { actions, warnings }

@@ -102,33 +102,39 @@ impl Registry {
         Ok(rows.iter().map(Self::row).collect())
     }
 
-    /// Records links (one transaction).
+    /// Records links (one transaction, many rows per statement).
     pub async fn put_many(&self, links: &[LinkRow]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        for l in links {
-            sqlx::query("INSERT OR REPLACE INTO links (app, target, model_id, source, strategy, created_ms, identity) VALUES (?, ?, ?, ?, ?, ?, ?)")
-                .bind(&l.app)
-                .bind(&l.target)
-                .bind(&l.model_id)
-                .bind(&l.source)
-                .bind(&l.strategy)
-                .bind(l.created_ms)
-                .bind(&l.identity)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in links.chunks(500) {
+            let mut builder = sqlx::QueryBuilder::new(
+                "INSERT OR REPLACE INTO links (app, target, model_id, source, strategy, created_ms, identity) ",
+            );
+            builder.push_values(chunk, |mut row, l| {
+                row.push_bind(&l.app)
+                    .push_bind(&l.target)
+                    .push_bind(&l.model_id)
+                    .push_bind(&l.source)
+                    .push_bind(&l.strategy)
+                    .push_bind(l.created_ms)
+                    .push_bind(&l.identity);
+            });
+            builder.build().execute(&mut *tx).await?;
         }
         tx.commit().await
     }
 
-    /// Forgets links (one transaction).
+    /// Forgets links (one transaction, many rows per statement).
     pub async fn remove_many(&self, app: &str, targets: &[String]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        for t in targets {
-            sqlx::query("DELETE FROM links WHERE app = ? AND target = ?")
-                .bind(app)
-                .bind(t)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in targets.chunks(500) {
+            let mut builder = sqlx::QueryBuilder::new("DELETE FROM links WHERE app = ");
+            builder.push_bind(app).push(" AND target IN (");
+            let mut separated = builder.separated(", ");
+            for t in chunk {
+                separated.push_bind(t);
+            }
+            separated.push_unseparated(")");
+            builder.build().execute(&mut *tx).await?;
         }
         tx.commit().await
     }
