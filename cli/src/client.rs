@@ -19,6 +19,9 @@ pub struct GatewayArgs {
     /// API bearer token, when the gateway requires one.
     #[arg(long, env = "PUMAS_API_TOKEN", hide_env_values = true)]
     pub token: Option<pumas_runtime::Secret>,
+    /// TLS to the gateway (its CA, and a client certificate for mutual TLS).
+    #[command(flatten)]
+    pub tls: pumas_runtime::tls::ClientTlsArgs,
 }
 
 /// Adds trace context and the bearer token to every call.
@@ -51,6 +54,7 @@ impl GatewayArgs {
             })?),
             None => None,
         };
+        self.tls.install()?;
         let channel = pumas_runtime::client::channel_lazy(&self.gateway)?;
         Ok(ModelLibraryServiceClient::with_interceptor(
             channel,
@@ -70,9 +74,13 @@ pub struct HealthcheckArgs {
     /// Give up after this many milliseconds.
     #[arg(long, default_value_t = 3000)]
     timeout_ms: u64,
+    /// TLS to the service.
+    #[command(flatten)]
+    tls: pumas_runtime::tls::ClientTlsArgs,
 }
 
 pub async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<ExitCode> {
+    args.tls.install()?;
     let channel = connect_lazy(&args.addr)?;
     let mut client = HealthClient::new(channel);
     let request = HealthCheckRequest {

@@ -86,6 +86,10 @@ enum Role {
         listen: SocketAddr,
         #[command(flatten)]
         config: pumas_index::Config,
+        #[command(flatten)]
+        tls: pumas_runtime::tls::ServerTlsArgs,
+        #[command(flatten)]
+        peers: pumas_runtime::tls::ClientTlsArgs,
     },
     /// The fetch service: hub search and downloads.
     Fetch {
@@ -94,6 +98,10 @@ enum Role {
         listen: SocketAddr,
         #[command(flatten)]
         config: pumas_fetch::Config,
+        #[command(flatten)]
+        tls: pumas_runtime::tls::ServerTlsArgs,
+        #[command(flatten)]
+        peers: pumas_runtime::tls::ClientTlsArgs,
     },
     /// The mapper service: links library models into apps on this host.
     Mapper {
@@ -102,6 +110,10 @@ enum Role {
         listen: SocketAddr,
         #[command(flatten)]
         config: pumas_mapper::Config,
+        #[command(flatten)]
+        tls: pumas_runtime::tls::ServerTlsArgs,
+        #[command(flatten)]
+        peers: pumas_runtime::tls::ClientTlsArgs,
     },
     /// The gateway: the public ModelLibraryService.
     Gateway {
@@ -110,6 +122,10 @@ enum Role {
         listen: SocketAddr,
         #[command(flatten)]
         config: pumas_gateway::Config,
+        #[command(flatten)]
+        tls: pumas_runtime::tls::ServerTlsArgs,
+        #[command(flatten)]
+        peers: pumas_runtime::tls::ClientTlsArgs,
     },
 }
 
@@ -188,12 +204,25 @@ async fn bind(role: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 async fn serve_role(role: Role) -> anyhow::Result<()> {
     let name = role.name();
     let shutdown = pumas_runtime::shutdown::os_signal();
-    let (listener, addr) = match &role {
-        Role::Index { listen, .. }
-        | Role::Fetch { listen, .. }
-        | Role::Mapper { listen, .. }
-        | Role::Gateway { listen, .. } => (bind(name, *listen).await?, *listen),
+    let (listen, tls, peers) = match &role {
+        Role::Index {
+            listen, tls, peers, ..
+        }
+        | Role::Fetch {
+            listen, tls, peers, ..
+        }
+        | Role::Mapper {
+            listen, tls, peers, ..
+        }
+        | Role::Gateway {
+            listen, tls, peers, ..
+        } => (*listen, tls.clone(), peers.clone()),
     };
+    if let Some(config) = tls.server_config(listen)? {
+        pumas_runtime::tls::install_server(config);
+    }
+    peers.install()?;
+    let (listener, addr) = (bind(name, listen).await?, listen);
     let local = listener.local_addr().unwrap_or(addr);
     println!("pumas {name} listening on {local}");
     match role {

@@ -25,16 +25,24 @@ pub fn connect_lazy(address: &str) -> Result<TracedChannel, ApiError> {
 
 /// The plain channel behind [`connect_lazy`], for callers that add their own interceptor.
 pub fn channel_lazy(address: &str) -> Result<Channel, ApiError> {
+    let tls = crate::tls::peer_tls();
     let uri = if address.contains("://") {
         address.to_owned()
+    } else if tls.is_some() {
+        format!("https://{address}")
     } else {
         format!("http://{address}")
     };
-    let endpoint = Endpoint::from_shared(uri)
+    let mut endpoint = Endpoint::from_shared(uri)
         .map_err(|err| ApiError::invalid("address", format!("`{address}` is not a valid address: {err}")))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|err| ApiError::invalid("address", format!("TLS for `{address}`: {err}")))?;
+    }
     Ok(endpoint.connect_lazy())
 }

@@ -16,6 +16,7 @@ pub mod info;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::ApiError;
 pub use serve::{Limits, ServeError, serve, serve_with_limits, standard_routes};

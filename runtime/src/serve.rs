@@ -98,6 +98,9 @@ pub async fn serve_with_limits(
         .layer(tower::load_shed::LoadShedLayer::new())
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_calls));
     let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = crate::tls::server_tls() {
+        builder = builder.tls_config(tls.clone())?;
+    }
     if let Some(timeout) = limits.default_timeout {
         builder = builder.timeout(timeout);
     }
