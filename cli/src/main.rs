@@ -87,9 +87,7 @@ enum Role {
         #[command(flatten)]
         config: pumas_index::Config,
         #[command(flatten)]
-        tls: pumas_runtime::tls::ServerTlsArgs,
-        #[command(flatten)]
-        peers: pumas_runtime::tls::ClientTlsArgs,
+        common: RoleArgs,
     },
     /// The fetch service: hub search and downloads.
     Fetch {
@@ -99,9 +97,7 @@ enum Role {
         #[command(flatten)]
         config: pumas_fetch::Config,
         #[command(flatten)]
-        tls: pumas_runtime::tls::ServerTlsArgs,
-        #[command(flatten)]
-        peers: pumas_runtime::tls::ClientTlsArgs,
+        common: RoleArgs,
     },
     /// The mapper service: links library models into apps on this host.
     Mapper {
@@ -111,9 +107,7 @@ enum Role {
         #[command(flatten)]
         config: pumas_mapper::Config,
         #[command(flatten)]
-        tls: pumas_runtime::tls::ServerTlsArgs,
-        #[command(flatten)]
-        peers: pumas_runtime::tls::ClientTlsArgs,
+        common: RoleArgs,
     },
     /// The gateway: the public ModelLibraryService.
     Gateway {
@@ -123,10 +117,19 @@ enum Role {
         #[command(flatten)]
         config: pumas_gateway::Config,
         #[command(flatten)]
-        tls: pumas_runtime::tls::ServerTlsArgs,
-        #[command(flatten)]
-        peers: pumas_runtime::tls::ClientTlsArgs,
+        common: RoleArgs,
     },
+}
+
+/// Flags every serving role shares: TLS in and out, metrics.
+#[derive(Clone, Debug, clap::Args)]
+struct RoleArgs {
+    #[command(flatten)]
+    tls: pumas_runtime::tls::ServerTlsArgs,
+    #[command(flatten)]
+    peers: pumas_runtime::tls::ClientTlsArgs,
+    #[command(flatten)]
+    metrics: pumas_runtime::metrics::MetricsArgs,
 }
 
 fn main() -> ExitCode {
@@ -204,24 +207,22 @@ async fn bind(role: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 async fn serve_role(role: Role) -> anyhow::Result<()> {
     let name = role.name();
     let shutdown = pumas_runtime::shutdown::os_signal();
-    let (listen, tls, peers) = match &role {
-        Role::Index {
-            listen, tls, peers, ..
-        }
-        | Role::Fetch {
-            listen, tls, peers, ..
-        }
-        | Role::Mapper {
-            listen, tls, peers, ..
-        }
-        | Role::Gateway {
-            listen, tls, peers, ..
-        } => (*listen, tls.clone(), peers.clone()),
+    let (listen, common) = match &role {
+        Role::Index { listen, common, .. }
+        | Role::Fetch { listen, common, .. }
+        | Role::Mapper { listen, common, .. }
+        | Role::Gateway { listen, common, .. } => (*listen, common.clone()),
     };
-    if let Some(config) = tls.server_config(listen)? {
+    if let Some(config) = common.tls.server_config(listen)? {
         pumas_runtime::tls::install_server(config);
     }
-    peers.install()?;
+    common.peers.install()?;
+    if let Some(metrics) = common.metrics.metrics_listen {
+        let local = pumas_runtime::metrics::serve_metrics(metrics)
+            .await
+            .map_err(|err| anyhow::anyhow!("{name}: cannot serve metrics on {metrics}: {err}"))?;
+        println!("pumas {name} metrics on http://{local}/metrics");
+    }
     let (listener, addr) = (bind(name, listen).await?, listen);
     let local = listener.local_addr().unwrap_or(addr);
     println!("pumas {name} listening on {local}");

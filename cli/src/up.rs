@@ -55,6 +55,8 @@ pub struct UpArgs {
     /// How often the gateway checks its backends, in milliseconds.
     #[arg(long, env = "PUMAS_BACKEND_CHECK_MS", default_value_t = 1000)]
     backend_check_ms: u64,
+    #[command(flatten)]
+    metrics: pumas_runtime::metrics::MetricsArgs,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -149,6 +151,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  index      {index_addr}  pumas.index.v1.IndexService");
     println!("  fetch      {fetch_addr}  pumas.fetch.v1.FetchService");
     println!("  mapper     {mapper_addr}  pumas.mapper.v1.MapperService");
+    if let Some(listen) = args.metrics.metrics_listen {
+        let local = pumas_runtime::metrics::serve_metrics(listen)
+            .await
+            .map_err(|err| anyhow::anyhow!("cannot serve metrics on {listen}: {err}"))?;
+        println!("  metrics    http://{local}/metrics");
+    }
     println!("Stop with Ctrl-C.");
 
     let mut failure: Option<anyhow::Error> = None;

@@ -1,9 +1,11 @@
 //! What every Pumas service shares, and nothing more:
 //!
 //! - [`serve`]: bind + serve a set of gRPC routes with `grpc.health.v1`, server reflection
-//!   (v1 and v1alpha), a tracing span per call and graceful shutdown;
+//!   (v1 and v1alpha), a tracing span per call, per-call metrics, limits and graceful shutdown;
 //! - [`telemetry`]: `tracing` with an optional OpenTelemetry OTLP exporter and W3C trace context
 //!   propagated through gRPC metadata, in (server) and out (clients);
+//! - [`metrics`]: per-RPC counts, codes and latencies in the Prometheus format;
+//! - [`tls`]: TLS and mutual TLS for servers and for calls between services;
 //! - [`shutdown`]: a future that resolves on SIGINT/SIGTERM, and a handle that fans it out;
 //! - [`error`]: the one mapping from domain errors to `tonic::Status` with rich details;
 //! - [`client`]: channels to other Pumas services that carry trace context.
@@ -13,21 +15,21 @@
 pub mod client;
 pub mod error;
 pub mod info;
+pub mod layout;
+pub mod metrics;
+pub mod not_built;
+pub mod secret;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 
 pub use error::ApiError;
-pub use serve::{Limits, ServeError, serve, serve_with_limits, standard_routes};
-pub use shutdown::Shutdown;
-pub mod layout;
-pub mod not_built;
-
 pub use layout::DataRoot;
 pub use not_built::BoxStream;
+pub use secret::Secret;
+pub use serve::{Limits, ServeError, serve, serve_with_limits, standard_routes};
+pub use shutdown::Shutdown;
 
 #[doc(hidden)]
 pub use tonic as __tonic;
-pub mod secret;
-pub use secret::Secret;

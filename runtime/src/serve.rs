@@ -88,7 +88,27 @@ pub async fn serve_with_limits(
 ) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let trace = tower_http::trace::TraceLayer::new_for_grpc().make_span_with(server_span);
+    // A caller's mistake (bad argument, unknown id, no token...) is the caller's outcome, not a
+    // server failure: only faults of ours or of a dependency are logged as errors.
+    let classifier = {
+        use tower_http::classify::{GrpcCode, GrpcErrorsAsFailures};
+        [
+            GrpcCode::Cancelled,
+            GrpcCode::InvalidArgument,
+            GrpcCode::NotFound,
+            GrpcCode::AlreadyExists,
+            GrpcCode::PermissionDenied,
+            GrpcCode::ResourceExhausted,
+            GrpcCode::FailedPrecondition,
+            GrpcCode::Aborted,
+            GrpcCode::OutOfRange,
+            GrpcCode::Unauthenticated,
+        ]
+        .into_iter()
+        .fold(GrpcErrorsAsFailures::new(), GrpcErrorsAsFailures::with_success)
+    };
+    let trace = tower_http::trace::TraceLayer::new(tower_http::classify::SharedClassifier::new(classifier))
+        .make_span_with(server_span);
     // Load shedding turns "no capacity" into RESOURCE_EXHAUSTED at once (tonic maps
     // tower's Overloaded to that code) instead of queueing without bound.
     let max_calls = limits
@@ -106,6 +126,7 @@ pub async fn serve_with_limits(
     }
     let server = builder
         .layer(trace)
+        .layer(crate::metrics::MetricsLayer)
         .layer(limit)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use opentelemetry::propagation::{Extractor, Injector};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::{Context, global};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -178,10 +178,16 @@ pub fn server_span<B>(request: &http::Request<B>) -> Span {
         otel.name = %path.trim_start_matches('/'),
         otel.kind = "server",
         rpc.method = %path,
+        trace_id = tracing::field::Empty,
     );
     let parent: Context = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
     // Setting a parent only fails when no OpenTelemetry layer is installed (plain unit tests).
     let _ = span.set_parent(parent);
+    // Every log line of the call names its trace, so logs and traces join up.
+    let trace_id = span.context().span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
     span
 }
 
