@@ -12,8 +12,8 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: std::io::Error },
     /// Flags that only work together.
     #[error("{0}")]
     Incomplete(String),
@@ -25,9 +25,9 @@ pub enum TlsError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|reason| TlsError::Read {
         path: path.display().to_string(),
-        source,
+        reason,
     })
 }
 
