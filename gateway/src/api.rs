@@ -23,6 +23,9 @@ use crate::passthrough::{backend_error, request};
 pub(crate) struct GatewayApi {
     info: ServiceInfo,
     backends: Arc<Backends>,
+    /// The apps each mapper last reported, so that while it is down the projection can still
+    /// say "unknown" per app rather than only per host.
+    known_apps: std::sync::RwLock<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
 }
 
 impl GatewayApi {
@@ -30,6 +33,7 @@ impl GatewayApi {
         Self {
             info: pumas_runtime::info::service_info("gateway", &[SERVICE_NAME], start_time),
             backends,
+            known_apps: Default::default(),
         }
     }
 
@@ -231,7 +235,18 @@ impl GatewayApi {
         for (name, answer) in futures_util::future::join_all(calls).await {
             match answer {
                 Ok(answer) => {
-                    for states in answer.into_inner().models {
+                    let answer = answer.into_inner();
+                    let apps: std::collections::BTreeSet<String> = answer
+                        .models
+                        .iter()
+                        .flat_map(|m| m.apps.iter().map(|a| a.app.clone()))
+                        .collect();
+                    if !apps.is_empty()
+                        && let Ok(mut known) = self.known_apps.write()
+                    {
+                        known.insert(name.clone(), apps);
+                    }
+                    for states in answer.models {
                         if let Some(view) = views
                             .iter_mut()
                             .find(|v| v.model.as_ref().is_some_and(|m| m.model_id == states.model_id))
@@ -248,14 +263,24 @@ impl GatewayApi {
                     }
                 }
                 Err(_) => {
+                    // One UNKNOWN per app last seen on that host; an empty app name when it
+                    // has never answered.
+                    let apps: Vec<String> = self
+                        .known_apps
+                        .read()
+                        .ok()
+                        .and_then(|known| known.get(&name).map(|a| a.iter().cloned().collect()))
+                        .unwrap_or_else(|| vec![String::new()]);
                     for view in &mut views {
                         view.unavailable_mappers.push(name.clone());
-                        view.link_states.push(ModelLinkState {
-                            mapper: name.clone(),
-                            app: String::new(),
-                            state: mapper::v1::LinkState::Unknown as i32,
-                            target_paths: Vec::new(),
-                        });
+                        for app in &apps {
+                            view.link_states.push(ModelLinkState {
+                                mapper: name.clone(),
+                                app: app.clone(),
+                                state: mapper::v1::LinkState::Unknown as i32,
+                                target_paths: Vec::new(),
+                            });
+                        }
                     }
                 }
             }

@@ -13,6 +13,10 @@ pub type TracedChannel = InterceptedService<Channel, TraceContextInjector>;
 
 /// How long a connection attempt to another service may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an HTTP/2 ping checks that a connection to another service is alive.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a ping may go unanswered before the connection counts as dead.
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A lazily connected channel to `address` (`host:port` or a full `http(s)://` URI). It connects
 /// on first use and reconnects by itself after the peer restarts.
@@ -37,7 +41,11 @@ pub fn channel_lazy(address: &str) -> Result<Channel, ApiError> {
         .map_err(|err| ApiError::invalid("address", format!("`{address}` is not a valid address: {err}")))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
+        // A peer that vanished without closing (host down, link cut) is noticed within
+        // KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT: calls fail UNAVAILABLE instead of waiting
+        // for their deadline, and the next call dials afresh.
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
     if let Some(tls) = tls {
         endpoint = endpoint

@@ -20,6 +20,7 @@ use tonic_health::pb::health_client::HealthClient;
 pub mod certs;
 pub mod fakes;
 pub mod hub;
+pub mod netns;
 pub mod reflection;
 
 /// How long a process may take to print its addresses.
@@ -91,8 +92,29 @@ impl Process {
         log_path: PathBuf,
         ready: impl Fn(&str) -> bool,
     ) -> anyhow::Result<Self> {
+        Self::start_wrapped(&[], &pumas_bin()?, args, envs, log_path, ready).await
+    }
+
+    /// [`Process::start`] of any `program` behind a wrapper command that ends by running the program it is given
+    /// (e.g. `ip netns exec NS` to run in a network namespace); the wrapper must exec, so that
+    /// the process id is pumas's own.
+    pub async fn start_wrapped(
+        wrapper: &[String],
+        program: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        log_path: PathBuf,
+        ready: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Self> {
         let log = std::fs::File::create(&log_path).context("creating the process log")?;
-        let mut command = Command::new(pumas_bin()?);
+        let mut command = match wrapper.split_first() {
+            Some((wrapper_program, wrapper_args)) => {
+                let mut command = Command::new(wrapper_program);
+                command.args(wrapper_args).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
         command
             .args(args)
             .env_remove("PUMAS_DATA_ROOT")
