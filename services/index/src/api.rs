@@ -118,7 +118,7 @@ pumas_runtime::service_impl! {
             Ok(Response::new(ListModelsResponse {
                 models: page.rows.iter().map(|(rec, _)| self.record(rec)).collect(),
                 total_size_capped: page.total_capped(),
-                next_page_token: page.next.map(|n| paging::encode(&n, &qhash)).unwrap_or_default(),
+                next_page_token: page.next.as_ref().map(|n| paging::encode(n, &qhash)).unwrap_or_default(),
                 total_size: page.total,
             }))
         }
@@ -140,7 +140,7 @@ pumas_runtime::service_impl! {
                     .map(|(rec, score)| SearchHit { model: Some(self.record(rec)), score: *score, matched_fields: Vec::new() })
                     .collect(),
                 total_size_capped: page.total_capped(),
-                next_page_token: page.next.map(|n| paging::encode(&n, &qhash)).unwrap_or_default(),
+                next_page_token: page.next.as_ref().map(|n| paging::encode(n, &qhash)).unwrap_or_default(),
                 total_size: page.total,
             }))
         }

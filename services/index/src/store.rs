@@ -3,8 +3,11 @@
 //! from the metadata files.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -125,6 +128,52 @@ pub struct Change {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    pages: Arc<PageCache>,
+}
+
+/// Pages already answered, valid until the next write to the models. UIs ask the same list or
+/// search again and again (every refresh, every keystroke that lands on a previous query); a
+/// hit costs a hash lookup instead of the count and page queries, and a write empties it.
+#[derive(Debug, Default)]
+struct PageCache {
+    /// Bumped after every committed write that can change a page.
+    generation: AtomicU64,
+    /// The generation the entries belong to, and the entries.
+    entries: Mutex<(u64, HashMap<String, Arc<Page>>)>,
+}
+
+impl PageCache {
+    /// Entries kept at most; when full, the cache starts over.
+    const CAPACITY: usize = 1024;
+
+    fn get(&self, key: &str) -> (u64, Option<Arc<Page>>) {
+        let generation = self.generation.load(AtomicOrdering::Acquire);
+        let Ok(mut entries) = self.entries.lock() else {
+            return (generation, None);
+        };
+        if entries.0 != generation {
+            entries.0 = generation;
+            entries.1.clear();
+        }
+        (generation, entries.1.get(key).cloned())
+    }
+
+    /// Keeps `page` if no write happened since `generation` was read (before the queries ran).
+    fn put(&self, generation: u64, key: String, page: Arc<Page>) {
+        if let Ok(mut entries) = self.entries.lock()
+            && entries.0 == generation
+            && self.generation.load(AtomicOrdering::Acquire) == generation
+        {
+            if entries.1.len() >= Self::CAPACITY {
+                entries.1.clear();
+            }
+            entries.1.insert(key, page);
+        }
+    }
+
+    fn invalidate(&self) {
+        self.generation.fetch_add(1, AtomicOrdering::AcqRel);
+    }
 }
 
 fn migrator() -> Migrator {
@@ -164,7 +213,10 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| IndexError::Internal(format!("migrating models.db: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            pages: Arc::default(),
+        })
     }
 
     /// Closes the pool.
@@ -316,6 +368,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.pages.invalidate();
         Ok(())
     }
 
@@ -325,6 +378,7 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.pages.invalidate();
         Ok(done.rows_affected() > 0)
     }
 
@@ -515,6 +569,24 @@ impl Store {
     /// index testing filters; relevance search walks FTS matches in two tiers, models whose name
     /// matches first, then the rest, each in library order.
     pub async fn page(
+        &self,
+        fts: Option<&str>,
+        filter: &Filter,
+        order: Order,
+        after: &After,
+        limit: u32,
+    ) -> Result<Arc<Page>, IndexError> {
+        let key = format!("{fts:?}|{filter:?}|{order:?}|{after:?}|{limit}");
+        let (generation, hit) = self.pages.get(&key);
+        if let Some(page) = hit {
+            return Ok(page);
+        }
+        let page = Arc::new(self.page_uncached(fts, filter, order, after, limit).await?);
+        self.pages.put(generation, key, Arc::clone(&page));
+        Ok(page)
+    }
+
+    async fn page_uncached(
         &self,
         fts: Option<&str>,
         filter: &Filter,

@@ -70,8 +70,8 @@ async fn all_pages(
         let page = store.page(fts, filter, order, &after, 97).await.expect("page");
         total = page.total;
         seen.extend(page.rows.iter().map(|(r, s)| (r.metadata.id.clone(), *s)));
-        match page.next {
-            Some(next) => after = next,
+        match &page.next {
+            Some(next) => after = next.clone(),
             None => break,
         }
     }
@@ -151,4 +151,32 @@ async fn exact_and_streaming_plans_page_completely() {
     let (seen, _) = all_pages(&store, Some("\"alpha\""), &Filter::default(), Order::AddedDesc).await;
     assert_unique(&seen, n as u64);
     store.close().await;
+}
+
+#[tokio::test]
+async fn a_repeated_page_comes_from_the_cache_until_a_write_changes_the_models() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("models.db")).await.expect("open");
+    store
+        .upsert_many(&(0..10).map(record).collect::<Vec<_>>())
+        .await
+        .expect("insert");
+    let (filter, start) = (Filter::default(), After::Start);
+    let ask = || store.page(Some("\"alpha\""), &filter, Order::Relevance, &start, 50);
+    let first = ask().await.expect("page");
+    let again = ask().await.expect("page");
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &again),
+        "the same page, not a second query"
+    );
+    assert_eq!(first.total, 10, "every record mentions alpha");
+
+    // A write: the next answer is fresh and sees it.
+    store.upsert(&record(12)).await.expect("insert");
+    let fresh = ask().await.expect("page");
+    assert!(!std::sync::Arc::ptr_eq(&first, &fresh));
+    assert_eq!(fresh.total, 11);
+    // A removal too.
+    assert!(store.remove("lora/sdxl/m00012").await.expect("remove"));
+    assert_eq!(ask().await.expect("page").total, 10);
 }
