@@ -235,6 +235,14 @@ fn resolves_on_app_host(net: &Net, mapper_pid: u32, link: &Path) -> bool {
     }
 }
 
+/// The documented port on a host of its own (docs/DEPLOY.md); any free port on loopback.
+fn fixed_port(net: &Net, port: u16) -> u16 {
+    match net {
+        Net::Lab(_) => port,
+        Net::Loopback => 0,
+    }
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -345,7 +353,7 @@ async fn scenario(net: Net) -> anyhow::Result<()> {
             "serve",
             "fetch",
             "--listen",
-            &format!("{storage_ip}:0"),
+            &format!("{storage_ip}:{}", fixed_port(&net, 50053)),
             "--plaintext",
             "--data-root",
             &root,
@@ -405,7 +413,7 @@ async fn scenario(net: Net) -> anyhow::Result<()> {
             "serve",
             "gateway",
             "--listen",
-            &format!("{gateway_ip}:0"),
+            &format!("{gateway_ip}:{}", fixed_port(&net, 50051)),
             "--plaintext",
             "--index",
             &index_addr,
