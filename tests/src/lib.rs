@@ -20,6 +20,7 @@ use tonic_health::pb::health_client::HealthClient;
 pub mod certs;
 pub mod fakes;
 pub mod hub;
+pub mod library;
 pub mod netns;
 pub mod reflection;
 

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use pumas_e2e::library::{import, write_lora};
 use pumas_e2e::netns::Lab;
 use pumas_e2e::{Process, pumas_bin};
-use pumas_proto::common::v1::{ImportMode, JobState};
+use pumas_proto::common::v1::JobState;
 use pumas_proto::fetch::v1::DownloadState;
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::*;
@@ -73,53 +74,6 @@ async fn start(
         .map(|rest| rest.split_whitespace().next().unwrap_or_default().to_owned())
         .ok_or_else(|| anyhow!("no address after {marker:?} in {:?}", process.banner))?;
     Ok((process, addr))
-}
-
-/// A small SDXL LoRA.
-fn write_lora(path: &Path, seed: u8) -> anyhow::Result<()> {
-    let header = serde_json::json!({
-        "__metadata__": {"ss_base_model_version": "sdxl_base_v1-0", "seed": seed.to_string()},
-        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": {"dtype": "F16", "shape": [640, 4], "data_offsets": [0, 5120]},
-    });
-    let mut json = serde_json::to_vec(&header)?;
-    while !(8 + json.len()).is_multiple_of(8) {
-        json.push(b' ');
-    }
-    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(&json);
-    bytes.resize(bytes.len() + 5120, seed);
-    std::fs::create_dir_all(path.parent().context("parent")?)?;
-    std::fs::write(path, bytes)?;
-    Ok(())
-}
-
-async fn import(gateway: &mut Gateway, path: &Path) -> anyhow::Result<String> {
-    let job = gateway
-        .import_models(ImportModelsRequest {
-            paths: vec![path.display().to_string()],
-            mode: ImportMode::Copy as i32,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .job
-        .context("job")?;
-    let mut stream = gateway
-        .watch_import_job(WatchImportJobRequest {
-            job_id: job.status.context("status")?.job_id,
-        })
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(update) = stream.message().await? {
-        last = update.job;
-    }
-    let job = last.context("no job update")?;
-    let result = job.results.first().context("no import result")?;
-    if result.model_id.is_empty() {
-        bail!("import of {} gave no model: {job:?}", path.display());
-    }
-    Ok(result.model_id.clone())
 }
 
 async fn apply(gateway: &mut Gateway, mapper: &str, app: &str) -> anyhow::Result<()> {

@@ -1,0 +1,58 @@
+//! Library fixtures shared by end-to-end tests: model files and imports through the gateway.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use pumas_proto::common::v1::ImportMode;
+use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
+use pumas_proto::gateway::v1::{ImportModelsRequest, WatchImportJobRequest};
+use tonic::transport::Channel;
+
+/// Writes a small SDXL LoRA (realistic tensor names) whose bytes depend on `seed`.
+pub fn write_lora(path: &Path, seed: u8) -> anyhow::Result<()> {
+    let header = serde_json::json!({
+        "__metadata__": {"ss_base_model_version": "sdxl_base_v1-0", "seed": seed.to_string()},
+        "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": {"dtype": "F16", "shape": [4, 1280], "data_offsets": [0, 10240]},
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": {"dtype": "F16", "shape": [640, 4], "data_offsets": [10240, 15360]},
+    });
+    let mut json = serde_json::to_vec(&header)?;
+    while !(8 + json.len()).is_multiple_of(8) {
+        json.push(b' ');
+    }
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&json);
+    bytes.resize(bytes.len() + 15360, seed);
+    std::fs::create_dir_all(path.parent().context("parent")?)?;
+    std::fs::write(path, bytes)?;
+    Ok(())
+}
+
+/// Imports `path` (copying it) through the gateway, waits for the job and returns the model id.
+pub async fn import(gateway: &mut ModelLibraryServiceClient<Channel>, path: &Path) -> anyhow::Result<String> {
+    let job = gateway
+        .import_models(ImportModelsRequest {
+            paths: vec![path.display().to_string()],
+            mode: ImportMode::Copy as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .job
+        .context("job")?;
+    let mut stream = gateway
+        .watch_import_job(WatchImportJobRequest {
+            job_id: job.status.context("status")?.job_id,
+        })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(update) = stream.message().await? {
+        last = update.job;
+    }
+    let job = last.context("no job update")?;
+    let result = job.results.first().context("no import result")?;
+    if result.model_id.is_empty() {
+        bail!("import of {} gave no model: {job:?}", path.display());
+    }
+    Ok(result.model_id.clone())
+}
