@@ -197,8 +197,16 @@ fn fixed_port(net: &Net, port: u16) -> u16 {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// An address that stays the same when its process restarts: the documented port on a host
+/// of its own, a free port on loopback.
+fn stable_addr(net: &Net, host: &str, port: u16) -> anyhow::Result<String> {
+    match net {
+        Net::Lab(_) => Ok(format!("{}:{port}", net.address(host)?)),
+        Net::Loopback => {
+            let free = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            Ok(format!("127.0.0.1:{free}"))
+        }
+    }
 }
 
 async fn scenario(net: Net) -> anyhow::Result<()> {
@@ -273,10 +281,7 @@ async fn scenario(net: Net) -> anyhow::Result<()> {
     let storage_ip = net.address("storage")?;
     let root = storage_root.display().to_string();
     // On a fixed address: the loopback variant restarts it.
-    let index_listen = match &net {
-        Net::Lab(_) => format!("{storage_ip}:50052"),
-        Net::Loopback => format!("127.0.0.1:{}", free_port()?),
-    };
+    let index_listen = stable_addr(&net, "storage", 50052)?;
     let index_args = [
         "serve",
         "index",
@@ -324,10 +329,7 @@ async fn scenario(net: Net) -> anyhow::Result<()> {
     .await?;
 
     // The app host: a mapper with the library at its own path, on a fixed address (it restarts).
-    let mapper_addr = match &net {
-        Net::Lab(_) => format!("{}:50054", net.address("app")?),
-        Net::Loopback => format!("127.0.0.1:{}", free_port()?),
-    };
+    let mapper_addr = stable_addr(&net, "app", 50054)?;
     let mapper_args = [
         "serve",
         "mapper",
