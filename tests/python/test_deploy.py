@@ -125,8 +125,9 @@ def test_kubernetes_manifests():
             listen = container["args"][container["args"].index("--listen") + 1]
             assert int(listen.rsplit(":", 1)[1]) in ports, f"{where}: listen port not exposed"
             for probe in ("livenessProbe", "readinessProbe"):
-                grpc_probe = container[probe]["grpc"]
-                assert grpc_probe["port"] == int(listen.rsplit(":", 1)[1]), f"{where}: {probe} port"
+                # The gateway is probed over TCP (its gRPC health follows its backends).
+                kind = "tcpSocket" if role == "gateway" else "grpc"
+                assert container[probe][kind]["port"] == int(listen.rsplit(":", 1)[1]), f"{where}: {probe} port"
         for volume in pod["spec"].get("volumes", []):
             if "configMap" in volume:
                 assert volume["configMap"]["name"] in config_maps, f"{file}: {volume}"
