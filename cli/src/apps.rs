@@ -74,7 +74,12 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|e| format!("line {}: {}", e.line, e.message))
                 .collect();
-            if errors.is_empty() {
+            if a.unmapped_time.is_some() {
+                println!(
+                    "{}/{}  {:<9} {}  unmapped (`pumas map apply {}` links it again)",
+                    m.mapper, a.name, a.kind, a.root, a.name
+                );
+            } else if errors.is_empty() {
                 println!(
                     "{}/{}  {:<9} {}  {} links, {} broken",
                     m.mapper, a.name, a.kind, a.root, a.link_count, a.broken_count

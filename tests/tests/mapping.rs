@@ -550,6 +550,29 @@ async fn the_cli_lists_apps_previews_applies_and_unmaps() -> anyhow::Result<()> 
     let (ok, out, err) = pumas(&["unmap", "--gateway", gw, "fooocus"]).await?;
     assert!(ok, "{out}{err}");
     assert!(!fooocus.join("models/loras/Cli Lora.safetensors").exists());
+    // Unmapped stays unmapped: a library change does not link the app again. The follower
+    // applies apps in name order, so once "witness" has the new model, "fooocus" was passed.
+    let witness = suite.data_root.path().join("Witness");
+    std::fs::write(
+        configs.join("witness.toml"),
+        format!("kind = \"fooocus\"\nroot = \"{}\"\n", witness.display()),
+    )?;
+    let later = suite.data_root.path().join("inbox/Later Lora.safetensors");
+    write_lora(&later, 10)?;
+    import(&mut gateway, &later).await?;
+    let seen = witness.join("models/loras/Later Lora.safetensors");
+    wait_until("the feed to link the new model", || seen.exists()).await?;
+    assert!(!fooocus.join("models/loras/Later Lora.safetensors").exists());
+    let (ok, out, _) = pumas(&["apps", "--gateway", gw]).await?;
+    assert!(
+        ok && out.contains("local/fooocus  fooocus") && out.contains("unmapped"),
+        "{out}"
+    );
+    // ...until the next explicit apply.
+    let (ok, out, err) = pumas(&["map", "apply", "--gateway", gw, "fooocus"]).await?;
+    assert!(ok, "{out}{err}");
+    assert!(fooocus.join("models/loras/Later Lora.safetensors").exists());
+    assert!(fooocus.join("models/loras/Cli Lora.safetensors").exists());
     Ok(())
 }
 

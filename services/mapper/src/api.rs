@@ -11,7 +11,7 @@ use pumas_runtime::{ApiError, BoxStream};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::engine::{Engine, Outcome, State};
+use crate::engine::{Engine, Outcome, State, Trigger, unmapped_key};
 use crate::mapping;
 use crate::plan::{self, ActionKind};
 use crate::{Config, SERVICE_NAME};
@@ -133,6 +133,15 @@ impl MapperApi {
             .flatten()
             .and_then(|ms| ms.parse::<u64>().ok())
             .map(|ms| prost_types::Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms)));
+        let unmapped = self
+            .engine
+            .registry
+            .get_state(&unmapped_key(app))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(|ms| prost_types::Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms)));
         let broken = links
             .iter()
             .filter(|l| std::fs::symlink_metadata(&l.target).is_ok() && std::fs::metadata(&l.target).is_err())
@@ -148,6 +157,7 @@ impl MapperApi {
                 conflict_count: 0,
                 last_apply_time: last_apply,
                 config_errors: Vec::new(),
+                unmapped_time: unmapped,
             },
             Err(errors) => App {
                 name: app.to_owned(),
@@ -155,6 +165,7 @@ impl MapperApi {
                 broken_count: broken,
                 last_apply_time: last_apply,
                 config_errors: config_errors(errors),
+                unmapped_time: unmapped,
                 ..Default::default()
             },
         })
@@ -208,7 +219,11 @@ impl MapperApi {
         let app = app.to_owned();
         tokio::spawn(async move {
             let result: Result<Outcome, ApiError> = match work {
-                Work::Apply { replace_conflicts } => engine.apply(&app, replace_conflicts, None).await,
+                Work::Apply { replace_conflicts } => {
+                    engine
+                        .apply(&app, replace_conflicts, None, Trigger::Request)
+                        .await
+                }
                 Work::Repair => engine.repair(&app).await,
                 Work::Unmap => engine.unmap(&app).await,
                 Work::Adopt => engine.adopt(&app).await,

@@ -305,10 +305,20 @@ impl Engine {
         app: &str,
         replace_conflicts: bool,
         scope: Option<&HashSet<String>>,
+        trigger: Trigger,
     ) -> Result<Outcome, ApiError> {
         let config = self.config(app)?;
         let lock = self.lock(app);
         let _guard = lock.lock().await;
+        // Checked under the app lock, so a feed apply queued behind an unmap cannot undo it.
+        let key = unmapped_key(app);
+        match trigger {
+            Trigger::Request => self.registry.delete_state(&key).await.map_err(db)?,
+            Trigger::Follow if self.registry.get_state(&key).await.map_err(db)?.is_some() => {
+                return Ok(Outcome::default());
+            }
+            Trigger::Follow => {}
+        }
         let models = match scope {
             Some(ids) => self.some_models(ids).await?,
             None => self.all_models().await?,
@@ -499,6 +509,11 @@ impl Engine {
         let config = self.config(app)?;
         let lock = self.lock(app);
         let _guard = lock.lock().await;
+        // Stays unmapped until the next explicit apply: the feed must not link it again.
+        self.registry
+            .set_state(&unmapped_key(app), &crate::now_ms().to_string())
+            .await
+            .map_err(db)?;
         let recorded = self.registry.for_app(app).await.map_err(db)?;
         let actions = recorded
             .iter()
@@ -533,7 +548,7 @@ impl Engine {
         let config = self.config(app)?;
         let recorded = self.registry.for_app(app).await.map_err(db)?;
         let scope: HashSet<String> = recorded.iter().map(|r| r.model_id.clone()).collect();
-        let mut outcome = self.apply(app, false, Some(&scope)).await?;
+        let mut outcome = self.apply(app, false, Some(&scope), Trigger::Follow).await?;
         let known: HashSet<String> = self
             .registry
             .for_app(app)
@@ -685,7 +700,7 @@ impl Engine {
             }
             done.insert(c.sha256.clone());
         }
-        let mut outcome = self.apply(app, false, None).await?;
+        let mut outcome = self.apply(app, false, None, Trigger::Request).await?;
         outcome.unresolved.extend(unresolved);
         Ok(outcome)
     }
@@ -836,7 +851,7 @@ impl Engine {
             if c.config.is_err() {
                 continue;
             }
-            match self.apply(&c.app, false, scope).await {
+            match self.apply(&c.app, false, scope, Trigger::Follow).await {
                 Ok(o) => {
                     let changed = o.plan.count(ActionKind::Create)
                         + o.plan.count(ActionKind::Replace)
@@ -849,6 +864,20 @@ impl Engine {
             }
         }
     }
+}
+
+/// Who asked for an apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A caller (apply, adopt): maps the app again even if it was unmapped.
+    Request,
+    /// The change feed or repair: leaves an unmapped app alone.
+    Follow,
+}
+
+/// Registry state key set while an app is unmapped (value: when, in ms since the epoch).
+pub fn unmapped_key(app: &str) -> String {
+    format!("unmapped/{app}")
 }
 
 fn adopt_warning(c: &crate::adopt::Candidate, message: String) -> plan::Warning {

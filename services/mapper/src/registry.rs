@@ -166,4 +166,13 @@ impl Registry {
             .await?;
         Ok(())
     }
+
+    /// Forgets a stored value.
+    pub async fn delete_state(&self, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM state WHERE key = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
