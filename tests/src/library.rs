@@ -56,3 +56,35 @@ pub async fn import(gateway: &mut ModelLibraryServiceClient<Channel>, path: &Pat
     }
     Ok(result.model_id.clone())
 }
+
+/// Waits until the mapper at `mapper` has applied every change the index at `index` has made
+/// so far (its feed cursor has reached the index's head), so a test can tell what the mapper
+/// did on its own from what a call does next.
+pub async fn mapper_caught_up(index: &str, mapper: &str) -> anyhow::Result<()> {
+    use pumas_proto::index::v1::index_service_client::IndexServiceClient;
+    use pumas_proto::mapper::v1::mapper_service_client::MapperServiceClient;
+    let head = IndexServiceClient::new(crate::channel(index).await?)
+        .get_service_info(pumas_proto::index::v1::GetServiceInfoRequest {})
+        .await?
+        .into_inner()
+        .change_cursor;
+    let mut mapper = MapperServiceClient::new(crate::channel(mapper).await?);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let info = mapper
+            .get_service_info(pumas_proto::mapper::v1::GetServiceInfoRequest {})
+            .await?
+            .into_inner();
+        if info.following_changes && info.change_cursor >= head {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the mapper did not catch up with the index's change feed: at {} of {head} (following: {})",
+                info.change_cursor,
+                info.following_changes
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 
 type Mapper = MapperServiceClient<Channel>;
 
-use pumas_e2e::library::{import, write_lora};
+use pumas_e2e::library::{import, mapper_caught_up, write_lora};
 
 async fn put(mapper: &mut Mapper, app: &str, toml: &str) -> anyhow::Result<()> {
     mapper
@@ -101,6 +101,8 @@ async fn apps_see_library_models_in_their_layouts_and_follow_the_library() -> an
     std::fs::write(&gguf_path, fixtures::gguf("llama", "tiny", 15, 4096))?;
     let llm = import(&mut gateway, &gguf_path).await?;
     assert!(llm.starts_with("llm/llama/"), "{llm}");
+    // What the mapper does on its own with these imports is done before any app exists.
+    mapper_caught_up(&suite.index, &suite.mapper).await?;
 
     // Config errors come back with their line.
     let err = mapper
@@ -518,6 +520,7 @@ async fn the_cli_lists_apps_previews_applies_and_unmaps() -> anyhow::Result<()> 
     let lora = suite.data_root.path().join("inbox/Cli Lora.safetensors");
     write_lora(&lora, 9)?;
     import(&mut gateway, &lora).await?;
+    mapper_caught_up(&suite.index, &suite.mapper).await?;
     let fooocus = suite.data_root.path().join("Fooocus");
     let configs = suite.root().join("launcher-data/mapping-configs");
     std::fs::write(
@@ -586,6 +589,7 @@ async fn adoption_moves_an_apps_own_files_into_the_library_and_links_them_back()
     let known = tmp.join("inbox/Known.safetensors");
     write_lora(&known, 11)?;
     let known_id = import(&mut gateway, &known).await?;
+    mapper_caught_up(&suite.index, &suite.mapper).await?;
     // A ComfyUI install with its own files: one new LoRA (twice) and a copy of the known one.
     let comfy = tmp.join("ComfyUI");
     let own = comfy.join("models/loras/Own.safetensors");

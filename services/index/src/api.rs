@@ -103,6 +103,7 @@ pumas_runtime::service_impl! {
                 info: Some(self.info.clone()),
                 library_root: self.library.root().display().to_string(),
                 model_count: self.library.store().count().await?,
+                change_cursor: self.library.store().head_cursor().await?,
             }))
         }
 

@@ -292,10 +292,12 @@ pumas_runtime::service_impl! {
             &self,
             _request: Request<GetServiceInfoRequest>,
         ) -> Result<Response<GetServiceInfoResponse>, Status> {
+            let change_cursor = self.engine.change_cursor().await;
             Ok(Response::new(GetServiceInfoResponse {
                 info: Some(self.info.clone()),
                 library_mount: self.engine.mount().display().to_string(),
                 following_changes: *self.engine.following.borrow(),
+                change_cursor,
             }))
         }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use pumas_proto::common::v1 as common;
 use pumas_proto::index::v1::index_service_client::IndexServiceClient;
 use pumas_proto::index::v1::{
-    BatchGetModelsRequest, ListModelsRequest, ReplaceLinkHoldsRequest, WatchChangesRequest,
+    BatchGetModelsRequest, GetServiceInfoRequest, ListModelsRequest, ReplaceLinkHoldsRequest,
+    WatchChangesRequest,
 };
 use pumas_runtime::ApiError;
 use pumas_runtime::client::TracedChannel;
@@ -780,19 +781,48 @@ impl Engine {
         }
     }
 
+    /// The last change-feed cursor applied to every app (0 before the first).
+    pub async fn change_cursor(&self) -> u64 {
+        self.registry
+            .get_state("change_cursor")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    async fn save_cursor(&self, cursor: u64) {
+        if let Err(err) = self
+            .registry
+            .set_state("change_cursor", &cursor.to_string())
+            .await
+        {
+            tracing::warn!(error = %err, "could not save the change cursor");
+        }
+    }
+
     /// Follows the index's change feed: a model that becomes ready is linked, a removed one
-    /// unlinked, a moved one relinked, in every app whose rules match. Resumes from its cursor.
+    /// unlinked, a moved one relinked, in every app whose rules match. Resumes from its cursor;
+    /// with none (first start, or a cursor the index no longer keeps) it starts at the index's
+    /// head and brings every app up to date once.
     pub async fn follow(self: Arc<Self>) {
         loop {
-            let after: u64 = self
-                .registry
-                .get_state("change_cursor")
-                .await
-                .ok()
-                .flatten()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
+            let saved = self.change_cursor().await;
             let mut index = self.index.clone();
+            let after = if saved > 0 {
+                saved
+            } else {
+                match index.get_service_info(GetServiceInfoRequest {}).await {
+                    Ok(info) => info.into_inner().change_cursor,
+                    Err(status) => {
+                        self.following.send_replace(false);
+                        tracing::debug!(error = %status.message(), "index not reachable; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            };
             let stream = index
                 .watch_changes(WatchChangesRequest {
                     after_cursor: after,
@@ -801,6 +831,13 @@ impl Engine {
                 .await;
             let mut stream = match stream {
                 Ok(s) => s.into_inner(),
+                Err(status) if status.code() == tonic::Code::OutOfRange => {
+                    tracing::warn!(
+                        "the index no longer keeps changes after cursor {after}; re-applying every app"
+                    );
+                    self.save_cursor(0).await;
+                    continue;
+                }
                 Err(status) => {
                     self.following.send_replace(false);
                     tracing::debug!(error = %status.message(), "change feed not reachable; retrying");
@@ -809,9 +846,10 @@ impl Engine {
                 }
             };
             self.following.send_replace(true);
-            if after == 0 {
-                // First start: bring every app up to date once.
+            if saved == 0 {
+                // Subscribed first, so nothing between the snapshot and the feed is lost.
                 self.apply_all(None).await;
+                self.save_cursor(after).await;
             }
             loop {
                 let first = match stream.message().await {
@@ -833,13 +871,7 @@ impl Engine {
                 }
                 let cursor = batch.iter().map(|c| c.cursor).max().unwrap_or(after);
                 self.apply_all(Some(&scope)).await;
-                if let Err(err) = self
-                    .registry
-                    .set_state("change_cursor", &cursor.to_string())
-                    .await
-                {
-                    tracing::warn!(error = %err, "could not save the change cursor");
-                }
+                self.save_cursor(cursor).await;
             }
             self.following.send_replace(false);
             tokio::time::sleep(Duration::from_millis(500)).await;
