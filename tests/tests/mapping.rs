@@ -257,7 +257,7 @@ async fn apps_see_library_models_in_their_layouts_and_follow_the_library() -> an
     let foreign = comfy.join("models/loras/Third.safetensors");
     std::fs::write(&foreign, b"the user's own file")?;
     let third_id = import(&mut gateway, &third).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    mapper_caught_up(&suite.index, &suite.mapper).await?;
     assert_eq!(std::fs::read(&foreign)?, b"the user's own file");
     let job = apply(&mut mapper, "comfy", false).await?;
     assert!(
