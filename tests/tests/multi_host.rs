@@ -418,7 +418,28 @@ async fn scenario(net: Net) -> anyhow::Result<()> {
             .into_inner()
             .download
             .context("download")?;
-        Ok((d.state == DownloadState::Completed as i32).then_some(d.model_id))
+        if d.state == DownloadState::Completed as i32 {
+            return Ok(Some(d.model_id));
+        }
+        // Not done: say where it is, so a timeout tells why.
+        let state = DownloadState::try_from(d.state).unwrap_or_default();
+        let error = d.error.map(|e| e.message).unwrap_or_default();
+        let files: Vec<String> = d
+            .files
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {}/{} verified={}",
+                    f.path, f.bytes_done, f.size_bytes, f.verified
+                )
+            })
+            .collect();
+        bail!(
+            "{state:?} at {}/{} bytes {error} [{}]",
+            d.bytes_done,
+            d.bytes_total,
+            files.join(", ")
+        )
     })
     .await?;
     eventually(
