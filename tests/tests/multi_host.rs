@@ -303,7 +303,7 @@ async fn scenario(net: Net) -> anyhow::Result<()> {
         " listening on ",
     )
     .await?;
-    let (_fetch, fetch_addr) = start(
+    let (fetch, fetch_addr) = start(
         &net,
         "storage",
         &[],
@@ -441,7 +441,19 @@ async fn scenario(net: Net) -> anyhow::Result<()> {
             files.join(", ")
         )
     })
-    .await?;
+    .await
+    .map_err(|err| {
+        let log = fetch.log();
+        let tail: Vec<&str> = log
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        err.context(format!("the fetch service's log ends with:\n{}", tail.join("\n")))
+    })?;
     eventually(
         "the downloaded model linked on the app host",
         Duration::from_secs(20),
