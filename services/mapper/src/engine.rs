@@ -371,7 +371,10 @@ impl Engine {
         let app = config.app.clone();
         let keep = Self::keep_dirs(config);
         let actions = std::mem::take(&mut plan.actions);
-        let (done, made, forgotten, unresolved) = tokio::task::spawn_blocking(move || {
+        // Made links are recorded while the next ones are made: the registry's writes overlap
+        // the filesystem work instead of following it.
+        let (rows_tx, mut rows_rx) = tokio::sync::mpsc::channel::<Vec<LinkRow>>(8);
+        let work = tokio::task::spawn_blocking(move || {
             links::with_dir_cache(|| {
                 let now = crate::now_ms();
                 let mut made: Vec<LinkRow> = Vec::new();
@@ -490,17 +493,28 @@ impl Engine {
                         a.kind = ActionKind::Conflict;
                     }
                     done.push(a);
+                    if made.len() >= RECORD_BATCH {
+                        // The receiver only goes away when recording failed; that error wins.
+                        let _ = rows_tx.blocking_send(std::mem::take(&mut made));
+                    }
                 }
-                (done, made, forgotten, unresolved)
+                let _ = rows_tx.blocking_send(made);
+                (done, forgotten, unresolved)
             })
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        });
+        let record = async {
+            while let Some(rows) = rows_rx.recv().await {
+                self.registry.put_many(&rows).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        };
+        let (work, recorded) = tokio::join!(work, record);
+        let (done, forgotten, unresolved) = work.map_err(|e| ApiError::Internal(e.to_string()))?;
+        recorded.map_err(db)?;
         self.registry
             .remove_many(&config.app, &forgotten)
             .await
             .map_err(db)?;
-        self.registry.put_many(&made).await.map_err(db)?;
         plan.actions = done;
         Ok(Outcome { plan, unresolved })
     }
@@ -897,6 +911,9 @@ impl Engine {
         }
     }
 }
+
+/// Registry rows written per transaction while an apply runs.
+const RECORD_BATCH: usize = 500;
 
 /// Who asked for an apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

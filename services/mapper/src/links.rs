@@ -70,31 +70,49 @@ pub fn link_text(target: &Path, source: &Path) -> PathBuf {
     text
 }
 
+/// What one plan or apply learned about folders of the app tree; see [`with_dir_cache`].
+#[derive(Default)]
+struct DirCache {
+    /// Real directories all the way from the root (no symlink on the way).
+    safe: HashSet<PathBuf>,
+    /// Folders that do not exist, below a checked prefix: nothing in them to look at.
+    missing: HashSet<PathBuf>,
+}
+
 thread_local! {
-    /// Folders already checked (real directories all the way from the root) during one plan or
-    /// apply; see [`with_dir_cache`].
-    static SAFE_DIRS: RefCell<Option<HashSet<PathBuf>>> = const { RefCell::new(None) };
+    static DIRS: RefCell<Option<DirCache>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with a cache of checked folders, so thousands of links in one folder cost one walk
-/// up to the root instead of one each. The cache lives only for this call.
+/// up to the root instead of one each, and a folder that does not exist yet costs no look-up
+/// per link. The cache lives only for this call.
 pub fn with_dir_cache<T>(f: impl FnOnce() -> T) -> T {
-    SAFE_DIRS.with(|c| *c.borrow_mut() = Some(HashSet::new()));
+    DIRS.with(|c| *c.borrow_mut() = Some(DirCache::default()));
     let result = f();
-    SAFE_DIRS.with(|c| *c.borrow_mut() = None);
+    DIRS.with(|c| *c.borrow_mut() = None);
     result
 }
 
-fn dir_known(dir: &Path) -> bool {
-    SAFE_DIRS.with(|c| c.borrow().as_ref().is_some_and(|set| set.contains(dir)))
+fn with_cache<T>(f: impl FnOnce(&mut DirCache) -> T) -> Option<T> {
+    DIRS.with(|c| c.borrow_mut().as_mut().map(f))
 }
 
-fn remember_dir(dir: &Path) {
-    SAFE_DIRS.with(|c| {
-        if let Some(set) = c.borrow_mut().as_mut() {
-            set.insert(dir.to_owned());
-        }
-    });
+fn dir_known(dir: &Path) -> bool {
+    with_cache(|c| c.safe.contains(dir)).unwrap_or(false)
+}
+
+fn dir_missing(dir: &Path) -> bool {
+    with_cache(|c| c.missing.contains(dir)).unwrap_or(false)
+}
+
+/// Folders were made: what was missing may exist now.
+fn folders_made() {
+    with_cache(|c| c.missing.clear());
+}
+
+/// Folders were removed: forget them (and what is below them) as safe.
+fn folders_removed(top: &Path) {
+    with_cache(|c| c.safe.retain(|d| !d.starts_with(top)));
 }
 
 /// Refuses a target whose existing ancestors below `root` include a symlink (one planted in the
@@ -106,7 +124,7 @@ pub fn check_path(root: &Path, target: &Path) -> Result<(), String> {
     if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
         return Err(format!("{} leaves the app root", target.display()));
     }
-    if target.parent().is_some_and(dir_known) {
+    if target.parent().is_some_and(|p| dir_known(p) || dir_missing(p)) {
         return Ok(());
     }
     let mut at = root.to_owned();
@@ -129,8 +147,15 @@ pub fn check_path(root: &Path, target: &Path) -> Result<(), String> {
             }
         }
     }
-    if complete && let Some(parent) = target.parent() {
-        remember_dir(parent);
+    if let Some(parent) = target.parent() {
+        let parent = parent.to_owned();
+        with_cache(|c| {
+            if complete {
+                c.safe.insert(parent);
+            } else {
+                c.missing.insert(parent);
+            }
+        });
     }
     Ok(())
 }
@@ -142,6 +167,9 @@ fn canonical(p: &Path) -> Option<PathBuf> {
 /// What is at `target` compared with `want` made as `strategy`; Err when the path is unsafe.
 pub fn inspect(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> Result<OnDisk, String> {
     check_path(root, target)?;
+    if target.parent().is_some_and(dir_missing) {
+        return Ok(OnDisk::Missing);
+    }
     let Ok(meta) = std::fs::symlink_metadata(target) else {
         return Ok(OnDisk::Missing);
     };
@@ -206,6 +234,7 @@ pub fn make(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> Resu
         && !dir_known(parent)
     {
         std::fs::create_dir_all(parent).map_err(|e| io("creating the folder of", e))?;
+        folders_made();
         check_path(root, target)?;
     }
     match want {
@@ -261,6 +290,7 @@ pub fn remove(root: &Path, target: &Path, keep: &[PathBuf]) -> Result<(), String
         if std::fs::remove_dir(d).is_err() {
             break;
         }
+        folders_removed(d);
         dir = d.parent();
     }
     Ok(())
@@ -425,5 +455,56 @@ mod strategy_tests {
             Ok(Strategy::Symlink)
         );
         assert_eq!(std::fs::read(&link).expect("through the link"), b"weights");
+    }
+}
+
+#[cfg(test)]
+mod dir_cache_tests {
+    use super::*;
+
+    #[test]
+    fn the_folder_cache_follows_folders_made_and_removed_within_one_apply() {
+        let disk = tempfile::tempdir().expect("tmp");
+        let source = disk.path().join("lib/model.safetensors");
+        std::fs::create_dir_all(source.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&source, b"weights").expect("write");
+        let want = Want::Link { source };
+        let root = disk.path().join("app");
+        let target = root.join("models/loras/sub/model.safetensors");
+        let sibling = root.join("models/loras/other.safetensors");
+        with_dir_cache(|| {
+            // Nothing exists yet: both are missing, known without a look at each entry.
+            assert_eq!(
+                inspect(&root, &target, &want, Strategy::Symlink),
+                Ok(OnDisk::Missing)
+            );
+            assert_eq!(
+                inspect(&root, &sibling, &want, Strategy::Symlink),
+                Ok(OnDisk::Missing)
+            );
+            // Making the first creates the sibling's folder too: it is looked at again.
+            assert_eq!(
+                make(&root, &target, &want, Strategy::Symlink),
+                Ok(Strategy::Symlink)
+            );
+            std::os::unix::fs::symlink("elsewhere", &sibling).expect("a foreign link");
+            assert_eq!(
+                inspect(&root, &sibling, &want, Strategy::Symlink),
+                Ok(OnDisk::Broken)
+            );
+            assert_eq!(
+                inspect(&root, &target, &want, Strategy::Symlink),
+                Ok(OnDisk::Matches)
+            );
+            // Removing the only link of a folder removes the folder; making it again recreates it
+            // (a replace does exactly this).
+            assert_eq!(remove(&root, &target, &[root.clone()]), Ok(()));
+            assert!(!root.join("models/loras/sub").exists());
+            assert_eq!(
+                make(&root, &target, &want, Strategy::Symlink),
+                Ok(Strategy::Symlink)
+            );
+            assert_eq!(std::fs::read(&target).expect("through the link"), b"weights");
+        });
     }
 }

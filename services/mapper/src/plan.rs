@@ -1,7 +1,7 @@
 //! Planning: which links an app should have (from its rules and the library's models), compared
 //! with what the registry says the mapper made and what is on disk. Pure reads; `apply` acts.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::links::{self, OnDisk};
@@ -158,10 +158,10 @@ fn join(root: &Path, folder: &str, name: &str) -> PathBuf {
 }
 
 /// The entries an app should have for `models`.
-pub fn desired(
+pub fn desired<'a>(
     config: &MappingConfig,
     mount: &Path,
-    models: &[Model],
+    models: impl IntoIterator<Item = &'a Model>,
     warnings: &mut Vec<Warning>,
 ) -> Vec<Desired> {
     let mut out = Vec::new();
@@ -382,10 +382,10 @@ fn plan_uncached(
 ) -> Plan {
     let mut warnings = tree_warnings(config);
     let in_scope = |id: &str| scope.is_none_or(|s| s.contains(id));
-    let models: Vec<Model> = models.iter().filter(|m| in_scope(&m.id)).cloned().collect();
-    let wanted = desired(config, mount, &models, &mut warnings);
+    let models: Vec<&Model> = models.iter().filter(|m| in_scope(&m.id)).collect();
+    let wanted = desired(config, mount, models.iter().copied(), &mut warnings);
     let strategy = links::effective_strategy(config, mount);
-    let by_target: BTreeMap<&str, &LinkRow> = recorded
+    let by_target: HashMap<&str, &LinkRow> = recorded
         .iter()
         .filter(|r| in_scope(&r.model_id) || r.model_id.is_empty())
         .map(|r| (r.target.as_str(), r))
@@ -397,17 +397,22 @@ fn plan_uncached(
         if !seen.insert(d.target.as_os_str().to_owned()) {
             actions.push(Action {
                 kind: ActionKind::Conflict,
-                model_id: d.model_id.clone(),
-                target: d.target.clone(),
-                want: Some(d.want.clone()),
+                model_id: d.model_id,
+                target: d.target,
+                want: Some(d.want),
                 recorded: None,
                 strategy,
                 reason: "another model maps to the same path".to_owned(),
             });
             continue;
         }
-        let key = d.target.display().to_string();
-        let recorded_row = by_target.get(key.as_str()).copied().cloned();
+        let recorded_row = match d.target.to_str() {
+            Some(key) => by_target.get(key).copied().cloned(),
+            None => by_target
+                .get(d.target.display().to_string().as_str())
+                .copied()
+                .cloned(),
+        };
         let made_as = recorded_row
             .as_ref()
             .map(|r| Strategy::from_name(&r.strategy))
@@ -439,18 +444,19 @@ fn plan_uncached(
         };
         actions.push(Action {
             kind,
-            model_id: d.model_id.clone(),
-            target: d.target.clone(),
-            want: Some(d.want.clone()),
-            recorded: recorded_row,
             strategy: if matches!(d.want, Want::Link { .. }) {
                 strategy
             } else {
                 Strategy::Symlink
             },
+            model_id: d.model_id,
+            target: d.target,
+            want: Some(d.want),
+            recorded: recorded_row,
             reason,
         });
     }
+    let present: HashSet<&str> = models.iter().map(|m| m.id.as_str()).collect();
     for row in by_target.values() {
         let target = PathBuf::from(&row.target);
         if seen.contains(target.as_os_str()) {
@@ -463,7 +469,7 @@ fn plan_uncached(
             want: None,
             recorded: Some((*row).clone()),
             strategy: Strategy::from_name(&row.strategy),
-            reason: if row.model_id.is_empty() || models.iter().any(|m| m.id == row.model_id) {
+            reason: if row.model_id.is_empty() || present.contains(row.model_id.as_str()) {
                 "no rule maps it here any more".to_owned()
             } else {
                 "the model left the library".to_owned()
@@ -490,6 +496,7 @@ mod tests {
     use super::*;
     use crate::mapping;
     use crate::presets;
+    use std::collections::BTreeMap;
 
     fn model(model_type: &str, format: &str) -> Model {
         let files = match format {
