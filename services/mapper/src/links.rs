@@ -498,7 +498,7 @@ mod dir_cache_tests {
             );
             // Removing the only link of a folder removes the folder; making it again recreates it
             // (a replace does exactly this).
-            assert_eq!(remove(&root, &target, &[root.clone()]), Ok(()));
+            assert_eq!(remove(&root, &target, std::slice::from_ref(&root)), Ok(()));
             assert!(!root.join("models/loras/sub").exists());
             assert_eq!(
                 make(&root, &target, &want, Strategy::Symlink),
