@@ -71,6 +71,9 @@ impl Default for Settings {
     }
 }
 
+/// Largest byte-range part of a file (unless `min_part_bytes` is larger).
+const MAX_PART_BYTES: u64 = 16 << 20;
+
 /// What a running job should do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
@@ -745,12 +748,16 @@ impl Engine {
             return file.parts;
         }
         let size = file.size;
-        let count = if size >= 2 * self.settings.min_part_bytes {
-            ((size / self.settings.min_part_bytes) as usize)
-                .clamp(1, self.settings.connections_per_file.max(1))
+        let min = self.settings.min_part_bytes.max(1);
+        let count = if size >= 2 * min {
+            // A large file gets more parts than connections, fetched in order, so its
+            // contiguous prefix (what the verifier can hash) grows while the rest arrives.
+            let connections = self.settings.connections_per_file.max(1) as u64;
+            let part = (size / connections).clamp(min, min.max(MAX_PART_BYTES));
+            size.div_ceil(part).max(1)
         } else {
             1
-        } as u64;
+        };
         let step = size.div_ceil(count).max(1);
         let parts: Vec<Part> = (0..count)
             .map(|n| Part {
@@ -806,22 +813,34 @@ impl Engine {
             size,
             git_sha1,
         ));
+        // `connections_per_file` workers take the parts in file order, so early parts finish
+        // first and the verifier hashes while later ones arrive.
+        let pending: Arc<Vec<(usize, Part)>> = Arc::new(
+            parts
+                .iter()
+                .cloned()
+                .enumerate()
+                .filter(|(_, p)| p.done < p.end - p.start)
+                .collect(),
+        );
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut set = tokio::task::JoinSet::new();
-        for (n, part) in parts.iter().enumerate() {
-            if part.done >= part.end - part.start {
-                continue;
-            }
+        for _ in 0..self.settings.connections_per_file.clamp(1, pending.len().max(1)) {
             let engine = Arc::clone(self);
             let live = Arc::clone(live);
             let file = Arc::clone(&file);
             let written = Arc::clone(&written);
             let arrived = Arc::clone(&arrived);
             let url = url.to_owned();
-            let part = part.clone();
+            let pending = Arc::clone(&pending);
+            let next = Arc::clone(&next);
             set.spawn(async move {
-                engine
-                    .transfer_part(&live, index, n, part, &file, &url, &written, &arrived)
-                    .await
+                while let Some((n, part)) = pending.get(next.fetch_add(1, Ordering::SeqCst)).cloned() {
+                    engine
+                        .transfer_part(&live, index, n, part, &file, &url, &written, &arrived)
+                        .await?;
+                }
+                Ok(())
             });
         }
         let mut first: Option<Stop> = None;
@@ -1254,11 +1273,19 @@ async fn verify_while_arriving(
                 while at < to {
                     let n = ((to - at) as usize).min(buf.len());
                     reader.read_exact_at(&mut buf[..n], at)?;
-                    h.sha256.update(&buf[..n]);
-                    h.blake3.update(&buf[..n]);
-                    if let Some(s) = &mut h.sha1 {
-                        s.update(&buf[..n]);
-                    }
+                    let chunk = &buf[..n];
+                    // SHA-256 and BLAKE3 on two threads: the tail of a big file is hashed
+                    // after its last byte arrives, and that wait is what the user sees.
+                    let Hashers { sha256, blake3, sha1 } = &mut h;
+                    std::thread::scope(|scope| {
+                        scope.spawn(|| {
+                            blake3.update(chunk);
+                        });
+                        sha256.update(chunk);
+                        if let Some(s) = sha1 {
+                            s.update(chunk);
+                        }
+                    });
                     at += n as u64;
                 }
                 Ok(h)
