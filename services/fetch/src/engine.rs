@@ -752,9 +752,16 @@ impl Engine {
         let count = if size >= 2 * min {
             // A large file gets more parts than connections, fetched in order, so its
             // contiguous prefix (what the verifier can hash) grows while the rest arrives.
+            // A whole number of rounds over the connections, so no lone part runs at the end
+            // on one connection while the others sit idle.
             let connections = self.settings.connections_per_file.max(1) as u64;
             let part = (size / connections).clamp(min, min.max(MAX_PART_BYTES));
-            size.div_ceil(part).max(1)
+            let count = size.div_ceil(part).max(1);
+            if count > connections {
+                count.div_ceil(connections) * connections
+            } else {
+                count
+            }
         } else {
             1
         };
