@@ -26,7 +26,10 @@ pub fn backend_error(backend: &str, status: Status) -> Status {
     match status.code() {
         Code::Unavailable | Code::Unknown | Code::Cancelled => ApiError::unavailable(
             backend,
-            format!("{} (is the {backend} service running?)", status.message()),
+            format!(
+                "the {backend} service cannot be reached ({}); check that it is running and that the gateway's --{backend} address points at it",
+                status.message()
+            ),
         )
         .into(),
         Code::DeadlineExceeded => ApiError::DeadlineExceeded(format!(

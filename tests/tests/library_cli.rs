@@ -214,6 +214,11 @@ async fn search_degrades_without_fetch_and_fails_clearly_without_the_index() -> 
         .await
         .expect_err("index down");
     assert_eq!(err.code(), Code::Unavailable);
-    assert!(err.message().contains("index"), "{}", err.message());
+    assert!(
+        err.message().contains("the index service cannot be reached")
+            && err.message().contains("--index address"),
+        "{}",
+        err.message()
+    );
     Ok(())
 }
