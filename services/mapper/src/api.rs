@@ -124,24 +124,8 @@ impl MapperApi {
             .for_app(app)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let last_apply = self
-            .engine
-            .registry
-            .get_state(&format!("last_apply/{app}"))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|ms| ms.parse::<u64>().ok())
-            .map(|ms| prost_types::Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms)));
-        let unmapped = self
-            .engine
-            .registry
-            .get_state(&unmapped_key(app))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|ms| ms.parse::<u64>().ok())
-            .map(|ms| prost_types::Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms)));
+        let last_apply = self.state_time(&format!("last_apply/{app}")).await;
+        let unmapped = self.state_time(&unmapped_key(app)).await;
         let broken = links
             .iter()
             .filter(|l| std::fs::symlink_metadata(&l.target).is_ok() && std::fs::metadata(&l.target).is_err())
@@ -169,6 +153,14 @@ impl MapperApi {
                 ..Default::default()
             },
         })
+    }
+
+    /// A time the registry keeps (milliseconds since the epoch) under `key`.
+    async fn state_time(&self, key: &str) -> Option<prost_types::Timestamp> {
+        let ms: u64 = self.engine.registry.get_state(key).await.ok()??.parse().ok()?;
+        Some(prost_types::Timestamp::from(
+            UNIX_EPOCH + Duration::from_millis(ms),
+        ))
     }
 
     /// Starts a mapping job in the background and returns it.
