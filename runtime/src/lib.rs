@@ -8,12 +8,15 @@
 //! - [`tls`]: TLS and mutual TLS for servers and for calls between services;
 //! - [`shutdown`]: a future that resolves on SIGINT/SIGTERM, and a handle that fans it out;
 //! - [`error`]: the one mapping from domain errors to `tonic::Status` with rich details;
-//! - [`client`]: channels to other Pumas services that carry trace context.
+//! - [`client`]: channels to other Pumas services that carry trace context;
+//! - [`sqlite`]: the SQLite opener (WAL, busy timeout, many readers and one writer);
+//! - [`fsio`]: fsyncing atomic file writes; [`time`]: clock helpers.
 //!
 //! Domain logic lives in the service that owns it, never here.
 
 pub mod client;
 pub mod error;
+pub mod fsio;
 pub mod info;
 pub mod layout;
 pub mod metrics;
@@ -21,7 +24,9 @@ pub mod not_built;
 pub mod secret;
 pub mod serve;
 pub mod shutdown;
+pub mod sqlite;
 pub mod telemetry;
+pub mod time;
 pub mod tls;
 
 pub use error::ApiError;

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use crate::detect;
 use crate::error::IndexError;
-use crate::fsio::sync_dir;
 use crate::hash;
 use crate::inspect::{self, Unit, UnitFile};
 use crate::library::{Library, now_rfc3339};
 use crate::metadata::{Evidence, FileEntry, Metadata, PendingDownload, SCHEMA_VERSION, Source};
 use crate::slug::parse_model_id;
 use crate::store::Record;
+use pumas_runtime::fsio::sync_dir;
 
 /// What BeginModelDownload carries.
 pub struct Begin {
@@ -99,6 +99,7 @@ fn user_override(model_type: &str, family: &str) -> Evidence {
 impl Library {
     /// Registers a model being downloaded. Idempotent per download id.
     pub async fn begin_download(&self, begin: Begin) -> Result<Record, IndexError> {
+        let mut commit = self.commit().await;
         if let Some(existing) = self.store().find_by_download_id(&begin.download_id).await? {
             return Ok(existing);
         }
@@ -198,7 +199,7 @@ impl Library {
         let dir = self.model_dir(&id)?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| IndexError::io(format!("creating {}", dir.display()), e))?;
-        let record = self.write_and_index(&metadata).await?;
+        let record = self.write_and_index(&mut commit, &metadata).await?;
         self.publish("added", &id, "").await?;
         Ok(record)
     }
@@ -223,6 +224,7 @@ impl Library {
         download_id: &str,
         files: Vec<FileEntry>,
     ) -> Result<Record, IndexError> {
+        let mut commit = self.commit().await;
         let (record, pending) = self.pending(download_id).await?;
         let mut files = files;
         files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -309,12 +311,12 @@ impl Library {
             std::fs::rename(&dir, &new_dir).map_err(|e| IndexError::io("moving the model", e))?;
             let _ = sync_dir(&parent);
             metadata.id = new_id.clone();
-            let record = self.write_and_index(&metadata).await?;
-            self.store().remove(&id).await?;
+            let record = self.write_and_index(&mut commit, &metadata).await?;
+            self.remove_record(&mut commit, &id).await?;
             self.publish("moved", &new_id, &id).await?;
             return Ok(record);
         }
-        let record = self.write_and_index(&metadata).await?;
+        let record = self.write_and_index(&mut commit, &metadata).await?;
         self.publish("updated", &id, "").await?;
         Ok(record)
     }
@@ -332,6 +334,7 @@ impl Library {
             self.delete(&id, true).await?;
             return Ok(());
         }
+        let mut commit = self.commit().await;
         let dir = self.model_dir(&id)?;
         let mut metadata = crate::library::read_metadata(&dir)?;
         metadata.state = "error".to_owned();
@@ -341,7 +344,7 @@ impl Library {
             reason.to_owned()
         };
         metadata.updated_time = now_rfc3339();
-        self.write_and_index(&metadata).await?;
+        self.write_and_index(&mut commit, &metadata).await?;
         self.publish("updated", &id, "").await?;
         Ok(())
     }

@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect;
 use crate::error::IndexError;
-use crate::fsio::{sync_dir, write_json_atomic};
 use crate::hash::{self, Digests};
 use crate::inspect::{self, Unit};
 use crate::jobs::{Failure, Handle, ItemResult, Outcome, State};
 use crate::library::{JOURNAL_FILE, Library, STAGING_DIR, now_rfc3339};
 use crate::metadata::{FileEntry, METADATA_FILE, Metadata, SCHEMA_VERSION, Source};
 use crate::store::FileKey;
+use pumas_runtime::fsio::{sync_dir, write_json_atomic};
 
 /// How files are placed into the library.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -362,16 +362,8 @@ async fn import_unit(
     );
 
     // Same content already in the library: report it, store nothing.
-    let probe = if files.len() == 1 {
-        files[0].sha256.clone()
-    } else {
-        composite.clone()
-    };
-    if let Some(existing) = library.store().find_by_digest(&probe).await?.into_iter().next() {
-        let same = files.len() == 1 && existing.metadata.files.len() == 1 || files.len() > 1;
-        if same {
-            return Ok((Outcome::Duplicate, existing.metadata.id));
-        }
+    if let Some(existing) = duplicate_of(library, &files, &composite).await? {
+        return Ok((Outcome::Duplicate, existing));
     }
 
     let model_type = request
@@ -380,7 +372,6 @@ async fn import_unit(
         .unwrap_or_else(|| decision.model_type.clone());
     let family = request.family.clone().unwrap_or_else(|| decision.family.clone());
     let display_name = request.display_name.clone().unwrap_or_else(|| unit.name.clone());
-    let id = library.unique_id(&model_type, &family, &display_name).await?;
     let mut detection = decision.detection.clone();
     if request.model_type.is_some() || request.family.is_some() {
         detection.evidence.insert(
@@ -398,41 +389,118 @@ async fn import_unit(
     tags.dedup();
     let mut decision = decision;
     decision.detection = detection;
-    let metadata = local_metadata(
-        id.clone(),
+    let mut metadata = local_metadata(
+        String::new(),
         &unit,
         &facts,
         decision,
-        files,
-        display_name,
-        model_type,
-        family,
+        files.clone(),
+        display_name.clone(),
+        model_type.clone(),
+        family.clone(),
         tags,
     );
 
-    // Place the files into staging, then move the whole directory into place at once.
-    let root = library.root().to_owned();
-    let staging = root.join(STAGING_DIR).join(staging_name);
-    let final_dir = library.model_dir(&id)?;
+    // The slow part (copying or moving the bytes) goes into a staging folder first, with a
+    // journal that lets a crash be rolled back; nothing is visible in the library yet.
+    let staging = library.root().join(STAGING_DIR).join(staging_name);
     let mode = request.mode;
-    let meta_for_disk = metadata.clone();
-    let unit_for_place = unit.clone();
-    tokio::task::spawn_blocking(move || place(&unit_for_place, mode, &staging, &final_dir, &meta_for_disk))
-        .await
-        .map_err(|e| IndexError::Internal(e.to_string()))??;
+    {
+        let (unit, staging) = (unit.clone(), staging.clone());
+        tokio::task::spawn_blocking(move || stage(&unit, mode, &staging))
+            .await
+            .map_err(|e| IndexError::Internal(e.to_string()))??;
+    }
 
-    let record = library.write_and_index(&metadata).await?;
-    library.publish("added", &record.metadata.id, "").await?;
+    // The short part under the commit: check again for a twin (another import may have added
+    // the same content meanwhile), choose a free id, put the folder in place and index it. If
+    // any step fails, the folder leaves the library again, so a FAILED item leaves nothing.
+    let mut commit = library.commit().await;
+    let committed = async {
+        if let Some(existing) = duplicate_of(library, &files, &composite).await? {
+            return Ok(Err(existing));
+        }
+        let id = library.unique_id(&model_type, &family, &display_name).await?;
+        metadata.id.clone_from(&id);
+        let final_dir = library.model_dir(&id)?;
+        {
+            let (staging, final_dir, metadata) = (staging.clone(), final_dir.clone(), metadata.clone());
+            tokio::task::spawn_blocking(move || publish_staged(&staging, &final_dir, &metadata))
+                .await
+                .map_err(|e| IndexError::Internal(e.to_string()))??;
+        }
+        match library.write_and_index(&mut commit, &metadata).await {
+            Ok(_) => {
+                let _ = std::fs::remove_file(final_dir.join(JOURNAL_FILE));
+                Ok(Ok(id))
+            }
+            Err(err) => {
+                // Take the folder out again; the staging roll-back below puts sources back.
+                if std::fs::rename(&final_dir, &staging).is_ok() {
+                    let _ = library.store().remove(&id).await;
+                }
+                Err(err)
+            }
+        }
+    }
+    .await;
+    let id = match committed {
+        Ok(Ok(id)) => id,
+        Ok(Err(existing)) => {
+            drop(commit);
+            unstage(&staging).await;
+            return Ok((Outcome::Duplicate, existing));
+        }
+        Err(err) => {
+            drop(commit);
+            unstage(&staging).await;
+            return Err(err);
+        }
+    };
+    if let Err(err) = library.publish("added", &id, "").await {
+        // The model is in the library and the index; only its event is lost (a reindex or
+        // the mapper's next full apply catches up).
+        tracing::warn!(error = %err, model_id = %id, "recording the change event of an import failed");
+    }
     Ok((Outcome::Added, id))
 }
 
-fn place(
-    unit: &Unit,
-    mode: Mode,
-    staging: &Path,
-    final_dir: &Path,
-    metadata: &Metadata,
-) -> Result<(), IndexError> {
+/// The id of a model with the same content, if the library has one.
+async fn duplicate_of(
+    library: &Library,
+    files: &[FileEntry],
+    composite: &str,
+) -> Result<Option<String>, IndexError> {
+    let probe = if files.len() == 1 {
+        files[0].sha256.as_str()
+    } else {
+        composite
+    };
+    let Some(existing) = library.store().find_by_digest(probe).await?.into_iter().next() else {
+        return Ok(None);
+    };
+    let same = files.len() > 1 || existing.metadata.files.len() == 1;
+    Ok(same.then_some(existing.metadata.id))
+}
+
+/// Rolls a staging folder back (moved sources go home), off the async threads.
+async fn unstage(staging: &Path) {
+    let staging = staging.to_owned();
+    let done = tokio::task::spawn_blocking(move || {
+        if staging.exists() {
+            roll_back(&staging)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    if let Ok(Err(err)) = done {
+        tracing::warn!(error = %err, "rolling back an import's staging folder failed; the next start retries");
+    }
+}
+
+/// Places a unit's files into `staging` (created fresh), journal first.
+fn stage(unit: &Unit, mode: Mode, staging: &Path) -> Result<(), IndexError> {
     let io =
         |what: &str, path: &Path, e: std::io::Error| IndexError::io(format!("{what} {}", path.display()), e);
     std::fs::create_dir_all(staging).map_err(|e| io("creating", staging, e))?;
@@ -448,36 +516,38 @@ fn place(
             .collect(),
     };
     write_json_atomic(&staging.join(JOURNAL_FILE), &journal).map_err(|e| io("writing", staging, e))?;
-    let result = (|| {
-        for f in &unit.files {
-            let dest = staging.join(&f.relative);
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
-            }
-            place_file(&f.source, &dest, mode, &f.relative)?;
+    let result = unit.files.iter().try_for_each(|f| {
+        let dest = staging.join(&f.relative);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
         }
-        write_json_atomic(&staging.join(METADATA_FILE), metadata)
-            .map_err(|e| io("writing metadata in", staging, e))?;
-        let parent = final_dir
-            .parent()
-            .ok_or_else(|| IndexError::Internal("model dir has no parent".to_owned()))?;
-        std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
-        if final_dir.exists() {
-            return Err(IndexError::Conflict {
-                what: "model directory".to_owned(),
-                name: final_dir.display().to_string(),
-            });
-        }
-        std::fs::rename(staging, final_dir).map_err(|e| io("moving into place", final_dir, e))?;
-        sync_dir(parent).map_err(|e| io("syncing", parent, e))?;
-        let _ = std::fs::remove_file(final_dir.join(JOURNAL_FILE));
-        Ok(())
-    })();
+        place_file(&f.source, &dest, mode, &f.relative)
+    });
     if result.is_err() && staging.exists() {
         // Put moved files back and drop the staging directory.
         let _ = roll_back(staging);
     }
     result
+}
+
+/// Writes metadata.json into a staged folder and renames it into its canonical place.
+fn publish_staged(staging: &Path, final_dir: &Path, metadata: &Metadata) -> Result<(), IndexError> {
+    let io =
+        |what: &str, path: &Path, e: std::io::Error| IndexError::io(format!("{what} {}", path.display()), e);
+    write_json_atomic(&staging.join(METADATA_FILE), metadata)
+        .map_err(|e| io("writing metadata in", staging, e))?;
+    let parent = final_dir
+        .parent()
+        .ok_or_else(|| IndexError::Internal("model dir has no parent".to_owned()))?;
+    std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
+    if final_dir.exists() {
+        return Err(IndexError::Conflict {
+            what: "model directory".to_owned(),
+            name: final_dir.display().to_string(),
+        });
+    }
+    std::fs::rename(staging, final_dir).map_err(|e| io("moving into place", final_dir, e))?;
+    sync_dir(parent).map_err(|e| io("syncing", parent, e))
 }
 
 fn place_file(source: &Path, dest: &Path, mode: Mode, relative: &str) -> Result<(), IndexError> {
@@ -486,8 +556,7 @@ fn place_file(source: &Path, dest: &Path, mode: Mode, relative: &str) -> Result<
         Mode::Copy | Mode::Reflink => {
             // std::fs::copy uses copy_file_range, which shares extents on btrfs/XFS (a reflink)
             // and copies in the kernel elsewhere.
-            std::fs::copy(source, dest).map_err(|e| io("copying", e))?;
-            std::fs::File::open(dest).and_then(|f| f.sync_all()).map_err(|e| io("syncing copy of", e))?;
+            pumas_runtime::fsio::copy_durable(source, dest).map_err(|e| io("copying", e))?;
         }
         Mode::Hardlink => std::fs::hard_link(source, dest).map_err(|e| {
             if e.raw_os_error() == Some(18) {
@@ -506,8 +575,8 @@ fn place_file(source: &Path, dest: &Path, mode: Mode, relative: &str) -> Result<
         Mode::Move => match std::fs::rename(source, dest) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(18) => {
-                // Across filesystems: copy, verify the copy, then remove the original.
-                std::fs::copy(source, dest).map_err(|e| io("copying", e))?;
+                // Across filesystems: copy (durably), verify the copy, then remove the original.
+                pumas_runtime::fsio::copy_durable(source, dest).map_err(|e| io("copying", e))?;
                 let a = hash::hash_file(source, |_| true).map_err(|e| io("verifying", e))?;
                 let b = hash::hash_file(dest, |_| true).map_err(|e| io("verifying copy of", e))?;
                 if a != b {
@@ -529,7 +598,7 @@ fn roll_back(staging: &Path) -> std::io::Result<()> {
         for f in &journal.files {
             let staged = staging.join(&f.relative);
             if staged.exists() && !f.source.exists() && std::fs::rename(&staged, &f.source).is_err() {
-                std::fs::copy(&staged, &f.source)?;
+                pumas_runtime::fsio::copy_durable(&staged, &f.source)?;
             }
         }
     }
@@ -545,7 +614,12 @@ pub fn recover(models_root: &Path) -> Result<usize, IndexError> {
     let mut count = 0;
     for entry in entries.flatten() {
         let path = entry.path();
-        roll_back(&path).map_err(|e| IndexError::io(format!("rolling back {}", path.display()), e))?;
+        if let Err(err) = roll_back(&path) {
+            // The index still starts: the folder keeps the files (nothing is deleted that was
+            // not put back), and the next start tries again.
+            tracing::error!(error = %err, path = %path.display(), "an interrupted import could not be rolled back; its files stay in this folder");
+            continue;
+        }
         count += 1;
     }
     Ok(count)

@@ -12,7 +12,6 @@ pub mod convert;
 pub mod detect;
 pub mod download;
 pub mod error;
-pub mod fsio;
 pub mod hash;
 pub mod import;
 pub mod inspect;

@@ -1,17 +1,18 @@
 //! The library: canonical directories under `shared-resources/models`, their metadata files, and
 //! the derived index kept in step with them. The only writer of both.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{Mutex, MutexGuard, broadcast};
 
 use crate::error::IndexError;
-use crate::fsio::{sync_dir, write_json_atomic};
 use crate::jobs::Jobs;
 use crate::metadata::{METADATA_FILE, Metadata, OVERRIDES_FILE, Overrides};
 use crate::slug::{parse_model_id, slugify};
 use crate::store::{Change, Record, Store};
+use pumas_runtime::fsio::{sync_dir, write_json_atomic};
 
 /// Directory (under the models root) where imports assemble a model before it appears.
 pub const STAGING_DIR: &str = ".staging";
@@ -36,6 +37,38 @@ pub struct Library {
     pub jobs: Jobs,
     /// Policy.
     pub policy: Policy,
+    /// Held by every change to a model's files and record (see [`Commit`]).
+    commits: Mutex<Touched>,
+    /// Held by a reindex from start to end: one at a time.
+    reindexing: Mutex<()>,
+}
+
+/// What writers changed while a reindex runs, so the reindex does not put back an older copy.
+#[derive(Debug, Default)]
+struct Touched {
+    active: bool,
+    ids: HashSet<String>,
+}
+
+/// The right to change the library: every write to a model's files, metadata, record or change
+/// event happens while one is held, so writes to one model never interleave (no lost update,
+/// no ghost record), slugs are chosen without a race, and a reindex knows what changed under
+/// it. Hold it only for the short part of a write (renames, metadata, the index row), never
+/// while copying or hashing large files.
+pub struct Commit<'a>(MutexGuard<'a, Touched>);
+
+impl Commit<'_> {
+    /// Notes that `id` changed now (a running reindex keeps this newer state).
+    pub fn touch(&mut self, id: &str) {
+        if self.0.active {
+            self.0.ids.insert(id.to_owned());
+        }
+    }
+
+    /// Whether `id` changed since the running reindex started.
+    pub fn touched(&self, id: &str) -> bool {
+        self.0.ids.contains(id)
+    }
 }
 
 /// RFC 3339 "now".
@@ -83,6 +116,8 @@ impl Library {
             changes,
             jobs: Jobs::default(),
             policy,
+            commits: Mutex::default(),
+            reindexing: Mutex::default(),
         });
         let recovered = {
             let root = library.root.clone();
@@ -129,6 +164,24 @@ impl Library {
     /// The index.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Waits for the right to change the library (see [`Commit`]).
+    pub async fn commit(&self) -> Commit<'_> {
+        Commit(self.commits.lock().await)
+    }
+
+    /// Marks the start (or end) of a reindex for writers: from then on they note what they touch.
+    async fn set_reindexing(&self, active: bool) {
+        let mut touched = self.commits.lock().await;
+        touched.active = active;
+        touched.ids.clear();
+    }
+
+    /// Removes a model's record (its files stay as they are).
+    pub async fn remove_record(&self, commit: &mut Commit<'_>, id: &str) -> Result<bool, IndexError> {
+        commit.touch(id);
+        self.store.remove(id).await
     }
 
     /// Subscribes to live change events.
@@ -188,7 +241,12 @@ impl Library {
     }
 
     /// Writes a model's metadata.json (atomically) and indexes the merged record.
-    pub async fn write_and_index(&self, metadata: &Metadata) -> Result<Record, IndexError> {
+    pub async fn write_and_index(
+        &self,
+        commit: &mut Commit<'_>,
+        metadata: &Metadata,
+    ) -> Result<Record, IndexError> {
+        commit.touch(&metadata.id);
         let dir = self.model_dir(&metadata.id)?;
         let path = dir.join(METADATA_FILE);
         let value = metadata.clone();
@@ -207,6 +265,7 @@ impl Library {
 
     /// Deletes a model's files and record. Refuses while mapper link holds exist, unless forced.
     pub async fn delete(&self, id: &str, force: bool) -> Result<u64, IndexError> {
+        let mut commit = self.commit().await;
         let record = self.get(id).await?;
         let holders = self.store.link_holders(id).await?;
         if !holders.is_empty() && !force {
@@ -228,7 +287,7 @@ impl Library {
         // The record goes first: a crash before the files are gone leaves a folder that the next
         // reconcile indexes again (nothing lost), never a record without its files.
         self.store.clear_link_holds(id).await?;
-        self.store.remove(id).await?;
+        self.remove_record(&mut commit, id).await?;
         self.publish("removed", id, "").await?;
         // Then the folder leaves the tree in one rename, and is deleted outside it.
         if dir.exists() {
@@ -241,6 +300,7 @@ impl Library {
             std::fs::rename(&dir, &trash)
                 .map_err(|e| IndexError::io(format!("removing {}", dir.display()), e))?;
             let _ = sync_dir(dir.parent().unwrap_or(&self.root));
+            drop(commit);
             let trash_clone = trash.clone();
             tokio::task::spawn_blocking(move || std::fs::remove_dir_all(trash_clone))
                 .await
@@ -257,7 +317,8 @@ impl Library {
         changes: &Overrides,
         fields: &[String],
     ) -> Result<Record, IndexError> {
-        let record = self.get(id).await?;
+        let mut commit = self.commit().await;
+        self.get(id).await?;
         let dir = self.model_dir(id)?;
         let mut overrides = read_overrides(&dir)?;
         for field in fields {
@@ -317,15 +378,14 @@ impl Library {
             let mut moved = metadata.clone();
             moved.id = new_id.clone();
             moved.updated_time = now_rfc3339();
-            let record = self.write_and_index(&moved).await?;
-            self.store.remove(id).await?;
+            let record = self.write_and_index(&mut commit, &moved).await?;
+            self.remove_record(&mut commit, id).await?;
             self.publish("moved", &new_id, id).await?;
             return Ok(record);
         }
-        let _ = record;
         let mut metadata = metadata;
         metadata.updated_time = now_rfc3339();
-        let record = self.write_and_index(&metadata).await?;
+        let record = self.write_and_index(&mut commit, &metadata).await?;
         self.publish("updated", id, "").await?;
         Ok(record)
     }
@@ -334,7 +394,11 @@ impl Library {
     /// adopts model folders copied in by hand, marks records whose files vanished as missing and
     /// restores them when the files are back.
     pub async fn reindex(&self, job: Option<&crate::jobs::Handle>) -> Result<ReindexReport, IndexError> {
-        crate::reindex::run(self, job).await
+        let _one_at_a_time = self.reindexing.lock().await;
+        self.set_reindexing(true).await;
+        let report = crate::reindex::run(self, job).await;
+        self.set_reindexing(false).await;
+        report
     }
 }
 
@@ -377,6 +441,7 @@ impl Library {
         model_id: &str,
         mut binding: crate::metadata::Binding,
     ) -> Result<(Record, crate::metadata::Binding), IndexError> {
+        let mut commit = self.commit().await;
         let record = self.get(model_id).await?;
         for (field, value) in [
             ("binding.profile_id", &binding.profile_id),
@@ -437,13 +502,14 @@ impl Library {
             .dependency_bindings
             .sort_by(|a, b| a.binding_id.cmp(&b.binding_id));
         metadata.updated_time = now_rfc3339();
-        let record = self.write_and_index(&metadata).await?;
+        let record = self.write_and_index(&mut commit, &metadata).await?;
         self.publish("updated", model_id, "").await?;
         Ok((record, binding))
     }
 
     /// Deletes a dependency binding.
     pub async fn delete_binding(&self, binding_id: &str) -> Result<(), IndexError> {
+        let mut commit = self.commit().await;
         let owner = self
             .store
             .binding_owner(binding_id)
@@ -455,7 +521,7 @@ impl Library {
             .dependency_bindings
             .retain(|b| b.binding_id != binding_id);
         metadata.updated_time = now_rfc3339();
-        self.write_and_index(&metadata).await?;
+        self.write_and_index(&mut commit, &metadata).await?;
         self.publish("updated", &owner, "").await?;
         Ok(())
     }

@@ -57,11 +57,15 @@ pub fn decode(token: &str, query: &str) -> Result<After, IndexError> {
     if !token.len().is_multiple_of(2) || token.len() > 4096 {
         return Err(bad());
     }
-    let bytes: Vec<u8> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad())?;
+    // Pairs of bytes, not of chars: a token is ASCII hex, and anything else (say "aéa") is
+    // refused rather than sliced inside a character.
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let bytes: Vec<u8> = token
+        .as_bytes()
+        .chunks_exact(2)
+        .map(|pair| Some((hex(pair[0])? << 4 | hex(pair[1])?) as u8))
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
     let t: Token = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     if t.q != query {
         return Err(IndexError::invalid(
@@ -72,7 +76,13 @@ pub fn decode(token: &str, query: &str) -> Result<After, IndexError> {
     Ok(match t.k {
         't' => After::Text(t.v, t.id),
         'i' => After::Int(t.v.parse().map_err(|_| bad())?, t.id),
-        's' => After::Score(t.v.parse().map_err(|_| bad())?, t.id),
+        's' => After::Score(
+            t.v.parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite())
+                .ok_or_else(bad)?,
+            t.id,
+        ),
         'r' => {
             let (tier, rowid) = t.v.split_once(':').ok_or_else(bad)?;
             After::Tier(
@@ -97,5 +107,34 @@ mod tests {
         assert!(decode("zz", "abc").is_err());
         assert!(decode("abc", "abc").is_err());
         assert_eq!(decode("", "abc").ok(), Some(After::Start));
+        // Multi-byte characters of an even byte length: refused, not a panic.
+        assert!(decode("aéa", "abc").is_err());
+        assert!(decode("éé", "abc").is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
+
+        /// Any string is either a token or a refusal: never a panic.
+        #[test]
+        fn any_string_decodes_or_is_refused(token in "\\PC{0,64}") {
+            let _ = decode(&token, "q");
+        }
+
+        /// Any hex of any bytes (JSON or not) is either a token or a refusal.
+        #[test]
+        fn any_hex_decodes_or_is_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let _ = decode(&token, "q");
+        }
+
+        /// Every cursor survives its own token.
+        #[test]
+        fn cursors_round_trip(key in "\\PC{0,40}", id in "\\PC{0,40}", n in proptest::prelude::any::<i64>()) {
+            for after in [After::Text(key.clone(), id.clone()), After::Int(n, id.clone())] {
+                let token = encode(&after, "q");
+                proptest::prop_assert_eq!(decode(&token, "q").ok(), Some(after));
+            }
+        }
     }
 }

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::IndexError;
-use crate::fsio::write_json_atomic;
 use crate::slug::is_safe_segment;
+use pumas_runtime::fsio::write_json_atomic;
 
 /// Folder of profiles under the models root.
 pub const PROFILES_DIR: &str = ".profiles";

@@ -69,7 +69,10 @@ enum Scanned {
         dir: PathBuf,
         metadata: Box<Metadata>,
         overridden: Vec<String>,
-        rewrite: bool,
+        /// The corrected metadata.json to write, when the file on disk is out of date.
+        rewrite: Option<Box<Metadata>>,
+        /// An import journal was left in the folder (a crash after the folder was placed).
+        stale_journal: bool,
     },
     /// Weights without metadata.json: adopt in place.
     Adopt { dir: PathBuf, id: String },
@@ -104,26 +107,24 @@ fn scan(root: &Path, dirs: Vec<PathBuf>) -> Vec<Scanned> {
                     metadata.state_reason = reason;
                     rewrite = true;
                 }
-                let _ = std::fs::remove_file(dir.join(crate::library::JOURNAL_FILE));
                 let overrides = read_overrides(&dir)?;
                 if rewrite {
                     metadata.updated_time = now_rfc3339();
-                    let path = dir.join(METADATA_FILE);
-                    crate::fsio::write_json_atomic(&path, &metadata)
-                        .map_err(|e| IndexError::io(format!("writing {}", path.display()), e))?;
                 }
                 Ok::<_, IndexError>((
                     Box::new(overrides.apply(&metadata)),
                     overrides.overridden_fields(),
-                    rewrite,
+                    rewrite.then(|| Box::new(metadata)),
                 ))
             })();
+            let stale_journal = dir.join(crate::library::JOURNAL_FILE).exists();
             Some(match read {
                 Ok((metadata, overridden, rewrite)) => Scanned::Indexed {
                     dir,
                     metadata,
                     overridden,
                     rewrite,
+                    stale_journal,
                 },
                 Err(error) => Scanned::Failed { dir, id, error },
             })
@@ -150,7 +151,7 @@ pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexRepor
     let mut report = ReindexReport::default();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut found_digests: BTreeMap<String, String> = BTreeMap::new();
-    let mut batch: Vec<Record> = Vec::new();
+    let mut batch = Batch::default();
     let mut events: Vec<(&'static str, String)> = Vec::new();
     let mut results: Vec<ItemResult> = Vec::new();
     let failed = |dir: &Path, id: String, error: &IndexError| ItemResult {
@@ -206,8 +207,10 @@ pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexRepor
                 metadata,
                 overridden,
                 rewrite,
+                stale_journal,
             } => {
                 let id = metadata.id.clone();
+                let metadata_id = id.clone();
                 seen.insert(id.clone());
                 found_digests.insert(metadata.composite_digest.clone(), id.clone());
                 let record = Record {
@@ -216,7 +219,7 @@ pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexRepor
                 };
                 let outcome = if rebuilding || !known.contains(&id) {
                     Outcome::Added
-                } else if rewrite || library.store().get(&id).await?.as_ref() != Some(&record) {
+                } else if rewrite.is_some() || library.store().get(&id).await?.as_ref() != Some(&record) {
                     if record.metadata.state == "ready" {
                         Outcome::Updated
                     } else {
@@ -247,11 +250,17 @@ pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexRepor
                             error: None,
                         });
                     }
-                    batch.push(record);
+                    batch.records.push(record);
+                }
+                if let Some(metadata) = rewrite {
+                    batch.rewrites.push((dir.clone(), metadata));
+                }
+                if stale_journal {
+                    batch.journals.push((metadata_id, dir));
                 }
             }
         }
-        if batch.len() >= BATCH {
+        if batch.records.len() >= BATCH {
             flush(library, &mut batch, &mut events).await?;
         }
         if let Some(h) = job
@@ -266,6 +275,10 @@ pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexRepor
     // Records whose directory is gone: moved (same content elsewhere) or missing.
     if job.is_none_or(|h| !h.cancelled()) {
         for id in known.difference(&seen) {
+            let mut commit = library.commit().await;
+            if commit.touched(id) {
+                continue;
+            }
             let Some(mut record) = library.store().get(id).await? else {
                 continue;
             };
@@ -273,7 +286,7 @@ pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexRepor
                 .get(&record.metadata.composite_digest)
                 .filter(|n| *n != id)
             {
-                library.store().remove(id).await?;
+                library.remove_record(&mut commit, id).await?;
                 library.publish("moved", new_id, id).await?;
                 continue;
             }
@@ -303,14 +316,42 @@ pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexRepor
     Ok(report)
 }
 
+/// What a reindex writes, a batch at a time.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Record>,
+    /// Model folders whose metadata.json is rewritten (id from the path, state from the files).
+    rewrites: Vec<(PathBuf, Box<Metadata>)>,
+    /// Import journals a crash left in placed folders.
+    journals: Vec<(String, PathBuf)>,
+}
+
+/// Writes a batch. A model a writer changed since the reindex started is skipped: the writer's
+/// copy is newer than what the reindex read (a delete stays deleted, an update is kept).
 async fn flush(
     library: &Library,
-    batch: &mut Vec<Record>,
+    batch: &mut Batch,
     events: &mut Vec<(&'static str, String)>,
 ) -> Result<(), IndexError> {
-    if !batch.is_empty() {
-        library.store().upsert_many(batch).await?;
-        batch.clear();
+    let commit = library.commit().await;
+    batch.records.retain(|r| !commit.touched(&r.metadata.id));
+    events.retain(|(_, id)| !commit.touched(id));
+    for (dir, metadata) in batch.rewrites.drain(..) {
+        if commit.touched(&metadata.id) {
+            continue;
+        }
+        let path = dir.join(METADATA_FILE);
+        pumas_runtime::fsio::write_json_atomic(&path, &metadata)
+            .map_err(|e| IndexError::io(format!("writing {}", path.display()), e))?;
+    }
+    for (id, dir) in batch.journals.drain(..) {
+        if !commit.touched(&id) {
+            let _ = std::fs::remove_file(dir.join(crate::library::JOURNAL_FILE));
+        }
+    }
+    if !batch.records.is_empty() {
+        library.store().upsert_many(&batch.records).await?;
+        batch.records.clear();
     }
     for (kind, id) in events.drain(..) {
         library.publish(kind, &id, "").await?;
@@ -375,7 +416,12 @@ async fn adopt(library: &Library, dir: &Path, id: &str) -> Result<Option<(Outcom
         path_family.to_owned(),
         Vec::new(),
     );
-    library.write_and_index(&metadata).await?;
+    // Adopt only what is still an unclaimed folder: an import or download may own it by now.
+    let mut commit = library.commit().await;
+    if commit.touched(id) || dir.join(METADATA_FILE).exists() || library.store().get(id).await?.is_some() {
+        return Ok(None);
+    }
+    library.write_and_index(&mut commit, &metadata).await?;
     library.publish("added", id, "").await?;
     Ok(Some((Outcome::Added, id.to_owned())))
 }

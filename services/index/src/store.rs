@@ -8,12 +8,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use pumas_runtime::sqlite::Db;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::error::IndexError;
@@ -127,7 +124,7 @@ pub struct Change {
 /// The index database.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    db: Db,
     pages: Arc<PageCache>,
 }
 
@@ -189,39 +186,25 @@ fn migrator() -> Migrator {
 
 use sqlx::SqlSafeStr as _;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
+use pumas_runtime::time::{now_ms, now_us};
 
 impl Store {
     /// Opens (creating if needed) the database at `path`, in WAL mode, migrated.
     pub async fn open(path: &Path) -> Result<Self, IndexError> {
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let db = Db::open(path, 4).await?;
         migrator()
-            .run(&pool)
+            .run(db.write())
             .await
             .map_err(|e| IndexError::Internal(format!("migrating models.db: {e}")))?;
         Ok(Self {
-            pool,
+            db,
             pages: Arc::default(),
         })
     }
 
     /// Closes the pool.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.db.close().await;
     }
 
     /// Inserts or replaces a model (FTS, tags and digests included) in one transaction.
@@ -306,7 +289,7 @@ impl Store {
         digests.sort();
         digests.dedup();
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         // SQLite allows 32766 bound parameters: 18 per model row, 2 per tag/digest row.
         for chunk in rows.chunks(1000) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -376,7 +359,7 @@ impl Store {
     pub async fn remove(&self, id: &str) -> Result<bool, IndexError> {
         let done = sqlx::query("DELETE FROM models WHERE id = ?")
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.db.write())
             .await?;
         self.pages.invalidate();
         Ok(done.rows_affected() > 0)
@@ -395,7 +378,7 @@ impl Store {
     pub async fn get(&self, id: &str) -> Result<Option<Record>, IndexError> {
         let row = sqlx::query("SELECT record FROM models WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.read())
             .await?;
         row.map(|r| Self::decode(r.get::<&str, _>(0))).transpose()
     }
@@ -407,7 +390,7 @@ impl Store {
              AND json_extract(record, '$.metadata.download.download_id') = ? LIMIT 1",
         )
         .bind(download_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db.read())
         .await?;
         row.map(|r| Self::decode(r.get::<&str, _>(0))).transpose()
     }
@@ -415,7 +398,7 @@ impl Store {
     /// Every model id.
     pub async fn all_ids(&self) -> Result<Vec<String>, IndexError> {
         let rows = sqlx::query("SELECT id FROM models ORDER BY id")
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.read())
             .await?;
         Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
     }
@@ -423,7 +406,7 @@ impl Store {
     /// Number of models.
     pub async fn count(&self) -> Result<u64, IndexError> {
         let n: i64 = sqlx::query("SELECT COUNT(*) FROM models")
-            .fetch_one(&self.pool)
+            .fetch_one(self.db.read())
             .await?
             .get(0);
         Ok(n as u64)
@@ -435,7 +418,7 @@ impl Store {
             "SELECT m.record FROM model_digests d JOIN models m ON m.id = d.model_id WHERE d.digest = ? ORDER BY m.id",
         )
         .bind(digest)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.read())
         .await?;
         rows.iter().map(|r| Self::decode(r.get::<&str, _>(0))).collect()
     }
@@ -557,7 +540,12 @@ impl Store {
             }
         }
         qb.push(" LIMIT ").push_bind(COUNT_CAP as i64).push(")");
-        let n: i64 = qb.build().fetch_one(&self.pool).await.map_err(fts_error)?.get(0);
+        let n: i64 = qb
+            .build()
+            .fetch_one(self.db.read())
+            .await
+            .map_err(fts_error)?
+            .get(0);
         Ok(n as u64)
     }
 
@@ -639,7 +627,7 @@ impl Store {
         Self::push_keyset(&mut qb, order, after);
         qb.push(Self::order_by(order));
         qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
-        let rows = qb.build().fetch_all(&self.pool).await.map_err(fts_error)?;
+        let rows = qb.build().fetch_all(self.db.read()).await.map_err(fts_error)?;
 
         let more = rows.len() > limit as usize;
         let mut out = Vec::with_capacity(rows.len().min(limit as usize));
@@ -691,7 +679,7 @@ impl Store {
             Self::push_filter(&mut qb, filter, false);
             qb.push(" AND f.rowid > ").push_bind(rowid);
             qb.push(" ORDER BY f.rowid LIMIT ").push_bind(want);
-            let rows = qb.build().fetch_all(&self.pool).await.map_err(fts_error)?;
+            let rows = qb.build().fetch_all(self.db.read()).await.map_err(fts_error)?;
             let exhausted = (rows.len() as i64) < want;
             for row in rows {
                 if out.len() == limit as usize {
@@ -731,12 +719,9 @@ impl Store {
         model_id: &str,
         previous_id: &str,
     ) -> Result<Change, IndexError> {
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or_default();
+        let now_us = now_us();
         let time_ms = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let last: Option<i64> = sqlx::query("SELECT MAX(cursor) FROM changes")
             .fetch_one(&mut *tx)
             .await?
@@ -769,7 +754,7 @@ impl Store {
         )
         .bind(cursor as i64)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.read())
         .await?;
         Ok(rows
             .iter()
@@ -786,7 +771,7 @@ impl Store {
     /// The newest cursor (0 when the feed is empty).
     pub async fn head_cursor(&self) -> Result<u64, IndexError> {
         let last: Option<i64> = sqlx::query("SELECT MAX(cursor) FROM changes")
-            .fetch_one(&self.pool)
+            .fetch_one(self.db.read())
             .await?
             .get(0);
         Ok(last.unwrap_or(0) as u64)
@@ -801,7 +786,7 @@ impl Store {
         .bind(key.ino)
         .bind(key.size)
         .bind(key.mtime_ns)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db.read())
         .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
@@ -819,7 +804,7 @@ impl Store {
         .bind(key.mtime_ns)
         .bind(sha256)
         .bind(blake3)
-        .execute(&self.pool)
+        .execute(self.db.write())
         .await?;
         Ok(())
     }
@@ -828,7 +813,7 @@ impl Store {
     pub async fn binding_owner(&self, binding_id: &str) -> Result<Option<String>, IndexError> {
         let row = sqlx::query("SELECT model_id FROM model_bindings WHERE binding_id = ?")
             .bind(binding_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.read())
             .await?;
         Ok(row.map(|r| r.get(0)))
     }
@@ -838,7 +823,7 @@ impl Store {
         let rows = sqlx::query("SELECT binding_id, model_id FROM model_bindings WHERE binding_id > ? ORDER BY binding_id LIMIT ?")
             .bind(after)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.read())
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
@@ -847,14 +832,14 @@ impl Store {
     pub async fn link_holders(&self, model_id: &str) -> Result<Vec<String>, IndexError> {
         let rows = sqlx::query("SELECT holder FROM link_holds WHERE model_id = ? ORDER BY holder")
             .bind(model_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.read())
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Replaces the models a holder links to.
     pub async fn replace_link_holds(&self, holder: &str, model_ids: &[String]) -> Result<(), IndexError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query("DELETE FROM link_holds WHERE holder = ?")
             .bind(holder)
             .execute(&mut *tx)
@@ -874,7 +859,7 @@ impl Store {
     pub async fn clear_link_holds(&self, model_id: &str) -> Result<(), IndexError> {
         sqlx::query("DELETE FROM link_holds WHERE model_id = ?")
             .bind(model_id)
-            .execute(&self.pool)
+            .execute(self.db.write())
             .await?;
         Ok(())
     }

@@ -92,6 +92,11 @@ async fn verify_one(library: &Library, handle: &Handle, id: &str) -> Result<Outc
     if problems.is_empty() {
         return Ok(Outcome::Unchanged);
     }
+    // Read again under the commit: a change made while the files were hashed is kept.
+    let mut commit = library.commit().await;
+    if library.store().get(id).await?.is_none() {
+        return Err(IndexError::ModelNotFound(id.to_owned()));
+    }
     let mut metadata = read_metadata(&dir)?;
     let outcome = if missing == record.metadata.files.len() {
         Outcome::Missing
@@ -106,7 +111,7 @@ async fn verify_one(library: &Library, handle: &Handle, id: &str) -> Result<Outc
     .to_owned();
     metadata.state_reason = problems.join("; ");
     metadata.updated_time = now_rfc3339();
-    library.write_and_index(&metadata).await?;
+    library.write_and_index(&mut commit, &metadata).await?;
     library.publish("updated", id, "").await?;
     Ok(outcome)
 }
