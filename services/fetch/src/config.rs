@@ -58,9 +58,9 @@ pub struct Tuning {
     /// Smallest byte-range part, in bytes; smaller files use one connection.
     #[arg(long, env = "PUMAS_MIN_PART_BYTES", default_value_t = 8 << 20)]
     pub min_part_bytes: u64,
-    /// Progress is made durable every this many bytes per part: at most this much is fetched
-    /// again per part after a crash.
-    #[arg(long, env = "PUMAS_CHECKPOINT_BYTES", default_value_t = 16 << 20)]
+    /// Progress is made durable once a part has this many bytes not yet durable (and at least
+    /// every second): at most this much is fetched again per in-flight part after a crash.
+    #[arg(long, env = "PUMAS_CHECKPOINT_BYTES", default_value_t = 2 << 20)]
     pub checkpoint_bytes: u64,
     /// A connection that receives nothing for this long is restarted, in seconds.
     #[arg(long, env = "PUMAS_STALL_TIMEOUT_SECS", default_value_t = 30)]
@@ -101,7 +101,7 @@ impl Default for Tuning {
             max_connections: 32,
             connections_per_file: 16,
             min_part_bytes: 8 << 20,
-            checkpoint_bytes: 16 << 20,
+            checkpoint_bytes: 2 << 20,
             stall_timeout_secs: 30,
             part_retries: 6,
             bandwidth_limit: 0,

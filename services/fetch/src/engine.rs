@@ -2,8 +2,10 @@
 //! file with positional writes, verifies every file while it arrives, and hands finished files
 //! to the index.
 //!
-//! Durability: each part's progress is checkpointed (after `sync_data`) every
-//! `checkpoint_bytes`, so a crash re-downloads at most one checkpoint per part. Verification
+//! Durability: a part's progress is checkpointed (after `sync_data`) once it has
+//! `checkpoint_bytes` (2 MiB by default) not yet durable, or a second after the file's last
+//! checkpoint, so a crash re-downloads at most one checkpoint per in-flight part. One checkpoint
+//! covers every part of the file. Verification
 //! hashes the contiguous prefix of a file while its parts arrive, so a finished file needs no
 //! second full read.
 
@@ -61,7 +63,7 @@ impl Default for Settings {
             max_connections: 32,
             connections_per_file: 16,
             min_part_bytes: 8 << 20,
-            checkpoint_bytes: 16 << 20,
+            checkpoint_bytes: 2 << 20,
             stall_timeout: Duration::from_secs(30),
             part_retries: 6,
             verify_attempts: 3,
@@ -264,6 +266,20 @@ impl Engine {
             if matches!(job.state, JobState::Running | JobState::Committing) {
                 job.state = JobState::Queued;
                 store.save(&job).await?;
+                let parts: Vec<String> = job
+                    .files
+                    .iter()
+                    .flat_map(|f| f.parts.iter().filter(|p| p.done > 0 && p.done < p.end - p.start))
+                    .map(|p| format!("{}+{}", p.start, p.done))
+                    .collect();
+                tracing::info!(
+                    download_id = %job.id,
+                    repo_id = %job.repo_id,
+                    bytes_durable = job.bytes_done(),
+                    bytes_total = job.bytes_total(),
+                    resumed_parts = %parts.join(","),
+                    "resuming a download a stop interrupted, from the bytes already on disk"
+                );
             }
             jobs.insert(job.id.clone(), Live::new(job));
         }
@@ -807,10 +823,13 @@ impl Engine {
                 format!("reserving {size} bytes for {}: {e}", partial.display()),
             )
         })?;
-        let file = Arc::new(file);
-        let written: Arc<Vec<AtomicU64>> = Arc::new(parts.iter().map(|p| AtomicU64::new(p.done)).collect());
+        let target = Arc::new(PartialFile::new(index, file, &parts));
+        let (file, written, arrived) = (
+            Arc::clone(&target.file),
+            Arc::clone(&target.written),
+            Arc::clone(&target.arrived),
+        );
         live.progress[index].store(parts.iter().map(|p| p.done).sum(), Ordering::Relaxed);
-        let arrived = Arc::new(Notify::new());
         let git_sha1 = live.snapshot().job.files[index].expected.starts_with("sha1:");
         let verifier = tokio::spawn(verify_while_arriving(
             Arc::clone(&file),
@@ -835,17 +854,13 @@ impl Engine {
         for _ in 0..self.settings.connections_per_file.clamp(1, pending.len().max(1)) {
             let engine = Arc::clone(self);
             let live = Arc::clone(live);
-            let file = Arc::clone(&file);
-            let written = Arc::clone(&written);
-            let arrived = Arc::clone(&arrived);
+            let target = Arc::clone(&target);
             let url = url.to_owned();
             let pending = Arc::clone(&pending);
             let next = Arc::clone(&next);
             set.spawn(async move {
                 while let Some((n, part)) = pending.get(next.fetch_add(1, Ordering::SeqCst)).cloned() {
-                    engine
-                        .transfer_part(&live, index, n, part, &file, &url, &written, &arrived)
-                        .await?;
+                    engine.transfer_part(&live, &target, n, part, &url).await?;
                 }
                 Ok(())
             });
@@ -884,17 +899,13 @@ impl Engine {
     }
 
     /// Fetches one byte range with retries, a stall watchdog, the bandwidth cap and checkpoints.
-    #[allow(clippy::too_many_arguments)]
     async fn transfer_part(
         &self,
         live: &Arc<Live>,
-        file_index: usize,
+        target: &PartialFile,
         part_index: usize,
         part: Part,
-        file: &Arc<std::fs::File>,
         url: &str,
-        written: &Arc<Vec<AtomicU64>>,
-        arrived: &Arc<Notify>,
     ) -> Result<(), Stop> {
         let length = part.end - part.start;
         let mut delays = backon::ExponentialBuilder::default()
@@ -903,56 +914,23 @@ impl Engine {
             .with_max_times(self.settings.part_retries)
             .with_jitter()
             .build();
-        let mut checkpointed = part.done;
         loop {
-            let done = written[part_index].load(Ordering::SeqCst);
-            if done >= length {
+            if target.written(part_index) >= length {
                 break;
             }
             if let Some(stop) = Self::control_stop(live) {
                 return Err(stop);
             }
-            let error = match self
-                .stream_range(
-                    live,
-                    file_index,
-                    part_index,
-                    &part,
-                    file,
-                    url,
-                    written,
-                    arrived,
-                    &mut checkpointed,
-                )
-                .await
-            {
+            let error = match self.stream_range(live, target, part_index, &part, url).await {
                 Ok(()) => continue,
                 Err(RangeError::Stop(stop)) => {
-                    self.checkpoint(
-                        live,
-                        file_index,
-                        part_index,
-                        file,
-                        written,
-                        &mut checkpointed,
-                        true,
-                    )
-                    .await;
+                    self.checkpoint(live, target, part_index, true).await;
                     return Err(stop);
                 }
                 Err(RangeError::Retry(message)) => message,
                 Err(RangeError::Fatal(err)) => return Err(hub_failure(err)),
             };
-            self.checkpoint(
-                live,
-                file_index,
-                part_index,
-                file,
-                written,
-                &mut checkpointed,
-                true,
-            )
-            .await;
+            self.checkpoint(live, target, part_index, true).await;
             match delays.next() {
                 Some(delay) => {
                     tracing::debug!(part = part_index, %error, ?delay, "retrying a part");
@@ -969,62 +947,59 @@ impl Engine {
                 }
             }
         }
-        self.checkpoint(
-            live,
-            file_index,
-            part_index,
-            file,
-            written,
-            &mut checkpointed,
-            true,
-        )
-        .await;
+        self.checkpoint(live, target, part_index, true).await;
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn checkpoint(
-        &self,
-        live: &Arc<Live>,
-        file_index: usize,
-        part_index: usize,
-        file: &Arc<std::fs::File>,
-        written: &Arc<Vec<AtomicU64>>,
-        checkpointed: &mut u64,
-        force: bool,
-    ) {
-        let done = written[part_index].load(Ordering::SeqCst);
-        if done == *checkpointed || (!force && done - *checkpointed < self.settings.checkpoint_bytes) {
+    /// Makes the file's written bytes durable and records them, when this part has
+    /// `checkpoint_bytes` not yet durable or the file's last checkpoint is older than
+    /// [`CHECKPOINT_INTERVAL`] (or always, with `force`). One `sync_data` covers every part of
+    /// the file, so parts checkpoint together instead of each paying for its own.
+    async fn checkpoint(&self, live: &Arc<Live>, target: &PartialFile, part_index: usize, force: bool) {
+        let due = |target: &PartialFile| {
+            let pending = target.written(part_index) - target.durable[part_index].load(Ordering::SeqCst);
+            pending > 0
+                && (force
+                    || pending >= self.settings.checkpoint_bytes
+                    || target.since_checkpoint() >= CHECKPOINT_INTERVAL)
+        };
+        if !due(target) {
             return;
         }
-        let sync = Arc::clone(file);
-        if tokio::task::spawn_blocking(move || sync.sync_data())
-            .await
-            .is_ok()
-        {
-            *checkpointed = done;
-            self.save(live, |j| {
-                if let Some(p) = j.files[file_index].parts.get_mut(part_index) {
-                    p.done = done;
-                }
-            })
-            .await;
+        let _one_at_a_time = target.checkpointing.lock().await;
+        // Another part's checkpoint may have covered this one while it waited.
+        if !due(target) {
+            return;
         }
+        let snapshot: Vec<u64> = target.written.iter().map(|w| w.load(Ordering::SeqCst)).collect();
+        let sync = Arc::clone(&target.file);
+        if !matches!(
+            tokio::task::spawn_blocking(move || sync.sync_data()).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+        for (durable, done) in target.durable.iter().zip(&snapshot) {
+            durable.fetch_max(*done, Ordering::SeqCst);
+        }
+        target.mark_checkpoint();
+        let file_index = target.index;
+        self.save(live, |j| {
+            for (p, done) in j.files[file_index].parts.iter_mut().zip(&snapshot) {
+                p.done = p.done.max(*done);
+            }
+        })
+        .await;
     }
 
     /// One GET of the rest of a part.
-    #[allow(clippy::too_many_arguments)]
     async fn stream_range(
         &self,
         live: &Arc<Live>,
-        file_index: usize,
+        target: &PartialFile,
         part_index: usize,
         part: &Part,
-        file: &Arc<std::fs::File>,
         url: &str,
-        written: &Arc<Vec<AtomicU64>>,
-        arrived: &Arc<Notify>,
-        checkpointed: &mut u64,
     ) -> Result<(), RangeError> {
         let _permit = self
             .connections
@@ -1032,9 +1007,8 @@ impl Engine {
             .await
             .map_err(|_| RangeError::Retry("shutting down".to_owned()))?;
         let length = part.end - part.start;
-        let done = written[part_index].load(Ordering::SeqCst);
-        let from = part.start + done;
-        let whole = from == 0 && part.end == live.snapshot().job.files[file_index].size;
+        let from = part.start + target.written(part_index);
+        let whole = from == 0 && part.end == live.snapshot().job.files[target.index].size;
         let response = match self
             .hub
             .get_range(url, from, if whole { None } else { Some(part.end) })
@@ -1052,13 +1026,18 @@ impl Engine {
         };
         let mut control = live.control.subscribe();
         let mut stream = response.bytes_stream();
-        let mut buffer: Vec<u8> = Vec::with_capacity(1 << 20);
-        let mut position = from;
+        let mut pending = Pending {
+            buffer: Vec::with_capacity(1 << 20),
+            position: from,
+            part_index,
+        };
+        // Small writes relative to the checkpoint keep what a crash loses near one checkpoint.
+        let flush_at = (self.settings.checkpoint_bytes / 4).clamp(64 << 10, 1 << 20) as usize;
         loop {
             let next = tokio::select! {
                 next = tokio::time::timeout(self.settings.stall_timeout, stream.next()) => next,
                 _ = control.changed() => {
-                    self.flush(file, &mut buffer, &mut position, part_index, written, arrived, live, file_index).await?;
+                    self.flush(live, target, &mut pending).await?;
                     match Stop::from_control(*control.borrow()) {
                         Some(stop) => return Err(RangeError::Stop(stop)),
                         None => continue,
@@ -1067,17 +1046,7 @@ impl Engine {
             };
             let chunk = match next {
                 Err(_) => {
-                    self.flush(
-                        file,
-                        &mut buffer,
-                        &mut position,
-                        part_index,
-                        written,
-                        arrived,
-                        live,
-                        file_index,
-                    )
-                    .await?;
+                    self.flush(live, target, &mut pending).await?;
                     return Err(RangeError::Retry(format!(
                         "no data for {} s (stalled)",
                         self.settings.stall_timeout.as_secs()
@@ -1085,17 +1054,7 @@ impl Engine {
                 }
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    self.flush(
-                        file,
-                        &mut buffer,
-                        &mut position,
-                        part_index,
-                        written,
-                        arrived,
-                        live,
-                        file_index,
-                    )
-                    .await?;
+                    self.flush(live, target, &mut pending).await?;
                     return Err(RangeError::Retry(format!("connection lost: {e}")));
                 }
                 Ok(Some(Ok(chunk))) => chunk,
@@ -1106,68 +1065,41 @@ impl Engine {
                 chunk = &chunk[n..];
                 skip -= n as u64;
             }
-            let room = (part.end - position - buffer.len() as u64) as usize;
+            let room = (part.end - pending.position - pending.buffer.len() as u64) as usize;
             let chunk = &chunk[..chunk.len().min(room)];
             self.limiter.acquire(chunk.len()).await;
-            buffer.extend_from_slice(chunk);
-            // Small writes relative to the checkpoint keep what a crash loses near one checkpoint.
-            let flush_at = (self.settings.checkpoint_bytes / 4).clamp(64 << 10, 1 << 20) as usize;
-            if buffer.len() >= flush_at || position + buffer.len() as u64 >= part.end {
-                self.flush(
-                    file,
-                    &mut buffer,
-                    &mut position,
-                    part_index,
-                    written,
-                    arrived,
-                    live,
-                    file_index,
-                )
-                .await?;
-                self.checkpoint(live, file_index, part_index, file, written, checkpointed, false)
-                    .await;
+            pending.buffer.extend_from_slice(chunk);
+            if pending.buffer.len() >= flush_at || pending.position + pending.buffer.len() as u64 >= part.end
+            {
+                self.flush(live, target, &mut pending).await?;
+                self.checkpoint(live, target, part_index, false).await;
             }
-            if position >= part.end {
+            if pending.position >= part.end {
                 return Ok(());
             }
         }
-        self.flush(
-            file,
-            &mut buffer,
-            &mut position,
-            part_index,
-            written,
-            arrived,
-            live,
-            file_index,
-        )
-        .await?;
-        if written[part_index].load(Ordering::SeqCst) < length {
+        self.flush(live, target, &mut pending).await?;
+        if target.written(part_index) < length {
             return Err(RangeError::Retry("the body ended early".to_owned()));
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Writes a part's buffered bytes at their place in the file (not yet durable).
     async fn flush(
         &self,
-        file: &Arc<std::fs::File>,
-        buffer: &mut Vec<u8>,
-        position: &mut u64,
-        part_index: usize,
-        written: &Arc<Vec<AtomicU64>>,
-        arrived: &Arc<Notify>,
         live: &Arc<Live>,
-        file_index: usize,
+        target: &PartialFile,
+        pending: &mut Pending,
     ) -> Result<(), RangeError> {
-        if buffer.is_empty() {
+        if pending.buffer.is_empty() {
             return Ok(());
         }
-        let data = std::mem::replace(buffer, Vec::with_capacity(1 << 20));
-        let at = *position;
-        let target = Arc::clone(file);
+        let data = std::mem::replace(&mut pending.buffer, Vec::with_capacity(1 << 20));
+        let at = pending.position;
+        let file = Arc::clone(&target.file);
         let n = data.len() as u64;
-        tokio::task::spawn_blocking(move || target.write_all_at(&data, at))
+        tokio::task::spawn_blocking(move || file.write_all_at(&data, at))
             .await
             .map_err(|e| RangeError::Stop(failure(tonic::Code::Internal, format!("write task: {e}"))))?
             .map_err(|e| {
@@ -1176,10 +1108,10 @@ impl Engine {
                     format!("writing downloaded bytes: {e}"),
                 ))
             })?;
-        *position += n;
-        written[part_index].fetch_add(n, Ordering::SeqCst);
-        live.progress[file_index].fetch_add(n, Ordering::Relaxed);
-        arrived.notify_waiters();
+        pending.position += n;
+        target.written[pending.part_index].fetch_add(n, Ordering::SeqCst);
+        live.progress[target.index].fetch_add(n, Ordering::Relaxed);
+        target.arrived.notify_waiters();
         Ok(())
     }
 
@@ -1218,6 +1150,64 @@ impl Engine {
         false
     }
 }
+
+/// A file being downloaded, shared by its part workers and its verifier: the open partial
+/// file, the bytes written per part, what of them is durable, and a wake-up for the verifier.
+struct PartialFile {
+    /// Index of the file in its job.
+    index: usize,
+    file: Arc<std::fs::File>,
+    /// Bytes written per part, from its start (ahead of `durable`).
+    written: Arc<Vec<AtomicU64>>,
+    /// Bytes per part that are synced and recorded in the job store.
+    durable: Vec<AtomicU64>,
+    arrived: Arc<Notify>,
+    last_checkpoint: std::sync::Mutex<std::time::Instant>,
+    /// One checkpoint of the file at a time (the others find their bytes covered).
+    checkpointing: tokio::sync::Mutex<()>,
+}
+
+impl PartialFile {
+    fn new(index: usize, file: std::fs::File, parts: &[Part]) -> Self {
+        Self {
+            index,
+            file: Arc::new(file),
+            written: Arc::new(parts.iter().map(|p| AtomicU64::new(p.done)).collect()),
+            durable: parts.iter().map(|p| AtomicU64::new(p.done)).collect(),
+            arrived: Arc::new(Notify::new()),
+            last_checkpoint: std::sync::Mutex::new(std::time::Instant::now()),
+            checkpointing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn written(&self, part_index: usize) -> u64 {
+        self.written[part_index].load(Ordering::SeqCst)
+    }
+
+    fn since_checkpoint(&self) -> Duration {
+        self.last_checkpoint
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+
+    fn mark_checkpoint(&self) {
+        if let Ok(mut t) = self.last_checkpoint.lock() {
+            *t = std::time::Instant::now();
+        }
+    }
+}
+
+/// Bytes of one part received but not yet written.
+struct Pending {
+    buffer: Vec<u8>,
+    /// File offset where `buffer` goes.
+    position: u64,
+    part_index: usize,
+}
+
+/// A part checkpoints at least this often while bytes arrive (with `checkpoint_bytes`).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 enum RangeError {
     Stop(Stop),
