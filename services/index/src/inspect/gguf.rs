@@ -1,6 +1,7 @@
 //! GGUF (v2/v3) header parser: metadata key/values and tensor infos. Bounded: every count and
-//! length from the file is checked before anything is allocated from it, and large arrays (the
-//! tokenizer vocabulary) are skipped, not stored.
+//! length from the file is checked before anything is allocated from it, large arrays (the
+//! tokenizer vocabulary) and everything inside them are skipped without being built, and what
+//! is kept is charged against [`MEMORY_CAP`], so no file, whatever it claims, costs more.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -11,6 +12,11 @@ const MAX_STRING: u64 = 16 * 1024 * 1024;
 const MAX_COUNT: u64 = 64 * 1024 * 1024;
 /// Arrays longer than this are skipped rather than kept.
 const KEEP_ARRAY: u64 = 64;
+/// Arrays nest at most this deep.
+const MAX_DEPTH: u32 = 4;
+/// Most memory the kept metadata and tensor infos of one file may take; a header that needs
+/// more is refused.
+pub const MEMORY_CAP: u64 = 64 * 1024 * 1024;
 
 /// A metadata value (arrays are kept only when short).
 #[derive(Clone, Debug, PartialEq)]
@@ -131,6 +137,8 @@ struct Cursor<R> {
     reader: R,
     read: u64,
     file_size: u64,
+    /// Bytes of memory the kept values take so far.
+    kept: u64,
 }
 
 impl<R: Read> Cursor<R> {
@@ -159,6 +167,25 @@ impl<R: Read> Cursor<R> {
         }
         Ok(n)
     }
+    /// Counts `bytes` of memory against the cap.
+    fn charge(&mut self, bytes: u64) -> Result<(), String> {
+        self.kept = self.kept.saturating_add(bytes);
+        if self.kept > MEMORY_CAP {
+            return Err(format!(
+                "the header needs more than {} MiB of memory to read; refusing it",
+                MEMORY_CAP >> 20
+            ));
+        }
+        Ok(())
+    }
+    /// A string length, checked against the file.
+    fn string_len(&mut self) -> Result<u64, String> {
+        let len = self.u64()?;
+        if len > MAX_STRING || len > self.file_size.saturating_sub(self.read) {
+            return Err(format!("string length {len} at byte {} is impossible", self.read));
+        }
+        Ok(len)
+    }
     fn string(&mut self) -> Result<String, String> {
         let len = self.u64()?;
         if len > MAX_STRING || len > self.file_size.saturating_sub(self.read) {
@@ -184,7 +211,9 @@ impl<R: Read> Cursor<R> {
         self.read += n;
         Ok(())
     }
+    /// Reads a value and keeps it (charged against the cap).
     fn value(&mut self, value_type: u32, depth: u32) -> Result<Value, String> {
+        self.charge(std::mem::size_of::<Value>() as u64)?;
         Ok(match value_type {
             0 => Value::Int(i128::from(self.bytes::<1>()?[0])),
             1 => Value::Int(i128::from(i8::from_le_bytes(self.bytes()?))),
@@ -194,28 +223,21 @@ impl<R: Read> Cursor<R> {
             5 => Value::Int(i128::from(i32::from_le_bytes(self.bytes()?))),
             6 => Value::Float(f64::from(f32::from_le_bytes(self.bytes()?))),
             7 => Value::Bool(self.bytes::<1>()?[0] != 0),
-            8 => Value::Str(self.string()?),
+            8 => {
+                let text = self.string()?;
+                self.charge(text.len() as u64)?;
+                Value::Str(text)
+            }
             9 => {
-                if depth > 4 {
+                if depth >= MAX_DEPTH {
                     return Err("arrays nested too deep".to_owned());
                 }
                 let elem_type = self.u32()?;
                 let count = self.count("array")?;
-                let fixed = match elem_type {
-                    0 | 1 | 7 => Some(1),
-                    2 | 3 => Some(2),
-                    4..=6 => Some(4),
-                    10..=12 => Some(8),
-                    _ => None,
-                };
                 if count > KEEP_ARRAY {
-                    match fixed {
+                    match fixed_size(elem_type) {
                         Some(size) => self.skip(count.checked_mul(size).ok_or("array too large")?)?,
-                        None => {
-                            for _ in 0..count {
-                                self.value(elem_type, depth + 1)?;
-                            }
-                        }
+                        None => (0..count).try_for_each(|_| self.skip_value(elem_type, depth + 1))?,
                     }
                     Value::SkippedArray(count)
                 } else {
@@ -232,6 +254,42 @@ impl<R: Read> Cursor<R> {
             other => return Err(format!("unknown metadata value type {other}")),
         })
     }
+
+    /// Reads past a value without building it.
+    fn skip_value(&mut self, value_type: u32, depth: u32) -> Result<(), String> {
+        if let Some(size) = fixed_size(value_type) {
+            return self.skip(size);
+        }
+        match value_type {
+            8 => {
+                let len = self.string_len()?;
+                self.skip(len)
+            }
+            9 => {
+                if depth >= MAX_DEPTH {
+                    return Err("arrays nested too deep".to_owned());
+                }
+                let elem_type = self.u32()?;
+                let count = self.count("array")?;
+                match fixed_size(elem_type) {
+                    Some(size) => self.skip(count.checked_mul(size).ok_or("array too large")?),
+                    None => (0..count).try_for_each(|_| self.skip_value(elem_type, depth + 1)),
+                }
+            }
+            other => Err(format!("unknown metadata value type {other}")),
+        }
+    }
+}
+
+/// Bytes of a fixed-size value type (None for strings, arrays and unknown types).
+fn fixed_size(value_type: u32) -> Option<u64> {
+    match value_type {
+        0 | 1 | 7 => Some(1),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        10..=12 => Some(8),
+        _ => None,
+    }
 }
 
 /// Parses the header of a GGUF file of `file_size` bytes.
@@ -240,6 +298,7 @@ pub fn parse(reader: impl Read, file_size: u64) -> Result<Header, String> {
         reader,
         read: 0,
         file_size,
+        kept: 0,
     };
     let magic = c.bytes::<4>()?;
     if &magic != b"GGUF" {
@@ -257,12 +316,14 @@ pub fn parse(reader: impl Read, file_size: u64) -> Result<Header, String> {
     };
     for _ in 0..kv_count {
         let key = c.string()?;
+        c.charge(key.len() as u64 + 48)?;
         let value_type = c.u32()?;
         let value = c.value(value_type, 0)?;
         header.metadata.insert(key, value);
     }
     for _ in 0..tensor_count {
         let name = c.string()?;
+        c.charge((name.len() + std::mem::size_of::<TensorInfo>() + 4 * 8) as u64)?;
         let n_dims = c.u32()?;
         if n_dims > 4 {
             return Err(format!("tensor {name} has {n_dims} dimensions (at most 4)"));

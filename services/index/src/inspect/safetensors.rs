@@ -1,13 +1,97 @@
 //! safetensors header parser. Reads only the header; never allocates from an untrusted length
-//! without a bound; checks every offset against the file size.
+//! without a bound; checks every offset against the file size. Memory is bounded whatever the
+//! file claims: the header text is at most [`MAX_HEADER`] bytes and is decoded straight into
+//! the typed entries (no generic JSON tree), with at most [`MAX_DIMS`] dimensions per shape, so
+//! reading any file costs less than about three times [`MAX_HEADER`].
 
 use std::collections::BTreeMap;
 use std::io::Read;
 
 use serde_json::Value;
 
-/// Largest header we accept (the Hub's own helper caps it at 25,000,000 bytes).
-pub const MAX_HEADER: u64 = 100 * 1024 * 1024;
+/// Largest header we accept. The format allows 100 MB, but a model with 100,000 tensors needs
+/// about 15 MB, and this bound is what keeps reading any file within a fixed memory cap.
+pub const MAX_HEADER: u64 = 16 * 1024 * 1024;
+/// Most dimensions a tensor shape may have.
+pub const MAX_DIMS: usize = 16;
+
+/// One header entry as stored: a tensor, or the `__metadata__` string map.
+enum RawEntry {
+    Tensor {
+        dtype: String,
+        shape: Vec<u64>,
+        offsets: [u64; 2],
+    },
+    Metadata(BTreeMap<String, String>),
+}
+
+/// The header object, decoded entry by entry.
+struct RawHeader(Vec<(String, RawEntry)>);
+
+impl<'de> serde::Deserialize<'de> for RawHeader {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = RawHeader;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object of tensors")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
+                let mut out = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    let entry = if name == "__metadata__" {
+                        RawEntry::Metadata(map.next_value()?)
+                    } else {
+                        let t: TensorEntry = map.next_value()?;
+                        RawEntry::Tensor {
+                            dtype: t.dtype,
+                            shape: t.shape.0,
+                            offsets: t.data_offsets,
+                        }
+                    };
+                    out.push((name, entry));
+                }
+                Ok(RawHeader(out))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TensorEntry {
+    dtype: String,
+    shape: Shape,
+    data_offsets: [u64; 2],
+}
+
+/// A shape, refused beyond [`MAX_DIMS`] before anything is allocated for the rest.
+struct Shape(Vec<u64>);
+
+impl<'de> serde::Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Dims;
+        impl<'de> serde::de::Visitor<'de> for Dims {
+            type Value = Shape;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "an array of at most {MAX_DIMS} dimensions")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+                let mut dims = Vec::new();
+                while let Some(d) = seq.next_element::<u64>()? {
+                    if dims.len() == MAX_DIMS {
+                        return Err(serde::de::Error::custom(format!(
+                            "a shape has more than {MAX_DIMS} dimensions"
+                        )));
+                    }
+                    dims.push(d);
+                }
+                Ok(Shape(dims))
+            }
+        }
+        d.deserialize_seq(Dims)
+    }
+}
 
 /// A tensor entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,43 +173,28 @@ pub fn parse(reader: &mut impl Read, file_size: u64) -> Result<Header, String> {
     if json.len() as u64 != header_len {
         return Err("file ends inside the header".to_owned());
     }
-    let value: Value = serde_json::from_slice(&json).map_err(|e| format!("header is not valid JSON: {e}"))?;
-    let object = value.as_object().ok_or("header is not a JSON object")?;
+    let raw: RawHeader =
+        serde_json::from_slice(&json).map_err(|e| format!("header is not valid JSON of tensors: {e}"))?;
+    drop(json);
     let data_len = file_size - 8 - header_len;
     let mut header = Header::default();
     let mut spans = Vec::new();
-    for (name, entry) in object {
-        if name == "__metadata__" {
-            let meta = entry.as_object().ok_or("__metadata__ is not an object")?;
-            for (k, v) in meta {
-                let v = v
-                    .as_str()
-                    .ok_or_else(|| format!("__metadata__.{k} is not a string"))?;
-                header.metadata.insert(k.clone(), v.to_owned());
+    for (name, entry) in raw.0 {
+        let (dtype, shape, [begin, end]) = match entry {
+            RawEntry::Metadata(meta) => {
+                header.metadata = meta;
+                continue;
             }
-            continue;
-        }
-        let dtype = entry
-            .get("dtype")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("tensor {name}: no dtype"))?;
-        let size = dtype_size(dtype).ok_or_else(|| format!("tensor {name}: unknown dtype {dtype}"))?;
-        let shape = entry
-            .get("shape")
-            .and_then(Value::as_array)
-            .ok_or_else(|| format!("tensor {name}: no shape"))?
-            .iter()
-            .map(|d| d.as_u64().ok_or_else(|| format!("tensor {name}: bad shape")))
-            .collect::<Result<Vec<u64>, String>>()?;
-        let offsets = entry
-            .get("data_offsets")
-            .and_then(Value::as_array)
-            .filter(|o| o.len() == 2)
-            .ok_or_else(|| format!("tensor {name}: data_offsets must be [begin, end]"))?;
-        let (begin, end) = match (offsets[0].as_u64(), offsets[1].as_u64()) {
-            (Some(b), Some(e)) if b <= e => (b, e),
-            _ => return Err(format!("tensor {name}: bad data_offsets")),
+            RawEntry::Tensor {
+                dtype,
+                shape,
+                offsets,
+            } => (dtype, shape, offsets),
         };
+        let size = dtype_size(&dtype).ok_or_else(|| format!("tensor {name}: unknown dtype {dtype}"))?;
+        if begin > end {
+            return Err(format!("tensor {name}: bad data_offsets"));
+        }
         if end > data_len {
             return Err(format!(
                 "tensor {name}: data ends at {end}, beyond the {data_len}-byte data buffer"
@@ -140,11 +209,7 @@ pub fn parse(reader: &mut impl Read, file_size: u64) -> Result<Header, String> {
             ));
         }
         spans.push((begin, end));
-        header.tensors.push(Tensor {
-            name: name.clone(),
-            dtype: dtype.to_owned(),
-            shape,
-        });
+        header.tensors.push(Tensor { name, dtype, shape });
     }
     spans.sort_unstable();
     let mut cursor = 0;
