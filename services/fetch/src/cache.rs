@@ -3,10 +3,9 @@
 //! its TTL is still served when the hub is slow or down, while a refresh runs.
 
 use std::path::Path;
-use std::str::FromStr as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use pumas_runtime::sqlite::Db;
 
 /// A cached answer.
 #[derive(Clone, Debug)]
@@ -27,14 +26,10 @@ impl Entry {
 /// The cache.
 #[derive(Clone)]
 pub struct SearchCache {
-    pool: SqlitePool,
+    db: Db,
 }
 
-fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use pumas_runtime::time::millis;
 
 impl SearchCache {
     /// Opens (or creates) the cache at `path`. An unreadable cache is replaced: it holds nothing
@@ -53,14 +48,7 @@ impl SearchCache {
     }
 
     async fn open_once(path: &Path) -> Result<Self, sqlx::Error> {
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(options)
-            .await?;
+        let db = Db::open(path, 2).await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS search_cache (
                 key TEXT PRIMARY KEY,
@@ -68,9 +56,9 @@ impl SearchCache {
                 fetched_at INTEGER NOT NULL
             )",
         )
-        .execute(&pool)
+        .execute(db.write())
         .await?;
-        Ok(Self { pool })
+        Ok(Self { db })
     }
 
     /// The entry for `key`, fresh or stale.
@@ -78,7 +66,7 @@ impl SearchCache {
         let row: Option<(String, i64)> =
             sqlx::query_as("SELECT body, fetched_at FROM search_cache WHERE key = ?")
                 .bind(key)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.db.read())
                 .await?;
         Ok(row.map(|(body, at)| Entry {
             body,
@@ -93,11 +81,11 @@ impl SearchCache {
             .bind(key)
             .bind(body)
             .bind(millis(now))
-            .execute(&self.pool)
+            .execute(self.db.write())
             .await?;
         sqlx::query("DELETE FROM search_cache WHERE fetched_at < ?")
             .bind(millis(now) - keep.as_millis() as i64)
-            .execute(&self.pool)
+            .execute(self.db.write())
             .await?;
         Ok(now)
     }

@@ -3,13 +3,9 @@
 //! part are durably on disk (checkpointed after `sync_data`).
 
 use std::path::Path;
-use std::str::FromStr as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use pumas_runtime::sqlite::Db;
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
 
 /// Job states, with the proto's numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,33 +188,18 @@ impl Job {
     }
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use pumas_runtime::time::now_ms;
 
 /// The job store.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    db: Db,
 }
 
 impl Store {
     /// Opens (or creates) `downloads.db` in `dir`.
     pub async fn open(dir: &Path) -> Result<Self, sqlx::Error> {
-        let options =
-            SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.join("downloads.db").display()))?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let db = Db::open(&dir.join("downloads.db"), 4).await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS downloads (
                 id TEXT PRIMARY KEY,
@@ -229,12 +210,12 @@ impl Store {
                 body TEXT NOT NULL
             )",
         )
-        .execute(&pool)
+        .execute(db.write())
         .await?;
         sqlx::query("CREATE INDEX IF NOT EXISTS downloads_request ON downloads(request_id)")
-            .execute(&pool)
+            .execute(db.write())
             .await?;
-        Ok(Self { pool })
+        Ok(Self { db })
     }
 
     /// Inserts or replaces a job.
@@ -251,7 +232,7 @@ impl Store {
         .bind(state.trim_matches('"'))
         .bind(job.priority)
         .bind(body)
-        .execute(&self.pool)
+        .execute(self.db.write())
         .await?;
         Ok(())
     }
@@ -259,7 +240,7 @@ impl Store {
     /// Every job, newest first.
     pub async fn all(&self) -> Result<Vec<Job>, sqlx::Error> {
         let rows: Vec<(String,)> = sqlx::query_as("SELECT body FROM downloads ORDER BY seq DESC, id DESC")
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.read())
             .await?;
         Ok(rows
             .into_iter()
@@ -278,7 +259,7 @@ impl Store {
         let row: Option<(String,)> =
             sqlx::query_as("SELECT body FROM downloads WHERE request_id = ? LIMIT 1")
                 .bind(request_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.db.read())
                 .await?;
         Ok(row.and_then(|(body,)| serde_json::from_str(&body).ok()))
     }

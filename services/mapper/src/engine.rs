@@ -406,7 +406,12 @@ impl Engine {
                             let want = a.want.clone().unwrap_or(Want::File {
                                 content: String::new(),
                             });
-                            let cleared = if a.kind == ActionKind::Replace {
+                            // Files and copies replace the old entry by a rename (atomic: a kill
+                            // never leaves neither, which for ComfyUI's extra_model_paths.yaml
+                            // would lose the user's own sections); links must go first.
+                            let cleared = if a.kind == ActionKind::Replace
+                                && !links::replaces_atomically(&want, a.strategy)
+                            {
                                 links::remove(&root, &a.target, &keep)
                             } else {
                                 Ok(())

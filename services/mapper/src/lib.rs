@@ -20,13 +20,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use pumas_runtime::time::now_ms;
 
 /// The gRPC service name this crate serves.
 pub const SERVICE_NAME: &str = "pumas.mapper.v1.MapperService";

@@ -225,6 +225,15 @@ pub fn inspect(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> R
     })
 }
 
+/// Whether [`make`] puts `want` over an existing entry by one rename (no removal first).
+pub fn replaces_atomically(want: &Want, strategy: Strategy) -> bool {
+    match want {
+        Want::File { .. } => true,
+        Want::Link { .. } => matches!(strategy, Strategy::Copy | Strategy::Reflink),
+        Want::Symlink { .. } => false,
+    }
+}
+
 /// Makes `want` at `target`; returns the strategy actually used (hardlink falls back to symlink
 /// across filesystems).
 pub fn make(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> Result<Strategy, String> {
@@ -243,9 +252,7 @@ pub fn make(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> Resu
             Ok(Strategy::Symlink)
         }
         Want::File { content } => {
-            let tmp = target.with_extension("pumas-tmp");
-            std::fs::write(&tmp, content).map_err(|e| io("writing", e))?;
-            std::fs::rename(&tmp, target).map_err(|e| io("writing", e))?;
+            pumas_runtime::fsio::write_atomic(target, content.as_bytes()).map_err(|e| io("writing", e))?;
             Ok(Strategy::Copy)
         }
         Want::Link { source } => match strategy {
@@ -331,8 +338,7 @@ pub fn strip_comfy_section(path: &Path) -> Result<(), String> {
     let result = if kept.trim().is_empty() {
         std::fs::remove_file(path)
     } else {
-        let tmp = path.with_extension("pumas-tmp");
-        std::fs::write(&tmp, kept).and_then(|()| std::fs::rename(&tmp, path))
+        pumas_runtime::fsio::write_atomic(path, kept.as_bytes())
     };
     result.map_err(|e| format!("rewriting {}: {e}", path.display()))
 }

@@ -2,13 +2,9 @@
 //! touches a file it did not create, plus the change-feed cursor it follows.
 
 use std::path::Path;
-use std::str::FromStr as _;
-use std::time::Duration;
 
+use pumas_runtime::sqlite::Db;
 use sqlx::Row as _;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
 
 /// A link the mapper made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,22 +25,13 @@ pub struct LinkRow {
 /// The registry.
 #[derive(Clone)]
 pub struct Registry {
-    pool: SqlitePool,
+    db: Db,
 }
 
 impl Registry {
     /// Opens (or creates) `links.sqlite` in `dir`.
     pub async fn open(dir: &Path) -> Result<Self, sqlx::Error> {
-        let options =
-            SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.join("links.sqlite").display()))?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let db = Db::open(&dir.join("links.sqlite"), 4).await?;
         for statement in [
             "CREATE TABLE IF NOT EXISTS links (
                 app TEXT NOT NULL,
@@ -59,9 +46,9 @@ impl Registry {
             "CREATE INDEX IF NOT EXISTS links_by_model ON links (model_id, app)",
             "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
         ] {
-            sqlx::query(statement).execute(&pool).await?;
+            sqlx::query(statement).execute(db.write()).await?;
         }
-        Ok(Self { pool })
+        Ok(Self { db })
     }
 
     fn row(r: &sqlx::sqlite::SqliteRow) -> LinkRow {
@@ -80,7 +67,7 @@ impl Registry {
     pub async fn for_app(&self, app: &str) -> Result<Vec<LinkRow>, sqlx::Error> {
         let rows = sqlx::query("SELECT * FROM links WHERE app = ? ORDER BY target")
             .bind(app)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.read())
             .await?;
         Ok(rows.iter().map(Self::row).collect())
     }
@@ -89,7 +76,7 @@ impl Registry {
     pub async fn for_model(&self, model_id: &str) -> Result<Vec<LinkRow>, sqlx::Error> {
         let rows = sqlx::query("SELECT * FROM links WHERE model_id = ? ORDER BY app, target")
             .bind(model_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.read())
             .await?;
         Ok(rows.iter().map(Self::row).collect())
     }
@@ -97,14 +84,14 @@ impl Registry {
     /// Every link, by app then target.
     pub async fn all(&self) -> Result<Vec<LinkRow>, sqlx::Error> {
         let rows = sqlx::query("SELECT * FROM links ORDER BY app, target")
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.read())
             .await?;
         Ok(rows.iter().map(Self::row).collect())
     }
 
     /// Records links (one transaction, many rows per statement).
     pub async fn put_many(&self, links: &[LinkRow]) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         for chunk in links.chunks(500) {
             let mut builder = sqlx::QueryBuilder::new(
                 "INSERT OR REPLACE INTO links (app, target, model_id, source, strategy, created_ms, identity) ",
@@ -125,7 +112,7 @@ impl Registry {
 
     /// Forgets links (one transaction, many rows per statement).
     pub async fn remove_many(&self, app: &str, targets: &[String]) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         for chunk in targets.chunks(500) {
             let mut builder = sqlx::QueryBuilder::new("DELETE FROM links WHERE app = ");
             builder.push_bind(app).push(" AND target IN (");
@@ -143,7 +130,7 @@ impl Registry {
     pub async fn models_of(&self, app: &str) -> Result<Vec<String>, sqlx::Error> {
         let rows = sqlx::query("SELECT DISTINCT model_id FROM links WHERE app = ? ORDER BY model_id")
             .bind(app)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.read())
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
@@ -152,7 +139,7 @@ impl Registry {
     pub async fn get_state(&self, key: &str) -> Result<Option<String>, sqlx::Error> {
         let row = sqlx::query("SELECT value FROM state WHERE key = ?")
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.read())
             .await?;
         Ok(row.map(|r| r.get(0)))
     }
@@ -162,7 +149,7 @@ impl Registry {
         sqlx::query("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)")
             .bind(key)
             .bind(value)
-            .execute(&self.pool)
+            .execute(self.db.write())
             .await?;
         Ok(())
     }
@@ -171,7 +158,7 @@ impl Registry {
     pub async fn delete_state(&self, key: &str) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM state WHERE key = ?")
             .bind(key)
-            .execute(&self.pool)
+            .execute(self.db.write())
             .await?;
         Ok(())
     }
