@@ -6,6 +6,7 @@ use anyhow::{Context as _, bail};
 use pumas_proto::common::v1::ImportMode;
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::{ImportModelsRequest, WatchImportJobRequest};
+use pumas_proto::index::v1::JobItemResult;
 use tonic::transport::Channel;
 
 /// Writes a small SDXL LoRA (realistic tensor names) whose bytes depend on `seed`.
@@ -27,12 +28,16 @@ pub fn write_lora(path: &Path, seed: u8) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Imports `path` (copying it) through the gateway, waits for the job and returns the model id.
-pub async fn import(gateway: &mut ModelLibraryServiceClient<Channel>, path: &Path) -> anyhow::Result<String> {
+/// Imports `path` with `mode` through the gateway, waits for the job and returns its items.
+pub async fn import_items(
+    gateway: &mut ModelLibraryServiceClient<Channel>,
+    path: &Path,
+    mode: ImportMode,
+) -> anyhow::Result<Vec<JobItemResult>> {
     let job = gateway
         .import_models(ImportModelsRequest {
             paths: vec![path.display().to_string()],
-            mode: ImportMode::Copy as i32,
+            mode: mode as i32,
             ..Default::default()
         })
         .await?
@@ -49,10 +54,15 @@ pub async fn import(gateway: &mut ModelLibraryServiceClient<Channel>, path: &Pat
     while let Some(update) = stream.message().await? {
         last = update.job;
     }
-    let job = last.context("no job update")?;
-    let result = job.results.first().context("no import result")?;
+    Ok(last.context("no job update")?.results)
+}
+
+/// Imports `path` (copying it) through the gateway, waits for the job and returns the model id.
+pub async fn import(gateway: &mut ModelLibraryServiceClient<Channel>, path: &Path) -> anyhow::Result<String> {
+    let results = import_items(gateway, path, ImportMode::Copy).await?;
+    let result = results.first().context("no import result")?;
     if result.model_id.is_empty() {
-        bail!("import of {} gave no model: {job:?}", path.display());
+        bail!("import of {} gave no model: {results:?}", path.display());
     }
     Ok(result.model_id.clone())
 }

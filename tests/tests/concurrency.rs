@@ -3,49 +3,19 @@
 //! there, a FAILED item left nothing behind), and concurrent metadata updates are all kept.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use pumas_e2e::library::write_lora;
+use pumas_e2e::library::{import_items, write_lora};
 use pumas_e2e::{Suite, channel};
 use pumas_proto::common::v1::ImportMode;
+use pumas_proto::gateway::v1::UpdateModelMetadataRequest;
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
-use pumas_proto::gateway::v1::{ImportModelsRequest, UpdateModelMetadataRequest, WatchImportJobRequest};
 use pumas_proto::index::v1::index_service_client::IndexServiceClient;
-use pumas_proto::index::v1::{GetModelRequest, ItemOutcome, JobItemResult, ModelOverrides};
-use tonic::transport::Channel;
+use pumas_proto::index::v1::{GetModelRequest, ItemOutcome, ModelOverrides};
 
 /// Calls sent at once (the number a user saw fail before).
 const AT_ONCE: usize = 26;
-
-/// Sends one ImportModels call and returns its items once the job ended.
-async fn import_one(
-    mut gateway: ModelLibraryServiceClient<Channel>,
-    path: PathBuf,
-    mode: ImportMode,
-) -> anyhow::Result<Vec<JobItemResult>> {
-    let job = gateway
-        .import_models(ImportModelsRequest {
-            paths: vec![path.display().to_string()],
-            mode: mode as i32,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .job
-        .context("job")?;
-    let mut stream = gateway
-        .watch_import_job(WatchImportJobRequest {
-            job_id: job.status.context("status")?.job_id,
-        })
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(update) = stream.message().await? {
-        last = update.job;
-    }
-    Ok(last.context("no job update")?.results)
-}
 
 /// Model folders (`<type>/<family>/<slug>` holding a metadata.json) under the models root.
 fn model_folders(models: &Path) -> anyhow::Result<BTreeSet<String>> {
@@ -98,7 +68,10 @@ async fn twenty_six_imports_at_once_all_end_consistent_with_the_library() -> any
         }
         let mut tasks = Vec::new();
         for (path, mode) in &calls {
-            tasks.push(tokio::spawn(import_one(gateway.clone(), path.clone(), *mode)));
+            let (mut gateway, path, mode) = (gateway.clone(), path.clone(), *mode);
+            tasks.push(tokio::spawn(async move {
+                import_items(&mut gateway, &path, mode).await
+            }));
         }
         let mut added = 0;
         let mut duplicates = 0;
