@@ -437,7 +437,7 @@ async fn import_unit(
             Err(err) => {
                 // Take the folder out again; the staging roll-back below puts sources back.
                 if std::fs::rename(&final_dir, &staging).is_ok() {
-                    let _ = library.store().remove(&id).await;
+                    let _ = library.remove_record(&mut commit, &id).await;
                 }
                 Err(err)
             }
