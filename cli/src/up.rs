@@ -55,6 +55,12 @@ pub struct UpArgs {
     /// How often the gateway checks its backends, in milliseconds.
     #[arg(long, env = "PUMAS_BACKEND_CHECK_MS", default_value_t = 1000)]
     backend_check_ms: u64,
+    /// Import, reindex and verify jobs at once and waiting.
+    #[command(flatten)]
+    index_jobs: pumas_index::jobs::JobLimits,
+    /// Concurrent-call limit and deadline, the same on the gateway and every backend.
+    #[command(flatten)]
+    limits: pumas_runtime::LimitArgs,
     #[command(flatten)]
     metrics: pumas_runtime::metrics::MetricsArgs,
 }
@@ -80,6 +86,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_root: root.clone(),
         refuse_pickle: args.refuse_pickle,
         import_roots: args.import_roots.clone(),
+        jobs: args.index_jobs,
+        limits: args.limits,
     };
     let fetch_config = pumas_fetch::Config {
         data_root: root.clone(),
@@ -87,12 +95,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         hub_endpoint: args.hub_endpoint.clone(),
         hub_token: args.hub_token.clone(),
         tuning: args.fetch_tuning.clone(),
+        limits: args.limits,
     };
     let mapper_config = pumas_mapper::Config {
         data_root: root.clone(),
         index_addr: index_addr.clone(),
         library_mount: None,
         host: None,
+        limits: args.limits,
     };
     let gateway_config = pumas_gateway::Config {
         index_addr: index_addr.clone(),
@@ -103,6 +113,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }],
         backend_check_ms: args.backend_check_ms,
         api_tokens: args.api_tokens.clone(),
+        limits: args.limits,
         ..Default::default()
     };
 

@@ -76,12 +76,9 @@ pub struct Config {
     /// A file of API bearer tokens, one per line.
     #[arg(long, env = "PUMAS_API_TOKENS_FILE")]
     pub api_tokens_file: Option<std::path::PathBuf>,
-    /// Calls handled at once; more are refused with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "PUMAS_MAX_CONCURRENT_CALLS", default_value_t = 1024)]
-    pub max_concurrent_calls: usize,
-    /// Deadline of a call that brings none, in milliseconds.
-    #[arg(long, env = "PUMAS_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
-    pub request_timeout_ms: u64,
+    /// Concurrent-call limit and deadline.
+    #[command(flatten)]
+    pub limits: pumas_runtime::LimitArgs,
     /// Largest request message accepted, in bytes.
     #[arg(long, env = "PUMAS_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -99,8 +96,7 @@ impl Default for Config {
             backend_check_ms: 2000,
             api_tokens: Vec::new(),
             api_tokens_file: None,
-            max_concurrent_calls: 1024,
-            request_timeout_ms: 60_000,
+            limits: pumas_runtime::LimitArgs::default(),
             max_message_bytes: 16 * 1024 * 1024,
         }
     }

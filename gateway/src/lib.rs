@@ -68,11 +68,7 @@ pub async fn serve(
         auth.clone(),
     ));
     tracing::info!(addr = ?listener.local_addr().ok(), auth = auth.enabled(), "gateway listening");
-    let limits = pumas_runtime::Limits {
-        max_concurrent_calls: Some(config.max_concurrent_calls.max(1)),
-        default_timeout: Some(std::time::Duration::from_millis(config.request_timeout_ms.max(1))),
-    };
-    let served = pumas_runtime::serve_with_limits(listener, routes, shutdown, limits).await;
+    let served = pumas_runtime::serve_with_limits(listener, routes, shutdown, config.limits.limits()).await;
     monitor_stop.trigger();
     let _ = monitor.await;
     served?;

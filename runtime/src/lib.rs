@@ -33,7 +33,7 @@ pub use error::ApiError;
 pub use layout::DataRoot;
 pub use not_built::BoxStream;
 pub use secret::Secret;
-pub use serve::{Limits, ServeError, serve, serve_with_limits, standard_routes};
+pub use serve::{LimitArgs, Limits, ServeError, serve, serve_with_limits, standard_routes};
 pub use shutdown::Shutdown;
 
 #[doc(hidden)]

@@ -65,8 +65,39 @@ pub struct Limits {
     /// Calls handled at once across all connections; more are refused with RESOURCE_EXHAUSTED
     /// (shed, not queued). None = unlimited.
     pub max_concurrent_calls: Option<usize>,
-    /// Deadline for a call that brings none of its own (unary calls and the start of streams).
+    /// Deadline of a call (unary calls and the start of streams); a caller's shorter one wins.
     pub default_timeout: Option<Duration>,
+}
+
+/// The call limits as flags, the same on every service and on `pumas up`, so a backend sheds
+/// and times out calls exactly as the gateway in front of it does.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Calls handled at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PUMAS_MAX_CONCURRENT_CALLS", default_value_t = 1024)]
+    pub max_concurrent_calls: usize,
+    /// Deadline of a call, in milliseconds (a caller's shorter deadline wins).
+    #[arg(long, env = "PUMAS_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        Self {
+            max_concurrent_calls: 1024,
+            request_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl LimitArgs {
+    /// The limits these flags ask for (zero counts as one).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_concurrent_calls: Some(self.max_concurrent_calls.max(1)),
+            default_timeout: Some(Duration::from_millis(self.request_timeout_ms.max(1))),
+        }
+    }
 }
 
 /// Serves `routes` on an already bound `listener` until `shutdown` resolves, then lets in-flight

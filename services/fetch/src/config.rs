@@ -25,6 +25,9 @@ pub struct Config {
     /// Cache, retry and transfer tuning.
     #[command(flatten)]
     pub tuning: Tuning,
+    /// Concurrent-call limit and deadline (the gateway's, on this backend too).
+    #[command(flatten)]
+    pub limits: pumas_runtime::LimitArgs,
 }
 
 /// Cache, retry and transfer tuning of the fetch service (also flags of `pumas up`).
@@ -85,6 +88,7 @@ impl Default for Config {
             hub_endpoint: DEFAULT_HUB_ENDPOINT.to_owned(),
             hub_token: None,
             tuning: Tuning::default(),
+            limits: pumas_runtime::LimitArgs::default(),
         }
     }
 }

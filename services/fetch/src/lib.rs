@@ -93,6 +93,6 @@ pub async fn serve(
     health.set_serving::<FetchServiceServer<api::FetchApi>>().await;
     let routes = routes.add_service(FetchServiceServer::new(api));
     tracing::info!(addr = ?listener.local_addr().ok(), hub = %config.hub_endpoint, "fetch service listening");
-    pumas_runtime::serve(listener, routes, shutdown).await?;
+    pumas_runtime::serve_with_limits(listener, routes, shutdown, config.limits.limits()).await?;
     Ok(())
 }

@@ -230,7 +230,7 @@ pumas_runtime::service_impl! {
                 display_name: non_empty(&r.display_name),
                 tags: r.tags,
             };
-            let (handle, created) = self.library.jobs.create(jobs::Kind::Import, &r.request_id);
+            let (handle, created) = self.library.jobs.create(jobs::Kind::Import, &r.request_id)?;
             if created {
                 let library = Arc::clone(&self.library);
                 let req_for_plan = req.clone();
@@ -252,11 +252,12 @@ pumas_runtime::service_impl! {
 
         #[tracing::instrument(skip_all)]
         async fn reindex(&self, request: Request<ReindexRequest>) -> Result<Response<ReindexResponse>, Status> {
-            let (handle, created) = self.library.jobs.create(jobs::Kind::Reindex, &request.get_ref().request_id);
+            let (handle, created) = self.library.jobs.create(jobs::Kind::Reindex, &request.get_ref().request_id)?;
             if created {
                 let library = Arc::clone(&self.library);
                 let h = handle.clone();
                 tokio::spawn(async move {
+                    let Some(_turn) = library.jobs.turn(&h).await else { return };
                     h.start();
                     match library.reindex(Some(&h)).await {
                         Ok(_) => h.finish(jobs::State::Succeeded, None),
@@ -384,7 +385,7 @@ pumas_runtime::service_impl! {
             for id in &r.model_ids {
                 self.library.get(id).await?;
             }
-            let (handle, created) = self.library.jobs.create(jobs::Kind::Verify, &r.request_id);
+            let (handle, created) = self.library.jobs.create(jobs::Kind::Verify, &r.request_id)?;
             if created {
                 tokio::spawn(crate::verify::run(Arc::clone(&self.library), handle.clone(), r.model_ids));
             }

@@ -7,7 +7,7 @@ use pumas_runtime::DataRoot;
 use crate::library::Policy;
 
 /// Flags of `pumas serve index`.
-#[derive(Clone, Debug, Default, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct Config {
     /// Data root holding shared-resources/models (default: $PUMAS_DATA_ROOT, else the platform
     /// data dir, e.g. ~/.local/share/pumas).
@@ -21,6 +21,24 @@ pub struct Config {
     /// read).
     #[arg(long = "import-root", env = "PUMAS_IMPORT_ROOTS", value_delimiter = ',')]
     pub import_roots: Vec<PathBuf>,
+    /// How many import, reindex and verify jobs work at once and wait.
+    #[command(flatten)]
+    pub jobs: crate::jobs::JobLimits,
+    /// Concurrent-call limit and deadline (the gateway's, on this backend too).
+    #[command(flatten)]
+    pub limits: pumas_runtime::LimitArgs,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_root: None,
+            refuse_pickle: false,
+            import_roots: Vec::new(),
+            jobs: crate::jobs::JobLimits::default(),
+            limits: pumas_runtime::LimitArgs::default(),
+        }
+    }
 }
 
 impl Config {
@@ -38,6 +56,7 @@ impl Config {
                 .iter()
                 .map(|r| std::fs::canonicalize(r).unwrap_or_else(|_| r.clone()))
                 .collect(),
+            job_limits: self.jobs,
         }
     }
 }

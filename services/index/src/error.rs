@@ -33,6 +33,9 @@ pub enum IndexError {
     /// Not enough disk space.
     #[error("not enough disk space: {0}")]
     NoSpace(String),
+    /// Too many jobs already wait; try again after one ends.
+    #[error("{0}")]
+    Busy(String),
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -89,6 +92,10 @@ impl From<IndexError> for ApiError {
             IndexError::NoSpace(message) => ApiError::ResourceExhausted {
                 message,
                 retry_after: None,
+            },
+            IndexError::Busy(message) => ApiError::ResourceExhausted {
+                message,
+                retry_after: Some(std::time::Duration::from_secs(5)),
             },
             IndexError::Db(e) => ApiError::Internal(format!("database: {e}")),
             IndexError::Io { context, source } => ApiError::Internal(format!("{context}: {source}")),

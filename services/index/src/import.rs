@@ -158,6 +158,9 @@ pub fn plan(library: &Library, request: &Request) -> Result<Vec<Unit>, IndexErro
 
 /// Runs an import job to its end.
 pub async fn run(library: Arc<Library>, handle: Handle, request: Request, units: Vec<Unit>) {
+    let Some(_turn) = library.jobs.turn(&handle).await else {
+        return;
+    };
     handle.start();
     let total: u64 = units.iter().map(Unit::size).sum();
     handle.update(|s| {

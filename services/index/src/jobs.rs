@@ -6,12 +6,41 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::error::IndexError;
 
 /// Most finished jobs kept for GetJob/ListJobs.
 const KEEP_FINISHED: usize = 200;
+
+/// How many import, reindex and verify jobs run at once, and how many may wait for a turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::Args)]
+pub struct JobLimits {
+    /// Import, reindex and verify jobs working at once (each hashes one file at a time); later
+    /// ones wait in QUEUED.
+    #[arg(
+        long = "max-running-jobs",
+        env = "PUMAS_MAX_RUNNING_JOBS",
+        default_value_t = 2
+    )]
+    pub running: usize,
+    /// Jobs allowed to wait for a turn; one more is refused with RESOURCE_EXHAUSTED.
+    #[arg(
+        long = "max-waiting-jobs",
+        env = "PUMAS_MAX_WAITING_JOBS",
+        default_value_t = 256
+    )]
+    pub waiting: usize,
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        Self {
+            running: 2,
+            waiting: 256,
+        }
+    }
+}
 
 /// Kind of job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +144,7 @@ fn clone_for_report(err: &IndexError) -> IndexError {
             message: message.clone(),
         },
         IndexError::NoSpace(s) => IndexError::NoSpace(s.clone()),
+        IndexError::Busy(s) => IndexError::Busy(s.clone()),
         other => IndexError::Internal(other.to_string()),
     }
 }
@@ -170,6 +200,8 @@ pub struct Snapshot {
 pub struct Handle {
     tx: watch::Sender<Snapshot>,
     cancel: Arc<AtomicBool>,
+    /// Wakes a job waiting for its turn when it is cancelled.
+    wake: Arc<Notify>,
 }
 
 impl Handle {
@@ -226,22 +258,61 @@ impl Handle {
 }
 
 /// All jobs of this process.
-#[derive(Default)]
 pub struct Jobs {
     next: AtomicU64,
     jobs: Mutex<BTreeMap<String, Handle>>,
     by_request: Mutex<BTreeMap<String, String>>,
+    /// One permit per job allowed to work at once.
+    turns: Arc<Semaphore>,
+    limits: JobLimits,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self::new(JobLimits::default())
+    }
 }
 
 impl Jobs {
-    /// Creates a job, or returns the one created earlier for the same `request_id`.
-    pub fn create(&self, kind: Kind, request_id: &str) -> (Handle, bool) {
+    /// No jobs yet, with these limits.
+    pub fn new(limits: JobLimits) -> Self {
+        let limits = JobLimits {
+            running: limits.running.max(1),
+            waiting: limits.waiting,
+        };
+        Self {
+            next: AtomicU64::new(0),
+            jobs: Mutex::default(),
+            by_request: Mutex::default(),
+            turns: Arc::new(Semaphore::new(limits.running)),
+            limits,
+        }
+    }
+
+    /// Creates a job, or returns the one created earlier for the same `request_id`. Refuses a new
+    /// job with [`IndexError::Busy`] when `limits.waiting` jobs already wait for a turn.
+    pub fn create(&self, kind: Kind, request_id: &str) -> Result<(Handle, bool), IndexError> {
         if !request_id.is_empty()
             && let Ok(map) = self.by_request.lock()
             && let Some(id) = map.get(request_id)
             && let Some(existing) = self.handle(id)
         {
-            return (existing, false);
+            return Ok((existing, false));
+        }
+        let waiting = self
+            .jobs
+            .lock()
+            .map(|jobs| {
+                jobs.values()
+                    .filter(|h| h.tx.borrow().state == State::Queued)
+                    .count()
+            })
+            .unwrap_or(0);
+        if waiting >= self.limits.waiting {
+            return Err(IndexError::Busy(format!(
+                "{waiting} jobs already wait for one of {} turns; try again when one ends",
+                self.limits.running
+            )));
         }
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let stamp = SystemTime::now()
@@ -268,7 +339,9 @@ impl Jobs {
         let handle = Handle {
             tx,
             cancel: Arc::new(AtomicBool::new(false)),
+            wake: Arc::new(Notify::new()),
         };
+        let mut forgotten = Vec::new();
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.insert(id.clone(), handle.clone());
             // Forget the oldest finished jobs beyond the limit.
@@ -279,14 +352,40 @@ impl Jobs {
                 .collect();
             for old in finished.iter().take(finished.len().saturating_sub(KEEP_FINISHED)) {
                 jobs.remove(old);
+                forgotten.push(old.clone());
             }
         }
-        if !request_id.is_empty()
-            && let Ok(mut map) = self.by_request.lock()
-        {
-            map.insert(request_id.to_owned(), id);
+        if let Ok(mut map) = self.by_request.lock() {
+            if !forgotten.is_empty() {
+                map.retain(|_, job| !forgotten.contains(job));
+            }
+            if !request_id.is_empty() {
+                map.insert(request_id.to_owned(), id);
+            }
         }
-        (handle, true)
+        Ok((handle, true))
+    }
+
+    /// Waits until the job may work, in the order jobs asked. Hold the permit while working.
+    /// A job cancelled while it waits is finished as `Cancelled` and gets `None`.
+    pub async fn turn(&self, handle: &Handle) -> Option<OwnedSemaphorePermit> {
+        loop {
+            if handle.cancelled() {
+                handle.finish(State::Cancelled, None);
+                return None;
+            }
+            tokio::select! {
+                permit = Arc::clone(&self.turns).acquire_owned() => {
+                    let permit = permit.ok()?;
+                    if handle.cancelled() {
+                        handle.finish(State::Cancelled, None);
+                        return None;
+                    }
+                    return Some(permit);
+                }
+                () = handle.wake.notified() => {}
+            }
+        }
     }
 
     fn handle(&self, id: &str) -> Option<Handle> {
@@ -321,6 +420,7 @@ impl Jobs {
             });
         }
         handle.cancel.store(true, Ordering::Relaxed);
+        handle.wake.notify_one();
         Ok(handle.tx.borrow().clone())
     }
 
@@ -333,5 +433,53 @@ impl Jobs {
             .unwrap_or_default();
         all.sort_by(|a, b| b.create_time.cmp(&a.create_time).then(b.id.cmp(&a.id)));
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn jobs_wait_for_a_turn_and_the_queue_is_bounded() {
+        let jobs = Arc::new(Jobs::new(JobLimits {
+            running: 1,
+            waiting: 1,
+        }));
+        let (first, _) = jobs.create(Kind::Import, "").expect("first job");
+        let working = jobs.turn(&first).await.expect("a free turn");
+        first.start();
+
+        // One job may wait; the next is refused with a message that says why.
+        let (second, _) = jobs.create(Kind::Import, "retry-1").expect("second job waits");
+        let refused = jobs.create(Kind::Verify, "").err().expect("third job refused");
+        assert!(matches!(&refused, IndexError::Busy(m) if m.contains("1 jobs already wait")));
+        // Asking again with the same request id answers the waiting job, even with the queue full.
+        let (again, created) = jobs.create(Kind::Import, "retry-1").expect("the same job");
+        assert!(!created);
+        assert_eq!(again.snapshot().id, second.snapshot().id);
+
+        // The waiting job does not start while the first one works; cancelling it ends it.
+        let waiter = {
+            let jobs = Arc::clone(&jobs);
+            let second = second.clone();
+            tokio::spawn(async move { jobs.turn(&second).await.is_some() })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(second.snapshot().state, State::Queued);
+        jobs.cancel(&second.snapshot().id).expect("cancel a waiting job");
+        assert!(!waiter.await.expect("join"), "a cancelled job gets no turn");
+        assert_eq!(second.snapshot().state, State::Cancelled);
+
+        // A turn frees when the working job lets go of it.
+        let (third, _) = jobs.create(Kind::Reindex, "").expect("room again");
+        let next = {
+            let jobs = Arc::clone(&jobs);
+            let third = third.clone();
+            tokio::spawn(async move { jobs.turn(&third).await.is_some() })
+        };
+        first.finish(State::Succeeded, None);
+        drop(working);
+        assert!(next.await.expect("join"), "the next job gets the freed turn");
     }
 }

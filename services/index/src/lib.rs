@@ -62,7 +62,7 @@ pub async fn serve(
     health.set_serving::<IndexServiceServer<api::IndexApi>>().await;
     let routes = routes.add_service(IndexServiceServer::new(api));
     tracing::info!(addr = ?listener.local_addr().ok(), library = %data_root.models_dir().display(), "index service listening");
-    let served = pumas_runtime::serve(listener, routes, shutdown).await;
+    let served = pumas_runtime::serve_with_limits(listener, routes, shutdown, config.limits.limits()).await;
     library.store().close().await;
     served?;
     Ok(())

@@ -26,6 +26,8 @@ pub struct Policy {
     pub refuse_pickle: bool,
     /// When not empty, imports may only read below these directories.
     pub import_roots: Vec<PathBuf>,
+    /// How many jobs work at once and how many may wait.
+    pub job_limits: crate::jobs::JobLimits,
 }
 
 /// The library.
@@ -114,7 +116,7 @@ impl Library {
             root: models_dir.to_owned(),
             store,
             changes,
-            jobs: Jobs::default(),
+            jobs: Jobs::new(policy.job_limits),
             policy,
             commits: Mutex::default(),
             reindexing: Mutex::default(),

@@ -97,6 +97,8 @@ pub struct Page {
     pub next: Option<After>,
     /// Rows that match in all, counted up to [`COUNT_CAP`].
     pub total: u64,
+    /// About how much memory the rows hold (their stored JSON), for the page cache's budget.
+    pub bytes: usize,
 }
 
 impl Page {
@@ -136,35 +138,65 @@ struct PageCache {
     /// Bumped after every committed write that can change a page.
     generation: AtomicU64,
     /// The generation the entries belong to, and the entries.
-    entries: Mutex<(u64, HashMap<String, Arc<Page>>)>,
+    entries: Mutex<CachedPages>,
+}
+
+#[derive(Debug, Default)]
+struct CachedPages {
+    generation: u64,
+    pages: HashMap<String, Arc<Page>>,
+    /// What the kept pages hold, by [`PageCache::cost`].
+    bytes: usize,
+}
+
+impl CachedPages {
+    fn clear(&mut self) {
+        self.pages.clear();
+        self.bytes = 0;
+    }
 }
 
 impl PageCache {
     /// Entries kept at most; when full, the cache starts over.
     const CAPACITY: usize = 1024;
+    /// Memory the kept pages may hold (decoded records take about twice their JSON); when a
+    /// page would go over, the cache starts over.
+    const CAPACITY_BYTES: usize = 64 << 20;
+
+    /// A page's share of [`Self::CAPACITY_BYTES`]: twice its JSON, plus its key.
+    fn cost(key: &str, page: &Page) -> usize {
+        key.len() + 2 * page.bytes + 64 * page.rows.len()
+    }
 
     fn get(&self, key: &str) -> (u64, Option<Arc<Page>>) {
         let generation = self.generation.load(AtomicOrdering::Acquire);
         let Ok(mut entries) = self.entries.lock() else {
             return (generation, None);
         };
-        if entries.0 != generation {
-            entries.0 = generation;
-            entries.1.clear();
+        if entries.generation != generation {
+            entries.generation = generation;
+            entries.clear();
         }
-        (generation, entries.1.get(key).cloned())
+        (generation, entries.pages.get(key).cloned())
     }
 
     /// Keeps `page` if no write happened since `generation` was read (before the queries ran).
     fn put(&self, generation: u64, key: String, page: Arc<Page>) {
+        let cost = Self::cost(&key, &page);
+        if cost > Self::CAPACITY_BYTES / 4 {
+            return; // one huge page would push out everything else
+        }
         if let Ok(mut entries) = self.entries.lock()
-            && entries.0 == generation
+            && entries.generation == generation
             && self.generation.load(AtomicOrdering::Acquire) == generation
         {
-            if entries.1.len() >= Self::CAPACITY {
-                entries.1.clear();
+            if entries.pages.len() >= Self::CAPACITY || entries.bytes + cost > Self::CAPACITY_BYTES {
+                entries.clear();
             }
-            entries.1.insert(key, page);
+            entries.bytes += cost;
+            if let Some(old) = entries.pages.insert(key, page) {
+                entries.bytes = entries.bytes.saturating_sub(Self::cost("", &old));
+            }
         }
     }
 
@@ -632,8 +664,11 @@ impl Store {
         let more = rows.len() > limit as usize;
         let mut out = Vec::with_capacity(rows.len().min(limit as usize));
         let mut next = None;
+        let mut bytes = 0;
         for row in rows.iter().take(limit as usize) {
-            let record = Self::decode(row.get::<&str, _>(0))?;
+            let json = row.get::<&str, _>(0);
+            bytes += json.len();
+            let record = Self::decode(json)?;
             let score: f64 = row.get(5);
             let id: String = row.get(4);
             next = Some(match order {
@@ -648,6 +683,7 @@ impl Store {
             rows: out,
             next: if more { next } else { None },
             total,
+            bytes,
         })
     }
 
@@ -670,6 +706,7 @@ impl Store {
         ];
         let mut out = Vec::new();
         let mut next = None;
+        let mut bytes = 0;
         while tier < 2 && out.len() <= limit as usize {
             let want = i64::from(limit) + 1 - out.len() as i64;
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -688,9 +725,12 @@ impl Store {
                         rows: out,
                         next,
                         total,
+                        bytes,
                     });
                 }
-                let record = Self::decode(row.get::<&str, _>(0))?;
+                let json = row.get::<&str, _>(0);
+                bytes += json.len();
+                let record = Self::decode(json)?;
                 let r: i64 = row.get(1);
                 next = Some(After::Tier(tier, r));
                 // Reported score: name matches above the rest.
@@ -708,6 +748,7 @@ impl Store {
             rows: out,
             next: if more { next } else { None },
             total,
+            bytes,
         })
     }
 
@@ -922,5 +963,44 @@ fn fts_error(err: sqlx::Error) -> IndexError {
         )
     } else {
         IndexError::Db(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page_of(bytes: usize) -> Arc<Page> {
+        Arc::new(Page {
+            rows: Vec::new(),
+            next: None,
+            total: 0,
+            bytes,
+        })
+    }
+
+    #[test]
+    fn the_page_cache_stays_within_its_byte_budget() {
+        let cache = PageCache::default();
+        let (generation, _) = cache.get("warm-up");
+        let mut peak = 0;
+        for n in 0..500 {
+            cache.put(generation, format!("query-{n}"), page_of(1 << 20));
+            let held = cache.entries.lock().map(|e| e.bytes).unwrap_or(usize::MAX);
+            peak = peak.max(held);
+        }
+        assert!(peak <= PageCache::CAPACITY_BYTES, "held {peak} bytes");
+        assert!(
+            peak > PageCache::CAPACITY_BYTES / 2,
+            "the budget is used, not wasted: {peak}"
+        );
+        // The latest page is still there; a page too big for the budget is not kept.
+        assert!(cache.get("query-499").1.is_some());
+        cache.put(generation, "huge".into(), page_of(PageCache::CAPACITY_BYTES));
+        assert!(cache.get("huge").1.is_none());
+        // A write empties it.
+        cache.invalidate();
+        assert!(cache.get("query-499").1.is_none());
+        assert_eq!(cache.entries.lock().map(|e| e.bytes).unwrap_or(1), 0);
     }
 }

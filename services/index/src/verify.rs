@@ -11,6 +11,9 @@ use crate::library::{Library, now_rfc3339, read_metadata};
 
 /// Runs a verify job over `model_ids` (all models when empty).
 pub async fn run(library: Arc<Library>, handle: Handle, model_ids: Vec<String>) {
+    let Some(_turn) = library.jobs.turn(&handle).await else {
+        return;
+    };
     handle.start();
     let ids = if model_ids.is_empty() {
         match library.store().all_ids().await {

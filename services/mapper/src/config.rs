@@ -21,6 +21,9 @@ pub struct Config {
     /// This host's name in link holds reported to the index (default: the hostname).
     #[arg(long, env = "PUMAS_MAPPER_HOST")]
     pub host: Option<String>,
+    /// Concurrent-call limit and deadline (the gateway's, on this backend too).
+    #[command(flatten)]
+    pub limits: pumas_runtime::LimitArgs,
 }
 
 impl Default for Config {
@@ -30,6 +33,7 @@ impl Default for Config {
             index_addr: "127.0.0.1:50052".to_owned(),
             library_mount: None,
             host: None,
+            limits: pumas_runtime::LimitArgs::default(),
         }
     }
 }

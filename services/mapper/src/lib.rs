@@ -80,6 +80,6 @@ pub async fn serve(
     health.set_serving::<MapperServiceServer<api::MapperApi>>().await;
     let routes = routes.add_service(MapperServiceServer::new(api));
     tracing::info!(addr = ?listener.local_addr().ok(), "mapper service listening");
-    pumas_runtime::serve(listener, routes, shutdown).await?;
+    pumas_runtime::serve_with_limits(listener, routes, shutdown, config.limits.limits()).await?;
     Ok(())
 }
