@@ -58,6 +58,9 @@ pub struct UpArgs {
     /// Import, reindex and verify jobs at once and waiting.
     #[command(flatten)]
     index_jobs: pumas_index::jobs::JobLimits,
+    /// How long the index keeps its change feed and hash cache.
+    #[command(flatten)]
+    index_retention: pumas_index::retention::Retention,
     /// Concurrent-call limit and deadline, the same on the gateway and every backend.
     #[command(flatten)]
     limits: pumas_runtime::LimitArgs,
@@ -87,6 +90,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         refuse_pickle: args.refuse_pickle,
         import_roots: args.import_roots.clone(),
         jobs: args.index_jobs,
+        retention: args.index_retention,
         limits: args.limits,
     };
     let fetch_config = pumas_fetch::Config {

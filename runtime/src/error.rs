@@ -70,6 +70,9 @@ pub enum ApiError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// A cursor or position the service no longer keeps (or never had).
+    #[error("{field}: {reason}")]
+    OutOfRange { field: String, reason: String },
     /// Data failed verification.
     #[error("{0}")]
     DataLoss(String),
@@ -130,6 +133,7 @@ impl ApiError {
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Self::OutOfRange { .. } => Code::OutOfRange,
             Self::DataLoss(_) => Code::DataLoss,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::Cancelled(_) => Code::Cancelled,
@@ -150,6 +154,7 @@ impl ApiError {
             Self::Unauthenticated(_) => ErrorReason::Unauthenticated,
             Self::PermissionDenied(_) => ErrorReason::PermissionDenied,
             Self::ResourceExhausted { .. } => ErrorReason::ResourceExhausted,
+            Self::OutOfRange { .. } => ErrorReason::OutOfRange,
             Self::DataLoss(_) => ErrorReason::DataLoss,
             Self::DeadlineExceeded(_) => ErrorReason::DeadlineExceeded,
             Self::Cancelled(_) => ErrorReason::Cancelled,
@@ -178,7 +183,7 @@ impl From<ApiError> for Status {
             other => other.to_string(),
         };
         match &err {
-            ApiError::InvalidArgument { field, reason } => {
+            ApiError::InvalidArgument { field, reason } | ApiError::OutOfRange { field, reason } => {
                 details.add_bad_request_violation(field.clone(), reason.clone());
                 metadata.insert("field".to_owned(), field.clone());
             }

@@ -656,3 +656,132 @@ async fn adoption_moves_an_apps_own_files_into_the_library_and_links_them_back()
     assert!(same_inode(&forge_own, &own_in_library), "{out}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_mapper_behind_the_retained_change_feed_gets_out_of_range_and_maps_everything_again()
+-> anyhow::Result<()> {
+    use pumas_proto::index::v1::index_service_client::IndexServiceClient;
+    use pumas_proto::index::v1::{GetServiceInfoRequest, ImportModelsRequest, WatchChangesRequest};
+    let dir = tempfile::tempdir()?;
+    let root_arg = dir.path().join("root").to_str().context("utf-8")?.to_owned();
+    // The index keeps only the two newest events; it prunes when it starts.
+    let index_args = ["--data-root", root_arg.as_str(), "--change-feed-max-events", "2"];
+    let (index_process, index_addr) = serve_role("index", "127.0.0.1:0", &index_args, dir.path()).await?;
+    // The mapper on the same data root, as `pumas up` runs it.
+    let mapper_root = root_arg.clone();
+    let mapper_args = |index: &str| {
+        [
+            "--data-root".to_owned(),
+            mapper_root.clone(),
+            "--index".to_owned(),
+            index.to_owned(),
+        ]
+    };
+    let args = mapper_args(&index_addr);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mapper_process, mapper_addr) = serve_role("mapper", "127.0.0.1:0", &args, dir.path()).await?;
+    let mut mapper = MapperServiceClient::new(channel(&mapper_addr).await?);
+    let app = dir.path().join("a1111");
+    put(
+        &mut mapper,
+        "sd",
+        &format!(
+            "kind = \"a1111\"\nroot = \"{}\"\nstrategy = \"symlink\"\n",
+            app.display()
+        ),
+    )
+    .await?;
+    let import_one = |index: &mut IndexServiceClient<Channel>, name: &str, seed: u8| {
+        let p = dir.path().join(format!("inbox-{seed}")).join(name);
+        let mut index = index.clone();
+        async move {
+            write_lora(&p, seed)?;
+            index
+                .import_models(ImportModelsRequest {
+                    paths: vec![p.display().to_string()],
+                    ..Default::default()
+                })
+                .await?;
+            anyhow::Ok(())
+        }
+    };
+    let mut index = IndexServiceClient::new(channel(&index_addr).await?);
+    import_one(&mut index, "First.safetensors", 11).await?;
+    let first_link = app.join("models/Lora/First.safetensors");
+    wait_until("the first LoRA linked", || first_link.exists())
+        .await
+        .with_context(|| format!("mapper log:\n{}", mapper_process.log()))?;
+    mapper_caught_up(&index_addr, &mapper_addr).await?;
+    let seen = index
+        .get_service_info(GetServiceInfoRequest {})
+        .await?
+        .into_inner()
+        .change_cursor;
+
+    // The mapper is away while three more models arrive; the index restarts and prunes.
+    mapper_process.kill().await?;
+    for (n, name) in ["Second", "Third", "Fourth"].iter().enumerate() {
+        import_one(&mut index, &format!("{name}.safetensors"), 12 + n as u8).await?;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while index
+        .get_service_info(GetServiceInfoRequest {})
+        .await?
+        .into_inner()
+        .model_count
+        < 4
+    {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the imports did not land");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    index_process.terminate().await?;
+    let (_index_process, index_addr) = serve_role("index", "127.0.0.1:0", &index_args, dir.path()).await?;
+    let mut index = IndexServiceClient::new(channel(&index_addr).await?);
+
+    // The feed no longer holds what came after the mapper's cursor: OUT_OF_RANGE, saying why.
+    let err = index
+        .watch_changes(WatchChangesRequest {
+            after_cursor: seen,
+            include_models: false,
+        })
+        .await
+        .err()
+        .context("an old cursor is refused")?;
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert!(err.message().contains("no longer kept"), "{}", err.message());
+    let details = tonic_types::StatusExt::get_error_details(&err);
+    assert_eq!(
+        details.error_info().map(|i| i.reason.as_str()),
+        Some("OUT_OF_RANGE")
+    );
+    // The newest cursor still follows.
+    let head = index
+        .get_service_info(GetServiceInfoRequest {})
+        .await?
+        .into_inner()
+        .change_cursor;
+    index
+        .watch_changes(WatchChangesRequest {
+            after_cursor: head,
+            include_models: false,
+        })
+        .await?;
+
+    // The mapper comes back, is told it is too far behind, and maps the whole library again.
+    let args = mapper_args(&index_addr);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mapper_process, mapper_addr) = serve_role("mapper", "127.0.0.1:0", &args, dir.path()).await?;
+    for name in ["First", "Second", "Third", "Fourth"] {
+        let link = app.join(format!("models/Lora/{name}.safetensors"));
+        wait_until(&format!("{name} linked after the re-read"), || link.exists()).await?;
+    }
+    mapper_caught_up(&index_addr, &mapper_addr).await?;
+    assert!(
+        mapper_process.log().contains("no longer keeps changes"),
+        "{}",
+        mapper_process.log()
+    );
+    Ok(())
+}

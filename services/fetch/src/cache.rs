@@ -23,6 +23,9 @@ impl Entry {
     }
 }
 
+/// Answers kept at most, newest first (besides the age limit `put` is given).
+pub const MAX_ENTRIES: i64 = 2000;
+
 /// The cache.
 #[derive(Clone)]
 pub struct SearchCache {
@@ -74,7 +77,8 @@ impl SearchCache {
         }))
     }
 
-    /// Stores an answer, and drops entries older than `keep` so the file stays small.
+    /// Stores an answer, and drops entries older than `keep` or beyond the newest
+    /// [`MAX_ENTRIES`], so the file stays small.
     pub async fn put(&self, key: &str, body: &str, keep: Duration) -> Result<SystemTime, sqlx::Error> {
         let now = SystemTime::now();
         sqlx::query("INSERT OR REPLACE INTO search_cache (key, body, fetched_at) VALUES (?, ?, ?)")
@@ -83,10 +87,44 @@ impl SearchCache {
             .bind(millis(now))
             .execute(self.db.write())
             .await?;
-        sqlx::query("DELETE FROM search_cache WHERE fetched_at < ?")
-            .bind(millis(now) - keep.as_millis() as i64)
-            .execute(self.db.write())
-            .await?;
+        sqlx::query(
+            "DELETE FROM search_cache WHERE fetched_at < ? OR key IN
+               (SELECT key FROM search_cache ORDER BY fetched_at DESC, rowid DESC LIMIT -1 OFFSET ?)",
+        )
+        .bind(millis(now) - keep.as_millis() as i64)
+        .bind(MAX_ENTRIES)
+        .execute(self.db.write())
+        .await?;
         Ok(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn old_and_surplus_answers_are_dropped() -> Result<(), sqlx::Error> {
+        let dir = tempfile::tempdir().map_err(sqlx::Error::Io)?;
+        let cache = SearchCache::open(&dir.path().join("search.sqlite")).await?;
+        let day = Duration::from_secs(86_400);
+        for n in 0..(MAX_ENTRIES + 5) {
+            cache.put(&format!("q{n}"), "{}", day).await?;
+        }
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM search_cache")
+            .fetch_one(cache.db.read())
+            .await?;
+        assert_eq!(count, MAX_ENTRIES);
+        assert!(
+            cache.get(&format!("q{}", MAX_ENTRIES + 4)).await?.is_some(),
+            "the newest stays"
+        );
+        // An entry older than `keep` goes at the next put.
+        sqlx::query("UPDATE search_cache SET fetched_at = 0 WHERE key = 'q100'")
+            .execute(cache.db.write())
+            .await?;
+        cache.put("fresh", "{}", day).await?;
+        assert!(cache.get("q100").await?.is_none());
+        Ok(())
     }
 }

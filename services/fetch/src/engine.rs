@@ -261,6 +261,13 @@ impl Engine {
         dir: PathBuf,
         settings: Settings,
     ) -> Result<Arc<Self>, sqlx::Error> {
+        let keep_since = crate::store::now_ms() - crate::store::KEEP_FINISHED_DAYS * 24 * 3600 * 1000;
+        let pruned = store
+            .prune_finished(keep_since, crate::store::KEEP_FINISHED_JOBS)
+            .await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "forgot finished downloads past their retention");
+        }
         let mut jobs = HashMap::new();
         for mut job in store.all().await? {
             if matches!(job.state, JobState::Running | JobState::Committing) {

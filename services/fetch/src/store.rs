@@ -190,6 +190,11 @@ impl Job {
 
 pub use pumas_runtime::time::now_ms;
 
+/// Completed and cancelled downloads are kept this long (failed ones until resumed or cancelled).
+pub const KEEP_FINISHED_DAYS: i64 = 30;
+/// At most this many completed and cancelled downloads are kept, newest first.
+pub const KEEP_FINISHED_JOBS: u64 = 500;
+
 /// The job store.
 #[derive(Clone)]
 pub struct Store {
@@ -254,6 +259,22 @@ impl Store {
             .collect())
     }
 
+    /// Forgets completed and cancelled downloads created before `keep_since_ms` or beyond the
+    /// newest `keep_newest` of them; failed ones stay, since they can still be resumed. Returns
+    /// how many went.
+    pub async fn prune_finished(&self, keep_since_ms: i64, keep_newest: u64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "DELETE FROM downloads WHERE state IN ('completed', 'cancelled') AND (seq < ? OR id IN
+               (SELECT id FROM downloads WHERE state IN ('completed', 'cancelled')
+                ORDER BY seq DESC, id DESC LIMIT -1 OFFSET ?))",
+        )
+        .bind(keep_since_ms)
+        .bind(keep_newest.min(i64::MAX as u64) as i64)
+        .execute(self.db.write())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// The job a request id created, if any.
     pub async fn by_request_id(&self, request_id: &str) -> Result<Option<Job>, sqlx::Error> {
         let row: Option<(String,)> =
@@ -262,5 +283,58 @@ impl Store {
                 .fetch_optional(self.db.read())
                 .await?;
         Ok(row.and_then(|(body,)| serde_json::from_str(&body).ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, state: JobState, created_ms: i64) -> Job {
+        Job {
+            id: id.to_owned(),
+            request_id: String::new(),
+            repo_id: "org/repo".to_owned(),
+            revision: "main".to_owned(),
+            commit_sha: String::new(),
+            state,
+            priority: 0,
+            selection: Selection {
+                allow: Vec::new(),
+                ignore: Vec::new(),
+                quantization: String::new(),
+            },
+            model_type: 0,
+            family: String::new(),
+            model_id: String::new(),
+            error: None,
+            created_ms,
+            updated_ms: created_ms,
+            files: Vec::new(),
+            tags: Vec::new(),
+            license: String::new(),
+            announced: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn finished_downloads_are_pruned_and_resumable_ones_kept() -> Result<(), sqlx::Error> {
+        let dir = tempfile::tempdir().map_err(sqlx::Error::Io)?;
+        let store = Store::open(dir.path()).await?;
+        let now = now_ms();
+        for n in 0..4 {
+            store
+                .save(&job(&format!("done-{n}"), JobState::Completed, now - 10 + n))
+                .await?;
+        }
+        store.save(&job("old-cancelled", JobState::Cancelled, 1)).await?;
+        store.save(&job("old-failed", JobState::Failed, 1)).await?;
+        store.save(&job("queued", JobState::Queued, 2)).await?;
+        let gone = store.prune_finished(now - 1000, 2).await?;
+        assert_eq!(gone, 3, "two oldest completed and the old cancelled one");
+        let mut left: Vec<String> = store.all().await?.into_iter().map(|j| j.id).collect();
+        left.sort();
+        assert_eq!(left, ["done-2", "done-3", "old-failed", "queued"]);
+        Ok(())
     }
 }

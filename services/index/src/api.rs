@@ -310,6 +310,18 @@ pumas_runtime::service_impl! {
             let library = Arc::clone(&self.library);
             // Subscribe before reading the backlog so nothing falls between the two.
             let mut live = library.subscribe();
+            let floor = library.store().change_floor().await?;
+            if r.after_cursor != 0 && r.after_cursor < floor {
+                return Err(IndexError::OutOfRange {
+                    field: "after_cursor".to_owned(),
+                    reason: format!(
+                        "events after cursor {} are no longer kept (the feed now starts after {floor}); \
+                         read the library again (ListModels) and follow from GetServiceInfo's change_cursor",
+                        r.after_cursor
+                    ),
+                }
+                .into());
+            }
             let mut cursor = if r.after_cursor == 0 { library.store().head_cursor().await? } else { r.after_cursor };
             let include = r.include_models;
             let stream = async_stream(move |tx| async move {

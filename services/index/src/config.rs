@@ -7,7 +7,7 @@ use pumas_runtime::DataRoot;
 use crate::library::Policy;
 
 /// Flags of `pumas serve index`.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct Config {
     /// Data root holding shared-resources/models (default: $PUMAS_DATA_ROOT, else the platform
     /// data dir, e.g. ~/.local/share/pumas).
@@ -24,21 +24,12 @@ pub struct Config {
     /// How many import, reindex and verify jobs work at once and wait.
     #[command(flatten)]
     pub jobs: crate::jobs::JobLimits,
+    /// How long the change feed and the hash cache are kept.
+    #[command(flatten)]
+    pub retention: crate::retention::Retention,
     /// Concurrent-call limit and deadline (the gateway's, on this backend too).
     #[command(flatten)]
     pub limits: pumas_runtime::LimitArgs,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            data_root: None,
-            refuse_pickle: false,
-            import_roots: Vec::new(),
-            jobs: crate::jobs::JobLimits::default(),
-            limits: pumas_runtime::LimitArgs::default(),
-        }
-    }
 }
 
 impl Config {
@@ -57,6 +48,7 @@ impl Config {
                 .map(|r| std::fs::canonicalize(r).unwrap_or_else(|_| r.clone()))
                 .collect(),
             job_limits: self.jobs,
+            retention: self.retention,
         }
     }
 }

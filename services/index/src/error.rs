@@ -33,6 +33,9 @@ pub enum IndexError {
     /// Not enough disk space.
     #[error("not enough disk space: {0}")]
     NoSpace(String),
+    /// A cursor older than what the index keeps.
+    #[error("{field}: {reason}")]
+    OutOfRange { field: String, reason: String },
     /// Too many jobs already wait; try again after one ends.
     #[error("{0}")]
     Busy(String),
@@ -93,6 +96,7 @@ impl From<IndexError> for ApiError {
                 message,
                 retry_after: None,
             },
+            IndexError::OutOfRange { field, reason } => ApiError::OutOfRange { field, reason },
             IndexError::Busy(message) => ApiError::ResourceExhausted {
                 message,
                 retry_after: Some(std::time::Duration::from_secs(5)),

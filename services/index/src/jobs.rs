@@ -145,6 +145,10 @@ fn clone_for_report(err: &IndexError) -> IndexError {
         },
         IndexError::NoSpace(s) => IndexError::NoSpace(s.clone()),
         IndexError::Busy(s) => IndexError::Busy(s.clone()),
+        IndexError::OutOfRange { field, reason } => IndexError::OutOfRange {
+            field: field.clone(),
+            reason: reason.clone(),
+        },
         other => IndexError::Internal(other.to_string()),
     }
 }

@@ -22,6 +22,7 @@ pub mod paging;
 pub mod profiles;
 pub mod query;
 pub mod reindex;
+pub mod retention;
 pub mod slug;
 pub mod store;
 pub mod synthetic;

@@ -28,6 +28,8 @@ pub struct Policy {
     pub import_roots: Vec<PathBuf>,
     /// How many jobs work at once and how many may wait.
     pub job_limits: crate::jobs::JobLimits,
+    /// How long the change feed and the hash cache are kept.
+    pub retention: crate::retention::Retention,
 }
 
 /// The library.
@@ -130,6 +132,14 @@ impl Library {
         if recovered > 0 {
             tracing::warn!(recovered, "rolled back imports interrupted by a crash");
         }
+        if fresh {
+            // Events before this moment are gone with the old file: a reader behind it must
+            // start over (OUT_OF_RANGE), not wait for events that will never come.
+            library
+                .store
+                .raise_change_floor(pumas_runtime::time::now_us() as u64)
+                .await?;
+        }
         if fresh || library.store.count().await? == 0 {
             let report = library.reindex(None).await?;
             if report.seen > 0 {
@@ -155,6 +165,7 @@ impl Library {
                 }
             });
         }
+        crate::retention::spawn(&library);
         Ok(library)
     }
 

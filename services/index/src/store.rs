@@ -206,14 +206,33 @@ impl PageCache {
 }
 
 fn migrator() -> Migrator {
-    let sql = include_str!("../migrations/0001_library.sql");
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("library"),
-        MigrationType::Simple,
-        sqlx::AssertSqlSafe(sql).into_sql_str(),
-        false,
-    )])
+    let steps = [
+        (1, "library", include_str!("../migrations/0001_library.sql")),
+        (2, "retention", include_str!("../migrations/0002_retention.sql")),
+    ];
+    Migrator::with_migrations(
+        steps
+            .into_iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(name),
+                    MigrationType::Simple,
+                    sqlx::AssertSqlSafe(sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// What one pruning pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Change-feed events.
+    pub changes: u64,
+    /// Hash-cache entries.
+    pub hashes: u64,
 }
 
 use sqlx::SqlSafeStr as _;
@@ -809,6 +828,78 @@ impl Store {
             .collect())
     }
 
+    /// Cursors at or below this one were pruned (or predate a rebuild of models.db): a feed
+    /// reader that last saw one of them has missed events. 0 when nothing was pruned.
+    pub async fn change_floor(&self) -> Result<u64, IndexError> {
+        let floor: Option<i64> = sqlx::query("SELECT cursor FROM change_floor WHERE id = 1")
+            .fetch_optional(self.db.read())
+            .await?
+            .map(|r| r.get(0));
+        Ok(floor.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Raises the floor to `cursor` (never lowers it).
+    pub async fn raise_change_floor(&self, cursor: u64) -> Result<(), IndexError> {
+        sqlx::query(
+            "INSERT INTO change_floor (id, cursor) VALUES (1, ?)
+             ON CONFLICT (id) DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
+        )
+        .bind(cursor as i64)
+        .execute(self.db.write())
+        .await?;
+        Ok(())
+    }
+
+    /// Drops change-feed events older than `keep_since_ms` or beyond the newest `max_events`,
+    /// raising the floor past them; and hash-cache entries cached before `keep_since_ms` or
+    /// beyond the newest `max_hashes`.
+    pub async fn prune(
+        &self,
+        changes_since_ms: i64,
+        max_events: u64,
+        hashes_since_ms: i64,
+        max_hashes: u64,
+    ) -> Result<Pruned, IndexError> {
+        let mut tx = self.db.begin_write().await?;
+        let by_age: Option<i64> = sqlx::query("SELECT MAX(cursor) FROM changes WHERE time_ms < ?")
+            .bind(changes_since_ms)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        let by_count: Option<i64> =
+            sqlx::query("SELECT cursor FROM changes ORDER BY cursor DESC LIMIT 1 OFFSET ?")
+                .bind(max_events.min(i64::MAX as u64) as i64)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.get(0));
+        let mut pruned = Pruned::default();
+        if let Some(cutoff) = by_age.max(by_count) {
+            pruned.changes = sqlx::query("DELETE FROM changes WHERE cursor <= ?")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(
+                "INSERT INTO change_floor (id, cursor) VALUES (1, ?)
+                 ON CONFLICT (id) DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
+            )
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        }
+        pruned.hashes = sqlx::query(
+            "DELETE FROM hash_cache WHERE cached_ms < ? OR rowid IN
+               (SELECT rowid FROM hash_cache ORDER BY cached_ms DESC LIMIT -1 OFFSET ?)",
+        )
+        .bind(hashes_since_ms)
+        .bind(max_hashes.min(i64::MAX as u64) as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(pruned)
+    }
+
     /// The newest cursor (0 when the feed is empty).
     pub async fn head_cursor(&self) -> Result<u64, IndexError> {
         let last: Option<i64> = sqlx::query("SELECT MAX(cursor) FROM changes")
@@ -835,9 +926,9 @@ impl Store {
     /// Remembers the digests of a file identity.
     pub async fn put_hash(&self, key: &FileKey, sha256: &str, blake3: &str) -> Result<(), IndexError> {
         sqlx::query(
-            "INSERT INTO hash_cache (dev, ino, size, mtime_ns, sha256, blake3) VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO hash_cache (dev, ino, size, mtime_ns, sha256, blake3, cached_ms) VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (dev, ino) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
-                sha256 = excluded.sha256, blake3 = excluded.blake3",
+                sha256 = excluded.sha256, blake3 = excluded.blake3, cached_ms = excluded.cached_ms",
         )
         .bind(key.dev)
         .bind(key.ino)
@@ -845,6 +936,7 @@ impl Store {
         .bind(key.mtime_ns)
         .bind(sha256)
         .bind(blake3)
+        .bind(now_ms())
         .execute(self.db.write())
         .await?;
         Ok(())
@@ -1002,5 +1094,73 @@ mod tests {
         cache.invalidate();
         assert!(cache.get("query-499").1.is_none());
         assert_eq!(cache.entries.lock().map(|e| e.bytes).unwrap_or(1), 0);
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_the_newest_events_and_hashes_and_raises_the_floor() -> Result<(), IndexError> {
+        let dir = tempfile::tempdir().map_err(|e| IndexError::io("tempdir", e))?;
+        let store = Store::open(&dir.path().join("models.db")).await?;
+        let mut cursors = Vec::new();
+        for n in 0..5 {
+            cursors.push(
+                store
+                    .append_change("added", &format!("lora/sdxl/m{n}"), "")
+                    .await?
+                    .cursor,
+            );
+            let key = FileKey {
+                dev: 1,
+                ino: n,
+                size: 10,
+                mtime_ns: 0,
+            };
+            store.put_hash(&key, "sha", "b3").await?;
+        }
+        assert_eq!(store.change_floor().await?, 0);
+
+        // Nothing is older than a day: only the counts prune.
+        let day_ago = now_ms() - 24 * 3600 * 1000;
+        let pruned = store.prune(day_ago, 2, day_ago, 3).await?;
+        assert_eq!(
+            pruned,
+            Pruned {
+                changes: 3,
+                hashes: 2
+            }
+        );
+        assert_eq!(
+            store.change_floor().await?,
+            cursors[2],
+            "the newest pruned cursor"
+        );
+        let kept: Vec<u64> = store
+            .changes_after(0, 10)
+            .await?
+            .iter()
+            .map(|c| c.cursor)
+            .collect();
+        assert_eq!(kept, cursors[3..].to_vec());
+        let newest = FileKey {
+            dev: 1,
+            ino: 4,
+            size: 10,
+            mtime_ns: 0,
+        };
+        assert!(store.cached_hash(&newest).await?.is_some());
+
+        // Everything older than now goes; the floor never goes down.
+        let later = now_ms() + 1;
+        let pruned = store.prune(later, 100, later, 100).await?;
+        assert_eq!(
+            pruned,
+            Pruned {
+                changes: 2,
+                hashes: 3
+            }
+        );
+        assert_eq!(store.change_floor().await?, cursors[4]);
+        store.raise_change_floor(1).await?;
+        assert_eq!(store.change_floor().await?, cursors[4]);
+        Ok(())
     }
 }

@@ -41,6 +41,39 @@ impl MapperApi {
     }
 }
 
+/// Most finished mapping jobs kept for GetMappingJob/WatchMappingJob.
+const KEEP_FINISHED: usize = 200;
+
+/// Drops the oldest finished jobs beyond [`KEEP_FINISHED`]; returns their ids.
+fn forget_old_jobs(jobs: &mut HashMap<String, Arc<JobEntry>>) -> Vec<String> {
+    let finished_state = |e: &JobEntry| {
+        e.job
+            .lock()
+            .ok()
+            .and_then(|j| j.status.as_ref().map(|s| s.state))
+            .is_some_and(|s| {
+                [JobState::Succeeded, JobState::Failed, JobState::Cancelled]
+                    .iter()
+                    .any(|f| *f as i32 == s)
+            })
+    };
+    let mut finished: Vec<String> = jobs
+        .iter()
+        .filter(|(_, e)| finished_state(e))
+        .map(|(id, _)| id.clone())
+        .collect();
+    if finished.len() <= KEEP_FINISHED {
+        return Vec::new();
+    }
+    // Ids are `map-<nanoseconds in hex>`: equal lengths sort by time.
+    finished.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+    finished.truncate(finished.len() - KEEP_FINISHED);
+    for id in &finished {
+        jobs.remove(id);
+    }
+    finished
+}
+
 fn timestamp_now() -> prost_types::Timestamp {
     prost_types::Timestamp::from(SystemTime::now())
 }
@@ -199,13 +232,18 @@ impl MapperApi {
             job: Mutex::new(job.clone()),
             changed: watch::channel(0).0,
         });
+        let mut forgotten = Vec::new();
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.insert(id.clone(), Arc::clone(&entry));
+            forgotten = forget_old_jobs(&mut jobs);
         }
-        if !request_id.is_empty()
-            && let Ok(mut m) = self.by_request.lock()
-        {
-            m.insert(request_id.to_owned(), id);
+        if let Ok(mut m) = self.by_request.lock() {
+            if !forgotten.is_empty() {
+                m.retain(|_, job| !forgotten.contains(job));
+            }
+            if !request_id.is_empty() {
+                m.insert(request_id.to_owned(), id);
+            }
         }
         let engine = Arc::clone(&self.engine);
         let app = app.to_owned();
