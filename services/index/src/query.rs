@@ -75,6 +75,9 @@ pub fn to_fts(query: &str) -> Result<Option<String>, String> {
             }
         }
     }
+    // A phrase of punctuation only (`" "`) matches nothing: drop it before the operators are
+    // checked, or `a OR " "` would end in a dangling `OR`.
+    terms.retain(|t| !matches!(t, Term::Words { words, .. } if words.is_empty()));
     // While typing, the last bare word is a prefix.
     if typing
         && let Some(Term::Words {
@@ -88,9 +91,6 @@ pub fn to_fts(query: &str) -> Result<Option<String>, String> {
     for (i, term) in terms.iter().enumerate() {
         match term {
             Term::Words { words, prefix, .. } => {
-                if words.is_empty() {
-                    continue;
-                }
                 if !expect_term {
                     out.push(' ');
                 }
@@ -187,5 +187,7 @@ mod tests {
         assert!(to_fts(r#""unclosed"#).unwrap_err().contains("not closed"));
         assert!(to_fts("OR llama").unwrap_err().contains("between"));
         assert!(to_fts("llama NOT").unwrap_err().contains("between"));
+        // An empty phrase is no term: the operator before it dangles (found by proptest).
+        assert!(to_fts(r#"NEAR( - OR " " "#).unwrap_err().contains("between"));
     }
 }
