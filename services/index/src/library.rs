@@ -132,18 +132,14 @@ impl Library {
         if recovered > 0 {
             tracing::warn!(recovered, "rolled back imports interrupted by a crash");
         }
-        if fresh {
-            // Events before this moment are gone with the old file: a reader behind it must
-            // start over (OUT_OF_RANGE), not wait for events that will never come.
-            library
-                .store
-                .raise_change_floor(pumas_runtime::time::now_us() as u64)
-                .await?;
-        }
         if fresh || library.store.count().await? == 0 {
+            let rebuilt_at = pumas_runtime::time::now_us() as u64;
             let report = library.reindex(None).await?;
             if report.seen > 0 {
                 tracing::info!(models = report.seen, "rebuilt models.db from the metadata files");
+                // A feed reader of the old file may be behind this moment, and those events
+                // are gone with it: it must start over (OUT_OF_RANGE), not wait for them.
+                library.store.raise_change_floor(rebuilt_at).await?;
             }
         } else {
             // Reconcile in the background: whatever a crash left between the files and the index

@@ -1,6 +1,7 @@
 //! Inspection: which files form one library item, and what their headers and configs say.
 
 pub mod gguf;
+pub mod pickle;
 pub mod safetensors;
 
 use std::collections::BTreeMap;
@@ -369,6 +370,16 @@ pub fn facts_for(unit: &Unit) -> Result<Facts, InspectError> {
                         None => facts.gguf = Some(header),
                     }
                 }
+            }
+            ext if PICKLE_EXTENSIONS.contains(&ext) => {
+                let file = File::open(&f.source).map_err(|e| unreadable(&f.source, e))?;
+                pickle::check(BufReader::new(file), f.size, ext != "bin").map_err(|reason| {
+                    InspectError::Malformed {
+                        path: f.source.display().to_string(),
+                        format: "PyTorch checkpoint",
+                        reason,
+                    }
+                })?;
             }
             _ => {}
         }

@@ -3,6 +3,11 @@
 
 #![allow(dead_code)]
 
+pub mod server;
+
+#[allow(unused_imports)] // not every test file starts a server
+pub use server::Server;
+
 use std::path::{Path, PathBuf};
 
 use pumas_index::inspect::gguf::{self, MetaValue};
