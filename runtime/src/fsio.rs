@@ -5,15 +5,56 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-/// Prefix of every temp file Pumas writes beside a file it replaces (cleaned up at start).
+/// Prefix of every temp file Pumas writes beside a file it replaces. The full prefix adds a mark
+/// of the process that wrote it ([`temp_prefix`]), so [`remove_stale_temps`] can remove what a
+/// killed process left without touching a write in progress.
 pub const TEMP_PREFIX: &str = ".pumas-tmp-";
+
+/// `TEMP_PREFIX` plus this process's mark: random per process, so neither a restart with the
+/// same pid (pid 1 in a container) nor another process on the same files is mistaken for us.
+pub fn temp_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(crate::time::now_us() as u128);
+        format!("{TEMP_PREFIX}{:08x}-", h.finish() as u32)
+    })
+}
+
+/// A new temp file in `dir`, named with [`temp_prefix`], created exclusively (`O_EXCL`, so a
+/// planted symlink is never followed). Deleted on drop unless persisted.
+pub fn temp_file_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new().prefix(temp_prefix()).tempfile_in(dir)
+}
+
+/// Removes the temp files another process left in `dir` (not below it): a write it did not
+/// finish before it was killed. Returns how many went.
+pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
+    let mine = temp_prefix();
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TEMP_PREFIX) && !name.starts_with(mine) && entry.file_type()?.is_file() {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent directory"))?;
-    let mut tmp = tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(dir)?;
+    let mut tmp = temp_file_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -67,6 +108,20 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn only_temps_of_other_processes_are_swept() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let stale = dir.path().join(format!("{TEMP_PREFIX}deadbeef-x1y2z3"));
+        std::fs::write(&stale, b"half a file")?;
+        let ours = temp_file_in(dir.path())?;
+        std::fs::write(dir.path().join("metadata.json"), b"{}")?;
+        assert_eq!(remove_stale_temps(dir.path())?, 1);
+        assert!(!stale.exists(), "a dead process's temp file goes");
+        assert!(ours.path().exists(), "a write in progress here stays");
+        assert!(dir.path().join("metadata.json").exists());
         Ok(())
     }
 }

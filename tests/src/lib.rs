@@ -223,6 +223,9 @@ pub struct Suite {
     pub mapper: String,
     /// The temporary data root (deleted on drop).
     pub data_root: tempfile::TempDir,
+    /// Extra `pumas up` flags and environment, kept for a restart.
+    extra: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl Suite {
@@ -234,7 +237,33 @@ impl Suite {
 
     /// [`Suite::start`] with extra `pumas up` flags and environment variables.
     pub async fn start_with(extra: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let data_root = tempfile::tempdir()?;
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        let envs = envs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::launch(tempfile::tempdir()?, extra, envs).await
+    }
+
+    /// Kills the suite with SIGKILL (no shutdown, no flush) and starts it again on the same
+    /// data root with the same flags; waits until the gateway serves again.
+    pub async fn kill_and_restart(self) -> anyhow::Result<Self> {
+        let Suite {
+            process,
+            data_root,
+            extra,
+            envs,
+            ..
+        } = self;
+        process.kill().await?;
+        Self::launch(data_root, extra, envs).await
+    }
+
+    async fn launch(
+        data_root: tempfile::TempDir,
+        extra: Vec<String>,
+        envs: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let root = data_root.path().join("root");
         let root_str = root
             .to_str()
@@ -255,9 +284,21 @@ impl Suite {
             "--backend-check-ms",
             "100",
         ];
-        args.extend_from_slice(extra);
-        let log = data_root.path().join("up.log");
-        let process = Process::start(&args, envs, log, |line| line.starts_with("Stop with Ctrl-C")).await?;
+        args.extend(extra.iter().map(String::as_str));
+        let env_refs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        // A restarted suite logs to up-2.log, up-3.log...: the first start's log stays.
+        let log = (1..)
+            .map(|n| {
+                data_root.path().join(if n == 1 {
+                    "up.log".to_owned()
+                } else {
+                    format!("up-{n}.log")
+                })
+            })
+            .find(|p| !p.exists())
+            .unwrap_or_else(|| data_root.path().join("up.log"));
+        let process =
+            Process::start(&args, &env_refs, log, |line| line.starts_with("Stop with Ctrl-C")).await?;
         let addr_of = |role: &str| -> anyhow::Result<String> {
             process
                 .banner
@@ -277,6 +318,8 @@ impl Suite {
             mapper: addr_of("mapper")?,
             process,
             data_root,
+            extra,
+            envs,
         };
         wait_for_health(
             &suite.gateway,

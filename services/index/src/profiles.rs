@@ -280,6 +280,8 @@ pub fn put(root: &Path, profile: Profile) -> Result<Profile, IndexError> {
     profile.create_time = crate::library::now_rfc3339();
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).map_err(|e| IndexError::io("creating the profiles folder", e))?;
+        // What a killed write left here (a profile version is written once, so only now).
+        let _ = pumas_runtime::fsio::remove_stale_temps(dir);
     }
     write_json_atomic(&file, &profile)
         .map_err(|e| IndexError::io(format!("writing {}", file.display()), e))?;

@@ -89,6 +89,12 @@ fn scan(root: &Path, dirs: Vec<PathBuf>) -> Vec<Scanned> {
     dirs.into_iter()
         .filter_map(|dir| {
             let id = id_of(root, &dir)?;
+            // Half-written files of a killed process (never one of this process's own writes).
+            match pumas_runtime::fsio::remove_stale_temps(&dir) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(dir = %dir.display(), removed = n, "removed temp files a stopped index left"),
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot remove leftover temp files"),
+            }
             if !dir.join(METADATA_FILE).is_file() {
                 return Some(Scanned::Adopt { dir, id });
             }

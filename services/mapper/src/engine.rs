@@ -375,6 +375,8 @@ impl Engine {
         // the filesystem work instead of following it.
         let (rows_tx, mut rows_rx) = tokio::sync::mpsc::channel::<Vec<LinkRow>>(8);
         let work = tokio::task::spawn_blocking(move || {
+            // Half-written files a killed mapper left in the app's folders go first.
+            sweep_stale_temps(&keep);
             links::with_dir_cache(|| {
                 let now = crate::now_ms();
                 let mut made: Vec<LinkRow> = Vec::new();
@@ -826,6 +828,15 @@ impl Engine {
     /// with none (first start, or a cursor the index no longer keeps) it starts at the index's
     /// head and brings every app up to date once.
     pub async fn follow(self: Arc<Self>) {
+        // What a killed mapper left half-written in any app's folders (an unmapped app is not
+        // applied again, so it would keep them).
+        let dirs: Vec<PathBuf> = self
+            .configs()
+            .into_iter()
+            .filter_map(|c| c.config.ok())
+            .flat_map(|c| Self::keep_dirs(&c))
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || sweep_stale_temps(&dirs)).await;
         loop {
             let saved = self.change_cursor().await;
             let mut index = self.index.clone();
@@ -913,6 +924,17 @@ impl Engine {
                 }
                 Err(err) => tracing::warn!(app = %c.app, error = %err, "following library changes failed"),
             }
+        }
+    }
+}
+
+/// Removes the temp files another (killed) mapper process left in these folders.
+fn sweep_stale_temps(dirs: &[PathBuf]) {
+    for dir in dirs {
+        if let Ok(n) = pumas_runtime::fsio::remove_stale_temps(dir)
+            && n > 0
+        {
+            tracing::info!(dir = %dir.display(), removed = n, "removed temp files a stopped mapper left");
         }
     }
 }

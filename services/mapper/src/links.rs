@@ -252,6 +252,7 @@ pub fn make(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> Resu
             Ok(Strategy::Symlink)
         }
         Want::File { content } => {
+            sweep_beside(target);
             pumas_runtime::fsio::write_atomic(target, content.as_bytes()).map_err(|e| io("writing", e))?;
             Ok(Strategy::Copy)
         }
@@ -266,10 +267,14 @@ pub fn make(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> Resu
                 Err(e) => Err(io("hard-linking", e)),
             },
             Strategy::Copy | Strategy::Reflink => {
-                // std::fs::copy uses copy_file_range: extents are shared where the filesystem can.
-                let tmp = target.with_extension("pumas-tmp");
-                std::fs::copy(source, &tmp).map_err(|e| io("copying to", e))?;
-                std::fs::rename(&tmp, target).map_err(|e| io("copying to", e))?;
+                // Into a temp file of ours (created O_EXCL, so a planted symlink is not
+                // followed), then one rename. std::fs::copy uses copy_file_range: extents are
+                // shared where the filesystem can.
+                sweep_beside(target);
+                let dir = target.parent().unwrap_or(root);
+                let tmp = pumas_runtime::fsio::temp_file_in(dir).map_err(|e| io("copying to", e))?;
+                std::fs::copy(source, tmp.path()).map_err(|e| io("copying to", e))?;
+                tmp.persist(target).map_err(|e| io("copying to", e.error))?;
                 Ok(strategy)
             }
             _ => {
@@ -278,6 +283,16 @@ pub fn make(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> Resu
                 Ok(Strategy::Symlink)
             }
         },
+    }
+}
+
+/// Removes what a killed mapper left half-written beside `target` (its temp files).
+fn sweep_beside(target: &Path) {
+    if let Some(dir) = target.parent()
+        && let Ok(n) = pumas_runtime::fsio::remove_stale_temps(dir)
+        && n > 0
+    {
+        tracing::info!(dir = %dir.display(), removed = n, "removed temp files a stopped mapper left");
     }
 }
 
@@ -338,6 +353,7 @@ pub fn strip_comfy_section(path: &Path) -> Result<(), String> {
     let result = if kept.trim().is_empty() {
         std::fs::remove_file(path)
     } else {
+        sweep_beside(path);
         pumas_runtime::fsio::write_atomic(path, kept.as_bytes())
     };
     result.map_err(|e| format!("rewriting {}: {e}", path.display()))
