@@ -537,7 +537,7 @@ async fn check(
     let in_library: HashSet<&String> = listed.values().flat_map(|(_, files, _)| files.iter()).collect();
     let mut still_outside = Vec::new();
     for (path, sha) in std::mem::take(&mut ledger.moved) {
-        let at_source = std::fs::read(&path).is_ok_and(|b| &sha256_hex(&b) == &sha);
+        let at_source = std::fs::read(&path).is_ok_and(|b| sha256_hex(&b) == sha);
         let placed = in_library.contains(&sha);
         ledger.check(at_source || placed, || {
             format!(
