@@ -21,6 +21,7 @@ pub mod certs;
 pub mod fakes;
 pub mod hub;
 pub mod library;
+pub mod load;
 pub mod netns;
 pub mod reflection;
 

@@ -98,3 +98,82 @@ pub async fn mapper_caught_up(index: &str, mapper: &str) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Every model the index lists: id -> (composite digest, sha256 of each file, state).
+pub async fn all_models(
+    index: &mut pumas_proto::index::v1::index_service_client::IndexServiceClient<Channel>,
+) -> anyhow::Result<std::collections::BTreeMap<String, (String, Vec<String>, i32)>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut token = String::new();
+    loop {
+        let page = index
+            .list_models(pumas_proto::index::v1::ListModelsRequest {
+                page_size: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        for m in page.models {
+            let files = m
+                .files
+                .iter()
+                .map(|f| f.sha256.trim_start_matches("sha256:").to_owned())
+                .collect();
+            out.insert(m.model_id.clone(), (m.composite_digest.clone(), files, m.state));
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Every model folder on disk: id -> composite digest from its metadata.json.
+pub fn models_on_disk(models: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let visible = |p: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(p)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for kind in visible(models) {
+        for family in visible(&kind) {
+            for model in visible(&family) {
+                let Ok(text) = std::fs::read(model.join("metadata.json")) else {
+                    continue;
+                };
+                let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&text) else {
+                    continue;
+                };
+                let id = doc["id"].as_str().unwrap_or_default().to_owned();
+                let digest = doc["composite_digest"].as_str().unwrap_or_default().to_owned();
+                out.insert(id, digest);
+            }
+        }
+    }
+    out
+}
+
+/// Files named like a temp file of ours anywhere below `dir`.
+pub fn temp_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        if name.starts_with(".pumas-tmp") || name.ends_with(".pumas-tmp") {
+            out.push(path.clone());
+        }
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            temp_files(&path, out);
+        }
+    }
+}

@@ -22,6 +22,7 @@ use pumas_proto::common::v1::{HubSource, ModelFile};
 use pumas_proto::index::v1::index_service_client::IndexServiceClient;
 use pumas_proto::index::v1::{
     AbortModelDownloadRequest, BeginModelDownloadRequest, CommitModelDownloadRequest,
+    CommitModelDownloadResponse, GetModelRequest,
 };
 use pumas_runtime::client::TracedChannel;
 use sha1::Digest as _;
@@ -621,21 +622,44 @@ impl Engine {
             .with_min_delay(Duration::from_millis(200))
             .with_max_times(5)
             .build();
+        let mut interrupted = false;
         let response = loop {
             match index.commit_model_download(request.clone()).await {
                 Ok(r) => break r.into_inner(),
-                Err(status) if status.code() == tonic::Code::Unavailable => match delays.next() {
-                    Some(delay) => tokio::time::sleep(delay).await,
-                    None => {
-                        return Err(failure(
-                            tonic::Code::Unavailable,
-                            format!(
-                                "the files are downloaded and verified, but the index is unavailable ({}); resume the download to commit them",
-                                status.message()
-                            ),
-                        ));
+                // A commit the index finished before the answer was lost (it restarted, the
+                // connection broke): the model is there, ready, with these very files.
+                Err(status) if interrupted && status.code() == tonic::Code::NotFound => {
+                    match self.committed_before(&job).await {
+                        Some(model) => break CommitModelDownloadResponse { model: Some(model) },
+                        None => {
+                            return Err(failure(
+                                status.code(),
+                                format!("the index refused the finished download: {}", status.message()),
+                            ));
+                        }
                     }
-                },
+                }
+                // The call may not have reached the index, or its answer was lost: try again.
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                    ) =>
+                {
+                    interrupted = true;
+                    match delays.next() {
+                        Some(delay) => tokio::time::sleep(delay).await,
+                        None => {
+                            return Err(failure(
+                                tonic::Code::Unavailable,
+                                format!(
+                                    "the files are downloaded and verified, but the index is unavailable ({}); resume the download to commit them",
+                                    status.message()
+                                ),
+                            ));
+                        }
+                    }
+                }
                 Err(status) => {
                     return Err(failure(
                         status.code(),
@@ -653,6 +677,31 @@ impl Engine {
         })
         .await;
         Ok(())
+    }
+
+    /// The model of `job` if the index already committed it: ready, with the job's files.
+    async fn committed_before(&self, job: &Job) -> Option<pumas_proto::common::v1::ModelRecord> {
+        if job.model_id.is_empty() {
+            return None;
+        }
+        let mut index = self.index.clone();
+        let model = index
+            .get_model(GetModelRequest {
+                model_id: job.model_id.clone(),
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .model?;
+        let ready = model.state == pumas_proto::common::v1::ModelState::Ready as i32;
+        let same_files = model.files.len() == job.files.len()
+            && job.files.iter().all(|f| {
+                model
+                    .files
+                    .iter()
+                    .any(|m| m.path == f.path && m.sha256 == f.sha256)
+            });
+        (ready && same_files).then_some(model)
     }
 
     fn control_stop(live: &Live) -> Option<Stop> {
