@@ -121,11 +121,10 @@ impl GatewayApi {
                     }
                 }
                 None => BatchResolveItem {
-                    error: Some(pumas_proto::common::v1::ErrorStatus {
-                        code: tonic::Code::NotFound as i32,
-                        reason: "NOT_FOUND".to_owned(),
-                        message: format!("model `{id}` not found"),
-                    }),
+                    error: Some(pumas_runtime::error::error_status(
+                        tonic::Code::NotFound,
+                        format!("model `{id}` not found"),
+                    )),
                     model_id: id,
                     requirements: None,
                 },

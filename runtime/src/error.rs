@@ -163,6 +163,51 @@ impl ApiError {
     }
 }
 
+/// The reason a failure with this gRPC code reports when nothing more specific is known.
+pub fn reason_for_code(code: Code) -> ErrorReason {
+    match code {
+        Code::InvalidArgument => ErrorReason::InvalidArgument,
+        Code::NotFound => ErrorReason::NotFound,
+        Code::AlreadyExists => ErrorReason::AlreadyExists,
+        Code::FailedPrecondition | Code::Aborted => ErrorReason::FailedPrecondition,
+        Code::Unavailable => ErrorReason::BackendUnavailable,
+        Code::Unimplemented => ErrorReason::NotImplemented,
+        Code::Unauthenticated => ErrorReason::Unauthenticated,
+        Code::PermissionDenied => ErrorReason::PermissionDenied,
+        Code::ResourceExhausted => ErrorReason::ResourceExhausted,
+        Code::DataLoss => ErrorReason::DataLoss,
+        Code::DeadlineExceeded => ErrorReason::DeadlineExceeded,
+        Code::Cancelled => ErrorReason::Cancelled,
+        Code::OutOfRange => ErrorReason::OutOfRange,
+        Code::Ok | Code::Unknown | Code::Internal => ErrorReason::Internal,
+    }
+}
+
+/// A failure recorded on a job or a model (`ErrorStatus`), its `reason` spelled as the
+/// contract says: the `ErrorReason` name, e.g. `BACKEND_UNAVAILABLE`, never a code name.
+pub fn error_status(code: Code, message: impl Into<String>) -> pumas_proto::common::v1::ErrorStatus {
+    pumas_proto::common::v1::ErrorStatus {
+        code: code as i32,
+        reason: reason_name(reason_for_code(code)).to_owned(),
+        message: message.into(),
+    }
+}
+
+impl ApiError {
+    /// This error as an `ErrorStatus` (internals hidden, as in a gRPC answer).
+    pub fn to_error_status(&self) -> pumas_proto::common::v1::ErrorStatus {
+        let message = match self {
+            Self::Internal(_) => "internal error; the server log has the details".to_owned(),
+            other => other.to_string(),
+        };
+        pumas_proto::common::v1::ErrorStatus {
+            code: self.code() as i32,
+            reason: reason_name(self.reason()).to_owned(),
+            message,
+        }
+    }
+}
+
 /// `ERROR_REASON_NOT_FOUND` -> `NOT_FOUND`: the name clients see in `ErrorInfo.reason`.
 pub fn reason_name(reason: ErrorReason) -> &'static str {
     let name = reason.as_str_name();
@@ -251,6 +296,26 @@ pub fn page_size(requested: i32, default: u32, max: u32) -> Result<u32, ApiError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_reports_a_contract_reason() {
+        for n in 0..=16 {
+            let code = Code::from_i32(n);
+            let status = error_status(code, "x");
+            let full = format!("ERROR_REASON_{}", status.reason);
+            assert!(
+                ErrorReason::from_str_name(&full).is_some(),
+                "{code:?} -> {}",
+                status.reason
+            );
+            assert_ne!(status.reason, "UNSPECIFIED");
+        }
+        assert_eq!(error_status(Code::Unavailable, "x").reason, "BACKEND_UNAVAILABLE");
+        assert_eq!(
+            ApiError::not_found("model", "x").to_error_status().reason,
+            "NOT_FOUND"
+        );
+    }
 
     #[test]
     fn invalid_argument_carries_bad_request_and_error_info() {

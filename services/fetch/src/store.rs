@@ -119,28 +119,20 @@ pub struct Selection {
 pub struct JobError {
     /// gRPC code number.
     pub code: i32,
-    /// The code's name, e.g. `DATA_LOSS`.
+    /// The `ErrorReason` name, e.g. `DATA_LOSS`, `BACKEND_UNAVAILABLE`.
     pub reason: String,
     /// What happened and what to do.
     pub message: String,
 }
 
 impl JobError {
-    /// An error with `code`.
+    /// An error with `code`; its reason is the contract's `ErrorReason` name for it.
     pub fn new(code: tonic::Code, message: impl Into<String>) -> Self {
-        let name = format!("{code:?}");
-        // `DataLoss` -> `DATA_LOSS`.
-        let mut reason = String::new();
-        for (i, c) in name.chars().enumerate() {
-            if c.is_ascii_uppercase() && i > 0 {
-                reason.push('_');
-            }
-            reason.push(c.to_ascii_uppercase());
-        }
+        let status = pumas_runtime::error::error_status(code, message);
         Self {
-            code: code as i32,
-            reason,
-            message: message.into(),
+            code: status.code,
+            reason: status.reason,
+            message: status.message,
         }
     }
 }

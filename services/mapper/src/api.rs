@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pumas_proto::common::v1::{self as common, ErrorStatus, JobState, JobStatus, ServiceInfo};
+use pumas_proto::common::v1::{self as common, JobState, JobStatus, ServiceInfo};
 use pumas_proto::mapper::v1::mapper_service_server::MapperService;
 use pumas_proto::mapper::v1::*;
 use pumas_runtime::{ApiError, BoxStream};
@@ -275,12 +275,10 @@ impl MapperApi {
                     }
                     Err(err) => {
                         status.state = JobState::Failed as i32;
-                        let s: Status = err.into();
-                        status.error = Some(ErrorStatus {
-                            code: s.code() as i32,
-                            reason: format!("{:?}", s.code()),
-                            message: s.message().to_owned(),
-                        });
+                        if let ApiError::Internal(detail) = &err {
+                            tracing::error!(error = %detail, "mapping job failed");
+                        }
+                        status.error = Some(err.to_error_status());
                     }
                 }
             }
