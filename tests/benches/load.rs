@@ -33,5 +33,8 @@ fn main() -> anyhow::Result<()> {
         report.deletes,
         report.violations
     );
+    for failure in &report.download_failures {
+        println!("download failed: {failure}");
+    }
     Ok(())
 }
