@@ -249,3 +249,31 @@ async fn a_library_of_broken_metadata_files_still_opens() -> anyhow::Result<()> 
     assert!(!ids.iter().any(|i| i.contains("..")), "{ids:?}");
     Ok(())
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+    /// Model ids come from callers: any string is a model, a NOT_FOUND or an INVALID_ARGUMENT,
+    /// and never a folder outside the library.
+    #[test]
+    fn any_model_id_is_answered(id in prop_oneof![
+        any::<String>(),
+        "[a-z_]{1,8}/[a-z0-9.]{0,8}/[a-z0-9.é/-]{0,12}",
+        Just("../../etc/passwd".to_owned()),
+        Just("lora/sdxl/..".to_owned()),
+        Just("lora//x".to_owned()),
+    ]) {
+        let (runtime, library, _) = library();
+        let _ = pumas_index::slug::slugify(&id);
+        let _ = pumas_index::slug::parse_model_id(&id);
+        if let Ok(dir) = library.model_dir(&id) {
+            prop_assert!(dir.starts_with(library.root()), "{id:?} -> {}", dir.display());
+            prop_assert!(!dir.components().any(|c| c == std::path::Component::ParentDir), "{id:?}");
+        }
+        match runtime.block_on(library.get(&id)) {
+            Ok(record) => prop_assert_eq!(record.metadata.id, id),
+            Err(pumas_index::error::IndexError::ModelNotFound(_) | pumas_index::error::IndexError::Invalid { .. }) => {}
+            Err(other) => prop_assert!(false, "{id:?}: {other}"),
+        }
+    }
+}
