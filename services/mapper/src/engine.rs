@@ -344,6 +344,12 @@ impl Engine {
         replace_conflicts: bool,
         scope: Option<&HashSet<String>>,
     ) -> Result<Outcome, ApiError> {
+        if scope.is_none() {
+            // A whole apply first removes what a killed mapper half-wrote in the app's folders
+            // (the change feed's small applies skip it: they run on every library change).
+            let dirs = Self::keep_dirs(config);
+            let _ = tokio::task::spawn_blocking(move || sweep_stale_temps(&dirs)).await;
+        }
         let recorded = self.registry.for_app(&config.app).await.map_err(db)?;
         let plan = plan::plan(config, &self.mount, models, &recorded, scope);
         self.execute(config, plan, replace_conflicts).await
@@ -375,8 +381,6 @@ impl Engine {
         // the filesystem work instead of following it.
         let (rows_tx, mut rows_rx) = tokio::sync::mpsc::channel::<Vec<LinkRow>>(8);
         let work = tokio::task::spawn_blocking(move || {
-            // Half-written files a killed mapper left in the app's folders go first.
-            sweep_stale_temps(&keep);
             links::with_dir_cache(|| {
                 let now = crate::now_ms();
                 let mut made: Vec<LinkRow> = Vec::new();
