@@ -168,41 +168,7 @@ impl Caller {
 
     /// Counts one call's answer.
     fn count<T>(&self, op: &'static str, started: Instant, result: &Result<T, tonic::Status>) {
-        let code = match result {
-            Ok(_) => tonic::Code::Ok,
-            Err(s) => s.code(),
-        };
-        let Ok(mut shared) = self.shared.lock() else {
-            return;
-        };
-        let report = &mut shared.report;
-        *report.calls.entry((op, format!("{code:?}"))).or_default() += 1;
-        match code {
-            tonic::Code::Ok => report.latencies.entry(op).or_default().push(started.elapsed()),
-            tonic::Code::Internal => report.internal += 1,
-            tonic::Code::Unavailable => {
-                let now = Instant::now();
-                let outage = self
-                    .outage
-                    .lock()
-                    .map(|o| (o.covers(now), o.back))
-                    .unwrap_or((false, None));
-                if !outage.0 {
-                    report.unavailable_outside_outage += 1;
-                }
-                if let Some(back) = outage.1
-                    && now > back
-                {
-                    let after = now - back;
-                    report.last_unavailable_after_recovery = Some(
-                        report
-                            .last_unavailable_after_recovery
-                            .map_or(after, |a| a.max(after)),
-                    );
-                }
-            }
-            _ => {}
-        }
+        count(&self.shared, &self.outage, op, started, result);
     }
 
     fn request<T>(message: T) -> tonic::Request<T> {
@@ -389,6 +355,51 @@ impl Caller {
     }
 }
 
+/// Counts one call's answer: by operation and code, its latency when OK, and whether an
+/// UNAVAILABLE fell outside the outage.
+fn count<T>(
+    shared: &Mutex<Shared>,
+    outage: &Mutex<Outage>,
+    op: &'static str,
+    started: Instant,
+    result: &Result<T, tonic::Status>,
+) {
+    let code = match result {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    };
+    let Ok(mut shared) = shared.lock() else {
+        return;
+    };
+    let report = &mut shared.report;
+    *report.calls.entry((op, format!("{code:?}"))).or_default() += 1;
+    match code {
+        tonic::Code::Ok => report.latencies.entry(op).or_default().push(started.elapsed()),
+        tonic::Code::Internal => report.internal += 1,
+        tonic::Code::Unavailable => {
+            let now = Instant::now();
+            let outage = outage
+                .lock()
+                .map(|o| (o.covers(now), o.back))
+                .unwrap_or((false, None));
+            if !outage.0 {
+                report.unavailable_outside_outage += 1;
+            }
+            if let Some(back) = outage.1
+                && now > back
+            {
+                let after = now - back;
+                report.last_unavailable_after_recovery = Some(
+                    report
+                        .last_unavailable_after_recovery
+                        .map_or(after, |a| a.max(after)),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Runs the load and checks the library afterwards.
 pub async fn run(settings: Settings) -> anyhow::Result<Report> {
     let dir = tempfile::tempdir()?;
@@ -499,16 +510,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
         let mut gateway = gateway.clone();
         let t = Instant::now();
         let result = gateway.reindex(ReindexRequest::default()).await;
-        let caller = Caller {
-            gateway: gateway.clone(),
-            shared: Arc::clone(&shared),
-            outage: Arc::clone(&outage),
-            inbox: inbox.clone(),
-            id: usize::MAX,
-            rng: 1,
-            repos,
-        };
-        caller.count("reindex", t, &result);
+        count(&shared, &outage, "reindex", t, &result);
     }
     tokio::time::sleep(settings.duration / 4).await;
     if let Ok(mut o) = outage.lock() {

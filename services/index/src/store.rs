@@ -226,6 +226,10 @@ fn migrator() -> Migrator {
     )
 }
 
+/// Raises the change feed's floor to the bound cursor (never lowers it).
+const RAISE_FLOOR: &str = "INSERT INTO change_floor (id, cursor) VALUES (1, ?)
+     ON CONFLICT (id) DO UPDATE SET cursor = MAX(cursor, excluded.cursor)";
+
 /// What one pruning pass removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -840,13 +844,10 @@ impl Store {
 
     /// Raises the floor to `cursor` (never lowers it).
     pub async fn raise_change_floor(&self, cursor: u64) -> Result<(), IndexError> {
-        sqlx::query(
-            "INSERT INTO change_floor (id, cursor) VALUES (1, ?)
-             ON CONFLICT (id) DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
-        )
-        .bind(cursor as i64)
-        .execute(self.db.write())
-        .await?;
+        sqlx::query(RAISE_FLOOR)
+            .bind(cursor as i64)
+            .execute(self.db.write())
+            .await?;
         Ok(())
     }
 
@@ -879,13 +880,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            sqlx::query(
-                "INSERT INTO change_floor (id, cursor) VALUES (1, ?)
-                 ON CONFLICT (id) DO UPDATE SET cursor = MAX(cursor, excluded.cursor)",
-            )
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(RAISE_FLOOR).bind(cutoff).execute(&mut *tx).await?;
         }
         pruned.hashes = sqlx::query(
             "DELETE FROM hash_cache WHERE cached_ms < ? OR rowid IN

@@ -83,8 +83,7 @@ fn check_zip(mut file: impl Read + Seek, size: u64) -> Result<(), String> {
         .rev()
         .find(|&i| tail[i..].starts_with(b"PK\x05\x06"))
         .ok_or("a zip archive without its directory (truncated?)")?;
-    let field = |at| u16_at(&tail, eocd + at).or(Some(0)).unwrap_or(0);
-    let mut entries = field(10);
+    let mut entries = u16_at(&tail, eocd + 10).unwrap_or(0);
     let mut dir_size = u32_at(&tail, eocd + 12).unwrap_or(0);
     let mut dir_offset = u32_at(&tail, eocd + 16).unwrap_or(0);
     if entries == 0xFFFF || dir_size == 0xFFFF_FFFF || dir_offset == 0xFFFF_FFFF {
