@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use pumas_proto::common::v1::ErrorReason;
+
+use crate::failure::{Failure, FailureKind};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -208,6 +210,56 @@ impl ApiError {
     }
 }
 
+impl FailureKind {
+    /// The gRPC code of this kind.
+    pub fn code(self) -> Code {
+        match self {
+            Self::InvalidArgument => Code::InvalidArgument,
+            Self::NotFound => Code::NotFound,
+            Self::AlreadyExists => Code::AlreadyExists,
+            Self::PermissionDenied => Code::PermissionDenied,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::FailedPrecondition => Code::FailedPrecondition,
+            Self::ResourceExhausted => Code::ResourceExhausted,
+            Self::OutOfRange => Code::OutOfRange,
+            Self::Unavailable => Code::Unavailable,
+            Self::DataLoss => Code::DataLoss,
+            Self::DeadlineExceeded => Code::DeadlineExceeded,
+            Self::Cancelled => Code::Cancelled,
+            Self::Internal => Code::Internal,
+        }
+    }
+
+    /// The kind of a status another service answered with.
+    pub fn of_code(code: Code) -> Self {
+        Self::from_code_number(code as i32)
+    }
+}
+
+impl Failure {
+    /// The failure as a job or model record carries it to clients.
+    pub fn to_error_status(&self) -> pumas_proto::common::v1::ErrorStatus {
+        error_status(self.kind.code(), self.message.clone())
+    }
+
+    /// The failure a status from another service stands for, keeping its message.
+    pub fn from_status(status: &Status) -> Self {
+        Self::new(FailureKind::of_code(status.code()), status.message())
+    }
+}
+
+impl From<Failure> for Status {
+    fn from(failure: Failure) -> Self {
+        let mut details = ErrorDetails::new();
+        details.set_error_info(
+            reason_name(reason_for_code(failure.kind.code())),
+            ERROR_DOMAIN,
+            HashMap::new(),
+        );
+        Status::with_error_details(failure.kind.code(), failure.message, details)
+    }
+}
+
 /// `ERROR_REASON_NOT_FOUND` -> `NOT_FOUND`: the name clients see in `ErrorInfo.reason`.
 pub fn reason_name(reason: ErrorReason) -> &'static str {
     let name = reason.as_str_name();
@@ -311,6 +363,14 @@ mod tests {
             assert_ne!(status.reason, "UNSPECIFIED");
         }
         assert_eq!(error_status(Code::Unavailable, "x").reason, "BACKEND_UNAVAILABLE");
+        for kind in FailureKind::ALL {
+            assert_eq!(FailureKind::of_code(kind.code()), kind);
+            let reason = Failure::new(kind, "x").to_error_status().reason;
+            assert!(
+                ErrorReason::from_str_name(&format!("ERROR_REASON_{reason}")).is_some(),
+                "{kind:?} -> {reason}"
+            );
+        }
         assert_eq!(
             ApiError::not_found("model", "x").to_error_status().reason,
             "NOT_FOUND"

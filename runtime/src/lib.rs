@@ -7,6 +7,7 @@
 //! - [`metrics`]: per-RPC counts, codes and latencies in the Prometheus format;
 //! - [`tls`]: TLS and mutual TLS for servers and for calls between services;
 //! - [`shutdown`]: a future that resolves on SIGINT/SIGTERM, and a handle that fans it out;
+//! - [`failure`]: transport-free failure kinds that domains record;
 //! - [`error`]: the one mapping from domain errors to `tonic::Status` with rich details;
 //! - [`client`]: channels to other Pumas services that carry trace context;
 //! - [`sqlite`]: the SQLite opener (WAL, busy timeout, many readers and one writer);
@@ -16,6 +17,7 @@
 
 pub mod client;
 pub mod error;
+pub mod failure;
 pub mod fsio;
 pub mod info;
 pub mod layout;
@@ -30,6 +32,7 @@ pub mod time;
 pub mod tls;
 
 pub use error::ApiError;
+pub use failure::{Failure, FailureKind};
 pub use layout::DataRoot;
 pub use not_built::BoxStream;
 pub use secret::Secret;

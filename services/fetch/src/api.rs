@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pumas_proto::common::v1::{ErrorStatus, ServiceInfo};
+use pumas_proto::common::v1::ServiceInfo;
 use pumas_proto::fetch::v1::fetch_service_server::FetchService;
 use pumas_proto::fetch::v1::*;
-use pumas_runtime::{ApiError, BoxStream};
+use pumas_runtime::{ApiError, BoxStream, Failure};
 use sha1::Digest as _;
 use tonic::{Request, Response, Status};
 
@@ -14,8 +14,9 @@ use crate::cache::SearchCache;
 use crate::engine::{Engine, Live, Snapshot};
 use crate::hub::{HubError, HubModel, SearchQuery};
 use crate::select;
-use crate::store::{Job, JobFile, JobState, Selection, now_ms};
+use crate::store::{Job, JobFile, JobState, Selection};
 use crate::{Config, SERVICE_NAME};
+use pumas_runtime::time::now_ms;
 
 /// The fetch service's gRPC face.
 pub(crate) struct FetchApi {
@@ -142,6 +143,66 @@ fn new_download_id(repo_id: &str) -> String {
     format!("dl-{}", &format!("{:x}", h.finalize())[..16])
 }
 
+impl From<HubError> for ApiError {
+    fn from(err: HubError) -> Self {
+        let message = err.to_string();
+        match err {
+            HubError::RepoNotFound(repo) => ApiError::NotFoundHelp {
+                resource_type: "hub repository".to_owned(),
+                name: repo,
+                help: "check the name; if it is private, configure a token with access (HF_TOKEN or --hub-token)"
+                    .to_owned(),
+            },
+            HubError::RevisionNotFound { repo, revision } => ApiError::NotFound {
+                resource_type: "hub revision".to_owned(),
+                name: format!("{repo}@{revision}"),
+            },
+            HubError::EntryNotFound { repo, path } => ApiError::NotFound {
+                resource_type: "hub file".to_owned(),
+                name: format!("{repo}/{path}"),
+            },
+            HubError::Gated(_) | HubError::Forbidden(_) => ApiError::PermissionDenied(message),
+            HubError::BadToken(_) => ApiError::Unauthenticated(message),
+            HubError::RateLimited { retry_after } => ApiError::ResourceExhausted { message, retry_after },
+            HubError::Unavailable { .. } => ApiError::Unavailable {
+                backend: "hub".to_owned(),
+                message,
+                retry_after: Some(Duration::from_secs(5)),
+            },
+            HubError::Protocol(_) => ApiError::Unavailable {
+                backend: "hub".to_owned(),
+                message,
+                retry_after: None,
+            },
+        }
+    }
+}
+
+fn state_proto(state: JobState) -> i32 {
+    (match state {
+        JobState::Queued => DownloadState::Queued,
+        JobState::Running => DownloadState::Running,
+        JobState::Paused => DownloadState::Paused,
+        JobState::Committing => DownloadState::Committing,
+        JobState::Completed => DownloadState::Completed,
+        JobState::Failed => DownloadState::Failed,
+        JobState::Cancelled => DownloadState::Cancelled,
+    }) as i32
+}
+
+fn state_from_proto(value: i32) -> Option<JobState> {
+    Some(match DownloadState::try_from(value).ok()? {
+        DownloadState::Queued => JobState::Queued,
+        DownloadState::Running => JobState::Running,
+        DownloadState::Paused => JobState::Paused,
+        DownloadState::Committing => JobState::Committing,
+        DownloadState::Completed => JobState::Completed,
+        DownloadState::Failed => JobState::Failed,
+        DownloadState::Cancelled => JobState::Cancelled,
+        DownloadState::Unspecified => return None,
+    })
+}
+
 fn download_proto(snapshot: &Snapshot) -> Download {
     let job = &snapshot.job;
     let total = job.bytes_total();
@@ -151,7 +212,7 @@ fn download_proto(snapshot: &Snapshot) -> Download {
         repo_id: job.repo_id.clone(),
         revision: job.revision.clone(),
         commit_sha: job.commit_sha.clone(),
-        state: job.state.proto(),
+        state: state_proto(job.state),
         files: job
             .files
             .iter()
@@ -175,11 +236,7 @@ fn download_proto(snapshot: &Snapshot) -> Download {
             ignore_patterns: job.selection.ignore.clone(),
             gguf_quantization: job.selection.quantization.clone(),
         }),
-        error: job.error.as_ref().map(|e| ErrorStatus {
-            code: e.code,
-            reason: e.reason.clone(),
-            message: e.message.clone(),
-        }),
+        error: job.error.as_ref().map(Failure::to_error_status),
         create_time: Some(timestamp_ms(job.created_ms)),
         update_time: Some(timestamp_ms(job.updated_ms)),
         model_type: job.model_type,
@@ -601,7 +658,7 @@ pumas_runtime::service_impl! {
             };
             let mut states = Vec::new();
             for s in &r.states {
-                states.push(JobState::from_proto(*s).ok_or_else(|| ApiError::invalid("states", format!("unknown state {s}")))?);
+                states.push(state_from_proto(*s).ok_or_else(|| ApiError::invalid("states", format!("unknown state {s}")))?);
             }
             let all: Vec<Snapshot> = self
                 .engine

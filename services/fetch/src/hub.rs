@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable as _};
-use pumas_runtime::{ApiError, Secret};
+use pumas_runtime::{FailureKind, Secret};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -54,39 +54,17 @@ impl HubError {
     pub fn retryable(&self) -> bool {
         matches!(self, Self::RateLimited { .. } | Self::Unavailable { .. })
     }
-}
 
-impl From<HubError> for ApiError {
-    fn from(err: HubError) -> Self {
-        let message = err.to_string();
-        match err {
-            HubError::RepoNotFound(repo) => ApiError::NotFoundHelp {
-                resource_type: "hub repository".to_owned(),
-                name: repo,
-                help: "check the name; if it is private, configure a token with access (HF_TOKEN or --hub-token)"
-                    .to_owned(),
-            },
-            HubError::RevisionNotFound { repo, revision } => ApiError::NotFound {
-                resource_type: "hub revision".to_owned(),
-                name: format!("{repo}@{revision}"),
-            },
-            HubError::EntryNotFound { repo, path } => ApiError::NotFound {
-                resource_type: "hub file".to_owned(),
-                name: format!("{repo}/{path}"),
-            },
-            HubError::Gated(_) | HubError::Forbidden(_) => ApiError::PermissionDenied(message),
-            HubError::BadToken(_) => ApiError::Unauthenticated(message),
-            HubError::RateLimited { retry_after } => ApiError::ResourceExhausted { message, retry_after },
-            HubError::Unavailable { .. } => ApiError::Unavailable {
-                backend: "hub".to_owned(),
-                message,
-                retry_after: Some(Duration::from_secs(5)),
-            },
-            HubError::Protocol(_) => ApiError::Unavailable {
-                backend: "hub".to_owned(),
-                message,
-                retry_after: None,
-            },
+    /// What kind of failure this is for a job that meets it.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::RepoNotFound(_) | Self::RevisionNotFound { .. } | Self::EntryNotFound { .. } => {
+                FailureKind::NotFound
+            }
+            Self::Gated(_) | Self::Forbidden(_) => FailureKind::PermissionDenied,
+            Self::BadToken(_) => FailureKind::Unauthenticated,
+            Self::RateLimited { .. } => FailureKind::ResourceExhausted,
+            Self::Unavailable { .. } | Self::Protocol(_) => FailureKind::Unavailable,
         }
     }
 }

@@ -73,8 +73,11 @@ pub async fn serve(
             path: downloads_dir.join("downloads.db").display().to_string(),
             source,
         })?;
-    let index = pumas_proto::index::v1::index_service_client::IndexServiceClient::new(
-        pumas_runtime::client::connect_lazy(&config.index_addr).map_err(|e| Error::Config(e.to_string()))?,
+    let index = engine::IndexSync::new(
+        pumas_proto::index::v1::index_service_client::IndexServiceClient::new(
+            pumas_runtime::client::connect_lazy(&config.index_addr)
+                .map_err(|e| Error::Config(e.to_string()))?,
+        ),
     );
     let engine = engine::Engine::start(
         std::sync::Arc::new(hub),

@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
+use pumas_runtime::Failure;
 use pumas_runtime::sqlite::Db;
 use serde::{Deserialize, Serialize};
 
-/// Job states, with the proto's numbers.
+/// Job states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -24,35 +25,6 @@ impl JobState {
     /// No further transitions except resume (failed).
     pub fn is_final(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
-    }
-
-    /// The proto enum value.
-    pub fn proto(self) -> i32 {
-        use pumas_proto::fetch::v1::DownloadState as S;
-        (match self {
-            Self::Queued => S::Queued,
-            Self::Running => S::Running,
-            Self::Paused => S::Paused,
-            Self::Committing => S::Committing,
-            Self::Completed => S::Completed,
-            Self::Failed => S::Failed,
-            Self::Cancelled => S::Cancelled,
-        }) as i32
-    }
-
-    /// From the proto enum value.
-    pub fn from_proto(value: i32) -> Option<Self> {
-        use pumas_proto::fetch::v1::DownloadState as S;
-        Some(match S::try_from(value).ok()? {
-            S::Queued => Self::Queued,
-            S::Running => Self::Running,
-            S::Paused => Self::Paused,
-            S::Committing => Self::Committing,
-            S::Completed => Self::Completed,
-            S::Failed => Self::Failed,
-            S::Cancelled => Self::Cancelled,
-            S::Unspecified => return None,
-        })
     }
 }
 
@@ -114,29 +86,6 @@ pub struct Selection {
     pub quantization: String,
 }
 
-/// A failure as the caller sees it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct JobError {
-    /// gRPC code number.
-    pub code: i32,
-    /// The `ErrorReason` name, e.g. `DATA_LOSS`, `BACKEND_UNAVAILABLE`.
-    pub reason: String,
-    /// What happened and what to do.
-    pub message: String,
-}
-
-impl JobError {
-    /// An error with `code`; its reason is the contract's `ErrorReason` name for it.
-    pub fn new(code: tonic::Code, message: impl Into<String>) -> Self {
-        let status = pumas_runtime::error::error_status(code, message);
-        Self {
-            code: status.code,
-            reason: status.reason,
-            message: status.message,
-        }
-    }
-}
-
 /// A download job.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Job {
@@ -154,7 +103,7 @@ pub struct Job {
     #[serde(default)]
     pub model_id: String,
     #[serde(default)]
-    pub error: Option<JobError>,
+    pub error: Option<Failure>,
     pub created_ms: i64,
     pub updated_ms: i64,
     pub files: Vec<JobFile>,

@@ -61,8 +61,10 @@ async fn main() -> anyhow::Result<()> {
     let mount = tmp.path().join("library");
     let models = models(&mount, n)?;
     let registry = Registry::open(tmp.path()).await?;
-    let index = pumas_proto::index::v1::index_service_client::IndexServiceClient::new(
-        pumas_runtime::client::connect_lazy("127.0.0.1:9").map_err(|e| anyhow::anyhow!("{e}"))?,
+    let index = pumas_mapper::engine::Library::new(
+        pumas_proto::index::v1::index_service_client::IndexServiceClient::new(
+            pumas_runtime::client::connect_lazy("127.0.0.1:9").map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
     );
     let engine = Engine::new(
         tmp.path().join("configs"),

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::engine::{Engine, Outcome, State, Trigger, unmapped_key};
+use crate::error::MapperError;
 use crate::mapping;
 use crate::plan::{self, ActionKind};
 use crate::{Config, SERVICE_NAME};
@@ -20,6 +21,45 @@ use crate::{Config, SERVICE_NAME};
 struct JobEntry {
     job: Mutex<MappingJob>,
     changed: watch::Sender<u64>,
+}
+
+impl From<MapperError> for ApiError {
+    fn from(err: MapperError) -> Self {
+        let message = err.to_string();
+        match err {
+            MapperError::BadAppName(_) => ApiError::invalid("app", message),
+            MapperError::UnknownApp { app, help } => ApiError::NotFoundHelp {
+                resource_type: "app".to_owned(),
+                name: app,
+                help,
+            },
+            MapperError::InvalidConfig { path, .. } => ApiError::FailedPrecondition {
+                kind: "INVALID_MAPPING_CONFIG".to_owned(),
+                subject: path.display().to_string(),
+                message,
+            },
+            MapperError::Rejected(errors) => ApiError::invalid(
+                "config_toml",
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            MapperError::IndexUnreachable(_) => ApiError::FailedPrecondition {
+                kind: "INDEX_UNREACHABLE".to_owned(),
+                subject: "index".to_owned(),
+                message,
+            },
+            MapperError::Registry(_) | MapperError::Internal(_) => ApiError::Internal(message),
+        }
+    }
+}
+
+impl From<MapperError> for Status {
+    fn from(err: MapperError) -> Self {
+        ApiError::from(err).into()
+    }
 }
 
 /// The mapper service's gRPC face.
@@ -248,7 +288,7 @@ impl MapperApi {
         let engine = Arc::clone(&self.engine);
         let app = app.to_owned();
         tokio::spawn(async move {
-            let result: Result<Outcome, ApiError> = match work {
+            let result: Result<Outcome, MapperError> = match work {
                 Work::Apply { replace_conflicts } => {
                     engine
                         .apply(&app, replace_conflicts, None, Trigger::Request)
@@ -274,6 +314,7 @@ impl MapperApi {
                         job.unresolved = outcome.unresolved.iter().map(warning_proto).collect();
                     }
                     Err(err) => {
+                        let err = ApiError::from(err);
                         status.state = JobState::Failed as i32;
                         if let ApiError::Internal(detail) = &err {
                             tracing::error!(error = %detail, "mapping job failed");
@@ -346,7 +387,7 @@ pumas_runtime::service_impl! {
                 .configs()
                 .into_iter()
                 .find(|c| c.app == app)
-                .ok_or_else(|| self.engine.config(&app).err().unwrap_or_else(|| ApiError::not_found("app", &app)))?;
+                .ok_or_else(|| self.engine.config(&app).err().map(ApiError::from).unwrap_or_else(|| ApiError::not_found("app", &app)))?;
             let proto = self.app_proto(&app, entry.config.as_ref().map_err(Vec::as_slice)).await?;
             Ok(Response::new(GetAppResponse { app: Some(proto), config_toml: entry.text }))
         }
@@ -387,12 +428,7 @@ pumas_runtime::service_impl! {
             let r = request.into_inner();
             match self.engine.put_config(&r.app, &r.config_toml) {
                 Ok(config) => Ok(Response::new(PutMappingConfigResponse { app: Some(self.app_proto(&r.app, Ok(&config)).await?) })),
-                Err(Ok(errors)) => Err(ApiError::invalid(
-                    "config_toml",
-                    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
-                )
-                .into()),
-                Err(Err(err)) => Err(err.into()),
+                Err(err) => Err(err.into()),
             }
         }
 

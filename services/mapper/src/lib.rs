@@ -6,6 +6,7 @@ pub mod adopt;
 mod api;
 pub mod config;
 pub mod engine;
+pub mod error;
 pub mod links;
 pub mod mapping;
 pub mod plan;
@@ -64,8 +65,11 @@ pub async fn serve(
             path: state_dir.display().to_string(),
             source,
         })?;
-    let index = pumas_proto::index::v1::index_service_client::IndexServiceClient::new(
-        pumas_runtime::client::connect_lazy(&config.index_addr).map_err(|e| Error::Config(e.to_string()))?,
+    let index = engine::Library::new(
+        pumas_proto::index::v1::index_service_client::IndexServiceClient::new(
+            pumas_runtime::client::connect_lazy(&config.index_addr)
+                .map_err(|e| Error::Config(e.to_string()))?,
+        ),
     );
     let engine = engine::Engine::new(
         configs_dir,

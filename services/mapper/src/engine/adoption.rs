@@ -1,0 +1,77 @@
+//! Adoption: an app's own model files join the library (moved in, one copy per content), the
+//! copies the library already has are dropped, and the app is linked to the library.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{Engine, Outcome, Trigger};
+use crate::adopt::{self, Candidate};
+use crate::error::{MapperError, Result};
+use crate::plan;
+
+impl Engine {
+    /// An app's own model files that could join the library, and the bytes adopting them frees.
+    pub async fn preview_adoption(&self, app: &str) -> Result<(Vec<Candidate>, u64), MapperError> {
+        let config = self.config(app)?;
+        let ours: HashSet<String> = self
+            .registry
+            .for_app(app)
+            .await?
+            .into_iter()
+            .map(|r| r.target)
+            .collect();
+        let scan_config = config.clone();
+        let mut candidates = tokio::task::spawn_blocking(move || adopt::scan(&scan_config, &ours))
+            .await
+            .map_err(|e| MapperError::Internal(e.to_string()))?
+            .map_err(|e| MapperError::Internal(format!("scanning {}: {e}", config.root.display())))?;
+        let mut known: HashMap<String, String> = HashMap::new();
+        for c in &mut candidates {
+            if !known.contains_key(&c.sha256) {
+                let found = self.library.model_with_hash(&c.sha256).await?;
+                known.insert(c.sha256.clone(), found);
+            }
+            c.existing_model_id = known.get(&c.sha256).cloned().unwrap_or_default();
+        }
+        let reclaim = adopt::reclaimable(&candidates);
+        Ok((candidates, reclaim))
+    }
+
+    /// Adopts an app's own files: new content is moved into the library (one copy per content),
+    /// copies of what the library has are dropped, then the app is linked to the library.
+    pub async fn adopt(&self, app: &str) -> Result<Outcome, MapperError> {
+        let (candidates, _) = self.preview_adoption(app).await?;
+        let mut done: HashSet<String> = HashSet::new();
+        let mut unresolved = Vec::new();
+        for c in &candidates {
+            if done.contains(&c.sha256) {
+                // Another copy of content handled already: the library has it now.
+                if let Err(e) = std::fs::remove_file(&c.path) {
+                    unresolved.push(adopt_warning(c, format!("could not remove the duplicate: {e}")));
+                }
+                continue;
+            }
+            if c.existing_model_id.is_empty() {
+                if let Some(why) = self.library.import_by_move(&c.path).await? {
+                    unresolved.push(adopt_warning(c, format!("the library did not take it: {why}")));
+                    continue;
+                }
+            } else if let Err(e) = std::fs::remove_file(&c.path) {
+                unresolved.push(adopt_warning(c, format!("could not remove the copy: {e}")));
+                continue;
+            }
+            done.insert(c.sha256.clone());
+        }
+        let mut outcome = self.apply(app, false, None, Trigger::Request).await?;
+        outcome.unresolved.extend(unresolved);
+        Ok(outcome)
+    }
+}
+
+fn adopt_warning(c: &Candidate, message: String) -> plan::Warning {
+    plan::Warning {
+        code: "not_adopted".to_owned(),
+        model_id: c.existing_model_id.clone(),
+        path: c.path.display().to_string(),
+        message: format!("{}: {message}", c.path.display()),
+    }
+}

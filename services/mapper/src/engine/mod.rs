@@ -1,0 +1,111 @@
+//! The mapper's work: read configs, plan, apply (idempotently), unmap, repair, adopt, report
+//! link states, tell the index which models each app holds, and follow the index's change feed.
+//!
+//! One room per job:
+//! - this module: the engine, its outcome types and the per-app lock;
+//! - [`configs`]: the apps' mapping configs on disk;
+//! - [`library`]: the index as the mapper reads it (the only room that speaks gRPC);
+//! - [`apply`]: planning and making links; [`repair`]: unmap and repair;
+//! - [`adoption`]: taking an app's own files into the library; [`states`]: link states;
+//! - [`follow`]: the change-feed follower.
+
+mod adoption;
+mod apply;
+mod configs;
+mod follow;
+pub mod library;
+mod repair;
+mod states;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::mapping::{ConfigError, MappingConfig};
+use crate::plan::{self, Plan};
+use crate::registry::Registry;
+
+pub use library::Library;
+
+/// A configured app: its config, or why it cannot be used.
+pub struct AppConfig {
+    pub app: String,
+    pub text: String,
+    pub config: Result<MappingConfig, Vec<ConfigError>>,
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// Problems left as they are (conflicts not replaced, unsafe paths, failures).
+    pub unresolved: Vec<plan::Warning>,
+}
+
+/// Link state of a model in one app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Linked,
+    Conflict,
+    Broken,
+    NotMapped,
+}
+
+/// The mapper.
+pub struct Engine {
+    configs_dir: PathBuf,
+    mount: PathBuf,
+    host: String,
+    pub registry: Registry,
+    library: Library,
+    /// One apply at a time per app (the feed follower and RPCs share it).
+    app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Whether the change feed is connected.
+    pub following: watch::Sender<bool>,
+}
+
+impl Engine {
+    pub fn new(
+        configs_dir: PathBuf,
+        mount: PathBuf,
+        host: String,
+        registry: Registry,
+        library: Library,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            configs_dir,
+            mount,
+            host,
+            registry,
+            library,
+            app_locks: Mutex::new(HashMap::new()),
+            following: watch::channel(false).0,
+        })
+    }
+
+    /// Where this host sees the library.
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    pub(super) fn lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.app_locks.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(locks.entry(app.to_owned()).or_default())
+    }
+}
+
+/// Who asked for an apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A caller (apply, adopt): maps the app again even if it was unmapped.
+    Request,
+    /// The change feed or repair: leaves an unmapped app alone.
+    Follow,
+}
+
+/// Registry state key set while an app is unmapped (value: when, in ms since the epoch).
+pub fn unmapped_key(app: &str) -> String {
+    format!("unmapped/{app}")
+}
