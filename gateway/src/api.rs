@@ -11,13 +11,17 @@ use pumas_proto::gateway::v1::model_library_service_server::ModelLibraryService;
 use pumas_proto::gateway::v1::*;
 use pumas_proto::{fetch, index, mapper};
 use pumas_runtime::{ApiError, BoxStream};
-use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 
 use crate::SERVICE_NAME;
 use crate::backends::Backends;
 use crate::config::LOCAL_MAPPER;
-use crate::passthrough::{backend_error, request};
+use crate::passthrough::BackendClient;
+
+type IndexClient = index::v1::index_service_client::IndexServiceClient<pumas_runtime::client::TracedChannel>;
+type FetchClient = fetch::v1::fetch_service_client::FetchServiceClient<pumas_runtime::client::TracedChannel>;
+type MapperClient =
+    mapper::v1::mapper_service_client::MapperServiceClient<pumas_runtime::client::TracedChannel>;
 
 /// The gateway's gRPC face.
 pub(crate) struct GatewayApi {
@@ -37,33 +41,28 @@ impl GatewayApi {
         }
     }
 
-    fn index(
-        &self,
-    ) -> index::v1::index_service_client::IndexServiceClient<pumas_runtime::client::TracedChannel> {
-        self.backends.index.clone()
+    fn index(&self) -> BackendClient<IndexClient> {
+        BackendClient::new("index", self.backends.index.clone())
     }
 
-    fn fetch(
-        &self,
-    ) -> fetch::v1::fetch_service_client::FetchServiceClient<pumas_runtime::client::TracedChannel> {
-        self.backends.fetch.clone()
+    fn fetch(&self) -> BackendClient<FetchClient> {
+        BackendClient::new("fetch", self.backends.fetch.clone())
     }
 
-    fn mapper(
-        &self,
-        name: &str,
-    ) -> Result<
-        mapper::v1::mapper_service_client::MapperServiceClient<pumas_runtime::client::TracedChannel>,
-        Status,
-    > {
+    /// The named mapper (the local one when `name` is empty), or NOT_FOUND listing the others.
+    fn mapper(&self, name: &str) -> Result<BackendClient<MapperClient>, Status> {
         let name = if name.is_empty() { LOCAL_MAPPER } else { name };
-        self.backends.mappers.get(name).cloned().ok_or_else(|| {
-            let known: Vec<&str> = self.backends.mappers.keys().map(String::as_str).collect();
-            Status::from(ApiError::NotFound {
-                resource_type: "mapper".to_owned(),
-                name: format!("{name} (configured: {})", known.join(", ")),
+        self.backends
+            .mappers
+            .get(name)
+            .map(|c| BackendClient::new("mapper", c.clone()))
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.backends.mappers.keys().map(String::as_str).collect();
+                Status::from(ApiError::NotFound {
+                    resource_type: "mapper".to_owned(),
+                    name: format!("{name} (configured: {})", known.join(", ")),
+                })
             })
-        })
     }
 }
 
@@ -77,12 +76,13 @@ impl GatewayApi {
     ) -> Result<Vec<BatchResolveItem>, Status> {
         let data = self
             .index()
-            .get_dependency_data(request_of(index::v1::GetDependencyDataRequest {
-                model_ids: model_ids.clone(),
-            }))
-            .await
-            .map_err(|s| backend_error("index", s))?
-            .into_inner();
+            .call(
+                index::v1::GetDependencyDataRequest {
+                    model_ids: model_ids.clone(),
+                },
+                async |mut c, req| c.get_dependency_data(req).await,
+            )
+            .await?;
         if data.dependency_contract_version != DEPENDENCY_CONTRACT_VERSION {
             return Err(ApiError::ContractMismatch {
                 backend: "index".to_owned(),
@@ -142,31 +142,33 @@ impl GatewayApi {
             fetch::v1::DownloadState::Paused as i32,
             fetch::v1::DownloadState::Committing as i32,
         ];
+        let live_downloads = fetch::v1::ListDownloadsRequest {
+            states: live_states.to_vec(),
+            page_size: 1000,
+            page_token: String::new(),
+        };
         let downloads = self
             .fetch()
-            .list_downloads(request_of(fetch::v1::ListDownloadsRequest {
-                states: live_states.to_vec(),
-                page_size: 1000,
-                page_token: String::new(),
-            }))
+            .call(live_downloads, async |mut c, req| c.list_downloads(req).await)
             .await
-            .map(|r| r.into_inner().downloads)
+            .map(|r| r.downloads)
             .unwrap_or_default();
         let lookups = summaries.iter().map(|summary| {
-            let mut index = self.index();
+            let index = self.index();
             let filter = pumas_proto::common::v1::ModelFilter {
                 repo_id: summary.repo_id.clone(),
                 ..Default::default()
             };
             async move {
+                let request = index::v1::ListModelsRequest {
+                    filter: Some(filter),
+                    page_size: 50,
+                    ..Default::default()
+                };
                 index
-                    .list_models(request_of(index::v1::ListModelsRequest {
-                        filter: Some(filter),
-                        page_size: 50,
-                        ..Default::default()
-                    }))
+                    .call(request, async |mut c, req| c.list_models(req).await)
                     .await
-                    .map(|r| r.into_inner().models)
+                    .map(|r| r.models)
                     .unwrap_or_default()
             }
         });
@@ -218,23 +220,20 @@ impl GatewayApi {
             .filter_map(|v| v.model.as_ref().map(|m| m.model_id.clone()))
             .collect();
         let calls = self.backends.mappers.iter().map(|(name, client)| {
-            let mut client = client.clone();
-            let ids = ids.clone();
+            let mapper = BackendClient::new("mapper", client.clone());
+            let request = mapper::v1::GetModelLinkStatesRequest {
+                model_ids: ids.clone(),
+            };
             async move {
-                (
-                    name.clone(),
-                    client
-                        .get_model_link_states(request_of(mapper::v1::GetModelLinkStatesRequest {
-                            model_ids: ids,
-                        }))
-                        .await,
-                )
+                let answer = mapper
+                    .call(request, async |mut c, req| c.get_model_link_states(req).await)
+                    .await;
+                (name.clone(), answer)
             }
         });
         for (name, answer) in futures_util::future::join_all(calls).await {
             match answer {
                 Ok(answer) => {
-                    let answer = answer.into_inner();
                     let apps: std::collections::BTreeSet<String> = answer
                         .models
                         .iter()
@@ -298,131 +297,201 @@ fn view(model: pumas_proto::common::v1::ModelRecord) -> ModelView {
     }
 }
 
-/// Re-streams a backend stream, mapping each item and the backend's errors.
-fn relay<T, U>(backend: &'static str, stream: tonic::Streaming<T>, map: fn(T) -> U) -> BoxStream<U>
-where
-    T: Send + 'static,
-    U: Send + 'static,
-{
-    Box::pin(stream.map(move |item| item.map(map).map_err(|status| backend_error(backend, status))))
-}
+#[tonic::async_trait]
+impl ModelLibraryService for GatewayApi {
+    type WatchImportJobStream = BoxStream<WatchImportJobResponse>;
+    type WatchDownloadStream = BoxStream<WatchDownloadResponse>;
+    type WatchMappingJobStream = BoxStream<WatchMappingJobResponse>;
 
-pumas_runtime::service_impl! {
-    impl ModelLibraryService for GatewayApi {
-        type WatchImportJobStream = BoxStream<WatchImportJobResponse>;
-        type WatchDownloadStream = BoxStream<WatchDownloadResponse>;
-        type WatchMappingJobStream = BoxStream<WatchMappingJobResponse>;
+    #[tracing::instrument(skip_all)]
+    async fn get_service_info(
+        &self,
+        _request: Request<GetServiceInfoRequest>,
+    ) -> Result<Response<GetServiceInfoResponse>, Status> {
+        Ok(Response::new(GetServiceInfoResponse {
+            info: Some(self.info.clone()),
+            backends: self.backends.status(),
+        }))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn get_service_info(&self, _request: Request<GetServiceInfoRequest>) -> Result<Response<GetServiceInfoResponse>, Status> {
-            Ok(Response::new(GetServiceInfoResponse { info: Some(self.info.clone()), backends: self.backends.status() }))
-        }
-
-        #[tracing::instrument(skip_all, fields(query = %request.get_ref().query, include_hub = request.get_ref().include_hub))]
-        async fn search_models(&self, request: Request<SearchModelsRequest>) -> Result<Response<SearchModelsResponse>, Status> {
-            let r = request.into_inner();
-            let mut index_client = self.index();
-            let local = index_client.search_models(request_of(index::v1::SearchModelsRequest {
+    #[tracing::instrument(skip_all, fields(query = %request.get_ref().query, include_hub = request.get_ref().include_hub))]
+    async fn search_models(
+        &self,
+        request: Request<SearchModelsRequest>,
+    ) -> Result<Response<SearchModelsResponse>, Status> {
+        let r = request.into_inner();
+        let search = index::v1::SearchModelsRequest {
+            query: r.query.clone(),
+            filter: r.filters.clone(),
+            order_by: r.order_by,
+            page_size: r.page_size,
+            page_token: r.page_token.clone(),
+        };
+        let index = self.index();
+        let local = index.call(search, async |mut c, req| c.search_models(req).await);
+        // Hub results only with the first page: hub paging is the hub's own (SearchHub).
+        let want_hub = r.include_hub && r.page_token.is_empty() && !r.query.trim().is_empty();
+        let hub = async {
+            if !want_hub {
+                return None;
+            }
+            let search = fetch::v1::SearchHubRequest {
                 query: r.query.clone(),
-                filter: r.filters.clone(),
-                order_by: r.order_by,
-                page_size: r.page_size,
-                page_token: r.page_token.clone(),
-            }));
-            // Hub results only with the first page: hub paging is the hub's own (SearchHub).
-            let want_hub = r.include_hub && r.page_token.is_empty() && !r.query.trim().is_empty();
-            let hub = async {
-                if !want_hub {
-                    return None;
-                }
-                let search = fetch::v1::SearchHubRequest { query: r.query.clone(), page_size: 20, ..Default::default() };
-                Some(self.fetch().search_hub(request_of(search)).await)
+                page_size: 20,
+                ..Default::default()
             };
-            let (local, hub) = tokio::join!(local, hub);
-            let local = local.map_err(|s| backend_error("index", s))?.into_inner();
-            let scores: Vec<f64> = local.hits.iter().map(|h| h.score).collect();
-            let views = self.with_link_states(local.hits.into_iter().filter_map(|h| h.model.map(view)).collect()).await;
-            let mut results: Vec<SearchResult> = views
-                .into_iter()
-                .zip(scores)
-                .map(|(v, score)| SearchResult { score, result: Some(search_result::Result::Local(v)) })
-                .collect();
-            let (hub_results_state, hub_unavailable_reason) = match hub {
-                None => (HubResultsState::Unspecified, String::new()),
-                Some(Err(status)) => (HubResultsState::Unavailable, backend_error("fetch", status).message().to_owned()),
-                Some(Ok(answer)) => {
-                    let answer = answer.into_inner();
-                    let hub = self.hub_results(answer.models).await;
-                    for (rank, result) in hub.into_iter().enumerate() {
-                        // Hub results rank after local ones, in the hub's order.
-                        let score = -(rank as f64) - 1.0;
-                        results.push(SearchResult { score, result: Some(search_result::Result::Hub(result)) });
-                    }
-                    (if answer.stale { HubResultsState::Stale } else { HubResultsState::Included }, String::new())
+            Some(
+                self.fetch()
+                    .call(search, async |mut c, req| c.search_hub(req).await)
+                    .await,
+            )
+        };
+        let (local, hub) = tokio::join!(local, hub);
+        let local = local?;
+        let scores: Vec<f64> = local.hits.iter().map(|h| h.score).collect();
+        let views = self
+            .with_link_states(local.hits.into_iter().filter_map(|h| h.model.map(view)).collect())
+            .await;
+        let mut results: Vec<SearchResult> = views
+            .into_iter()
+            .zip(scores)
+            .map(|(v, score)| SearchResult {
+                score,
+                result: Some(search_result::Result::Local(v)),
+            })
+            .collect();
+        let (hub_results_state, hub_unavailable_reason) = match hub {
+            None => (HubResultsState::Unspecified, String::new()),
+            Some(Err(status)) => (HubResultsState::Unavailable, status.message().to_owned()),
+            Some(Ok(answer)) => {
+                let hub = self.hub_results(answer.models).await;
+                for (rank, result) in hub.into_iter().enumerate() {
+                    // Hub results rank after local ones, in the hub's order.
+                    let score = -(rank as f64) - 1.0;
+                    results.push(SearchResult {
+                        score,
+                        result: Some(search_result::Result::Hub(result)),
+                    });
                 }
-            };
-            Ok(Response::new(SearchModelsResponse {
-                results,
-                next_page_token: local.next_page_token,
-                hub_results_state: hub_results_state as i32,
-                hub_unavailable_reason,
-                local_total_size: local.total_size,
-                local_total_size_capped: local.total_size_capped,
-                dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
-            }))
-        }
+                (
+                    if answer.stale {
+                        HubResultsState::Stale
+                    } else {
+                        HubResultsState::Included
+                    },
+                    String::new(),
+                )
+            }
+        };
+        Ok(Response::new(SearchModelsResponse {
+            results,
+            next_page_token: local.next_page_token,
+            hub_results_state: hub_results_state as i32,
+            hub_unavailable_reason,
+            local_total_size: local.total_size,
+            local_total_size_capped: local.total_size_capped,
+            dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
+        }))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn list_models(&self, request: Request<ListModelsRequest>) -> Result<Response<ListModelsResponse>, Status> {
-            let r = request.into_inner();
-            let answer = self
-                .index()
-                .list_models(request_of(index::v1::ListModelsRequest { filter: r.filters, order_by: r.order_by, page_size: r.page_size, page_token: r.page_token }))
-                .await
-                .map_err(|s| backend_error("index", s))?
-                .into_inner();
-            let models = self.with_link_states(answer.models.into_iter().map(view).collect()).await;
-            Ok(Response::new(ListModelsResponse {
-                models,
-                next_page_token: answer.next_page_token,
-                total_size: answer.total_size,
-                total_size_capped: answer.total_size_capped,
-                dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
-            }))
-        }
+    #[tracing::instrument(skip_all)]
+    async fn list_models(
+        &self,
+        request: Request<ListModelsRequest>,
+    ) -> Result<Response<ListModelsResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .index()
+            .call(
+                index::v1::ListModelsRequest {
+                    filter: r.filters,
+                    order_by: r.order_by,
+                    page_size: r.page_size,
+                    page_token: r.page_token,
+                },
+                async |mut c, req| c.list_models(req).await,
+            )
+            .await?;
+        let models = self
+            .with_link_states(answer.models.into_iter().map(view).collect())
+            .await;
+        Ok(Response::new(ListModelsResponse {
+            models,
+            next_page_token: answer.next_page_token,
+            total_size: answer.total_size,
+            total_size_capped: answer.total_size_capped,
+            dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
+        }))
+    }
 
-        #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
-        async fn get_model(&self, request: Request<GetModelRequest>) -> Result<Response<GetModelResponse>, Status> {
-            let model_id = request.into_inner().model_id;
-            let answer = self.index().get_model(request_of(index::v1::GetModelRequest { model_id })).await.map_err(|s| backend_error("index", s))?;
-            let views = self.with_link_states(answer.into_inner().model.map(view).into_iter().collect()).await;
-            Ok(Response::new(GetModelResponse { model: views.into_iter().next() }))
-        }
+    #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
+    async fn get_model(
+        &self,
+        request: Request<GetModelRequest>,
+    ) -> Result<Response<GetModelResponse>, Status> {
+        let model_id = request.into_inner().model_id;
+        let answer = self
+            .index()
+            .call(index::v1::GetModelRequest { model_id }, async |mut c, req| {
+                c.get_model(req).await
+            })
+            .await?;
+        let views = self
+            .with_link_states(answer.model.map(view).into_iter().collect())
+            .await;
+        Ok(Response::new(GetModelResponse {
+            model: views.into_iter().next(),
+        }))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn update_model_metadata(&self, request: Request<UpdateModelMetadataRequest>) -> Result<Response<UpdateModelMetadataResponse>, Status> {
-            let update = request.into_inner().update.ok_or_else(|| Status::from(ApiError::invalid("update", "is required")))?;
-            let answer = self.index().update_model_metadata(request_of(update)).await.map_err(|s| backend_error("index", s))?;
-            Ok(Response::new(UpdateModelMetadataResponse { model: answer.into_inner().model }))
-        }
+    #[tracing::instrument(skip_all)]
+    async fn update_model_metadata(
+        &self,
+        request: Request<UpdateModelMetadataRequest>,
+    ) -> Result<Response<UpdateModelMetadataResponse>, Status> {
+        let update = request
+            .into_inner()
+            .update
+            .ok_or_else(|| Status::from(ApiError::invalid("update", "is required")))?;
+        let answer = self
+            .index()
+            .call(update, async |mut c, req| c.update_model_metadata(req).await)
+            .await?;
+        Ok(Response::new(UpdateModelMetadataResponse { model: answer.model }))
+    }
 
-        #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
-        async fn delete_model(&self, request: Request<DeleteModelRequest>) -> Result<Response<DeleteModelResponse>, Status> {
-            let r = request.into_inner();
-            let answer = self
-                .index()
-                .delete_model(request_of(index::v1::DeleteModelRequest { model_id: r.model_id, force: r.force, request_id: r.request_id }))
-                .await
-                .map_err(|s| backend_error("index", s))?;
-            Ok(Response::new(DeleteModelResponse { freed_bytes: answer.into_inner().freed_bytes }))
-        }
+    #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
+    async fn delete_model(
+        &self,
+        request: Request<DeleteModelRequest>,
+    ) -> Result<Response<DeleteModelResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .index()
+            .call(
+                index::v1::DeleteModelRequest {
+                    model_id: r.model_id,
+                    force: r.force,
+                    request_id: r.request_id,
+                },
+                async |mut c, req| c.delete_model(req).await,
+            )
+            .await?;
+        Ok(Response::new(DeleteModelResponse {
+            freed_bytes: answer.freed_bytes,
+        }))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn import_models(&self, request: Request<ImportModelsRequest>) -> Result<Response<ImportModelsResponse>, Status> {
-            let r = request.into_inner();
-            let answer = self
-                .index()
-                .import_models(request_of(index::v1::ImportModelsRequest {
+    #[tracing::instrument(skip_all)]
+    async fn import_models(
+        &self,
+        request: Request<ImportModelsRequest>,
+    ) -> Result<Response<ImportModelsResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .index()
+            .call(
+                index::v1::ImportModelsRequest {
                     paths: r.paths,
                     mode: r.mode,
                     model_type: r.model_type,
@@ -430,51 +499,85 @@ pumas_runtime::service_impl! {
                     display_name: r.display_name,
                     tags: r.tags,
                     request_id: r.request_id,
-                }))
-                .await
-                .map_err(|s| backend_error("index", s))?;
-            Ok(Response::new(ImportModelsResponse { job: answer.into_inner().job }))
-        }
+                },
+                async |mut c, req| c.import_models(req).await,
+            )
+            .await?;
+        Ok(Response::new(ImportModelsResponse { job: answer.job }))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn reindex(&self, request: Request<ReindexRequest>) -> Result<Response<ReindexResponse>, Status> {
-            let request_id = request.into_inner().request_id;
-            let answer = self.index().reindex(request_of(index::v1::ReindexRequest { request_id })).await.map_err(|s| backend_error("index", s))?;
-            Ok(Response::new(ReindexResponse { job: answer.into_inner().job }))
-        }
+    #[tracing::instrument(skip_all)]
+    async fn reindex(&self, request: Request<ReindexRequest>) -> Result<Response<ReindexResponse>, Status> {
+        let request_id = request.into_inner().request_id;
+        let answer = self
+            .index()
+            .call(index::v1::ReindexRequest { request_id }, async |mut c, req| {
+                c.reindex(req).await
+            })
+            .await?;
+        Ok(Response::new(ReindexResponse { job: answer.job }))
+    }
 
-        #[tracing::instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
-        async fn get_import_job(&self, request: Request<GetImportJobRequest>) -> Result<Response<GetImportJobResponse>, Status> {
-            let job_id = request.into_inner().job_id;
-            let answer = self.index().get_job(request_of(index::v1::GetJobRequest { job_id })).await.map_err(|s| backend_error("index", s))?;
-            Ok(Response::new(GetImportJobResponse { job: answer.into_inner().job }))
-        }
+    #[tracing::instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+    async fn get_import_job(
+        &self,
+        request: Request<GetImportJobRequest>,
+    ) -> Result<Response<GetImportJobResponse>, Status> {
+        let job_id = request.into_inner().job_id;
+        let answer = self
+            .index()
+            .call(index::v1::GetJobRequest { job_id }, async |mut c, req| {
+                c.get_job(req).await
+            })
+            .await?;
+        Ok(Response::new(GetImportJobResponse { job: answer.job }))
+    }
 
-        #[tracing::instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
-        async fn watch_import_job(&self, request: Request<WatchImportJobRequest>) -> Result<Response<Self::WatchImportJobStream>, Status> {
-            let job_id = request.into_inner().job_id;
-            let stream = self.index().watch_job(index::v1::WatchJobRequest { job_id }).await.map_err(|s| backend_error("index", s))?;
-            Ok(Response::new(relay("index", stream.into_inner(), |u| WatchImportJobResponse { job: u.job })))
-        }
+    #[tracing::instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+    async fn watch_import_job(
+        &self,
+        request: Request<WatchImportJobRequest>,
+    ) -> Result<Response<Self::WatchImportJobStream>, Status> {
+        let job_id = request.into_inner().job_id;
+        let stream = self
+            .index()
+            .watch(
+                index::v1::WatchJobRequest { job_id },
+                async |mut c, req| c.watch_job(req).await,
+                |u| WatchImportJobResponse { job: u.job },
+            )
+            .await?;
+        Ok(Response::new(stream))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn search_hub(&self, request: Request<SearchHubRequest>) -> Result<Response<SearchHubResponse>, Status> {
-            let search = request.into_inner().search.unwrap_or_default();
-            let answer = self.fetch().search_hub(request_of(search)).await.map_err(|s| backend_error("fetch", s))?.into_inner();
-            Ok(Response::new(SearchHubResponse {
-                results: self.hub_results(answer.models).await,
-                next_page_token: answer.next_page_token,
-                from_cache: answer.from_cache,
-                stale: answer.stale,
-            }))
-        }
+    #[tracing::instrument(skip_all)]
+    async fn search_hub(
+        &self,
+        request: Request<SearchHubRequest>,
+    ) -> Result<Response<SearchHubResponse>, Status> {
+        let search = request.into_inner().search.unwrap_or_default();
+        let answer = self
+            .fetch()
+            .call(search, async |mut c, req| c.search_hub(req).await)
+            .await?;
+        Ok(Response::new(SearchHubResponse {
+            results: self.hub_results(answer.models).await,
+            next_page_token: answer.next_page_token,
+            from_cache: answer.from_cache,
+            stale: answer.stale,
+        }))
+    }
 
-        #[tracing::instrument(skip_all, fields(repo_id = %request.get_ref().repo_id))]
-        async fn start_download(&self, request: Request<StartDownloadRequest>) -> Result<Response<StartDownloadResponse>, Status> {
-            let r = request.into_inner();
-            let answer = self
-                .fetch()
-                .start_download(request_of(fetch::v1::StartDownloadRequest {
+    #[tracing::instrument(skip_all, fields(repo_id = %request.get_ref().repo_id))]
+    async fn start_download(
+        &self,
+        request: Request<StartDownloadRequest>,
+    ) -> Result<Response<StartDownloadResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .fetch()
+            .call(
+                fetch::v1::StartDownloadRequest {
                     repo_id: r.repo_id,
                     revision: r.revision,
                     selection: r.selection,
@@ -482,189 +585,335 @@ pumas_runtime::service_impl! {
                     family: r.family,
                     priority: r.priority,
                     request_id: r.request_id,
-                }))
-                .await
-                .map_err(|s| backend_error("fetch", s))?;
-            Ok(Response::new(StartDownloadResponse { download: answer.into_inner().download }))
-        }
+                },
+                async |mut c, req| c.start_download(req).await,
+            )
+            .await?;
+        Ok(Response::new(StartDownloadResponse {
+            download: answer.download,
+        }))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn get_download(&self, request: Request<GetDownloadRequest>) -> Result<Response<GetDownloadResponse>, Status> {
-            let download_id = request.into_inner().download_id;
-            let answer = self.fetch().get_download(request_of(fetch::v1::GetDownloadRequest { download_id })).await.map_err(|s| backend_error("fetch", s))?;
-            Ok(Response::new(GetDownloadResponse { download: answer.into_inner().download }))
-        }
+    #[tracing::instrument(skip_all)]
+    async fn get_download(
+        &self,
+        request: Request<GetDownloadRequest>,
+    ) -> Result<Response<GetDownloadResponse>, Status> {
+        let download_id = request.into_inner().download_id;
+        let answer = self
+            .fetch()
+            .call(
+                fetch::v1::GetDownloadRequest { download_id },
+                async |mut c, req| c.get_download(req).await,
+            )
+            .await?;
+        Ok(Response::new(GetDownloadResponse {
+            download: answer.download,
+        }))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn list_downloads(&self, request: Request<ListDownloadsRequest>) -> Result<Response<ListDownloadsResponse>, Status> {
-            let r = request.into_inner();
-            let answer = self
-                .fetch()
-                .list_downloads(request_of(fetch::v1::ListDownloadsRequest { states: r.states, page_size: r.page_size, page_token: r.page_token }))
-                .await
-                .map_err(|s| backend_error("fetch", s))?
-                .into_inner();
-            Ok(Response::new(ListDownloadsResponse { downloads: answer.downloads, next_page_token: answer.next_page_token }))
-        }
+    #[tracing::instrument(skip_all)]
+    async fn list_downloads(
+        &self,
+        request: Request<ListDownloadsRequest>,
+    ) -> Result<Response<ListDownloadsResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .fetch()
+            .call(
+                fetch::v1::ListDownloadsRequest {
+                    states: r.states,
+                    page_size: r.page_size,
+                    page_token: r.page_token,
+                },
+                async |mut c, req| c.list_downloads(req).await,
+            )
+            .await?;
+        Ok(Response::new(ListDownloadsResponse {
+            downloads: answer.downloads,
+            next_page_token: answer.next_page_token,
+        }))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn watch_download(&self, request: Request<WatchDownloadRequest>) -> Result<Response<Self::WatchDownloadStream>, Status> {
-            let download_id = request.into_inner().download_id;
-            let stream = self.fetch().watch_download(fetch::v1::WatchDownloadRequest { download_id }).await.map_err(|s| backend_error("fetch", s))?;
-            Ok(Response::new(relay("fetch", stream.into_inner(), |u| WatchDownloadResponse { download: u.download })))
-        }
+    #[tracing::instrument(skip_all)]
+    async fn watch_download(
+        &self,
+        request: Request<WatchDownloadRequest>,
+    ) -> Result<Response<Self::WatchDownloadStream>, Status> {
+        let download_id = request.into_inner().download_id;
+        let stream = self
+            .fetch()
+            .watch(
+                fetch::v1::WatchDownloadRequest { download_id },
+                async |mut c, req| c.watch_download(req).await,
+                |u| WatchDownloadResponse { download: u.download },
+            )
+            .await?;
+        Ok(Response::new(stream))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn cancel_download(&self, request: Request<CancelDownloadRequest>) -> Result<Response<CancelDownloadResponse>, Status> {
-            let download_id = request.into_inner().download_id;
-            let answer = self.fetch().cancel_download(request_of(fetch::v1::CancelDownloadRequest { download_id })).await.map_err(|s| backend_error("fetch", s))?;
-            Ok(Response::new(CancelDownloadResponse { download: answer.into_inner().download }))
-        }
+    #[tracing::instrument(skip_all)]
+    async fn cancel_download(
+        &self,
+        request: Request<CancelDownloadRequest>,
+    ) -> Result<Response<CancelDownloadResponse>, Status> {
+        let download_id = request.into_inner().download_id;
+        let answer = self
+            .fetch()
+            .call(
+                fetch::v1::CancelDownloadRequest { download_id },
+                async |mut c, req| c.cancel_download(req).await,
+            )
+            .await?;
+        Ok(Response::new(CancelDownloadResponse {
+            download: answer.download,
+        }))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn pause_download(&self, request: Request<PauseDownloadRequest>) -> Result<Response<PauseDownloadResponse>, Status> {
-            let download_id = request.into_inner().download_id;
-            let answer = self.fetch().pause_download(request_of(fetch::v1::PauseDownloadRequest { download_id })).await.map_err(|s| backend_error("fetch", s))?;
-            Ok(Response::new(PauseDownloadResponse { download: answer.into_inner().download }))
-        }
+    #[tracing::instrument(skip_all)]
+    async fn pause_download(
+        &self,
+        request: Request<PauseDownloadRequest>,
+    ) -> Result<Response<PauseDownloadResponse>, Status> {
+        let download_id = request.into_inner().download_id;
+        let answer = self
+            .fetch()
+            .call(
+                fetch::v1::PauseDownloadRequest { download_id },
+                async |mut c, req| c.pause_download(req).await,
+            )
+            .await?;
+        Ok(Response::new(PauseDownloadResponse {
+            download: answer.download,
+        }))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn resume_download(&self, request: Request<ResumeDownloadRequest>) -> Result<Response<ResumeDownloadResponse>, Status> {
-            let download_id = request.into_inner().download_id;
-            let answer = self.fetch().resume_download(request_of(fetch::v1::ResumeDownloadRequest { download_id })).await.map_err(|s| backend_error("fetch", s))?;
-            Ok(Response::new(ResumeDownloadResponse { download: answer.into_inner().download }))
-        }
+    #[tracing::instrument(skip_all)]
+    async fn resume_download(
+        &self,
+        request: Request<ResumeDownloadRequest>,
+    ) -> Result<Response<ResumeDownloadResponse>, Status> {
+        let download_id = request.into_inner().download_id;
+        let answer = self
+            .fetch()
+            .call(
+                fetch::v1::ResumeDownloadRequest { download_id },
+                async |mut c, req| c.resume_download(req).await,
+            )
+            .await?;
+        Ok(Response::new(ResumeDownloadResponse {
+            download: answer.download,
+        }))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn list_apps(&self, request: Request<ListAppsRequest>) -> Result<Response<ListAppsResponse>, Status> {
-            let wanted = request.into_inner().mapper;
-            if !wanted.is_empty() {
-                self.mapper(&wanted)?;
+    #[tracing::instrument(skip_all)]
+    async fn list_apps(
+        &self,
+        request: Request<ListAppsRequest>,
+    ) -> Result<Response<ListAppsResponse>, Status> {
+        let wanted = request.into_inner().mapper;
+        if !wanted.is_empty() {
+            self.mapper(&wanted)?;
+        }
+        let mut mappers = Vec::new();
+        for (name, client) in &self.backends.mappers {
+            if !wanted.is_empty() && *name != wanted {
+                continue;
             }
-            let mut mappers = Vec::new();
-            for (name, client) in &self.backends.mappers {
-                if !wanted.is_empty() && *name != wanted {
-                    continue;
-                }
-                let entry = match client.clone().list_apps(request_of(mapper::v1::ListAppsRequest {})).await {
-                    Ok(answer) => MapperApps { mapper: name.clone(), apps: answer.into_inner().apps, unavailable: false, reason: String::new() },
-                    Err(status) => MapperApps { mapper: name.clone(), apps: Vec::new(), unavailable: true, reason: backend_error("mapper", status).message().to_owned() },
-                };
-                mappers.push(entry);
-            }
-            Ok(Response::new(ListAppsResponse { mappers }))
+            let mapper = BackendClient::new("mapper", client.clone());
+            let answer = mapper
+                .call(mapper::v1::ListAppsRequest {}, async |mut c, req| {
+                    c.list_apps(req).await
+                })
+                .await;
+            let entry = match answer {
+                Ok(answer) => MapperApps {
+                    mapper: name.clone(),
+                    apps: answer.apps,
+                    unavailable: false,
+                    reason: String::new(),
+                },
+                Err(status) => MapperApps {
+                    mapper: name.clone(),
+                    apps: Vec::new(),
+                    unavailable: true,
+                    reason: status.message().to_owned(),
+                },
+            };
+            mappers.push(entry);
         }
+        Ok(Response::new(ListAppsResponse { mappers }))
+    }
 
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn preview_mapping(&self, request: Request<PreviewMappingRequest>) -> Result<Response<PreviewMappingResponse>, Status> {
-            let r = request.into_inner();
-            let answer = self
-                .mapper(&r.mapper)?
-                .preview_mapping(request_of(mapper::v1::PreviewMappingRequest { app: r.app, include_unchanged: r.include_unchanged }))
-                .await
-                .map_err(|s| backend_error("mapper", s))?;
-            Ok(Response::new(PreviewMappingResponse { plan: answer.into_inner().plan }))
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn preview_mapping(
+        &self,
+        request: Request<PreviewMappingRequest>,
+    ) -> Result<Response<PreviewMappingResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .mapper(&r.mapper)?
+            .call(
+                mapper::v1::PreviewMappingRequest {
+                    app: r.app,
+                    include_unchanged: r.include_unchanged,
+                },
+                async |mut c, req| c.preview_mapping(req).await,
+            )
+            .await?;
+        Ok(Response::new(PreviewMappingResponse { plan: answer.plan }))
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn apply_mapping(
+        &self,
+        request: Request<ApplyMappingRequest>,
+    ) -> Result<Response<ApplyMappingResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .mapper(&r.mapper)?
+            .call(
+                mapper::v1::ApplyMappingRequest {
+                    app: r.app,
+                    replace_conflicts: r.replace_conflicts,
+                    request_id: r.request_id,
+                },
+                async |mut c, req| c.apply_mapping(req).await,
+            )
+            .await?;
+        Ok(Response::new(ApplyMappingResponse { job: answer.job }))
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn repair_mapping(
+        &self,
+        request: Request<RepairMappingRequest>,
+    ) -> Result<Response<RepairMappingResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .mapper(&r.mapper)?
+            .call(
+                mapper::v1::RepairMappingRequest {
+                    app: r.app,
+                    request_id: String::new(),
+                },
+                async |mut c, req| c.repair_mapping(req).await,
+            )
+            .await?;
+        Ok(Response::new(RepairMappingResponse { job: answer.job }))
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn preview_adoption(
+        &self,
+        request: Request<PreviewAdoptionRequest>,
+    ) -> Result<Response<PreviewAdoptionResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .mapper(&r.mapper)?
+            .call(
+                mapper::v1::PreviewAdoptionRequest { app: r.app },
+                async |mut c, req| c.preview_adoption(req).await,
+            )
+            .await?;
+        Ok(Response::new(PreviewAdoptionResponse {
+            candidates: answer.candidates,
+            reclaimable_bytes: answer.reclaimable_bytes,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn start_adoption(
+        &self,
+        request: Request<StartAdoptionRequest>,
+    ) -> Result<Response<StartAdoptionResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .mapper(&r.mapper)?
+            .call(
+                mapper::v1::StartAdoptionRequest {
+                    app: r.app,
+                    request_id: String::new(),
+                },
+                async |mut c, req| c.start_adoption(req).await,
+            )
+            .await?;
+        Ok(Response::new(StartAdoptionResponse { job: answer.job }))
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn unmap(&self, request: Request<UnmapRequest>) -> Result<Response<UnmapResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .mapper(&r.mapper)?
+            .call(
+                mapper::v1::UnmapRequest {
+                    app: r.app,
+                    request_id: String::new(),
+                },
+                async |mut c, req| c.unmap(req).await,
+            )
+            .await?;
+        Ok(Response::new(UnmapResponse { job: answer.job }))
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
+    async fn watch_mapping_job(
+        &self,
+        request: Request<WatchMappingJobRequest>,
+    ) -> Result<Response<Self::WatchMappingJobStream>, Status> {
+        let r = request.into_inner();
+        let stream = self
+            .mapper(&r.mapper)?
+            .watch(
+                mapper::v1::WatchMappingJobRequest { job_id: r.job_id },
+                async |mut c, req| c.watch_mapping_job(req).await,
+                |u| WatchMappingJobResponse { job: u.job },
+            )
+            .await?;
+        Ok(Response::new(stream))
+    }
+
+    #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id, backend = %request.get_ref().backend_key))]
+    async fn resolve_model_dependency_requirements(
+        &self,
+        request: Request<ResolveModelDependencyRequirementsRequest>,
+    ) -> Result<Response<ResolveModelDependencyRequirementsResponse>, Status> {
+        let r = request.into_inner();
+        let platform = crate::resolve::platform_key(r.platform_context.as_ref())
+            .map_err(|(field, reason)| Status::from(ApiError::invalid(field, reason)))?;
+        if r.model_id.is_empty() {
+            return Err(ApiError::invalid("model_id", "is required").into());
         }
-
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn apply_mapping(&self, request: Request<ApplyMappingRequest>) -> Result<Response<ApplyMappingResponse>, Status> {
-            let r = request.into_inner();
-            let answer = self
-                .mapper(&r.mapper)?
-                .apply_mapping(request_of(mapper::v1::ApplyMappingRequest { app: r.app, replace_conflicts: r.replace_conflicts, request_id: r.request_id }))
-                .await
-                .map_err(|s| backend_error("mapper", s))?;
-            Ok(Response::new(ApplyMappingResponse { job: answer.into_inner().job }))
-        }
-
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn repair_mapping(&self, request: Request<RepairMappingRequest>) -> Result<Response<RepairMappingResponse>, Status> {
-            let r = request.into_inner();
-            let answer = self
-                .mapper(&r.mapper)?
-                .repair_mapping(request_of(mapper::v1::RepairMappingRequest { app: r.app, request_id: String::new() }))
-                .await
-                .map_err(|s| backend_error("mapper", s))?;
-            Ok(Response::new(RepairMappingResponse { job: answer.into_inner().job }))
-        }
-
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn preview_adoption(&self, request: Request<PreviewAdoptionRequest>) -> Result<Response<PreviewAdoptionResponse>, Status> {
-            let r = request.into_inner();
-            let answer = self
-                .mapper(&r.mapper)?
-                .preview_adoption(request_of(mapper::v1::PreviewAdoptionRequest { app: r.app }))
-                .await
-                .map_err(|s| backend_error("mapper", s))?
-                .into_inner();
-            Ok(Response::new(PreviewAdoptionResponse { candidates: answer.candidates, reclaimable_bytes: answer.reclaimable_bytes }))
-        }
-
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn start_adoption(&self, request: Request<StartAdoptionRequest>) -> Result<Response<StartAdoptionResponse>, Status> {
-            let r = request.into_inner();
-            let answer = self
-                .mapper(&r.mapper)?
-                .start_adoption(request_of(mapper::v1::StartAdoptionRequest { app: r.app, request_id: String::new() }))
-                .await
-                .map_err(|s| backend_error("mapper", s))?;
-            Ok(Response::new(StartAdoptionResponse { job: answer.into_inner().job }))
-        }
-
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn unmap(&self, request: Request<UnmapRequest>) -> Result<Response<UnmapResponse>, Status> {
-            let r = request.into_inner();
-            let answer = self
-                .mapper(&r.mapper)?
-                .unmap(request_of(mapper::v1::UnmapRequest { app: r.app, request_id: String::new() }))
-                .await
-                .map_err(|s| backend_error("mapper", s))?;
-            Ok(Response::new(UnmapResponse { job: answer.into_inner().job }))
-        }
-
-        #[tracing::instrument(skip_all, fields(job_id = %request.get_ref().job_id))]
-        async fn watch_mapping_job(&self, request: Request<WatchMappingJobRequest>) -> Result<Response<Self::WatchMappingJobStream>, Status> {
-            let r = request.into_inner();
-            let stream = self
-                .mapper(&r.mapper)?
-                .watch_mapping_job(mapper::v1::WatchMappingJobRequest { job_id: r.job_id })
-                .await
-                .map_err(|s| backend_error("mapper", s))?;
-            Ok(Response::new(relay("mapper", stream.into_inner(), |u| WatchMappingJobResponse { job: u.job })))
-        }
-
-        #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id, backend = %request.get_ref().backend_key))]
-        async fn resolve_model_dependency_requirements(&self, request: Request<ResolveModelDependencyRequirementsRequest>) -> Result<Response<ResolveModelDependencyRequirementsResponse>, Status> {
-            let r = request.into_inner();
-            let platform = crate::resolve::platform_key(r.platform_context.as_ref())
-                .map_err(|(field, reason)| Status::from(ApiError::invalid(field, reason)))?;
-            if r.model_id.is_empty() {
-                return Err(ApiError::invalid("model_id", "is required").into());
-            }
-            let mut items = self.resolve_many(vec![r.model_id.clone()], &platform, &r.backend_key).await?;
-            match items.pop() {
-                Some(BatchResolveItem { requirements: Some(requirements), .. }) => {
-                    Ok(Response::new(ResolveModelDependencyRequirementsResponse { requirements: Some(requirements) }))
-                }
-                _ => Err(ApiError::not_found("model", r.model_id).into()),
-            }
-        }
-
-        #[tracing::instrument(skip_all, fields(models = request.get_ref().model_ids.len()))]
-        async fn batch_resolve_model_dependency_requirements(&self, request: Request<BatchResolveModelDependencyRequirementsRequest>) -> Result<Response<BatchResolveModelDependencyRequirementsResponse>, Status> {
-            let r = request.into_inner();
-            let platform = crate::resolve::platform_key(r.platform_context.as_ref())
-                .map_err(|(field, reason)| Status::from(ApiError::invalid(field, reason)))?;
-            if r.model_ids.len() > 1000 {
-                return Err(ApiError::invalid("model_ids", "at most 1000 models per call").into());
-            }
-            let items = self.resolve_many(r.model_ids, &platform, &r.backend_key).await?;
-            Ok(Response::new(BatchResolveModelDependencyRequirementsResponse { items, dependency_contract_version: DEPENDENCY_CONTRACT_VERSION }))
+        let mut items = self
+            .resolve_many(vec![r.model_id.clone()], &platform, &r.backend_key)
+            .await?;
+        match items.pop() {
+            Some(BatchResolveItem {
+                requirements: Some(requirements),
+                ..
+            }) => Ok(Response::new(ResolveModelDependencyRequirementsResponse {
+                requirements: Some(requirements),
+            })),
+            _ => Err(ApiError::not_found("model", r.model_id).into()),
         }
     }
-}
 
-/// A backend request with the gateway's deadline.
-fn request_of<T>(message: T) -> tonic::Request<T> {
-    request(message)
+    #[tracing::instrument(skip_all, fields(models = request.get_ref().model_ids.len()))]
+    async fn batch_resolve_model_dependency_requirements(
+        &self,
+        request: Request<BatchResolveModelDependencyRequirementsRequest>,
+    ) -> Result<Response<BatchResolveModelDependencyRequirementsResponse>, Status> {
+        let r = request.into_inner();
+        let platform = crate::resolve::platform_key(r.platform_context.as_ref())
+            .map_err(|(field, reason)| Status::from(ApiError::invalid(field, reason)))?;
+        if r.model_ids.len() > 1000 {
+            return Err(ApiError::invalid("model_ids", "at most 1000 models per call").into());
+        }
+        let items = self.resolve_many(r.model_ids, &platform, &r.backend_key).await?;
+        Ok(Response::new(BatchResolveModelDependencyRequirementsResponse {
+            items,
+            dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
+        }))
+    }
 }

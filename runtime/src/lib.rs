@@ -22,11 +22,11 @@ pub mod fsio;
 pub mod info;
 pub mod layout;
 pub mod metrics;
-pub mod not_built;
 pub mod secret;
 pub mod serve;
 pub mod shutdown;
 pub mod sqlite;
+pub mod stream;
 pub mod telemetry;
 pub mod time;
 pub mod tls;
@@ -34,10 +34,7 @@ pub mod tls;
 pub use error::ApiError;
 pub use failure::{Failure, FailureKind};
 pub use layout::DataRoot;
-pub use not_built::BoxStream;
 pub use secret::Secret;
 pub use serve::{LimitArgs, Limits, ServeError, serve, serve_with_limits, standard_routes};
 pub use shutdown::Shutdown;
-
-#[doc(hidden)]
-pub use tonic as __tonic;
+pub use stream::BoxStream;

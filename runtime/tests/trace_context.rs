@@ -19,39 +19,104 @@ struct Recorder {
     seen: Arc<Mutex<Vec<(String, String)>>>,
 }
 
-pumas_runtime::service_impl! {
-    impl FetchService for Recorder {
-        type WatchDownloadStream = BoxStream<WatchDownloadResponse>;
+#[tonic::async_trait]
+impl FetchService for Recorder {
+    type WatchDownloadStream = BoxStream<WatchDownloadResponse>;
 
-        async fn get_service_info(
-            &self,
-            request: Request<GetServiceInfoRequest>,
-        ) -> Result<Response<GetServiceInfoResponse>, Status> {
-            let header = request
-                .metadata()
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let trace_id = tracing::Span::current().context().span().span_context().trace_id().to_string();
-            if let Ok(mut seen) = self.seen.lock() {
-                seen.push((trace_id, header));
-            }
-            Ok(Response::new(GetServiceInfoResponse::default()))
+    async fn get_service_info(
+        &self,
+        request: Request<GetServiceInfoRequest>,
+    ) -> Result<Response<GetServiceInfoResponse>, Status> {
+        let header = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let trace_id = tracing::Span::current()
+            .context()
+            .span()
+            .span_context()
+            .trace_id()
+            .to_string();
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push((trace_id, header));
         }
+        Ok(Response::new(GetServiceInfoResponse::default()))
     }
-    not_built("test", "nothing") {
-        search_hub "SearchHub" (SearchHubRequest) -> SearchHubResponse;
-        get_hub_model "GetHubModel" (GetHubModelRequest) -> GetHubModelResponse;
-        list_hub_files "ListHubFiles" (ListHubFilesRequest) -> ListHubFilesResponse;
-        start_download "StartDownload" (StartDownloadRequest) -> StartDownloadResponse;
-        get_download "GetDownload" (GetDownloadRequest) -> GetDownloadResponse;
-        list_downloads "ListDownloads" (ListDownloadsRequest) -> ListDownloadsResponse;
-        watch_download "WatchDownload" (WatchDownloadRequest) -> Self::WatchDownloadStream;
-        cancel_download "CancelDownload" (CancelDownloadRequest) -> CancelDownloadResponse;
-        pause_download "PauseDownload" (PauseDownloadRequest) -> PauseDownloadResponse;
-        resume_download "ResumeDownload" (ResumeDownloadRequest) -> ResumeDownloadResponse;
-        set_download_priority "SetDownloadPriority" (SetDownloadPriorityRequest) -> SetDownloadPriorityResponse;
+
+    async fn search_hub(&self, _: Request<SearchHubRequest>) -> Result<Response<SearchHubResponse>, Status> {
+        Err(not_faked("SearchHub"))
+    }
+
+    async fn get_hub_model(
+        &self,
+        _: Request<GetHubModelRequest>,
+    ) -> Result<Response<GetHubModelResponse>, Status> {
+        Err(not_faked("GetHubModel"))
+    }
+
+    async fn list_hub_files(
+        &self,
+        _: Request<ListHubFilesRequest>,
+    ) -> Result<Response<ListHubFilesResponse>, Status> {
+        Err(not_faked("ListHubFiles"))
+    }
+
+    async fn start_download(
+        &self,
+        _: Request<StartDownloadRequest>,
+    ) -> Result<Response<StartDownloadResponse>, Status> {
+        Err(not_faked("StartDownload"))
+    }
+
+    async fn get_download(
+        &self,
+        _: Request<GetDownloadRequest>,
+    ) -> Result<Response<GetDownloadResponse>, Status> {
+        Err(not_faked("GetDownload"))
+    }
+
+    async fn list_downloads(
+        &self,
+        _: Request<ListDownloadsRequest>,
+    ) -> Result<Response<ListDownloadsResponse>, Status> {
+        Err(not_faked("ListDownloads"))
+    }
+
+    async fn watch_download(
+        &self,
+        _: Request<WatchDownloadRequest>,
+    ) -> Result<Response<Self::WatchDownloadStream>, Status> {
+        Err(not_faked("WatchDownload"))
+    }
+
+    async fn cancel_download(
+        &self,
+        _: Request<CancelDownloadRequest>,
+    ) -> Result<Response<CancelDownloadResponse>, Status> {
+        Err(not_faked("CancelDownload"))
+    }
+
+    async fn pause_download(
+        &self,
+        _: Request<PauseDownloadRequest>,
+    ) -> Result<Response<PauseDownloadResponse>, Status> {
+        Err(not_faked("PauseDownload"))
+    }
+
+    async fn resume_download(
+        &self,
+        _: Request<ResumeDownloadRequest>,
+    ) -> Result<Response<ResumeDownloadResponse>, Status> {
+        Err(not_faked("ResumeDownload"))
+    }
+
+    async fn set_download_priority(
+        &self,
+        _: Request<SetDownloadPriorityRequest>,
+    ) -> Result<Response<SetDownloadPriorityResponse>, Status> {
+        Err(not_faked("SetDownloadPriority"))
     }
 }
 
@@ -106,4 +171,9 @@ async fn trace_context_flows_in_and_out() -> anyhow::Result<()> {
     stop.trigger();
     server.await??;
     Ok(())
+}
+
+/// What a fake answers for an RPC it does not fake.
+fn not_faked(rpc: &str) -> Status {
+    pumas_runtime::ApiError::not_implemented(format!("test/{rpc}"), "nothing").into()
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pumas_proto::common::v1::ServiceInfo;
 use pumas_proto::fetch::v1::fetch_service_server::FetchService;
 use pumas_proto::fetch::v1::*;
+use pumas_runtime::stream::{Pace, watch_job};
 use pumas_runtime::{ApiError, BoxStream, Failure};
 use sha1::Digest as _;
 use tonic::{Request, Response, Status};
@@ -568,203 +569,237 @@ fn final_or(job: &Job, action: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pumas_runtime::service_impl! {
-    impl FetchService for FetchApi {
-        type WatchDownloadStream = BoxStream<WatchDownloadResponse>;
+#[tonic::async_trait]
+impl FetchService for FetchApi {
+    type WatchDownloadStream = BoxStream<WatchDownloadResponse>;
 
-        #[tracing::instrument(skip_all)]
-        async fn get_service_info(
-            &self,
-            _request: Request<GetServiceInfoRequest>,
-        ) -> Result<Response<GetServiceInfoResponse>, Status> {
-            Ok(Response::new(GetServiceInfoResponse {
-                info: Some(self.info.clone()),
-                hub_endpoint: self.engine.hub.endpoint().to_owned(),
-                hub_token_configured: self.engine.hub.has_token(),
-            }))
+    #[tracing::instrument(skip_all)]
+    async fn get_service_info(
+        &self,
+        _request: Request<GetServiceInfoRequest>,
+    ) -> Result<Response<GetServiceInfoResponse>, Status> {
+        Ok(Response::new(GetServiceInfoResponse {
+            info: Some(self.info.clone()),
+            hub_endpoint: self.engine.hub.endpoint().to_owned(),
+            hub_token_configured: self.engine.hub.has_token(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(query = %request.get_ref().query))]
+    async fn search_hub(
+        &self,
+        request: Request<SearchHubRequest>,
+    ) -> Result<Response<SearchHubResponse>, Status> {
+        Ok(Response::new(self.search(request.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %request.get_ref().repo_id))]
+    async fn get_hub_model(
+        &self,
+        request: Request<GetHubModelRequest>,
+    ) -> Result<Response<GetHubModelResponse>, Status> {
+        let r = request.into_inner();
+        let model = self.model_info(&r.repo_id, &r.revision).await?;
+        Ok(Response::new(GetHubModelResponse { model: Some(model) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %request.get_ref().repo_id))]
+    async fn list_hub_files(
+        &self,
+        request: Request<ListHubFilesRequest>,
+    ) -> Result<Response<ListHubFilesResponse>, Status> {
+        let r = request.into_inner();
+        check_repo_id(&r.repo_id)?;
+        if !r.path.is_empty() && select::unsafe_path(r.path.trim_end_matches('/')).is_some() {
+            return Err(ApiError::invalid(
+                "path",
+                format!("`{}` is not a folder path in a repository", r.path),
+            )
+            .into());
         }
+        let info = self
+            .engine
+            .hub
+            .model_info(&r.repo_id, revision_or_main(&r.revision))
+            .await
+            .map_err(ApiError::from)?;
+        let commit = info.sha.unwrap_or_default();
+        let files = self.files_at(&r.repo_id, &commit, &r.path, r.recursive).await?;
+        Ok(Response::new(ListHubFilesResponse {
+            commit_sha: commit,
+            files,
+        }))
+    }
 
-        #[tracing::instrument(skip_all, fields(query = %request.get_ref().query))]
-        async fn search_hub(
-            &self,
-            request: Request<SearchHubRequest>,
-        ) -> Result<Response<SearchHubResponse>, Status> {
-            Ok(Response::new(self.search(request.into_inner()).await?))
+    #[tracing::instrument(skip_all, fields(repo = %request.get_ref().repo_id))]
+    async fn start_download(
+        &self,
+        request: Request<StartDownloadRequest>,
+    ) -> Result<Response<StartDownloadResponse>, Status> {
+        let download = self.start(request.into_inner()).await?;
+        Ok(Response::new(StartDownloadResponse {
+            download: Some(download),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
+    async fn get_download(
+        &self,
+        request: Request<GetDownloadRequest>,
+    ) -> Result<Response<GetDownloadResponse>, Status> {
+        let live = self.live(&request.get_ref().download_id)?;
+        Ok(Response::new(GetDownloadResponse {
+            download: Some(download_proto(&live.snapshot())),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_downloads(
+        &self,
+        request: Request<ListDownloadsRequest>,
+    ) -> Result<Response<ListDownloadsResponse>, Status> {
+        let r = request.into_inner();
+        let size = pumas_runtime::error::page_size(r.page_size, 50, 1000)? as usize;
+        let offset: usize = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token
+                .strip_prefix("dl.")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| {
+                    ApiError::invalid("page_token", "not a token from a previous ListDownloads answer")
+                })?
+        };
+        let mut states = Vec::new();
+        for s in &r.states {
+            states.push(
+                state_from_proto(*s)
+                    .ok_or_else(|| ApiError::invalid("states", format!("unknown state {s}")))?,
+            );
         }
-
-        #[tracing::instrument(skip_all, fields(repo = %request.get_ref().repo_id))]
-        async fn get_hub_model(
-            &self,
-            request: Request<GetHubModelRequest>,
-        ) -> Result<Response<GetHubModelResponse>, Status> {
-            let r = request.into_inner();
-            let model = self.model_info(&r.repo_id, &r.revision).await?;
-            Ok(Response::new(GetHubModelResponse { model: Some(model) }))
-        }
-
-        #[tracing::instrument(skip_all, fields(repo = %request.get_ref().repo_id))]
-        async fn list_hub_files(
-            &self,
-            request: Request<ListHubFilesRequest>,
-        ) -> Result<Response<ListHubFilesResponse>, Status> {
-            let r = request.into_inner();
-            check_repo_id(&r.repo_id)?;
-            if !r.path.is_empty() && select::unsafe_path(r.path.trim_end_matches('/')).is_some() {
-                return Err(ApiError::invalid("path", format!("`{}` is not a folder path in a repository", r.path)).into());
-            }
-            let info = self
-                .engine
-                .hub
-                .model_info(&r.repo_id, revision_or_main(&r.revision))
-                .await
-                .map_err(ApiError::from)?;
-            let commit = info.sha.unwrap_or_default();
-            let files = self.files_at(&r.repo_id, &commit, &r.path, r.recursive).await?;
-            Ok(Response::new(ListHubFilesResponse { commit_sha: commit, files }))
-        }
-
-        #[tracing::instrument(skip_all, fields(repo = %request.get_ref().repo_id))]
-        async fn start_download(
-            &self,
-            request: Request<StartDownloadRequest>,
-        ) -> Result<Response<StartDownloadResponse>, Status> {
-            let download = self.start(request.into_inner()).await?;
-            Ok(Response::new(StartDownloadResponse { download: Some(download) }))
-        }
-
-        #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
-        async fn get_download(
-            &self,
-            request: Request<GetDownloadRequest>,
-        ) -> Result<Response<GetDownloadResponse>, Status> {
-            let live = self.live(&request.get_ref().download_id)?;
-            Ok(Response::new(GetDownloadResponse { download: Some(download_proto(&live.snapshot())) }))
-        }
-
-        #[tracing::instrument(skip_all)]
-        async fn list_downloads(
-            &self,
-            request: Request<ListDownloadsRequest>,
-        ) -> Result<Response<ListDownloadsResponse>, Status> {
-            let r = request.into_inner();
-            let size = pumas_runtime::error::page_size(r.page_size, 50, 1000)? as usize;
-            let offset: usize = if r.page_token.is_empty() {
-                0
+        let all: Vec<Snapshot> = self
+            .engine
+            .all()
+            .iter()
+            .map(|l| l.snapshot())
+            .filter(|s| states.is_empty() || states.contains(&s.job.state))
+            .collect();
+        let end = (offset + size).min(all.len());
+        let downloads = all
+            .get(offset.min(end)..end)
+            .unwrap_or_default()
+            .iter()
+            .map(download_proto)
+            .collect();
+        Ok(Response::new(ListDownloadsResponse {
+            downloads,
+            next_page_token: if end < all.len() {
+                format!("dl.{end}")
             } else {
-                r.page_token
-                    .strip_prefix("dl.")
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| ApiError::invalid("page_token", "not a token from a previous ListDownloads answer"))?
-            };
-            let mut states = Vec::new();
-            for s in &r.states {
-                states.push(state_from_proto(*s).ok_or_else(|| ApiError::invalid("states", format!("unknown state {s}")))?);
+                String::new()
+            },
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
+    async fn watch_download(
+        &self,
+        request: Request<WatchDownloadRequest>,
+    ) -> Result<Response<Self::WatchDownloadStream>, Status> {
+        let live = self.live(&request.get_ref().download_id)?;
+        // Every change, at most ten times a second, and at least twice a second for rate and ETA.
+        let pace = Pace {
+            heartbeat: Some(Duration::from_millis(500)),
+            min_gap: Duration::from_millis(100),
+        };
+        let stream = watch_job(live.changed.subscribe(), pace, move |_| {
+            let snapshot = live.snapshot();
+            (
+                WatchDownloadResponse {
+                    download: Some(download_proto(&snapshot)),
+                },
+                snapshot.job.state.is_final(),
+            )
+        });
+        Ok(Response::new(stream))
+    }
+
+    #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
+    async fn cancel_download(
+        &self,
+        request: Request<CancelDownloadRequest>,
+    ) -> Result<Response<CancelDownloadResponse>, Status> {
+        let live = self.live(&request.get_ref().download_id)?;
+        let job = live.snapshot().job;
+        if matches!(job.state, JobState::Completed | JobState::Cancelled) {
+            final_or(&job, "cancel")?;
+        }
+        self.engine.cancel(&live).await;
+        Ok(Response::new(CancelDownloadResponse {
+            download: Some(download_proto(&live.snapshot())),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
+    async fn pause_download(
+        &self,
+        request: Request<PauseDownloadRequest>,
+    ) -> Result<Response<PauseDownloadResponse>, Status> {
+        let live = self.live(&request.get_ref().download_id)?;
+        let job = live.snapshot().job;
+        final_or(&job, "pause")?;
+        if job.state == JobState::Committing {
+            return Err(ApiError::FailedPrecondition {
+                kind: "DOWNLOAD_COMMITTING".to_owned(),
+                subject: job.id.clone(),
+                message: format!(
+                    "download {} is moving its files into the library; it cannot pause now",
+                    job.id
+                ),
             }
-            let all: Vec<Snapshot> = self
-                .engine
-                .all()
-                .iter()
-                .map(|l| l.snapshot())
-                .filter(|s| states.is_empty() || states.contains(&s.job.state))
-                .collect();
-            let end = (offset + size).min(all.len());
-            let downloads = all.get(offset.min(end)..end).unwrap_or_default().iter().map(download_proto).collect();
-            Ok(Response::new(ListDownloadsResponse {
-                downloads,
-                next_page_token: if end < all.len() { format!("dl.{end}") } else { String::new() },
-            }))
+            .into());
         }
+        self.engine.pause(&live).await;
+        Ok(Response::new(PauseDownloadResponse {
+            download: Some(download_proto(&live.snapshot())),
+        }))
+    }
 
-        #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
-        async fn watch_download(
-            &self,
-            request: Request<WatchDownloadRequest>,
-        ) -> Result<Response<Self::WatchDownloadStream>, Status> {
-            let live = self.live(&request.get_ref().download_id)?;
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            tokio::spawn(async move {
-                let mut changed = live.changed.subscribe();
-                loop {
-                    let snapshot = live.snapshot();
-                    let done = snapshot.job.state.is_final();
-                    let message = WatchDownloadResponse { download: Some(download_proto(&snapshot)) };
-                    if tx.send(Ok(message)).await.is_err() || done {
-                        return;
-                    }
-                    // Every change, and at least twice a second for rate and ETA.
-                    let _ = tokio::time::timeout(Duration::from_millis(500), changed.changed()).await;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            });
-            Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
-        }
-
-        #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
-        async fn cancel_download(
-            &self,
-            request: Request<CancelDownloadRequest>,
-        ) -> Result<Response<CancelDownloadResponse>, Status> {
-            let live = self.live(&request.get_ref().download_id)?;
-            let job = live.snapshot().job;
-            if matches!(job.state, JobState::Completed | JobState::Cancelled) {
-                final_or(&job, "cancel")?;
+    #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
+    async fn resume_download(
+        &self,
+        request: Request<ResumeDownloadRequest>,
+    ) -> Result<Response<ResumeDownloadResponse>, Status> {
+        let live = self.live(&request.get_ref().download_id)?;
+        let job = live.snapshot().job;
+        if !matches!(job.state, JobState::Paused | JobState::Failed) {
+            return Err(ApiError::FailedPrecondition {
+                kind: "DOWNLOAD_NOT_RESUMABLE".to_owned(),
+                subject: job.id.clone(),
+                message: format!(
+                    "download {} is {}; only paused or failed downloads resume",
+                    job.id,
+                    format!("{:?}", job.state).to_lowercase()
+                ),
             }
-            self.engine.cancel(&live).await;
-            Ok(Response::new(CancelDownloadResponse { download: Some(download_proto(&live.snapshot())) }))
+            .into());
         }
+        self.engine.resume(&live).await;
+        Ok(Response::new(ResumeDownloadResponse {
+            download: Some(download_proto(&live.snapshot())),
+        }))
+    }
 
-        #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
-        async fn pause_download(
-            &self,
-            request: Request<PauseDownloadRequest>,
-        ) -> Result<Response<PauseDownloadResponse>, Status> {
-            let live = self.live(&request.get_ref().download_id)?;
-            let job = live.snapshot().job;
-            final_or(&job, "pause")?;
-            if job.state == JobState::Committing {
-                return Err(ApiError::FailedPrecondition {
-                    kind: "DOWNLOAD_COMMITTING".to_owned(),
-                    subject: job.id.clone(),
-                    message: format!("download {} is moving its files into the library; it cannot pause now", job.id),
-                }
-                .into());
-            }
-            self.engine.pause(&live).await;
-            Ok(Response::new(PauseDownloadResponse { download: Some(download_proto(&live.snapshot())) }))
-        }
-
-        #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
-        async fn resume_download(
-            &self,
-            request: Request<ResumeDownloadRequest>,
-        ) -> Result<Response<ResumeDownloadResponse>, Status> {
-            let live = self.live(&request.get_ref().download_id)?;
-            let job = live.snapshot().job;
-            if !matches!(job.state, JobState::Paused | JobState::Failed) {
-                return Err(ApiError::FailedPrecondition {
-                    kind: "DOWNLOAD_NOT_RESUMABLE".to_owned(),
-                    subject: job.id.clone(),
-                    message: format!(
-                        "download {} is {}; only paused or failed downloads resume",
-                        job.id,
-                        format!("{:?}", job.state).to_lowercase()
-                    ),
-                }
-                .into());
-            }
-            self.engine.resume(&live).await;
-            Ok(Response::new(ResumeDownloadResponse { download: Some(download_proto(&live.snapshot())) }))
-        }
-
-        #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
-        async fn set_download_priority(
-            &self,
-            request: Request<SetDownloadPriorityRequest>,
-        ) -> Result<Response<SetDownloadPriorityResponse>, Status> {
-            let r = request.into_inner();
-            let live = self.live(&r.download_id)?;
-            self.engine.set_priority(&live, r.priority).await;
-            Ok(Response::new(SetDownloadPriorityResponse { download: Some(download_proto(&live.snapshot())) }))
-        }
+    #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]
+    async fn set_download_priority(
+        &self,
+        request: Request<SetDownloadPriorityRequest>,
+    ) -> Result<Response<SetDownloadPriorityResponse>, Status> {
+        let r = request.into_inner();
+        let live = self.live(&r.download_id)?;
+        self.engine.set_priority(&live, r.priority).await;
+        Ok(Response::new(SetDownloadPriorityResponse {
+            download: Some(download_proto(&live.snapshot())),
+        }))
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pumas_proto::common::v1::{self as common, JobState, JobStatus, ServiceInfo};
 use pumas_proto::mapper::v1::mapper_service_server::MapperService;
 use pumas_proto::mapper::v1::*;
+use pumas_runtime::stream::{Pace, watch_job};
 use pumas_runtime::{ApiError, BoxStream};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -352,222 +353,306 @@ fn link_state_proto(state: State) -> i32 {
     }) as i32
 }
 
-pumas_runtime::service_impl! {
-    impl MapperService for MapperApi {
-        type WatchMappingJobStream = BoxStream<WatchMappingJobResponse>;
+#[tonic::async_trait]
+impl MapperService for MapperApi {
+    type WatchMappingJobStream = BoxStream<WatchMappingJobResponse>;
 
-        #[tracing::instrument(skip_all)]
-        async fn get_service_info(
-            &self,
-            _request: Request<GetServiceInfoRequest>,
-        ) -> Result<Response<GetServiceInfoResponse>, Status> {
-            let change_cursor = self.engine.change_cursor().await;
-            Ok(Response::new(GetServiceInfoResponse {
-                info: Some(self.info.clone()),
-                library_mount: self.engine.mount().display().to_string(),
-                following_changes: *self.engine.following.borrow(),
-                change_cursor,
-            }))
+    #[tracing::instrument(skip_all)]
+    async fn get_service_info(
+        &self,
+        _request: Request<GetServiceInfoRequest>,
+    ) -> Result<Response<GetServiceInfoResponse>, Status> {
+        let change_cursor = self.engine.change_cursor().await;
+        Ok(Response::new(GetServiceInfoResponse {
+            info: Some(self.info.clone()),
+            library_mount: self.engine.mount().display().to_string(),
+            following_changes: *self.engine.following.borrow(),
+            change_cursor,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_apps(
+        &self,
+        _request: Request<ListAppsRequest>,
+    ) -> Result<Response<ListAppsResponse>, Status> {
+        let mut apps = Vec::new();
+        for c in self.engine.configs() {
+            apps.push(
+                self.app_proto(&c.app, c.config.as_ref().map_err(Vec::as_slice))
+                    .await?,
+            );
         }
+        Ok(Response::new(ListAppsResponse { apps }))
+    }
 
-        #[tracing::instrument(skip_all)]
-        async fn list_apps(&self, _request: Request<ListAppsRequest>) -> Result<Response<ListAppsResponse>, Status> {
-            let mut apps = Vec::new();
-            for c in self.engine.configs() {
-                apps.push(self.app_proto(&c.app, c.config.as_ref().map_err(Vec::as_slice)).await?);
-            }
-            Ok(Response::new(ListAppsResponse { apps }))
-        }
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn get_app(&self, request: Request<GetAppRequest>) -> Result<Response<GetAppResponse>, Status> {
+        let app = request.into_inner().app;
+        let entry = self
+            .engine
+            .configs()
+            .into_iter()
+            .find(|c| c.app == app)
+            .ok_or_else(|| {
+                self.engine
+                    .config(&app)
+                    .err()
+                    .map(ApiError::from)
+                    .unwrap_or_else(|| ApiError::not_found("app", &app))
+            })?;
+        let proto = self
+            .app_proto(&app, entry.config.as_ref().map_err(Vec::as_slice))
+            .await?;
+        Ok(Response::new(GetAppResponse {
+            app: Some(proto),
+            config_toml: entry.text,
+        }))
+    }
 
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn get_app(&self, request: Request<GetAppRequest>) -> Result<Response<GetAppResponse>, Status> {
-            let app = request.into_inner().app;
-            let entry = self
-                .engine
-                .configs()
-                .into_iter()
-                .find(|c| c.app == app)
-                .ok_or_else(|| self.engine.config(&app).err().map(ApiError::from).unwrap_or_else(|| ApiError::not_found("app", &app)))?;
-            let proto = self.app_proto(&app, entry.config.as_ref().map_err(Vec::as_slice)).await?;
-            Ok(Response::new(GetAppResponse { app: Some(proto), config_toml: entry.text }))
-        }
-
-        #[tracing::instrument(skip_all)]
-        async fn list_presets(&self, _request: Request<ListPresetsRequest>) -> Result<Response<ListPresetsResponse>, Status> {
-            let presets = crate::presets::all()
-                .into_iter()
-                .map(|p| Preset {
-                    kind: p.kind.to_owned(),
-                    display_name: p.display_name.to_owned(),
-                    folders: p
-                        .folders
-                        .iter()
-                        .map(|f| PresetFolder {
-                            model_type: f.model_type.to_owned(),
-                            folder: f.folder.to_owned(),
-                            legacy_folders: f.legacy.iter().map(|s| (*s).to_owned()).collect(),
-                            extensions: f.extensions.iter().map(|s| (*s).to_owned()).collect(),
-                        })
-                        .collect(),
-                })
-                .collect();
-            Ok(Response::new(ListPresetsResponse { presets }))
-        }
-
-        #[tracing::instrument(skip_all)]
-        async fn validate_mapping_config(&self, request: Request<ValidateMappingConfigRequest>) -> Result<Response<ValidateMappingConfigResponse>, Status> {
-            let text = request.into_inner().config_toml;
-            Ok(Response::new(match mapping::parse("check", &text) {
-                Ok(_) => ValidateMappingConfigResponse { valid: true, errors: Vec::new() },
-                Err(errors) => ValidateMappingConfigResponse { valid: false, errors: config_errors(&errors) },
-            }))
-        }
-
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn put_mapping_config(&self, request: Request<PutMappingConfigRequest>) -> Result<Response<PutMappingConfigResponse>, Status> {
-            let r = request.into_inner();
-            match self.engine.put_config(&r.app, &r.config_toml) {
-                Ok(config) => Ok(Response::new(PutMappingConfigResponse { app: Some(self.app_proto(&r.app, Ok(&config)).await?) })),
-                Err(err) => Err(err.into()),
-            }
-        }
-
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn preview_mapping(&self, request: Request<PreviewMappingRequest>) -> Result<Response<PreviewMappingResponse>, Status> {
-            let r = request.into_inner();
-            let plan = self.engine.preview(&r.app).await?;
-            Ok(Response::new(PreviewMappingResponse { plan: Some(plan_proto(&r.app, &plan, r.include_unchanged)) }))
-        }
-
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn apply_mapping(&self, request: Request<ApplyMappingRequest>) -> Result<Response<ApplyMappingResponse>, Status> {
-            let r = request.into_inner();
-            let job = self.start_job(&r.app, &r.request_id, Work::Apply { replace_conflicts: r.replace_conflicts })?;
-            Ok(Response::new(ApplyMappingResponse { job: Some(job) }))
-        }
-
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn repair_mapping(&self, request: Request<RepairMappingRequest>) -> Result<Response<RepairMappingResponse>, Status> {
-            let r = request.into_inner();
-            let job = self.start_job(&r.app, &r.request_id, Work::Repair)?;
-            Ok(Response::new(RepairMappingResponse { job: Some(job) }))
-        }
-
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn unmap(&self, request: Request<UnmapRequest>) -> Result<Response<UnmapResponse>, Status> {
-            let r = request.into_inner();
-            let job = self.start_job(&r.app, &r.request_id, Work::Unmap)?;
-            Ok(Response::new(UnmapResponse { job: Some(job) }))
-        }
-
-        #[tracing::instrument(skip_all)]
-        async fn get_mapping_job(&self, request: Request<GetMappingJobRequest>) -> Result<Response<GetMappingJobResponse>, Status> {
-            let entry = self.job(&request.get_ref().job_id)?;
-            let job = entry.job.lock().map(|j| j.clone()).unwrap_or_default();
-            Ok(Response::new(GetMappingJobResponse { job: Some(job) }))
-        }
-
-        #[tracing::instrument(skip_all)]
-        async fn watch_mapping_job(&self, request: Request<WatchMappingJobRequest>) -> Result<Response<Self::WatchMappingJobStream>, Status> {
-            let entry = self.job(&request.get_ref().job_id)?;
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
-            tokio::spawn(async move {
-                let mut changed = entry.changed.subscribe();
-                loop {
-                    let job = entry.job.lock().map(|j| j.clone()).unwrap_or_default();
-                    let done = is_final(&job);
-                    if tx.send(Ok(WatchMappingJobResponse { job: Some(job) })).await.is_err() || done {
-                        return;
-                    }
-                    let _ = tokio::time::timeout(Duration::from_millis(500), changed.changed()).await;
-                }
-            });
-            Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
-        }
-
-        #[tracing::instrument(skip_all)]
-        async fn list_links(&self, request: Request<ListLinksRequest>) -> Result<Response<ListLinksResponse>, Status> {
-            let r = request.into_inner();
-            let size = pumas_runtime::error::page_size(r.page_size, 500, 10_000)? as usize;
-            let offset: usize = if r.page_token.is_empty() {
-                0
-            } else {
-                r.page_token
-                    .strip_prefix("ln.")
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| ApiError::invalid("page_token", "not a token from a previous ListLinks answer"))?
-            };
-            let rows = if r.model_id.is_empty() {
-                self.engine.registry.all().await
-            } else {
-                self.engine.registry.for_model(&r.model_id).await
-            }
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-            let rows: Vec<_> = rows.into_iter().filter(|l| r.app.is_empty() || l.app == r.app).collect();
-            let end = (offset + size).min(rows.len());
-            let links = rows
-                .get(offset.min(end)..end)
-                .unwrap_or_default()
-                .iter()
-                .map(|l| Link {
-                    app: l.app.clone(),
-                    model_id: l.model_id.clone(),
-                    source_path: l.source.clone(),
-                    target_path: l.target.clone(),
-                    strategy: mapping::Strategy::from_name(&l.strategy).proto(),
-                    state: if std::fs::metadata(&l.target).is_ok() { LinkState::Linked } else { LinkState::Broken } as i32,
-                    create_time: Some(prost_types::Timestamp::from(UNIX_EPOCH + Duration::from_millis(l.created_ms.max(0) as u64))),
-                })
-                .collect();
-            Ok(Response::new(ListLinksResponse {
-                links,
-                next_page_token: if end < rows.len() { format!("ln.{end}") } else { String::new() },
-            }))
-        }
-
-        #[tracing::instrument(skip_all, fields(models = request.get_ref().model_ids.len()))]
-        async fn get_model_link_states(&self, request: Request<GetModelLinkStatesRequest>) -> Result<Response<GetModelLinkStatesResponse>, Status> {
-            let ids = request.into_inner().model_ids;
-            if ids.len() > 1000 {
-                return Err(ApiError::invalid("model_ids", "at most 1000 per call").into());
-            }
-            let states = self.engine.link_states(&ids).await?;
-            let models = states
-                .into_iter()
-                .map(|(model_id, apps)| ModelLinkStates {
-                    model_id,
-                    apps: apps
-                        .into_iter()
-                        .map(|(app, state, target_paths)| AppLinkState { app, state: link_state_proto(state), target_paths })
-                        .collect(),
-                })
-                .collect();
-            Ok(Response::new(GetModelLinkStatesResponse { models }))
-        }
-
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn preview_adoption(&self, request: Request<PreviewAdoptionRequest>) -> Result<Response<PreviewAdoptionResponse>, Status> {
-            let (candidates, reclaimable_bytes) = self.engine.preview_adoption(&request.get_ref().app).await?;
-            Ok(Response::new(PreviewAdoptionResponse {
-                candidates: candidates
-                    .into_iter()
-                    .map(|c| AdoptionCandidate {
-                        path: c.path.display().to_string(),
-                        size_bytes: c.size,
-                        sha256: c.sha256,
-                        existing_model_id: c.existing_model_id,
-                        duplicate_paths: c.duplicates.iter().map(|p| p.display().to_string()).collect(),
+    #[tracing::instrument(skip_all)]
+    async fn list_presets(
+        &self,
+        _request: Request<ListPresetsRequest>,
+    ) -> Result<Response<ListPresetsResponse>, Status> {
+        let presets = crate::presets::all()
+            .into_iter()
+            .map(|p| Preset {
+                kind: p.kind.to_owned(),
+                display_name: p.display_name.to_owned(),
+                folders: p
+                    .folders
+                    .iter()
+                    .map(|f| PresetFolder {
+                        model_type: f.model_type.to_owned(),
+                        folder: f.folder.to_owned(),
+                        legacy_folders: f.legacy.iter().map(|s| (*s).to_owned()).collect(),
+                        extensions: f.extensions.iter().map(|s| (*s).to_owned()).collect(),
                     })
                     .collect(),
-                reclaimable_bytes,
-            }))
-        }
+            })
+            .collect();
+        Ok(Response::new(ListPresetsResponse { presets }))
+    }
 
-        #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
-        async fn start_adoption(&self, request: Request<StartAdoptionRequest>) -> Result<Response<StartAdoptionResponse>, Status> {
-            let r = request.into_inner();
-            let job = self.start_job(&r.app, &r.request_id, Work::Adopt)?;
-            Ok(Response::new(StartAdoptionResponse { job: Some(job) }))
+    #[tracing::instrument(skip_all)]
+    async fn validate_mapping_config(
+        &self,
+        request: Request<ValidateMappingConfigRequest>,
+    ) -> Result<Response<ValidateMappingConfigResponse>, Status> {
+        let text = request.into_inner().config_toml;
+        Ok(Response::new(match mapping::parse("check", &text) {
+            Ok(_) => ValidateMappingConfigResponse {
+                valid: true,
+                errors: Vec::new(),
+            },
+            Err(errors) => ValidateMappingConfigResponse {
+                valid: false,
+                errors: config_errors(&errors),
+            },
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn put_mapping_config(
+        &self,
+        request: Request<PutMappingConfigRequest>,
+    ) -> Result<Response<PutMappingConfigResponse>, Status> {
+        let r = request.into_inner();
+        match self.engine.put_config(&r.app, &r.config_toml) {
+            Ok(config) => Ok(Response::new(PutMappingConfigResponse {
+                app: Some(self.app_proto(&r.app, Ok(&config)).await?),
+            })),
+            Err(err) => Err(err.into()),
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn preview_mapping(
+        &self,
+        request: Request<PreviewMappingRequest>,
+    ) -> Result<Response<PreviewMappingResponse>, Status> {
+        let r = request.into_inner();
+        let plan = self.engine.preview(&r.app).await?;
+        Ok(Response::new(PreviewMappingResponse {
+            plan: Some(plan_proto(&r.app, &plan, r.include_unchanged)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn apply_mapping(
+        &self,
+        request: Request<ApplyMappingRequest>,
+    ) -> Result<Response<ApplyMappingResponse>, Status> {
+        let r = request.into_inner();
+        let job = self.start_job(
+            &r.app,
+            &r.request_id,
+            Work::Apply {
+                replace_conflicts: r.replace_conflicts,
+            },
+        )?;
+        Ok(Response::new(ApplyMappingResponse { job: Some(job) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn repair_mapping(
+        &self,
+        request: Request<RepairMappingRequest>,
+    ) -> Result<Response<RepairMappingResponse>, Status> {
+        let r = request.into_inner();
+        let job = self.start_job(&r.app, &r.request_id, Work::Repair)?;
+        Ok(Response::new(RepairMappingResponse { job: Some(job) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn unmap(&self, request: Request<UnmapRequest>) -> Result<Response<UnmapResponse>, Status> {
+        let r = request.into_inner();
+        let job = self.start_job(&r.app, &r.request_id, Work::Unmap)?;
+        Ok(Response::new(UnmapResponse { job: Some(job) }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_mapping_job(
+        &self,
+        request: Request<GetMappingJobRequest>,
+    ) -> Result<Response<GetMappingJobResponse>, Status> {
+        let entry = self.job(&request.get_ref().job_id)?;
+        let job = entry.job.lock().map(|j| j.clone()).unwrap_or_default();
+        Ok(Response::new(GetMappingJobResponse { job: Some(job) }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_mapping_job(
+        &self,
+        request: Request<WatchMappingJobRequest>,
+    ) -> Result<Response<Self::WatchMappingJobStream>, Status> {
+        let entry = self.job(&request.get_ref().job_id)?;
+        let pace = Pace {
+            heartbeat: Some(Duration::from_millis(500)),
+            min_gap: Duration::ZERO,
+        };
+        let stream = watch_job(entry.changed.subscribe(), pace, move |_| {
+            let job = entry.job.lock().map(|j| j.clone()).unwrap_or_default();
+            let done = is_final(&job);
+            (WatchMappingJobResponse { job: Some(job) }, done)
+        });
+        Ok(Response::new(stream))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_links(
+        &self,
+        request: Request<ListLinksRequest>,
+    ) -> Result<Response<ListLinksResponse>, Status> {
+        let r = request.into_inner();
+        let size = pumas_runtime::error::page_size(r.page_size, 500, 10_000)? as usize;
+        let offset: usize = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token
+                .strip_prefix("ln.")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| {
+                    ApiError::invalid("page_token", "not a token from a previous ListLinks answer")
+                })?
+        };
+        let rows = if r.model_id.is_empty() {
+            self.engine.registry.all().await
+        } else {
+            self.engine.registry.for_model(&r.model_id).await
+        }
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter(|l| r.app.is_empty() || l.app == r.app)
+            .collect();
+        let end = (offset + size).min(rows.len());
+        let links = rows
+            .get(offset.min(end)..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|l| Link {
+                app: l.app.clone(),
+                model_id: l.model_id.clone(),
+                source_path: l.source.clone(),
+                target_path: l.target.clone(),
+                strategy: mapping::Strategy::from_name(&l.strategy).proto(),
+                state: if std::fs::metadata(&l.target).is_ok() {
+                    LinkState::Linked
+                } else {
+                    LinkState::Broken
+                } as i32,
+                create_time: Some(prost_types::Timestamp::from(
+                    UNIX_EPOCH + Duration::from_millis(l.created_ms.max(0) as u64),
+                )),
+            })
+            .collect();
+        Ok(Response::new(ListLinksResponse {
+            links,
+            next_page_token: if end < rows.len() {
+                format!("ln.{end}")
+            } else {
+                String::new()
+            },
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(models = request.get_ref().model_ids.len()))]
+    async fn get_model_link_states(
+        &self,
+        request: Request<GetModelLinkStatesRequest>,
+    ) -> Result<Response<GetModelLinkStatesResponse>, Status> {
+        let ids = request.into_inner().model_ids;
+        if ids.len() > 1000 {
+            return Err(ApiError::invalid("model_ids", "at most 1000 per call").into());
+        }
+        let states = self.engine.link_states(&ids).await?;
+        let models = states
+            .into_iter()
+            .map(|(model_id, apps)| ModelLinkStates {
+                model_id,
+                apps: apps
+                    .into_iter()
+                    .map(|(app, state, target_paths)| AppLinkState {
+                        app,
+                        state: link_state_proto(state),
+                        target_paths,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(GetModelLinkStatesResponse { models }))
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn preview_adoption(
+        &self,
+        request: Request<PreviewAdoptionRequest>,
+    ) -> Result<Response<PreviewAdoptionResponse>, Status> {
+        let (candidates, reclaimable_bytes) = self.engine.preview_adoption(&request.get_ref().app).await?;
+        Ok(Response::new(PreviewAdoptionResponse {
+            candidates: candidates
+                .into_iter()
+                .map(|c| AdoptionCandidate {
+                    path: c.path.display().to_string(),
+                    size_bytes: c.size,
+                    sha256: c.sha256,
+                    existing_model_id: c.existing_model_id,
+                    duplicate_paths: c.duplicates.iter().map(|p| p.display().to_string()).collect(),
+                })
+                .collect(),
+            reclaimable_bytes,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %request.get_ref().app))]
+    async fn start_adoption(
+        &self,
+        request: Request<StartAdoptionRequest>,
+    ) -> Result<Response<StartAdoptionResponse>, Status> {
+        let r = request.into_inner();
+        let job = self.start_job(&r.app, &r.request_id, Work::Adopt)?;
+        Ok(Response::new(StartAdoptionResponse { job: Some(job) }))
     }
 }
