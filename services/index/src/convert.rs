@@ -7,6 +7,7 @@ use crate::jobs::{self, Snapshot};
 use crate::metadata::Source;
 use crate::store::{Change, Filter, Order, Record};
 
+/// The proto value of each of [`crate::vocabulary::MODEL_TYPES`] (a test checks both lists agree).
 const TYPES: &[(&str, common::ModelType)] = &[
     ("unknown", common::ModelType::Unknown),
     ("checkpoint", common::ModelType::Checkpoint),
@@ -41,11 +42,6 @@ const STATES: &[(&str, common::ModelState)] = &[
     ("partial", common::ModelState::Partial),
     ("error", common::ModelState::Error),
 ];
-
-/// Whether `name` is a model type of the library.
-pub fn is_model_type(name: &str) -> bool {
-    TYPES.iter().any(|(n, _)| *n == name)
-}
 
 /// Library name of a proto model type (None for UNSPECIFIED or an unknown number).
 pub fn type_name(value: i32) -> Option<&'static str> {
@@ -446,5 +442,14 @@ pub fn binding_from(b: common::DependencyBinding) -> crate::metadata::Binding {
         backend_key: b.backend_key,
         platform_selector: b.platform_selector,
         active: b.active.unwrap_or(true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_model_type_has_its_proto_value_and_no_more() {
+        let names: Vec<&str> = super::TYPES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, crate::vocabulary::MODEL_TYPES);
     }
 }

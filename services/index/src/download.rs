@@ -118,22 +118,7 @@ impl Library {
         for f in &begin.expected {
             check_relative(&f.path)?;
         }
-        if let Some(t) = &begin.model_type
-            && !crate::convert::is_model_type(t)
-        {
-            return Err(IndexError::invalid(
-                "model_type",
-                format!("`{t}` is not a model type"),
-            ));
-        }
-        if let Some(f) = &begin.family
-            && !crate::slug::is_safe_segment(f)
-        {
-            return Err(IndexError::invalid(
-                "family",
-                format!("`{f}` is not a valid family name"),
-            ));
-        }
+        crate::vocabulary::check_type_and_family("", begin.model_type.as_deref(), begin.family.as_deref())?;
         let name = begin
             .repo_id
             .rsplit('/')

@@ -72,22 +72,7 @@ pub fn plan(library: &Library, request: &Request) -> Result<Vec<Unit>, IndexErro
             "give at least one file or directory to import",
         ));
     }
-    if let Some(t) = &request.model_type
-        && !crate::convert::is_model_type(t)
-    {
-        return Err(IndexError::invalid(
-            "model_type",
-            format!("`{t}` is not a model type"),
-        ));
-    }
-    if let Some(f) = &request.family
-        && !crate::slug::is_safe_segment(f)
-    {
-        return Err(IndexError::invalid(
-            "family",
-            format!("`{f}` is not a valid family name (letters, digits, - _ .)"),
-        ));
-    }
+    crate::vocabulary::check_type_and_family("", request.model_type.as_deref(), request.family.as_deref())?;
     let mut units = Vec::new();
     for (i, path) in request.paths.iter().enumerate() {
         let field = format!("paths[{i}]");

@@ -27,6 +27,7 @@ pub mod slug;
 pub mod store;
 pub mod synthetic;
 pub mod verify;
+pub mod vocabulary;
 
 use std::future::Future;
 use std::time::SystemTime;

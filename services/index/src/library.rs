@@ -351,22 +351,11 @@ impl Library {
                 }
             }
         }
-        if let Some(t) = &overrides.model_type
-            && !crate::convert::is_model_type(t)
-        {
-            return Err(IndexError::invalid(
-                "overrides.model_type",
-                format!("`{t}` is not a model type"),
-            ));
-        }
-        if let Some(f) = &overrides.family
-            && !crate::slug::is_safe_segment(f)
-        {
-            return Err(IndexError::invalid(
-                "overrides.family",
-                format!("`{f}` is not a valid family name"),
-            ));
-        }
+        crate::vocabulary::check_type_and_family(
+            "overrides.",
+            overrides.model_type.as_deref(),
+            overrides.family.as_deref(),
+        )?;
         let path = dir.join(OVERRIDES_FILE);
         write_json_atomic(&path, &overrides).map_err(|e| IndexError::io("writing overrides.json", e))?;
         let metadata = read_metadata(&dir)?;

@@ -368,7 +368,7 @@ async fn flush(
 /// A folder at `<type>/<family>/<slug>` with weights but no metadata.json: adopt it in place.
 async fn adopt(library: &Library, dir: &Path, id: &str) -> Result<Option<(Outcome, String)>, IndexError> {
     let (path_type, _, _) = crate::slug::parse_model_id(id).unwrap_or_default();
-    if !crate::convert::is_model_type(path_type) {
+    if !crate::vocabulary::is_model_type(path_type) {
         tracing::warn!(dir = %dir.display(), "not adopting: `{path_type}` is not a model type folder");
         return Ok(None);
     }

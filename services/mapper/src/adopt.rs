@@ -47,27 +47,17 @@ pub fn scan(config: &MappingConfig, ours: &HashSet<String>) -> std::io::Result<V
         }
     }
     let mut files: Vec<(PathBuf, u64)> = Vec::new();
-    let mut stack = folders;
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if meta.is_dir() {
-                stack.push(path);
-                continue;
-            }
+    for folder in folders {
+        for entry in walkdir::WalkDir::new(folder).into_iter().filter_map(Result::ok) {
+            let path = entry.path();
             let name = path.to_string_lossy().to_ascii_lowercase();
-            if meta.is_file()
+            if entry.file_type().is_file()
                 && !ours.contains(&path.display().to_string())
                 && WEIGHT_EXTENSIONS.iter().any(|x| name.ends_with(x))
                 && !name.ends_with(".pumas-aside")
+                && let Ok(meta) = entry.metadata()
             {
-                files.push((path, meta.len()));
+                files.push((entry.into_path(), meta.len()));
             }
         }
     }

@@ -7,7 +7,6 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use crate::mapping::{MappingConfig, Strategy};
-use crate::plan::Want;
 
 /// What is at a target now, compared with what is wanted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +47,17 @@ pub fn effective_strategy(config: &MappingConfig, mount: &Path) -> Strategy {
         }
         other => other,
     }
+}
+
+/// What an entry of the app tree should be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// A link to a library file, made with the app's strategy.
+    Link { source: PathBuf },
+    /// A symlink with exactly this text (HF cache snapshot entries).
+    Symlink { text: PathBuf },
+    /// A small file with this content (HF cache refs, ComfyUI's extra_model_paths.yaml).
+    File { content: String },
 }
 
 /// The symlink text from `target` to `source`: relative when they share a root below `/` (so it

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+pub use crate::links::Want;
 use crate::links::{self, OnDisk};
 use crate::mapping::{MappingConfig, Rule, Strategy};
 use crate::presets::Layout;
@@ -35,17 +36,6 @@ impl Model {
         matches!(self.format.as_str(), "diffusers" | "transformers")
             || self.files.iter().any(|(p, _)| p.contains('/'))
     }
-}
-
-/// What an entry of the app tree should be.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Want {
-    /// A link to a library file, made with the app's strategy.
-    Link { source: PathBuf },
-    /// A symlink with exactly this text (HF cache snapshot entries).
-    Symlink { text: PathBuf },
-    /// A small file with this content (HF cache refs, ComfyUI's extra_model_paths.yaml).
-    File { content: String },
 }
 
 /// One desired entry.

@@ -122,23 +122,18 @@ fn file_entry(source: &Path, relative: String) -> Result<UnitFile, InspectError>
     })
 }
 
-/// Walks a directory (not following symlinks out of it), returning files sorted by path.
+/// Walks a directory (not following symlinks, skipping hidden entries), returning files sorted
+/// by path.
 fn walk(root: &Path) -> Result<Vec<PathBuf>, InspectError> {
+    let hidden = |e: &walkdir::DirEntry| e.depth() > 0 && e.file_name().to_string_lossy().starts_with('.');
     let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| unreadable(&dir, e))? {
-            let entry = entry.map_err(|e| unreadable(&dir, e))?;
-            let kind = entry.file_type().map_err(|e| unreadable(&entry.path(), e))?;
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            if kind.is_dir() {
-                stack.push(entry.path());
-            } else if kind.is_file() {
-                out.push(entry.path());
-            }
+    for entry in walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_entry(|e| !hidden(e))
+    {
+        let entry = entry.map_err(|e| unreadable(e.path().unwrap_or(root), e.to_string()))?;
+        if entry.file_type().is_file() {
+            out.push(entry.into_path());
         }
     }
     out.sort();

@@ -66,31 +66,24 @@ impl Engine {
         let root = config.root.clone();
         let keep = Self::keep_dirs(&config);
         let removed = tokio::task::spawn_blocking(move || {
+            // Dangling symlinks into the library that no registry row knows, found first and
+            // removed after the walk.
+            let dangling: Vec<PathBuf> = walkdir::WalkDir::new(&root)
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|e| e.path_is_symlink() && !known.contains(&e.path().display().to_string()))
+                .map(walkdir::DirEntry::into_path)
+                .filter(|path| {
+                    let text = std::fs::read_link(path).unwrap_or_default();
+                    let absolute = path.parent().map(|p| p.join(&text)).unwrap_or_default();
+                    let into_library = text.starts_with(&mount) || normalize(&absolute).starts_with(&mount);
+                    into_library && std::fs::metadata(path).is_err()
+                })
+                .collect();
             let mut removed = Vec::new();
-            let mut stack = vec![root.clone()];
-            while let Some(dir) = stack.pop() {
-                let Ok(entries) = std::fs::read_dir(&dir) else {
-                    continue;
-                };
-                for e in entries.flatten() {
-                    let path = e.path();
-                    let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                        continue;
-                    };
-                    if meta.is_dir() {
-                        stack.push(path);
-                    } else if meta.file_type().is_symlink() && !known.contains(&path.display().to_string()) {
-                        let text = std::fs::read_link(&path).unwrap_or_default();
-                        let absolute = path.parent().map(|p| p.join(&text)).unwrap_or_default();
-                        let into_library =
-                            text.starts_with(&mount) || normalize(&absolute).starts_with(&mount);
-                        if into_library
-                            && std::fs::metadata(&path).is_err()
-                            && links::remove(&root, &path, &keep).is_ok()
-                        {
-                            removed.push(path);
-                        }
-                    }
+            for path in dangling {
+                if links::remove(&root, &path, &keep).is_ok() {
+                    removed.push(path);
                 }
             }
             removed

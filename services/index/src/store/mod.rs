@@ -1,0 +1,329 @@
+//! `models.db`: the derived index (SQLite in WAL mode, FTS5), and nothing else. Every write the
+//! library makes to disk is mirrored here; [`crate::library::Library::rebuild`] recreates it
+//! from the metadata files.
+//!
+//! One room per concern: this module opens the database and reads and writes model records;
+//! [`pages`] answers lists and searches (with [`page_cache`]); [`changes`] is the change feed
+//! and its retention; [`hashes`] the hash cache; [`holds`] dependency bindings and link holds.
+
+mod changes;
+mod hashes;
+mod holds;
+mod page_cache;
+mod pages;
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::Arc;
+
+use pumas_runtime::sqlite::Db;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{QueryBuilder, Row, SqlSafeStr as _, Sqlite};
+use std::str::FromStr as _;
+
+use crate::error::IndexError;
+use crate::metadata::Metadata;
+
+pub use changes::{Change, Pruned};
+pub use hashes::FileKey;
+use page_cache::PageCache;
+pub use pages::{After, COUNT_CAP, Filter, Order, Page, SORT_PLAN_MAX};
+
+/// A model as the index keeps it: the merged metadata and which fields the user overrode.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// metadata.json with overrides.json applied.
+    pub metadata: Metadata,
+    /// Fields the overrides file sets.
+    pub overridden: Vec<String>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredRecord {
+    metadata: Metadata,
+    overridden: Vec<String>,
+}
+/// The index database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+    pages: Arc<PageCache>,
+}
+
+fn migrator() -> Migrator {
+    let steps = [
+        (1, "library", include_str!("../../migrations/0001_library.sql")),
+        (
+            2,
+            "retention",
+            include_str!("../../migrations/0002_retention.sql"),
+        ),
+    ];
+    Migrator::with_migrations(
+        steps
+            .into_iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(name),
+                    MigrationType::Simple,
+                    sqlx::AssertSqlSafe(sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, in WAL mode, migrated.
+    pub async fn open(path: &Path) -> Result<Self, IndexError> {
+        let db = Db::open(path, 4).await?;
+        migrator()
+            .run(db.write())
+            .await
+            .map_err(|e| IndexError::Internal(format!("migrating models.db: {e}")))?;
+        Ok(Self {
+            db,
+            pages: Arc::default(),
+        })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+
+    /// Inserts or replaces a model (FTS, tags and digests included) in one transaction.
+    pub async fn upsert(&self, record: &Record) -> Result<(), IndexError> {
+        self.upsert_many(std::slice::from_ref(record)).await
+    }
+
+    /// Inserts or replaces many models in one transaction, with multi-row statements: a batch
+    /// of a thousand is a handful of round trips (triggers keep the FTS index in step).
+    pub async fn upsert_many(&self, records: &[Record]) -> Result<(), IndexError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut rows: Vec<ModelRow> = Vec::with_capacity(records.len());
+        let mut tags: Vec<(String, String)> = Vec::new();
+        let mut digests: Vec<(String, String)> = Vec::new();
+        let mut bindings: Vec<(String, String)> = Vec::new();
+        for record in records {
+            let m = &record.metadata;
+            let json = serde_json::to_string(&StoredRecord {
+                metadata: m.clone(),
+                overridden: record.overridden.clone(),
+            })
+            .map_err(|e| IndexError::Internal(e.to_string()))?;
+            let added_ms = prost_types::Timestamp::from_str(&m.added_time)
+                .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+                .unwrap_or_default();
+            let repo = match &m.source {
+                crate::metadata::Source::Hub { repo_id, .. } => repo_id.clone(),
+                crate::metadata::Source::Local { .. } => String::new(),
+            };
+            let files: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+            for tag in &m.tags {
+                tags.push((tag.clone(), m.id.clone()));
+            }
+            for b in &m.dependency_bindings {
+                bindings.push((b.binding_id.clone(), m.id.clone()));
+            }
+            let all_digests = m
+                .files
+                .iter()
+                .flat_map(|f| [f.sha256.as_str(), f.blake3.as_str()])
+                .chain([m.composite_digest.as_str()])
+                .filter(|d| !d.is_empty());
+            for digest in all_digests {
+                digests.push((digest.to_owned(), m.id.clone()));
+            }
+            rows.push(ModelRow {
+                id: m.id.clone(),
+                name_key: m.display_name.to_lowercase(),
+                model_type: m.model_type.clone(),
+                family: m.family.clone(),
+                format: m.format.clone(),
+                state: m.state.clone(),
+                total_size: m.total_size as i64,
+                added_ms,
+                repo: repo.clone(),
+                has_binding: m.dependency_bindings.iter().any(|b| b.active),
+                tags_key: if m.tags.is_empty() {
+                    String::new()
+                } else {
+                    format!("|{}|", m.tags.join("|"))
+                },
+                json,
+                fts: [
+                    format!(
+                        "{} {}",
+                        m.display_name,
+                        m.id.rsplit('/').next().unwrap_or_default()
+                    ),
+                    format!("{} {}", m.family, m.model_type),
+                    m.architecture.clone(),
+                    m.tags.join(" "),
+                    m.description.clone(),
+                    files.join(" "),
+                    repo,
+                ],
+            });
+        }
+        tags.sort();
+        tags.dedup();
+        digests.sort();
+        digests.dedup();
+
+        let mut tx = self.db.begin_write().await?;
+        // SQLite allows 32766 bound parameters: 18 per model row, 2 per tag/digest row.
+        for chunk in rows.chunks(1000) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO models (id, name_key, model_type, family, format, state, total_size, added_ms, repo_id,
+                 has_binding, tags_key, record, fts_name, fts_family, fts_architecture, fts_tags, fts_description, fts_files, fts_repo) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.id.clone())
+                    .push_bind(r.name_key.clone())
+                    .push_bind(r.model_type.clone())
+                    .push_bind(r.family.clone())
+                    .push_bind(r.format.clone())
+                    .push_bind(r.state.clone())
+                    .push_bind(r.total_size)
+                    .push_bind(r.added_ms)
+                    .push_bind(r.repo.clone())
+                    .push_bind(r.has_binding)
+                    .push_bind(r.tags_key.clone())
+                    .push_bind(r.json.clone());
+                for f in &r.fts {
+                    b.push_bind(f.clone());
+                }
+            });
+            qb.push(
+                " ON CONFLICT (id) DO UPDATE SET name_key = excluded.name_key, model_type = excluded.model_type,
+                 family = excluded.family, format = excluded.format, state = excluded.state,
+                 total_size = excluded.total_size, added_ms = excluded.added_ms, repo_id = excluded.repo_id,
+                 has_binding = excluded.has_binding, tags_key = excluded.tags_key, record = excluded.record, fts_name = excluded.fts_name,
+                 fts_family = excluded.fts_family, fts_architecture = excluded.fts_architecture,
+                 fts_tags = excluded.fts_tags, fts_description = excluded.fts_description,
+                 fts_files = excluded.fts_files, fts_repo = excluded.fts_repo",
+            );
+            qb.build().execute(&mut *tx).await?;
+            for table in ["model_tags", "model_digests", "model_bindings"] {
+                let mut del: QueryBuilder<Sqlite> =
+                    QueryBuilder::new(format!("DELETE FROM {table} WHERE model_id IN ("));
+                let mut list = del.separated(", ");
+                for r in chunk {
+                    list.push_bind(r.id.clone());
+                }
+                list.push_unseparated(")");
+                del.build().execute(&mut *tx).await?;
+            }
+        }
+        bindings.sort();
+        bindings.dedup();
+        for (table, column, pairs) in [
+            ("model_tags", "tag", &tags),
+            ("model_digests", "digest", &digests),
+            ("model_bindings", "binding_id", &bindings),
+        ] {
+            for chunk in pairs.chunks(10_000) {
+                let mut qb: QueryBuilder<Sqlite> =
+                    QueryBuilder::new(format!("INSERT OR IGNORE INTO {table} ({column}, model_id) "));
+                qb.push_values(chunk, |mut b, (value, id)| {
+                    b.push_bind(value.clone()).push_bind(id.clone());
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        self.pages.invalidate();
+        Ok(())
+    }
+
+    /// Removes a model (its tags, digests and FTS entry go with it); false when it was not there.
+    pub async fn remove(&self, id: &str) -> Result<bool, IndexError> {
+        let done = sqlx::query("DELETE FROM models WHERE id = ?")
+            .bind(id)
+            .execute(self.db.write())
+            .await?;
+        self.pages.invalidate();
+        Ok(done.rows_affected() > 0)
+    }
+
+    fn decode(json: &str) -> Result<Record, IndexError> {
+        let stored: StoredRecord = serde_json::from_str(json)
+            .map_err(|e| IndexError::Internal(format!("corrupt record in models.db: {e}")))?;
+        Ok(Record {
+            metadata: stored.metadata,
+            overridden: stored.overridden,
+        })
+    }
+
+    /// One model.
+    pub async fn get(&self, id: &str) -> Result<Option<Record>, IndexError> {
+        let row = sqlx::query("SELECT record FROM models WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.db.read())
+            .await?;
+        row.map(|r| Self::decode(r.get::<&str, _>(0))).transpose()
+    }
+
+    /// The model a fetch download created, if any.
+    pub async fn find_by_download_id(&self, download_id: &str) -> Result<Option<Record>, IndexError> {
+        let row = sqlx::query(
+            "SELECT record FROM models WHERE state IN ('downloading', 'error')
+             AND json_extract(record, '$.metadata.download.download_id') = ? LIMIT 1",
+        )
+        .bind(download_id)
+        .fetch_optional(self.db.read())
+        .await?;
+        row.map(|r| Self::decode(r.get::<&str, _>(0))).transpose()
+    }
+
+    /// Every model id.
+    pub async fn all_ids(&self) -> Result<Vec<String>, IndexError> {
+        let rows = sqlx::query("SELECT id FROM models ORDER BY id")
+            .fetch_all(self.db.read())
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    /// Number of models.
+    pub async fn count(&self) -> Result<u64, IndexError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM models")
+            .fetch_one(self.db.read())
+            .await?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    /// Models with a file or composite digest equal to `digest`.
+    pub async fn find_by_digest(&self, digest: &str) -> Result<Vec<Record>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT m.record FROM model_digests d JOIN models m ON m.id = d.model_id WHERE d.digest = ? ORDER BY m.id",
+        )
+        .bind(digest)
+        .fetch_all(self.db.read())
+        .await?;
+        rows.iter().map(|r| Self::decode(r.get::<&str, _>(0))).collect()
+    }
+}
+
+/// One model row as `upsert_many` writes it.
+struct ModelRow {
+    id: String,
+    name_key: String,
+    model_type: String,
+    family: String,
+    format: String,
+    state: String,
+    total_size: i64,
+    added_ms: i64,
+    repo: String,
+    has_binding: bool,
+    tags_key: String,
+    json: String,
+    fts: [String; 7],
+}

@@ -1,0 +1,398 @@
+//! Lists and searches: filters, sort orders, keyset paging, the exact and the streaming
+//! relevance plans, and the counts, answered through the page cache.
+
+use std::sync::Arc;
+
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{Record, Store};
+use crate::error::IndexError;
+
+/// Filters of list and search (empty = no filter; lists match any of their values).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Filter {
+    /// Types (`lora`, ...).
+    pub types: Vec<String>,
+    /// Families.
+    pub families: Vec<String>,
+    /// Formats.
+    pub formats: Vec<String>,
+    /// States.
+    pub states: Vec<String>,
+    /// Tags that must all be present.
+    pub tags: Vec<String>,
+    /// Minimum total size.
+    pub min_size: Option<u64>,
+    /// Maximum total size.
+    pub max_size: Option<u64>,
+    /// Has (or lacks) a dependency binding.
+    pub has_binding: Option<bool>,
+    /// Hub repo id.
+    pub repo_id: String,
+}
+
+/// Sort order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Order {
+    /// Best match first (search only).
+    Relevance,
+    /// Name A-Z.
+    Name,
+    /// Largest first.
+    SizeDesc,
+    /// Newest first.
+    AddedDesc,
+}
+
+/// Where the previous page ended: the sort key and id of its last row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum After {
+    /// Nothing: first page.
+    Start,
+    /// A text sort key.
+    Text(String, String),
+    /// An integer sort key.
+    Int(i64, String),
+    /// A score.
+    Score(f64, String),
+    /// A tier of the streaming relevance plan and the last rowid in it.
+    Tier(u8, i64),
+}
+
+/// Up to this many matches, results are ranked or sorted exactly; above it, streamed in index
+/// order (see [`Store::page`]).
+pub const SORT_PLAN_MAX: u64 = 500;
+/// Counting stops here: a page's `total` of `COUNT_CAP` means "more than SORT_PLAN_MAX".
+pub const COUNT_CAP: u64 = SORT_PLAN_MAX + 1;
+
+/// One page of results.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// Records with their score (0 for lists).
+    pub rows: Vec<(Record, f64)>,
+    /// Where the next page starts, when there is one.
+    pub next: Option<After>,
+    /// Rows that match in all, counted up to [`COUNT_CAP`].
+    pub total: u64,
+    /// About how much memory the rows hold (their stored JSON), for the page cache's budget.
+    pub bytes: usize,
+}
+
+impl Page {
+    /// Whether more rows match than `total` says.
+    pub fn total_capped(&self) -> bool {
+        self.total >= COUNT_CAP
+    }
+}
+
+impl Store {
+    /// Filters as SQL. With `indexed` false every column test is written `+column`, which keeps
+    /// SQLite from driving the query by a filter index, so it streams in the order index instead.
+    fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &Filter, indexed: bool) {
+        let plus = if indexed { "" } else { "+" };
+        let any_of = |qb: &mut QueryBuilder<Sqlite>, column: &str, values: &[String]| {
+            if values.is_empty() {
+                return;
+            }
+            qb.push(format!(" AND {plus}m.{column} IN ("));
+            let mut list = qb.separated(", ");
+            for v in values {
+                list.push_bind(v.clone());
+            }
+            list.push_unseparated(")");
+        };
+        any_of(qb, "model_type", &filter.types);
+        any_of(qb, "family", &filter.families);
+        any_of(qb, "format", &filter.formats);
+        any_of(qb, "state", &filter.states);
+        for tag in &filter.tags {
+            // A substring test on the row itself: cheap per row, no set to build.
+            qb.push(" AND instr(m.tags_key, ");
+            qb.push_bind(format!("|{tag}|"));
+            qb.push(") > 0");
+        }
+        if let Some(min) = filter.min_size {
+            qb.push(format!(" AND {plus}m.total_size >= "))
+                .push_bind(min as i64);
+        }
+        if let Some(max) = filter.max_size {
+            qb.push(format!(" AND {plus}m.total_size <= "))
+                .push_bind(max as i64);
+        }
+        if let Some(has) = filter.has_binding {
+            qb.push(format!(" AND {plus}m.has_binding = ")).push_bind(has);
+        }
+        if !filter.repo_id.is_empty() {
+            qb.push(format!(" AND {plus}m.repo_id = "))
+                .push_bind(filter.repo_id.clone());
+        }
+    }
+
+    fn push_keyset(qb: &mut QueryBuilder<Sqlite>, order: Order, after: &After) {
+        match (order, after) {
+            (Order::Name, After::Text(key, id)) => {
+                qb.push(" AND (m.name_key, m.id) > (")
+                    .push_bind(key.clone())
+                    .push(", ")
+                    .push_bind(id.clone())
+                    .push(")");
+            }
+            (Order::SizeDesc | Order::AddedDesc, After::Int(key, id)) => {
+                let column = if order == Order::SizeDesc {
+                    "m.total_size"
+                } else {
+                    "m.added_ms"
+                };
+                qb.push(format!(" AND ({column} < "))
+                    .push_bind(*key)
+                    .push(format!(" OR ({column} = "))
+                    .push_bind(*key)
+                    .push(" AND m.id > ")
+                    .push_bind(id.clone())
+                    .push("))");
+            }
+            (Order::Relevance, After::Score(score, id)) => {
+                qb.push(" AND (score > ")
+                    .push_bind(*score)
+                    .push(" OR (score = ")
+                    .push_bind(*score)
+                    .push(" AND m.id > ")
+                    .push_bind(id.clone())
+                    .push("))");
+            }
+            _ => {}
+        }
+    }
+
+    fn order_by(order: Order) -> &'static str {
+        match order {
+            Order::Relevance => " ORDER BY score, m.id",
+            Order::Name => " ORDER BY m.name_key, m.id",
+            Order::SizeDesc => " ORDER BY m.total_size DESC, m.id",
+            Order::AddedDesc => " ORDER BY m.added_ms DESC, m.id",
+        }
+    }
+
+    fn order_index(order: Order) -> &'static str {
+        match order {
+            Order::SizeDesc => "models_by_size",
+            Order::AddedDesc => "models_by_added",
+            Order::Name | Order::Relevance => "models_by_name",
+        }
+    }
+
+    /// How many models match, counting no further than [`COUNT_CAP`] (the `total_size` of every
+    /// page; an exact count of a broad query would cost more than the page itself).
+    async fn count_matching(&self, fts: Option<&str>, filter: &Filter) -> Result<u64, IndexError> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) FROM (SELECT 1 FROM ");
+        match fts {
+            Some(expr) if *filter == Filter::default() => {
+                qb.push("models_fts WHERE models_fts MATCH ")
+                    .push_bind(expr.to_owned());
+            }
+            Some(expr) => {
+                // CROSS JOIN keeps the FTS match as the outer loop: the other order runs one FTS
+                // query per model.
+                qb.push("models_fts f CROSS JOIN models m ON m.rowid = f.rowid WHERE models_fts MATCH ");
+                qb.push_bind(expr.to_owned());
+                Self::push_filter(&mut qb, filter, false);
+            }
+            None => {
+                qb.push("models m WHERE 1 = 1");
+                Self::push_filter(&mut qb, filter, true);
+            }
+        }
+        qb.push(" LIMIT ").push_bind(COUNT_CAP as i64).push(")");
+        let n: i64 = qb
+            .build()
+            .fetch_one(self.db.read())
+            .await
+            .map_err(fts_error)?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    /// One page of models matching `filter`, or of FTS matches of `fts` when given.
+    ///
+    /// Two plans, picked by how many rows match. Up to [`SORT_PLAN_MAX`], all matches are ranked
+    /// (bm25) or sorted, exactly. Above it, sorting them all would cost more than the page is
+    /// worth, so the query streams in index order and stops at the page: lists walk the order
+    /// index testing filters; relevance search walks FTS matches in two tiers, models whose name
+    /// matches first, then the rest, each in library order.
+    pub async fn page(
+        &self,
+        fts: Option<&str>,
+        filter: &Filter,
+        order: Order,
+        after: &After,
+        limit: u32,
+    ) -> Result<Arc<Page>, IndexError> {
+        let key = format!("{fts:?}|{filter:?}|{order:?}|{after:?}|{limit}");
+        let (generation, hit) = self.pages.get(&key);
+        if let Some(page) = hit {
+            return Ok(page);
+        }
+        let page = Arc::new(self.page_uncached(fts, filter, order, after, limit).await?);
+        self.pages.put(generation, key, Arc::clone(&page));
+        Ok(page)
+    }
+
+    async fn page_uncached(
+        &self,
+        fts: Option<&str>,
+        filter: &Filter,
+        order: Order,
+        after: &After,
+        limit: u32,
+    ) -> Result<Page, IndexError> {
+        let order = if fts.is_none() && order == Order::Relevance {
+            Order::Name
+        } else {
+            order
+        };
+        let total = self.count_matching(fts, filter).await?;
+        let tiered = fts.is_some() && order == Order::Relevance && total > SORT_PLAN_MAX;
+        if tiered || matches!(after, After::Tier(..)) {
+            return self
+                .tiered_page(fts.unwrap_or_default(), filter, after, limit, total)
+                .await;
+        }
+        let stream = total > SORT_PLAN_MAX;
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("");
+        match fts {
+            Some(expr) if order == Order::Relevance => {
+                // Column weights: name 10, family 3, architecture 2, tags 4, description 1, files 2, repo 3.
+                qb.push(
+                    "SELECT * FROM (SELECT m.record, m.name_key, m.total_size, m.added_ms, m.id,
+                        bm25(models_fts, 10.0, 3.0, 2.0, 4.0, 1.0, 2.0, 3.0) AS score
+                     FROM models_fts f CROSS JOIN models m ON m.rowid = f.rowid WHERE models_fts MATCH ",
+                );
+                qb.push_bind(expr.to_owned());
+                Self::push_filter(&mut qb, filter, false);
+                qb.push(") m WHERE 1 = 1");
+            }
+            _ => {
+                qb.push(
+                    "SELECT m.record, m.name_key, m.total_size, m.added_ms, m.id, 0.0 AS score FROM models m",
+                );
+                if stream {
+                    qb.push(format!(" INDEXED BY {}", Self::order_index(order)));
+                }
+                qb.push(" WHERE 1 = 1");
+                Self::push_filter(&mut qb, filter, !stream);
+                if let Some(expr) = fts {
+                    qb.push(" AND m.rowid IN (SELECT rowid FROM models_fts WHERE models_fts MATCH ");
+                    qb.push_bind(expr.to_owned());
+                    qb.push(")");
+                }
+            }
+        }
+        Self::push_keyset(&mut qb, order, after);
+        qb.push(Self::order_by(order));
+        qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
+        let rows = qb.build().fetch_all(self.db.read()).await.map_err(fts_error)?;
+
+        let more = rows.len() > limit as usize;
+        let mut out = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut next = None;
+        let mut bytes = 0;
+        for row in rows.iter().take(limit as usize) {
+            let json = row.get::<&str, _>(0);
+            bytes += json.len();
+            let record = Self::decode(json)?;
+            let score: f64 = row.get(5);
+            let id: String = row.get(4);
+            next = Some(match order {
+                Order::Relevance => After::Score(score, id),
+                Order::Name => After::Text(row.get(1), id),
+                Order::SizeDesc => After::Int(row.get(2), id),
+                Order::AddedDesc => After::Int(row.get(3), id),
+            });
+            out.push((record, -score));
+        }
+        Ok(Page {
+            rows: out,
+            next: if more { next } else { None },
+            total,
+            bytes,
+        })
+    }
+
+    /// The streaming relevance plan: name matches, then other matches, each in rowid order.
+    async fn tiered_page(
+        &self,
+        expr: &str,
+        filter: &Filter,
+        after: &After,
+        limit: u32,
+        total: u64,
+    ) -> Result<Page, IndexError> {
+        let (mut tier, mut rowid) = match after {
+            After::Tier(tier, rowid) => (*tier, *rowid),
+            _ => (0, 0),
+        };
+        let tier_exprs = [
+            format!("fts_name : ({expr})"),
+            format!("({expr}) NOT fts_name : ({expr})"),
+        ];
+        let mut out = Vec::new();
+        let mut next = None;
+        let mut bytes = 0;
+        while tier < 2 && out.len() <= limit as usize {
+            let want = i64::from(limit) + 1 - out.len() as i64;
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT m.record, f.rowid FROM models_fts f CROSS JOIN models m ON m.rowid = f.rowid WHERE models_fts MATCH ",
+            );
+            qb.push_bind(tier_exprs[tier as usize].clone());
+            Self::push_filter(&mut qb, filter, false);
+            qb.push(" AND f.rowid > ").push_bind(rowid);
+            qb.push(" ORDER BY f.rowid LIMIT ").push_bind(want);
+            let rows = qb.build().fetch_all(self.db.read()).await.map_err(fts_error)?;
+            let exhausted = (rows.len() as i64) < want;
+            for row in rows {
+                if out.len() == limit as usize {
+                    // One more row exists: the page ends at the previous one.
+                    return Ok(Page {
+                        rows: out,
+                        next,
+                        total,
+                        bytes,
+                    });
+                }
+                let json = row.get::<&str, _>(0);
+                bytes += json.len();
+                let record = Self::decode(json)?;
+                let r: i64 = row.get(1);
+                next = Some(After::Tier(tier, r));
+                // Reported score: name matches above the rest.
+                out.push((record, f64::from(2 - tier)));
+            }
+            if exhausted {
+                tier += 1;
+                rowid = 0;
+            } else {
+                break;
+            }
+        }
+        let more = tier < 2 && out.len() == limit as usize;
+        Ok(Page {
+            rows: out,
+            next: if more { next } else { None },
+            total,
+            bytes,
+        })
+    }
+}
+
+/// FTS5 syntax errors come from the user's query: report them as such.
+fn fts_error(err: sqlx::Error) -> IndexError {
+    let text = err.to_string();
+    if text.contains("fts5") || text.contains("syntax error") || text.contains("unterminated") {
+        IndexError::invalid(
+            "query",
+            format!("the search engine cannot parse the query: {text}"),
+        )
+    } else {
+        IndexError::Db(err)
+    }
+}
