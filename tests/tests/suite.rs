@@ -1,5 +1,5 @@
 //! `pumas up` as a user runs it: every service on its own port, health, reflection, contract
-//! version, the data root, UNIMPLEMENTED for what is not built, graceful stop.
+//! version, the data root, graceful stop.
 
 use pumas_e2e::reflection::{file_containing_symbol, list_services_v1, list_services_v1alpha};
 use pumas_e2e::*;
