@@ -110,6 +110,29 @@ pub async fn serve(
     serve_with_limits(listener, routes, shutdown, Limits::default()).await
 }
 
+/// Serves one API service on `listener` with health (SERVING from the start), reflection, limits
+/// and graceful shutdown: the whole serving part of a backend's `serve`.
+pub async fn serve_service<S>(
+    listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: Limits,
+) -> Result<(), ServeError>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+        + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    let (health, routes) = standard_routes(S::NAME)?;
+    health.set_serving::<S>().await;
+    serve_with_limits(listener, routes.add_service(service), shutdown, limits).await
+}
+
 /// [`serve`] with call limits.
 pub async fn serve_with_limits(
     listener: TcpListener,

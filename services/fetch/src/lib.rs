@@ -92,10 +92,13 @@ pub async fn serve(
         source,
     })?;
     let api = api::FetchApi::new(&config, SystemTime::now(), engine, cache);
-    let (health, routes) = pumas_runtime::standard_routes(SERVICE_NAME)?;
-    health.set_serving::<FetchServiceServer<api::FetchApi>>().await;
-    let routes = routes.add_service(FetchServiceServer::new(api));
     tracing::info!(addr = ?listener.local_addr().ok(), hub = %config.hub_endpoint, "fetch service listening");
-    pumas_runtime::serve_with_limits(listener, routes, shutdown, config.limits.limits()).await?;
+    pumas_runtime::serve::serve_service(
+        listener,
+        FetchServiceServer::new(api),
+        shutdown,
+        config.limits.limits(),
+    )
+    .await?;
     Ok(())
 }

@@ -60,11 +60,14 @@ pub async fn serve(
     let data_root = config.data_root();
     let library = library::Library::open(&data_root.models_dir(), config.policy()).await?;
     let api = api::IndexApi::new(std::sync::Arc::clone(&library), SystemTime::now());
-    let (health, routes) = pumas_runtime::standard_routes(SERVICE_NAME)?;
-    health.set_serving::<IndexServiceServer<api::IndexApi>>().await;
-    let routes = routes.add_service(IndexServiceServer::new(api));
     tracing::info!(addr = ?listener.local_addr().ok(), library = %data_root.models_dir().display(), "index service listening");
-    let served = pumas_runtime::serve_with_limits(listener, routes, shutdown, config.limits.limits()).await;
+    let served = pumas_runtime::serve::serve_service(
+        listener,
+        IndexServiceServer::new(api),
+        shutdown,
+        config.limits.limits(),
+    )
+    .await;
     library.store().close().await;
     served?;
     Ok(())

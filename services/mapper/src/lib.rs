@@ -80,10 +80,13 @@ pub async fn serve(
     );
     tokio::spawn(std::sync::Arc::clone(&engine).follow());
     let api = api::MapperApi::new(&config, SystemTime::now(), engine);
-    let (health, routes) = pumas_runtime::standard_routes(SERVICE_NAME)?;
-    health.set_serving::<MapperServiceServer<api::MapperApi>>().await;
-    let routes = routes.add_service(MapperServiceServer::new(api));
     tracing::info!(addr = ?listener.local_addr().ok(), "mapper service listening");
-    pumas_runtime::serve_with_limits(listener, routes, shutdown, config.limits.limits()).await?;
+    pumas_runtime::serve::serve_service(
+        listener,
+        MapperServiceServer::new(api),
+        shutdown,
+        config.limits.limits(),
+    )
+    .await?;
     Ok(())
 }
