@@ -18,6 +18,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 pub mod certs;
+pub mod downloads;
 pub mod fakes;
 pub mod hub;
 pub mod library;

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use pumas_e2e::downloads::{get_download as get, wait_for_download as wait_for};
 use pumas_e2e::hub::{GOOD_TOKEN, HubEmulator, HubFile, HubRepo, NO_ACCESS_TOKEN, fixtures};
 use pumas_e2e::{Suite, channel};
 use pumas_proto::common::v1::ModelState;
@@ -43,48 +44,6 @@ fn start(repo: &str) -> StartDownloadRequest {
     StartDownloadRequest {
         repo_id: repo.to_owned(),
         ..Default::default()
-    }
-}
-
-async fn get(client: &mut Client, id: &str) -> anyhow::Result<pumas_proto::fetch::v1::Download> {
-    client
-        .get_download(GetDownloadRequest {
-            download_id: id.to_owned(),
-        })
-        .await?
-        .into_inner()
-        .download
-        .context("no download in the answer")
-}
-
-/// Polls until the download is in `want` (or fails the test with its state).
-async fn wait_for(
-    client: &mut Client,
-    id: &str,
-    want: DownloadState,
-    timeout: Duration,
-) -> anyhow::Result<pumas_proto::fetch::v1::Download> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let download = get(client, id).await?;
-        if download.state == want as i32 {
-            return Ok(download);
-        }
-        let finished = [
-            DownloadState::Completed,
-            DownloadState::Failed,
-            DownloadState::Cancelled,
-        ]
-        .iter()
-        .any(|s| *s as i32 == download.state);
-        if finished || tokio::time::Instant::now() > deadline {
-            bail!(
-                "download {id} is {:?}, not {want:?} (waited up to {timeout:?}): {:?}",
-                DownloadState::try_from(download.state),
-                download.error
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

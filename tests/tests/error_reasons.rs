@@ -6,7 +6,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
+use pumas_e2e::downloads::{start_download, wait_for_download};
 use pumas_e2e::hub::{HubEmulator, fixtures};
 use pumas_e2e::library::import_items;
 use pumas_e2e::{Suite, channel, serve_role};
@@ -15,9 +16,13 @@ use pumas_proto::fetch::v1::DownloadState;
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::*;
 use pumas_proto::mapper::v1::mapper_service_client::MapperServiceClient;
-use tonic::transport::Channel;
 
-type Client = ModelLibraryServiceClient<Channel>;
+fn start(repo: &str) -> StartDownloadRequest {
+    StartDownloadRequest {
+        repo_id: repo.to_owned(),
+        ..Default::default()
+    }
+}
 
 /// The reason is a contract name, and the one the code calls for.
 fn check(what: &str, error: &ErrorStatus, want: &str) {
@@ -32,40 +37,6 @@ fn check(what: &str, error: &ErrorStatus, want: &str) {
     assert!(!error.message.is_empty(), "{what}: a message a person can act on");
 }
 
-async fn failed_download(
-    client: &mut Client,
-    repo: &str,
-) -> anyhow::Result<pumas_proto::fetch::v1::Download> {
-    let id = client
-        .start_download(StartDownloadRequest {
-            repo_id: repo.to_owned(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .download
-        .context("download")?
-        .download_id;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let download = client
-            .get_download(GetDownloadRequest {
-                download_id: id.clone(),
-            })
-            .await?
-            .into_inner()
-            .download
-            .context("download")?;
-        if download.state == DownloadState::Failed as i32 {
-            return Ok(download);
-        }
-        if download.state == DownloadState::Completed as i32 || tokio::time::Instant::now() > deadline {
-            bail!("download {id} did not fail: {download:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn job_errors_carry_contract_reasons_through_the_gateway() -> anyhow::Result<()> {
     let emulator = HubEmulator::start(fixtures::standard()).await?;
@@ -74,7 +45,8 @@ async fn job_errors_carry_contract_reasons_through_the_gateway() -> anyhow::Resu
 
     // A download whose bytes never match: DATA_LOSS on the download and on its model.
     emulator.faults.corrupt_next.store(1000, Ordering::SeqCst);
-    let corrupt = failed_download(&mut client, "acme/tiny-model").await?;
+    let id = start_download(&mut client, start("acme/tiny-model")).await?;
+    let corrupt = wait_for_download(&mut client, &id, DownloadState::Failed, Duration::from_secs(60)).await?;
     check(
         "corrupt download",
         corrupt.error.as_ref().context("error")?,
@@ -87,36 +59,10 @@ async fn job_errors_carry_contract_reasons_through_the_gateway() -> anyhow::Resu
         .faults
         .throttle_bytes_per_second
         .store(64 << 10, Ordering::SeqCst);
-    let id = client
-        .start_download(StartDownloadRequest {
-            repo_id: "acme/tiny-gguf".to_owned(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .download
-        .context("download")?
-        .download_id;
+    let id = start_download(&mut client, start("acme/tiny-gguf")).await?;
     emulator.faults.down.store(true, Ordering::SeqCst);
     emulator.faults.cut_after_bytes.store(1, Ordering::SeqCst);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let down = loop {
-        let d = client
-            .get_download(GetDownloadRequest {
-                download_id: id.clone(),
-            })
-            .await?
-            .into_inner()
-            .download
-            .context("download")?;
-        if d.state == DownloadState::Failed as i32 {
-            break d;
-        }
-        if d.state == DownloadState::Completed as i32 || tokio::time::Instant::now() > deadline {
-            bail!("download with the hub down did not fail: {d:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let down = wait_for_download(&mut client, &id, DownloadState::Failed, Duration::from_secs(120)).await?;
     check(
         "hub down",
         down.error.as_ref().context("error")?,
