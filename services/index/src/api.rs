@@ -224,7 +224,7 @@ impl IndexService for IndexApi {
         let model_type = match o.model_type {
             None => None,
             Some(v) => Some(
-                convert::type_name(v)
+                pumas_proto::names::model_type(v)
                     .ok_or_else(|| {
                         IndexError::invalid("overrides.model_type", format!("{v} is not a model type"))
                     })?
@@ -269,7 +269,7 @@ impl IndexService for IndexApi {
         let model_type = match r.model_type {
             0 => None,
             v => Some(
-                convert::type_name(v)
+                pumas_proto::names::model_type(v)
                     .ok_or_else(|| IndexError::invalid("model_type", format!("{v} is not a model type")))?
                     .to_owned(),
             ),
@@ -749,7 +749,7 @@ impl IndexService for IndexApi {
         let model_type = match r.model_type {
             0 => None,
             v => Some(
-                convert::type_name(v)
+                pumas_proto::names::model_type(v)
                     .ok_or_else(|| IndexError::invalid("model_type", format!("{v} is not a model type")))?
                     .to_owned(),
             ),

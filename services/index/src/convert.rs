@@ -2,65 +2,14 @@
 
 use pumas_proto::common::v1 as common;
 use pumas_proto::index::v1 as api;
+use pumas_proto::names;
 
 use crate::jobs::{self, Snapshot};
 use crate::metadata::Source;
 use crate::store::{Change, Filter, Order, Record};
 
-/// The proto value of each of [`crate::vocabulary::MODEL_TYPES`] (a test checks both lists agree).
-const TYPES: &[(&str, common::ModelType)] = &[
-    ("unknown", common::ModelType::Unknown),
-    ("checkpoint", common::ModelType::Checkpoint),
-    ("diffusion_model", common::ModelType::DiffusionModel),
-    ("lora", common::ModelType::Lora),
-    ("vae", common::ModelType::Vae),
-    ("text_encoder", common::ModelType::TextEncoder),
-    ("clip_vision", common::ModelType::ClipVision),
-    ("controlnet", common::ModelType::Controlnet),
-    ("embedding", common::ModelType::Embedding),
-    ("upscaler", common::ModelType::Upscaler),
-    ("llm", common::ModelType::Llm),
-    ("text_embedding", common::ModelType::TextEmbedding),
-    ("audio", common::ModelType::Audio),
-    ("vision", common::ModelType::Vision),
-];
-
-const FORMATS: &[(&str, common::ModelFormat)] = &[
-    ("unknown", common::ModelFormat::Unknown),
-    ("safetensors", common::ModelFormat::Safetensors),
-    ("gguf", common::ModelFormat::Gguf),
-    ("diffusers", common::ModelFormat::Diffusers),
-    ("transformers", common::ModelFormat::Transformers),
-    ("pickle", common::ModelFormat::Pickle),
-    ("onnx", common::ModelFormat::Onnx),
-];
-
-const STATES: &[(&str, common::ModelState)] = &[
-    ("ready", common::ModelState::Ready),
-    ("missing", common::ModelState::Missing),
-    ("downloading", common::ModelState::Downloading),
-    ("partial", common::ModelState::Partial),
-    ("error", common::ModelState::Error),
-];
-
-/// Library name of a proto model type (None for UNSPECIFIED or an unknown number).
-pub fn type_name(value: i32) -> Option<&'static str> {
-    TYPES.iter().find(|(_, t)| *t as i32 == value).map(|(n, _)| *n)
-}
-
 fn type_value(name: &str) -> i32 {
-    TYPES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map_or(common::ModelType::Unknown as i32, |(_, t)| *t as i32)
-}
-
-fn format_name(value: i32) -> Option<&'static str> {
-    FORMATS.iter().find(|(_, f)| *f as i32 == value).map(|(n, _)| *n)
-}
-
-fn state_name(value: i32) -> Option<&'static str> {
-    STATES.iter().find(|(_, s)| *s as i32 == value).map(|(n, _)| *n)
+    names::model_type_value(name).unwrap_or(common::ModelType::Unknown as i32)
 }
 
 fn timestamp(rfc3339: &str) -> Option<prost_types::Timestamp> {
@@ -102,10 +51,7 @@ pub fn model(record: &Record, library_root: &std::path::Path) -> common::ModelRe
         model_type: type_value(&m.model_type),
         family: m.family.clone(),
         architecture: m.architecture.clone(),
-        format: FORMATS
-            .iter()
-            .find(|(n, _)| *n == m.format)
-            .map_or(0, |(_, f)| *f as i32),
+        format: names::format_value(&m.format).unwrap_or(0),
         precision: m.precision.clone(),
         quantization: m.quantization.clone(),
         parameter_count: m.parameter_count,
@@ -127,10 +73,7 @@ pub fn model(record: &Record, library_root: &std::path::Path) -> common::ModelRe
         license: m.license.clone(),
         added_time: timestamp(&m.added_time),
         updated_time: timestamp(&m.updated_time),
-        state: STATES
-            .iter()
-            .find(|(n, _)| *n == m.state)
-            .map_or(0, |(_, s)| *s as i32),
+        state: names::state_value(&m.state).unwrap_or(0),
         state_reason: m.state_reason.clone(),
         detection: Some(common::Detection {
             confidence: m.detection.confidence,
@@ -171,7 +114,7 @@ pub fn model(record: &Record, library_root: &std::path::Path) -> common::ModelRe
 /// The store filter of a proto filter; unknown enum numbers are INVALID_ARGUMENT.
 pub fn filter(f: Option<&common::ModelFilter>) -> Result<Filter, crate::error::IndexError> {
     let Some(f) = f else { return Ok(Filter::default()) };
-    let names = |values: &[i32], lookup: fn(i32) -> Option<&'static str>, field: &str| {
+    let names_of = |values: &[i32], lookup: fn(i32) -> Option<&'static str>, field: &str| {
         values
             .iter()
             .map(|v| {
@@ -196,10 +139,10 @@ pub fn filter(f: Option<&common::ModelFilter>) -> Result<Filter, crate::error::I
     tags.sort();
     tags.dedup();
     Ok(Filter {
-        types: names(&f.model_types, type_name, "model_types")?,
+        types: names_of(&f.model_types, names::model_type, "model_types")?,
         families: f.families.clone(),
-        formats: names(&f.formats, format_name, "formats")?,
-        states: names(&f.states, state_name, "states")?,
+        formats: names_of(&f.formats, names::format, "formats")?,
+        states: names_of(&f.states, names::state, "states")?,
         tags,
         min_size: f.min_size_bytes,
         max_size: f.max_size_bytes,
@@ -442,14 +385,5 @@ pub fn binding_from(b: common::DependencyBinding) -> crate::metadata::Binding {
         backend_key: b.backend_key,
         platform_selector: b.platform_selector,
         active: b.active.unwrap_or(true),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_model_type_has_its_proto_value_and_no_more() {
-        let names: Vec<&str> = super::TYPES.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, crate::vocabulary::MODEL_TYPES);
     }
 }

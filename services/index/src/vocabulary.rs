@@ -1,29 +1,18 @@
-//! The library's words for what a model is: its types (the first level of the tree) and the
-//! rule for family names. The domain owns them; `convert` maps them to the proto enums.
+//! The library's words for what a model is: its types (the first level of the tree, named as
+//! the contract names them in `pumas_proto::names`) and the rule for family names, with the one
+//! check of both that every write path uses.
 
 use crate::error::IndexError;
 
-/// Every model type, as folder names and metadata spell them.
-pub const MODEL_TYPES: &[&str] = &[
-    "unknown",
-    "checkpoint",
-    "diffusion_model",
-    "lora",
-    "vae",
-    "text_encoder",
-    "clip_vision",
-    "controlnet",
-    "embedding",
-    "upscaler",
-    "llm",
-    "text_embedding",
-    "audio",
-    "vision",
-];
-
-/// Whether `name` is a model type of the library.
+/// Whether `name` is a model type of the library (the contract's names, `lora`, `llm`, ...).
 pub fn is_model_type(name: &str) -> bool {
-    MODEL_TYPES.contains(&name)
+    pumas_proto::names::is_model_type(name)
+}
+
+/// Every model type name, for messages.
+pub fn model_type_names() -> String {
+    let names: Vec<&str> = pumas_proto::names::MODEL_TYPES.iter().map(|(n, _)| *n).collect();
+    names.join(", ")
 }
 
 /// Checks a type and a family a caller gives (import, download, overrides); `prefix` is the
@@ -38,7 +27,7 @@ pub fn check_type_and_family(
     {
         return Err(IndexError::invalid(
             format!("{prefix}model_type"),
-            format!("`{t}` is not a model type ({})", MODEL_TYPES.join(", ")),
+            format!("`{t}` is not a model type ({})", model_type_names()),
         ));
     }
     if let Some(f) = family

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::presets::{self, Layout, MODEL_TYPES, Preset};
+use crate::presets::{self, Layout, Preset};
+use pumas_proto::names;
 
 /// A problem in a config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,14 +287,18 @@ pub fn parse(app: &str, text: &str) -> Result<MappingConfig, Vec<ConfigError>> {
     let mut rules = Vec::new();
     for spanned in &raw.rules {
         let r = spanned.get_ref();
-        if !MODEL_TYPES.contains(&r.model_type.get_ref().as_str()) {
+        if !names::is_model_type(r.model_type.get_ref()) {
             errors.push(at(
                 text,
                 &r.model_type,
                 format!(
                     "unknown type `{}` (known: {})",
                     r.model_type.get_ref(),
-                    MODEL_TYPES.join(", ")
+                    names::MODEL_TYPES
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }

@@ -262,21 +262,3 @@ pub fn find(kind: &str) -> Option<Preset> {
 pub fn kinds() -> Vec<&'static str> {
     all().iter().map(|p| p.kind).collect()
 }
-
-/// Library model types (must match the index's).
-pub const MODEL_TYPES: &[&str] = &[
-    "checkpoint",
-    "diffusion_model",
-    "lora",
-    "vae",
-    "text_encoder",
-    "clip_vision",
-    "controlnet",
-    "embedding",
-    "upscaler",
-    "llm",
-    "text_embedding",
-    "audio",
-    "vision",
-    "unknown",
-];

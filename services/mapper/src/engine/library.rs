@@ -198,55 +198,8 @@ impl Library {
 }
 
 fn model_from(record: &common::ModelRecord) -> Model {
-    let name = |table: &[(&str, i32)], v: i32| {
-        table
-            .iter()
-            .find(|(_, n)| *n == v)
-            .map(|(s, _)| (*s).to_owned())
-            .unwrap_or_else(|| "unknown".to_owned())
-    };
-    use common::{ModelFormat as F, ModelState as S, ModelType as T};
-    let types: Vec<(&str, i32)> = crate::presets::MODEL_TYPES
-        .iter()
-        .map(|t| {
-            (
-                *t,
-                T::from_str_name(&format!("MODEL_TYPE_{}", t.to_ascii_uppercase()))
-                    .map(|x| x as i32)
-                    .unwrap_or(-1),
-            )
-        })
-        .collect();
-    let formats: Vec<(&str, i32)> = [
-        "safetensors",
-        "gguf",
-        "diffusers",
-        "transformers",
-        "pickle",
-        "onnx",
-        "unknown",
-    ]
-    .iter()
-    .map(|f| {
-        (
-            *f,
-            F::from_str_name(&format!("MODEL_FORMAT_{}", f.to_ascii_uppercase()))
-                .map(|x| x as i32)
-                .unwrap_or(-1),
-        )
-    })
-    .collect();
-    let states: Vec<(&str, i32)> = ["ready", "missing", "downloading", "partial", "error"]
-        .iter()
-        .map(|s| {
-            (
-                *s,
-                S::from_str_name(&format!("MODEL_STATE_{}", s.to_ascii_uppercase()))
-                    .map(|x| x as i32)
-                    .unwrap_or(-1),
-            )
-        })
-        .collect();
+    use pumas_proto::names;
+    let unknown = |name: Option<&'static str>| name.unwrap_or("unknown").to_owned();
     let (repo_id, commit) = match record.source.as_ref().and_then(|s| s.source.as_ref()) {
         Some(common::model_source::Source::Hub(h)) => (h.repo_id.clone(), h.commit_sha.clone()),
         _ => (String::new(), String::new()),
@@ -254,10 +207,10 @@ fn model_from(record: &common::ModelRecord) -> Model {
     Model {
         id: record.model_id.clone(),
         display_name: record.display_name.clone(),
-        model_type: name(&types, record.model_type),
+        model_type: unknown(names::model_type(record.model_type)),
         family: record.family.clone(),
-        format: name(&formats, record.format),
-        state: name(&states, record.state),
+        format: unknown(names::format(record.format)),
+        state: unknown(names::state(record.state)),
         tags: record.tags.clone(),
         files: record
             .files
