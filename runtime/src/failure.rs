@@ -1,7 +1,7 @@
 //! What kind of failure a job or a domain operation met, with no transport in sight.
 //!
 //! Domains (fetch's downloads, the mapper's jobs) record a [`Failure`]; the API layer turns it
-//! into a gRPC status or an `ErrorStatus` with [`crate::error`], the one place that knows codes.
+//! into a gRPC status or an `ErrorStatus` with `error`, the one place that knows codes.
 
 use serde::{Deserialize, Serialize};
 

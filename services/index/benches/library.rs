@@ -157,7 +157,7 @@ fn main() {
     }
     runtime.block_on(async {
         let start = Instant::now();
-        let library = pumas_index::library::Library::open(&models_dir, Default::default())
+        let library = pumas_index::open::open(&models_dir, Default::default())
             .await
             .expect("open");
         let rebuilt = start.elapsed();

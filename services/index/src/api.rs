@@ -318,7 +318,7 @@ impl IndexService for IndexApi {
                     return;
                 };
                 h.start();
-                match library.reindex(Some(&h)).await {
+                match crate::reindex::reindex(&library, Some(&h)).await {
                     Ok(_) => h.finish(jobs::State::Succeeded, None),
                     Err(err) => h.finish(jobs::State::Failed, Some((&err).into())),
                 }

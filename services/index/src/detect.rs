@@ -2,47 +2,14 @@
 //! and (as weak evidence only) names. Every decision keeps its evidence, a confidence and the
 //! runner-up; when nothing real points anywhere the answer is `unknown`, with what was seen.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
+pub use crate::inspect::{Facts, format};
 use crate::inspect::{gguf, safetensors};
 use crate::metadata::{Detection, Evidence};
 
 /// Version of these rules, recorded with every detection.
 pub const RULES_VERSION: u32 = 1;
-
-/// Storage formats (metadata.json spelling).
-pub mod format {
-    pub const SAFETENSORS: &str = "safetensors";
-    pub const GGUF: &str = "gguf";
-    pub const DIFFUSERS: &str = "diffusers";
-    pub const TRANSFORMERS: &str = "transformers";
-    pub const PICKLE: &str = "pickle";
-    pub const ONNX: &str = "onnx";
-    pub const UNKNOWN: &str = "unknown";
-}
-
-/// What inspection found, the input of detection.
-#[derive(Clone, Debug, Default)]
-pub struct Facts {
-    /// The model's name (from the file or folder name).
-    pub name: String,
-    /// Relative paths of the model's files.
-    pub file_names: Vec<String>,
-    /// Storage format.
-    pub format: &'static str,
-    /// Merged safetensors headers of the main weights (all shards).
-    pub safetensors: Option<safetensors::Header>,
-    /// GGUF header of the main file.
-    pub gguf: Option<gguf::Header>,
-    /// `config.json` at the model root.
-    pub config: Option<Value>,
-    /// `model_index.json` at the model root.
-    pub model_index: Option<Value>,
-    /// Other configs by relative path (e.g. `unet/config.json`).
-    pub sub_configs: BTreeMap<String, Value>,
-}
 
 /// The outcome of detection.
 #[derive(Clone, Debug, PartialEq)]

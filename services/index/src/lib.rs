@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod jobs;
 pub mod library;
 pub mod metadata;
+pub mod open;
 pub mod paging;
 pub mod profiles;
 pub mod query;
@@ -58,7 +59,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let data_root = config.data_root();
-    let library = library::Library::open(&data_root.models_dir(), config.policy()).await?;
+    let library = open::open(&data_root.models_dir(), config.policy()).await?;
     let api = api::IndexApi::new(std::sync::Arc::clone(&library), SystemTime::now());
     tracing::info!(addr = ?listener.local_addr().ok(), library = %data_root.models_dir().display(), "index service listening");
     let served = pumas_runtime::serve::serve_service(

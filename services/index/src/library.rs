@@ -9,7 +9,7 @@ use tokio::sync::{Mutex, MutexGuard, broadcast};
 
 use crate::error::IndexError;
 use crate::jobs::Jobs;
-use crate::metadata::{METADATA_FILE, Metadata, OVERRIDES_FILE, Overrides};
+use crate::metadata::{METADATA_FILE, Metadata, OVERRIDES_FILE, Overrides, now_rfc3339};
 use crate::slug::{parse_model_id, slugify};
 use crate::store::{Change, Record, Store};
 use pumas_runtime::fsio::{sync_dir, write_json_atomic};
@@ -75,16 +75,11 @@ impl Commit<'_> {
     }
 }
 
-/// RFC 3339 "now".
-pub fn now_rfc3339() -> String {
-    prost_types::Timestamp::from(std::time::SystemTime::now()).to_string()
-}
-
 impl Library {
-    /// Opens the library at `models_dir`: creates it, opens (or creates) models.db, finishes or
-    /// rolls back imports a crash interrupted, and rebuilds the index from the metadata files
-    /// when models.db is new.
-    pub async fn open(models_dir: &Path, policy: Policy) -> Result<Arc<Self>, IndexError> {
+    /// The library at `models_dir` with its models.db opened (created, or set aside and made
+    /// anew when unusable), and whether models.db is new. `open::open` is what starts
+    /// a library: it also recovers interrupted imports, rebuilds or reconciles, and prunes.
+    pub async fn open_store(models_dir: &Path, policy: Policy) -> Result<(Arc<Self>, bool), IndexError> {
         std::fs::create_dir_all(models_dir)
             .map_err(|e| IndexError::io(format!("creating {}", models_dir.display()), e))?;
         let db_path = models_dir.join("models.db");
@@ -123,46 +118,7 @@ impl Library {
             commits: Mutex::default(),
             reindexing: Mutex::default(),
         });
-        let recovered = {
-            let root = library.root.clone();
-            tokio::task::spawn_blocking(move || crate::import::recover(&root))
-                .await
-                .map_err(|e| IndexError::Internal(e.to_string()))??
-        };
-        if recovered > 0 {
-            tracing::warn!(recovered, "rolled back imports interrupted by a crash");
-        }
-        if fresh || library.store.count().await? == 0 {
-            let rebuilt_at = pumas_runtime::time::now_us() as u64;
-            let report = library.reindex(None).await?;
-            if report.seen > 0 {
-                tracing::info!(models = report.seen, "rebuilt models.db from the metadata files");
-                // A feed reader of the old file may be behind this moment, and those events
-                // are gone with it: it must start over (OUT_OF_RANGE), not wait for them.
-                library.store.raise_change_floor(rebuilt_at).await?;
-            }
-        } else {
-            // Reconcile in the background: whatever a crash left between the files and the index
-            // (a folder placed but not indexed, a record whose files went away) is put right
-            // while the service already answers.
-            let reconcile = Arc::clone(&library);
-            tokio::spawn(async move {
-                match reconcile.reindex(None).await {
-                    Ok(r) if r.added + r.updated + r.missing > 0 => {
-                        tracing::info!(
-                            added = r.added,
-                            updated = r.updated,
-                            missing = r.missing,
-                            "reconciled models.db with the files"
-                        )
-                    }
-                    Ok(_) => {}
-                    Err(err) => tracing::warn!(error = %err, "reconcile at start failed; run a reindex"),
-                }
-            });
-        }
-        crate::retention::spawn(&library);
-        Ok(library)
+        Ok((library, fresh))
     }
 
     /// The models root.
@@ -181,7 +137,7 @@ impl Library {
     }
 
     /// Marks the start (or end) of a reindex for writers: from then on they note what they touch.
-    async fn set_reindexing(&self, active: bool) {
+    pub(crate) async fn set_reindexing(&self, active: bool) {
         let mut touched = self.commits.lock().await;
         touched.active = active;
         touched.ids.clear();
@@ -388,15 +344,9 @@ impl Library {
         Ok(record)
     }
 
-    /// Rescans the tree: indexes every metadata.json (rebuilding models.db when it is new),
-    /// adopts model folders copied in by hand, marks records whose files vanished as missing and
-    /// restores them when the files are back.
-    pub async fn reindex(&self, job: Option<&crate::jobs::Handle>) -> Result<ReindexReport, IndexError> {
-        let _one_at_a_time = self.reindexing.lock().await;
-        self.set_reindexing(true).await;
-        let report = crate::reindex::run(self, job).await;
-        self.set_reindexing(false).await;
-        report
+    /// Held by a reindex from start to end, so reindexes run one at a time.
+    pub(crate) async fn reindex_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.reindexing.lock().await
     }
 }
 
@@ -461,7 +411,7 @@ impl Library {
         if binding.platform_selector.is_empty() {
             binding.platform_selector = "*".to_owned();
         }
-        if !crate::profiles::valid_selector(&binding.platform_selector) {
+        if !crate::vocabulary::valid_selector(&binding.platform_selector) {
             return Err(IndexError::invalid(
                 "binding.platform_selector",
                 format!(

@@ -263,3 +263,8 @@ impl Overrides {
         merged
     }
 }
+
+/// RFC 3339 "now", as metadata timestamps are written.
+pub fn now_rfc3339() -> String {
+    prost_types::Timestamp::from(std::time::SystemTime::now()).to_string()
+}

@@ -10,6 +10,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::IndexError;
 use crate::slug::is_safe_segment;
+use crate::vocabulary::valid_selector;
 use pumas_runtime::fsio::write_json_atomic;
 
 /// Folder of profiles under the models root.
@@ -93,19 +94,6 @@ pub struct Profile {
     pub issues: Vec<Issue>,
     /// RFC 3339 time stored.
     pub create_time: String,
-}
-
-/// Whether a platform selector is well formed: `*`, or `os[-arch[-accelerator...]]` where each
-/// part is lowercase letters, digits, `_`, `.` or `*`.
-pub fn valid_selector(selector: &str) -> bool {
-    selector == "*"
-        || (!selector.is_empty()
-            && selector.split('-').all(|part| {
-                !part.is_empty()
-                    && part
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '*'))
-            }))
 }
 
 /// Whether `pin` is an exact PEP 440 pin `==<version>`.
@@ -277,7 +265,7 @@ pub fn put(root: &Path, profile: Profile) -> Result<Profile, IndexError> {
             ),
         });
     }
-    profile.create_time = crate::library::now_rfc3339();
+    profile.create_time = crate::metadata::now_rfc3339();
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).map_err(|e| IndexError::io("creating the profiles folder", e))?;
         // What a killed write left here (a profile version is written once, so only now).

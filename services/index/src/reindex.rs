@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::IndexError;
 use crate::jobs::{Handle, ItemResult, Outcome};
-use crate::library::{Library, ReindexReport, now_rfc3339, read_metadata, read_overrides};
+use crate::library::{Library, ReindexReport, read_metadata, read_overrides};
+use crate::metadata::now_rfc3339;
 use crate::metadata::{FileEntry, METADATA_FILE, Metadata};
 use crate::store::Record;
 use crate::{detect, inspect};
@@ -141,9 +142,20 @@ fn scan(root: &Path, dirs: Vec<PathBuf>) -> Vec<Scanned> {
 /// Records indexed per transaction.
 const BATCH: usize = 1000;
 
+/// Rescans the tree: indexes every metadata.json (rebuilding models.db when it is new), adopts
+/// model folders copied in by hand, marks records whose files vanished as missing and restores
+/// them when the files are back. One reindex runs at a time.
+pub async fn reindex(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, IndexError> {
+    let _one_at_a_time = library.reindex_turn().await;
+    library.set_reindexing(true).await;
+    let report = run(library, job).await;
+    library.set_reindexing(false).await;
+    report
+}
+
 /// Runs a reindex. On an empty index (models.db new or deleted) it is a rebuild: records go in
 /// a thousand per transaction and no change events are sent (nothing changed on disk).
-pub async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, IndexError> {
+async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, IndexError> {
     let root = library.root().to_owned();
     let walk_root = root.clone();
     let dirs = tokio::task::spawn_blocking(move || model_dirs(&walk_root))

@@ -1,14 +1,12 @@
 //! What the index keeps, and for how long: the change feed and the hash cache are pruned at
 //! start and every hour (docs/RELIABILITY.md, "Retention").
 
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use pumas_runtime::time::now_ms;
 
 use crate::error::IndexError;
-use crate::library::Library;
-use crate::store::Pruned;
+use crate::store::{Pruned, Store};
 
 /// How often the index prunes while it runs.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -56,13 +54,11 @@ impl Default for Retention {
     }
 }
 
-/// One pruning pass over `library` by its policy's retention.
-pub async fn prune(library: &Library) -> Result<Pruned, IndexError> {
-    let r = library.policy.retention;
+/// One pruning pass over `store` by `r`.
+pub async fn prune(store: &Store, r: Retention) -> Result<Pruned, IndexError> {
     let now = now_ms();
     let since = |days: u64| now.saturating_sub((days.min(1 << 20) as i64).saturating_mul(DAY_MS));
-    let pruned = library
-        .store()
+    let pruned = store
         .prune(
             since(r.change_feed_days),
             r.change_feed_max_events,
@@ -78,19 +74,4 @@ pub async fn prune(library: &Library) -> Result<Pruned, IndexError> {
         );
     }
     Ok(pruned)
-}
-
-/// Prunes now and then every [`PRUNE_INTERVAL`], until the library is dropped.
-pub fn spawn(library: &Arc<Library>) {
-    let weak: Weak<Library> = Arc::downgrade(library);
-    tokio::spawn(async move {
-        loop {
-            let Some(library) = weak.upgrade() else { return };
-            if let Err(err) = prune(&library).await {
-                tracing::warn!(error = %err, "pruning by retention failed; trying again in an hour");
-            }
-            drop(library);
-            tokio::time::sleep(PRUNE_INTERVAL).await;
-        }
-    });
 }

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use crate::error::IndexError;
 use crate::hash;
 use crate::jobs::{Handle, ItemResult, Outcome, State};
-use crate::library::{Library, now_rfc3339, read_metadata};
+use crate::library::{Library, read_metadata};
+use crate::metadata::now_rfc3339;
 
 /// Runs a verify job over `model_ids` (all models when empty).
 pub async fn run(library: Arc<Library>, handle: Handle, model_ids: Vec<String>) {

@@ -1,6 +1,6 @@
 //! The library's words for what a model is: its types (the first level of the tree, named as
 //! the contract names them in `pumas_proto::names`) and the rule for family names, with the one
-//! check of both that every write path uses.
+//! check of both that every write path uses; and the form of platform selectors.
 
 use crate::error::IndexError;
 
@@ -39,4 +39,17 @@ pub fn check_type_and_family(
         ));
     }
     Ok(())
+}
+
+/// Whether a platform selector is well formed: `*`, or `os[-arch[-accelerator...]]` where each
+/// part is lowercase letters, digits, `_`, `.` or `*`.
+pub fn valid_selector(selector: &str) -> bool {
+    selector == "*"
+        || (!selector.is_empty()
+            && selector.split('-').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '*'))
+            }))
 }

@@ -24,7 +24,7 @@ fn library() -> &'static (tokio::runtime::Runtime, Arc<Library>, tempfile::TempD
             .expect("runtime");
         let models = dir.path().join("shared-resources/models");
         let library = runtime
-            .block_on(Library::open(&models, Policy::default()))
+            .block_on(pumas_index::open::open(&models, Policy::default()))
             .expect("open the library");
         (runtime, library, dir)
     })
@@ -176,7 +176,7 @@ async fn a_library_of_broken_metadata_files_still_opens() -> anyhow::Result<()> 
     let dir = tempfile::tempdir()?;
     pumas_index::synthetic::generate(dir.path(), 3)?;
     let models = dir.path().join("shared-resources/models");
-    let good = Library::open(&models, Policy::default())
+    let good = pumas_index::open::open(&models, Policy::default())
         .await?
         .store()
         .all_ids()
@@ -229,7 +229,7 @@ async fn a_library_of_broken_metadata_files_still_opens() -> anyhow::Result<()> 
         std::fs::write(folder.join("metadata.json"), bytes)?;
     }
     std::fs::remove_file(models.join("models.db"))?;
-    let library = Library::open(&models, Policy::default()).await?;
+    let library = pumas_index::open::open(&models, Policy::default()).await?;
     let ids = library.store().all_ids().await?;
     for id in &ids {
         let record = library

@@ -1,5 +1,5 @@
 //! `models.db`: the derived index (SQLite in WAL mode, FTS5), and nothing else. Every write the
-//! library makes to disk is mirrored here; [`crate::library::Library::rebuild`] recreates it
+//! library makes to disk is mirrored here; a reindex (`reindex::reindex`) recreates it
 //! from the metadata files.
 //!
 //! One room per concern: this module opens the database and reads and writes model records;
