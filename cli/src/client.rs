@@ -16,9 +16,14 @@ pub struct GatewayArgs {
     /// Gateway address.
     #[arg(long, env = "PUMAS_GATEWAY", default_value = "127.0.0.1:50051")]
     pub gateway: String,
-    /// API bearer token, when the gateway requires one.
+    /// API bearer token, when the gateway requires one. A flag or environment value is visible
+    /// to other users of this machine: prefer --token-file.
     #[arg(long, env = "PUMAS_API_TOKEN", hide_env_values = true)]
     pub token: Option<pumas_runtime::Secret>,
+    /// File whose first line is the API token (e.g. the gateway's generated
+    /// <data root>/launcher-data/secrets/api-token).
+    #[arg(long, env = "PUMAS_API_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
     /// TLS to the gateway (its CA, and a client certificate for mutual TLS).
     #[command(flatten)]
     pub tls: pumas_runtime::tls::ClientTlsArgs,
@@ -48,18 +53,71 @@ pub type GatewayClient = ModelLibraryServiceClient<
 impl GatewayArgs {
     /// A client that reaches the gateway with these settings.
     pub fn client(&self) -> anyhow::Result<GatewayClient> {
-        let token = match &self.token {
+        self.tls.install()?;
+        let secret = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(path)) => Some(
+                pumas_runtime::service_auth::read(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read the API token file {}: {e}", path.display()))?,
+            ),
+            (None, None) => None,
+        };
+        let encrypted = self.gateway.starts_with("https://") || pumas_runtime::tls::peer_tls().is_some();
+        if secret.is_some() && !encrypted && !is_loopback(&self.gateway) {
+            anyhow::bail!(
+                "refusing to send the API token in plain text to {}: give the gateway's CA (--tls-ca) \
+                 or an https:// address, or reach it over loopback (an SSH tunnel)",
+                self.gateway
+            );
+        }
+        let token = match secret {
             Some(t) => Some(format!("Bearer {}", t.expose()).parse().map_err(|_| {
                 anyhow::anyhow!("the API token contains characters that cannot be sent in a header")
             })?),
             None => None,
         };
-        self.tls.install()?;
         let channel = pumas_runtime::client::channel_lazy(&self.gateway)?;
         Ok(ModelLibraryServiceClient::with_interceptor(
             channel,
             Outgoing { token },
         ))
+    }
+}
+
+/// Whether `address` (`host:port`, or a URI) names this machine's loopback.
+fn is_loopback(address: &str) -> bool {
+    let rest = address.split_once("://").map_or(address, |(_, r)| r);
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    let host = match host_port.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host_port,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_addresses() {
+        for a in [
+            "127.0.0.1:50051",
+            "localhost:1",
+            "[::1]:50051",
+            "http://127.0.0.1:9/",
+            "127.0.0.2:1",
+        ] {
+            assert!(super::is_loopback(a), "{a}");
+        }
+        for a in [
+            "10.0.0.5:50051",
+            "gpu-box:50051",
+            "http://example.com:80",
+            "[fe80::1]:5",
+        ] {
+            assert!(!super::is_loopback(a), "{a}");
+        }
     }
 }
 

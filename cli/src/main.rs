@@ -130,6 +130,11 @@ struct RoleArgs {
     peers: pumas_runtime::tls::ClientTlsArgs,
     #[command(flatten)]
     metrics: pumas_runtime::metrics::MetricsArgs,
+    /// File with the service token the suite's services share (first line; keep it 0600). A
+    /// backend requires it from every caller of its API; every role sends it. A backend on a
+    /// non-loopback address needs it, or --tls-client-ca (mutual TLS), to start.
+    #[arg(long, env = "PUMAS_SERVICE_TOKEN_FILE")]
+    service_token_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -204,6 +209,16 @@ async fn bind(role: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// Shows a generated API token once, where it is kept, and how clients use it.
+fn announce_api_token(path: &std::path::Path, token: &pumas_runtime::Secret) {
+    println!(
+        "pumas gateway: this gateway listens beyond loopback, so it requires an API token; one was generated\n  \
+         token  {}\n  kept in  {} (0600)\n  clients send `authorization: Bearer <token>`; the CLI reads PUMAS_API_TOKEN or --token-file",
+        token.expose(),
+        path.display()
+    );
+}
+
 async fn serve_role(role: Role) -> anyhow::Result<()> {
     let name = role.name();
     let shutdown = pumas_runtime::shutdown::os_signal();
@@ -217,6 +232,43 @@ async fn serve_role(role: Role) -> anyhow::Result<()> {
         pumas_runtime::tls::install_server(config);
     }
     common.peers.install()?;
+    if let Some(path) = &common.service_token_file {
+        let token = pumas_runtime::service_auth::read(path).map_err(|e| {
+            anyhow::anyhow!(
+                "{name}: cannot read the service token file {}: {e}",
+                path.display()
+            )
+        })?;
+        pumas_runtime::service_auth::install(token);
+    }
+    let backend = !matches!(role, Role::Gateway { .. });
+    if backend
+        && !listen.ip().is_loopback()
+        && common.service_token_file.is_none()
+        && common.tls.tls_client_ca.is_none()
+    {
+        anyhow::bail!(
+            "{name}: refusing to listen on {listen} with no way to tell the suite's services from anyone else: \
+             give --service-token-file (the same file on every host) or --tls-client-ca (mutual TLS), \
+             or listen on a loopback address"
+        );
+    }
+    let mut role = role;
+    if let Role::Gateway { config, .. } = &mut role {
+        let token_file =
+            pumas_runtime::DataRoot::new(pumas_runtime::DataRoot::default_path()).api_token_file();
+        if let Some((path, token)) = config
+            .require_auth_off_loopback(listen.ip(), &token_file)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "gateway: cannot set up the API token in {}: {e}",
+                    token_file.display()
+                )
+            })?
+        {
+            announce_api_token(&path, &token);
+        }
+    }
     if let Some(metrics) = common.metrics.metrics_listen {
         let local = pumas_runtime::metrics::serve_metrics(metrics)
             .await

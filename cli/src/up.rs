@@ -32,7 +32,8 @@ pub struct UpArgs {
     /// Hugging Face compatible hub endpoint.
     #[arg(long, env = "HF_ENDPOINT", default_value = pumas_fetch::config::DEFAULT_HUB_ENDPOINT)]
     hub_endpoint: String,
-    /// Hub token; sent only to the hub host, never logged.
+    /// Hub token; sent only to the hub host, never logged. A flag or environment value is visible
+    /// to other users of this machine: prefer HF_TOKEN_PATH / a token file.
     #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
     hub_token: Option<Secret>,
     /// Fetch service tuning (search cache, retries, connections, bandwidth).
@@ -52,6 +53,14 @@ pub struct UpArgs {
         hide_env_values = true
     )]
     api_tokens: Vec<Secret>,
+    /// File with the service token between the suite's services (created 0600 when missing;
+    /// default <data root>/launcher-data/secrets/service-token).
+    #[arg(long, env = "PUMAS_SERVICE_TOKEN_FILE")]
+    service_token_file: Option<PathBuf>,
+    /// Serve the gateway without client tokens even when --bind is not loopback (by default it
+    /// then requires one, generated into <data root>/launcher-data/secrets/api-token).
+    #[arg(long, env = "PUMAS_NO_API_AUTH")]
+    no_api_auth: bool,
     /// How often the gateway checks its backends, in milliseconds.
     #[arg(long, env = "PUMAS_BACKEND_CHECK_MS", default_value_t = 1000)]
     backend_check_ms: u64,
@@ -74,6 +83,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     data_root
         .create_all()
         .with_context(|| format!("cannot create the data root at {}", root_path.display()))?;
+
+    // The suite's services prove themselves to each other with a token only this user can read,
+    // so a direct call to a backend port from anyone else is UNAUTHENTICATED.
+    let token_file = args
+        .service_token_file
+        .clone()
+        .unwrap_or_else(|| data_root.service_token_file());
+    let (service_token, _) = pumas_runtime::service_auth::read_or_create(&token_file)
+        .with_context(|| format!("cannot set up the service token in {}", token_file.display()))?;
+    pumas_runtime::service_auth::install(service_token);
 
     let listen = |port| SocketAddr::new(args.bind, port);
     let gateway = super::bind("gateway", listen(args.gateway_port)).await?;
@@ -108,7 +127,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         host: None,
         limits: args.limits,
     };
-    let gateway_config = pumas_gateway::Config {
+    let mut gateway_config = pumas_gateway::Config {
         index_addr: index_addr.clone(),
         fetch_addr: fetch_addr.clone(),
         mappers: vec![pumas_gateway::MapperAddr {
@@ -117,9 +136,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }],
         backend_check_ms: args.backend_check_ms,
         api_tokens: args.api_tokens.clone(),
+        no_api_auth: args.no_api_auth,
         limits: args.limits,
         ..Default::default()
     };
+    let api_token_file = data_root.api_token_file();
+    if let Some((path, token)) = gateway_config
+        .require_auth_off_loopback(args.bind, &api_token_file)
+        .with_context(|| format!("cannot set up the API token in {}", api_token_file.display()))?
+    {
+        super::announce_api_token(&path, &token);
+    }
 
     let shutdown = Shutdown::new();
     let mut tasks = JoinSet::new();

@@ -65,7 +65,8 @@ pub struct Config {
     #[arg(long, env = "PUMAS_BACKEND_CHECK_MS", default_value_t = 2000)]
     pub backend_check_ms: u64,
     /// API bearer tokens (comma-separated); when any is set, calls without a valid one are
-    /// UNAUTHENTICATED. Health and reflection stay open.
+    /// UNAUTHENTICATED. Health and reflection stay open. Flags and environment values are
+    /// visible to other users of this machine (the process list): prefer --api-tokens-file.
     #[arg(
         long = "api-token",
         env = "PUMAS_API_TOKENS",
@@ -76,6 +77,10 @@ pub struct Config {
     /// A file of API bearer tokens, one per line.
     #[arg(long, env = "PUMAS_API_TOKENS_FILE")]
     pub api_tokens_file: Option<std::path::PathBuf>,
+    /// Serve the API without client tokens even on a non-loopback address (by default such a
+    /// gateway requires one, generating <data root>/launcher-data/secrets/api-token if needed).
+    #[arg(long, env = "PUMAS_NO_API_AUTH")]
+    pub no_api_auth: bool,
     /// Concurrent-call limit and deadline.
     #[command(flatten)]
     pub limits: pumas_runtime::LimitArgs,
@@ -96,6 +101,7 @@ impl Default for Config {
             backend_check_ms: 2000,
             api_tokens: Vec::new(),
             api_tokens_file: None,
+            no_api_auth: false,
             limits: pumas_runtime::LimitArgs::default(),
             max_message_bytes: 16 * 1024 * 1024,
         }
@@ -103,6 +109,27 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Turns client auth on for a gateway that listens on `ip` when it is not loopback and no
+    /// token is configured (unless `no_api_auth`): the token is read from, or generated into,
+    /// `token_file` (0600). Answers the file and the token when it was generated now, so the
+    /// caller can show it once.
+    pub fn require_auth_off_loopback(
+        &mut self,
+        ip: std::net::IpAddr,
+        token_file: &std::path::Path,
+    ) -> std::io::Result<Option<(std::path::PathBuf, pumas_runtime::Secret)>> {
+        if ip.is_loopback()
+            || self.no_api_auth
+            || !self.api_tokens.is_empty()
+            || self.api_tokens_file.is_some()
+        {
+            return Ok(None);
+        }
+        let (token, created) = pumas_runtime::service_auth::read_or_create(token_file)?;
+        self.api_tokens_file = Some(token_file.to_owned());
+        Ok(created.then(|| (token_file.to_owned(), token)))
+    }
+
     /// The interval between backend checks (at least 50 ms).
     pub fn backend_check_interval(&self) -> Duration {
         Duration::from_millis(self.backend_check_ms.max(50))
@@ -112,6 +139,41 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gateway_beyond_loopback_requires_a_generated_token_unless_told_not_to() -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("secrets").join("api-token");
+        let lan: std::net::IpAddr = "192.168.1.20".parse().map_err(std::io::Error::other)?;
+        let loopback: std::net::IpAddr = "127.0.0.1".parse().map_err(std::io::Error::other)?;
+
+        let mut on_loopback = Config::default();
+        assert!(on_loopback.require_auth_off_loopback(loopback, &file)?.is_none());
+        assert!(on_loopback.api_tokens_file.is_none() && !file.exists());
+
+        let mut opted_out = Config {
+            no_api_auth: true,
+            ..Config::default()
+        };
+        assert!(opted_out.require_auth_off_loopback(lan, &file)?.is_none());
+        assert!(opted_out.api_tokens_file.is_none() && !file.exists());
+
+        let mut on_lan = Config::default();
+        let (path, token) = on_lan.require_auth_off_loopback(lan, &file)?.expect("generated");
+        assert_eq!(path, file);
+        assert_eq!(on_lan.api_tokens_file.as_deref(), Some(file.as_path()));
+        assert_eq!(std::fs::metadata(&file)?.permissions().mode() & 0o777, 0o600);
+        let auth = crate::auth::BearerAuth::load(&[], on_lan.api_tokens_file.as_deref())
+            .map_err(std::io::Error::other)?;
+        assert!(auth.enabled());
+        // Shown once: a restart reuses the file and shows nothing.
+        let mut again = Config::default();
+        assert!(again.require_auth_off_loopback(lan, &file)?.is_none());
+        assert_eq!(again.api_tokens_file.as_deref(), Some(file.as_path()));
+        assert!(!token.expose().is_empty());
+        Ok(())
+    }
 
     #[test]
     fn mapper_addresses_parse() {

@@ -62,6 +62,26 @@ impl DataRoot {
         self.root.join("launcher-data").join("cache").join("downloads")
     }
 
+    /// `<root>/launcher-data/mapper` (the mapper's link registry and state).
+    pub fn mapper_state_dir(&self) -> PathBuf {
+        self.root.join("launcher-data").join("mapper")
+    }
+
+    /// `<root>/launcher-data/secrets` (0700): tokens `pumas up` and the gateway generate.
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.root.join("launcher-data").join("secrets")
+    }
+
+    /// `<root>/launcher-data/secrets/service-token`: the token between the suite's services.
+    pub fn service_token_file(&self) -> PathBuf {
+        self.secrets_dir().join("service-token")
+    }
+
+    /// `<root>/launcher-data/secrets/api-token`: the gateway's generated client token.
+    pub fn api_token_file(&self) -> PathBuf {
+        self.secrets_dir().join("api-token")
+    }
+
     /// Creates every directory of the scheme.
     pub fn create_all(&self) -> io::Result<()> {
         for dir in [

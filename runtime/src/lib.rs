@@ -6,6 +6,7 @@
 //!   propagated through gRPC metadata, in (server) and out (clients);
 //! - [`metrics`]: per-RPC counts, codes and latencies in the Prometheus format;
 //! - [`tls`]: TLS and mutual TLS for servers and for calls between services;
+//! - [`service_auth`]: the service token backends require and Pumas clients send;
 //! - [`shutdown`]: a future that resolves on SIGINT/SIGTERM, and a handle that fans it out;
 //! - [`failure`]: transport-free failure kinds that domains record;
 //! - [`error`]: the one mapping from domain errors to `tonic::Status` with rich details;
@@ -24,6 +25,7 @@ pub mod layout;
 pub mod metrics;
 pub mod secret;
 pub mod serve;
+pub mod service_auth;
 pub mod shutdown;
 pub mod sqlite;
 pub mod stream;

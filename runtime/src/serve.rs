@@ -111,7 +111,8 @@ pub async fn serve(
 }
 
 /// Serves one API service on `listener` with health (SERVING from the start), reflection, limits
-/// and graceful shutdown: the whole serving part of a backend's `serve`.
+/// and graceful shutdown: the whole serving part of a backend's `serve`. The API (not health or
+/// reflection) requires the installed service token, when there is one.
 pub async fn serve_service<S>(
     listener: TcpListener,
     service: S,
@@ -119,18 +120,24 @@ pub async fn serve_service<S>(
     limits: Limits,
 ) -> Result<(), ServeError>
 where
-    S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
-        + tonic::server::NamedService
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
         + Clone
         + Send
         + Sync
         + 'static,
-    S::Response: axum::response::IntoResponse,
     S::Future: Send + 'static,
 {
     let (health, routes) = standard_routes(S::NAME)?;
     health.set_serving::<S>().await;
-    serve_with_limits(listener, routes.add_service(service), shutdown, limits).await
+    let checked = tonic::service::interceptor::InterceptedService::new(
+        service,
+        crate::service_auth::RequireServiceToken::current(),
+    );
+    serve_with_limits(listener, routes.add_service(checked), shutdown, limits).await
 }
 
 /// [`serve`] with call limits.

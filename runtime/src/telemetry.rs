@@ -201,6 +201,7 @@ impl tonic::service::Interceptor for TraceContextInjector {
         global::get_text_map_propagator(|p| {
             p.inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
         });
+        crate::service_auth::attach(&mut request);
         Ok(request)
     }
 }

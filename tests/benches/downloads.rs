@@ -75,7 +75,7 @@ fn have(tool: &str) -> bool {
 
 struct Pumas {
     _processes: Vec<pumas_e2e::Process>,
-    client: FetchServiceClient<tonic::transport::Channel>,
+    client: FetchServiceClient<pumas_e2e::Channel>,
 }
 
 async fn pumas(emulator: &HubEmulator, dir: &Path) -> anyhow::Result<Pumas> {

@@ -72,6 +72,9 @@ class Suite:
         if len(self.addresses) != 4:
             self.stop()
             raise RuntimeError(f"pumas up did not start; addresses {self.addresses}")
+        # What the suite's own services send each other; a backend refuses calls without it.
+        token = (self.root / "launcher-data" / "secrets" / "service-token").read_text().split()[0]
+        self.service_metadata = (("x-pumas-service-token", token),)
 
     def stop(self):
         self.proc.terminate()

@@ -58,9 +58,15 @@ def test_service_info_from_generated_stubs(suite, stubs):
     ]
     for stub_class, request, role in calls:
         stub = stub_class(grpc.insecure_channel(suite.addresses[role]))
-        info = stub.GetServiceInfo(request(), timeout=5).info
+        # Backends answer only the suite's own services (the service token); the gateway anyone.
+        metadata = () if role == "gateway" else suite.service_metadata
+        info = stub.GetServiceInfo(request(), timeout=5, metadata=metadata).info
         assert info.name == role
         assert info.dependency_contract_version == current
+        if role != "gateway":
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.GetServiceInfo(request(), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
     gateway = gateway_pb2_grpc.ModelLibraryServiceStub(grpc.insecure_channel(suite.addresses["gateway"]))
     backends = gateway.GetServiceInfo(gateway_pb2.GetServiceInfoRequest(), timeout=5).backends
@@ -176,10 +182,11 @@ def test_search_and_resolution_from_python(suite, stubs, tmp_path):
     index.PutDependencyProfile(index_pb2.PutDependencyProfileRequest(profile=dependency_pb2.DependencyProfile(
         profile_id="kohya-lora", version="1", environment_kind="python-venv",
         variants=[dependency_pb2.DependencyProfileVariant(
-            backend_key="torch-cuda", platform_selector="linux-*", requirements=[requirement])])), timeout=5)
+            backend_key="torch-cuda", platform_selector="linux-*", requirements=[requirement])])), timeout=5,
+        metadata=suite.service_metadata)
     index.PutModelDependencyBinding(index_pb2.PutModelDependencyBindingRequest(binding=dependency_pb2.DependencyBinding(
         model_id=model_id, profile_id="kohya-lora", profile_version="1", backend_key="torch-cuda",
-        platform_selector="linux-x86_64")), timeout=5)
+        platform_selector="linux-x86_64")), timeout=5, metadata=suite.service_metadata)
     answer = gateway.ResolveModelDependencyRequirements(gateway_pb2.ResolveModelDependencyRequirementsRequest(
         model_id=model_id, backend_key="torch-cuda",
         platform_context=dependency_pb2.PlatformContext(os="linux", arch="x86_64")), timeout=5).requirements

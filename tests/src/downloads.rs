@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
+use crate::Channel;
 use anyhow::{Context as _, bail};
 use pumas_proto::fetch::v1::{Download, DownloadState};
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::{GetDownloadRequest, StartDownloadRequest};
-use tonic::transport::Channel;
 
 type Client = ModelLibraryServiceClient<Channel>;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -271,10 +271,13 @@ impl Suite {
             .to_str()
             .ok_or_else(|| anyhow!("temp path is not UTF-8"))?
             .to_owned();
+        let token_file = service_token_file().to_str().unwrap_or_default().to_owned();
         let mut args = vec![
             "up",
             "--data-root",
             root_str.as_str(),
+            "--service-token-file",
+            token_file.as_str(),
             "--gateway-port",
             "0",
             "--index-port",
@@ -347,7 +350,15 @@ pub async fn serve_role(
     extra: &[&str],
     log_dir: &Path,
 ) -> anyhow::Result<(Process, String)> {
-    let mut args = vec!["serve", role, "--listen", listen];
+    let token_file = service_token_file().to_str().unwrap_or_default().to_owned();
+    let mut args = vec![
+        "serve",
+        role,
+        "--listen",
+        listen,
+        "--service-token-file",
+        &token_file,
+    ];
     args.extend_from_slice(extra);
     let log = log_dir.join(format!("{role}-{}.log", listen.replace([':', '.'], "_")));
     let process = Process::start(&args, &[], log, |line| line.contains(" listening on ")).await?;
@@ -364,8 +375,70 @@ pub async fn serve_role(
     Ok((process, addr))
 }
 
+/// A channel of the tests: every call carries the service token of the suites and roles this
+/// test process starts ([`service_token_file`]), as the suite's own services do.
+pub type Channel = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, ServiceToken>;
+
+/// Sends the tests' service token (as `x-pumas-service-token`).
+#[derive(Clone, Debug)]
+pub struct ServiceToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl ServiceToken {
+    fn shared() -> Self {
+        static VALUE: OnceLock<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = OnceLock::new();
+        let value = VALUE.get_or_init(|| {
+            pumas_runtime::service_auth::read(service_token_file())
+                .ok()
+                .and_then(|t| t.expose().parse().ok())
+                .unwrap_or_else(|| tonic::metadata::MetadataValue::from_static("unreadable"))
+        });
+        Self(value.clone())
+    }
+}
+
+impl tonic::service::Interceptor for ServiceToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert(pumas_runtime::service_auth::HEADER, self.0.clone());
+        Ok(request)
+    }
+}
+
+/// The service token file every suite and role this test process starts is given (0600, in a
+/// private temp folder that lives as long as the process).
+pub fn service_token_file() -> &'static Path {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("pumas-e2e-secrets-")
+            .tempdir()
+            .map(tempfile::TempDir::keep)
+            .unwrap_or_else(|_| std::env::temp_dir());
+        let path = dir.join("service-token");
+        if let Err(err) = pumas_runtime::service_auth::read_or_create(&path) {
+            panic!(
+                "cannot create the tests' service token in {}: {err}",
+                path.display()
+            );
+        }
+        path
+    })
+}
+
+/// `channel` wrapped with the tests' service token.
+pub fn with_service_token(channel: tonic::transport::Channel) -> Channel {
+    tonic::service::interceptor::InterceptedService::new(channel, ServiceToken::shared())
+}
+
 /// A channel to `addr` (connects now).
 pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_secs(5));
+    Ok(with_service_token(endpoint.connect().await?))
+}
+
+/// A channel to `addr` that carries no service token (what a stranger on this machine has).
+pub async fn anonymous_channel(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_secs(5));
     Ok(endpoint.connect().await?)
 }
@@ -375,7 +448,7 @@ pub fn lazy_channel(addr: &str) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5));
-    Ok(endpoint.connect_lazy())
+    Ok(with_service_token(endpoint.connect_lazy()))
 }
 
 /// The health status of `service` at `addr`, or the gRPC error.

@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
+use crate::Channel;
 use anyhow::{Context as _, bail};
 use pumas_proto::common::v1::ImportMode;
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::{ImportModelsRequest, WatchImportJobRequest};
 use pumas_proto::index::v1::JobItemResult;
-use tonic::transport::Channel;
 
 /// Writes a small SDXL LoRA (realistic tensor names) whose bytes depend on `seed`.
 pub fn write_lora(path: &Path, seed: u8) -> anyhow::Result<()> {

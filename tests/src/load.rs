@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::Channel;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use pumas_proto::common::v1::{ImportMode, JobState, ModelFilter, ModelType};
@@ -20,7 +21,6 @@ use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceC
 use pumas_proto::gateway::v1::*;
 use pumas_proto::index::v1::ItemOutcome;
 use pumas_proto::index::v1::index_service_client::IndexServiceClient;
-use tonic::transport::Channel;
 
 use crate::hub::{HubEmulator, HubFile, HubRepo, fixtures};
 use crate::library::{all_models, models_on_disk, temp_files};

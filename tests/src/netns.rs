@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::Channel;
 use anyhow::{Context as _, anyhow, bail};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// The network of one test: namespaces named `<prefix>-<host>` and a `<prefix>-sw` switch.
 pub struct Lab {
@@ -140,9 +141,11 @@ impl Lab {
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
             }
         });
-        Ok(Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_secs(3))
-            .connect_with_connector_lazy(connector))
+        Ok(crate::with_service_token(
+            Endpoint::from_shared(format!("http://{addr}"))?
+                .connect_timeout(Duration::from_secs(3))
+                .connect_with_connector_lazy(connector),
+        ))
     }
 }
 

@@ -78,7 +78,8 @@ async fn bearer_tokens_limits_and_shedding() -> anyhow::Result<()> {
         health(&addr, "").await.map_err(|s| anyhow::anyhow!("{s}"))?,
         ServingStatus::NotServing
     );
-    let services = pumas_e2e::reflection::list_services_v1(channel(&addr).await?).await?;
+    let services =
+        pumas_e2e::reflection::list_services_v1(pumas_e2e::anonymous_channel(&addr).await?).await?;
     assert!(services.iter().any(|s| s == GATEWAY_SERVICE));
 
     // A request larger than the limit is refused.

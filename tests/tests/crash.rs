@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
+use pumas_e2e::Channel;
 use pumas_e2e::hub::{HubEmulator, HubFile, HubRepo, fixtures, sha256_hex};
 use pumas_e2e::library::{all_models, models_on_disk, temp_files};
 use pumas_e2e::{Suite, channel};
@@ -32,7 +33,6 @@ use pumas_proto::index::v1::index_service_client::IndexServiceClient;
 use pumas_proto::index::v1::*;
 use pumas_proto::mapper::v1::mapper_service_client::MapperServiceClient;
 use pumas_proto::mapper::v1::{ApplyMappingRequest, PutMappingConfigRequest, UnmapRequest};
-use tonic::transport::Channel;
 
 const USER_YAML: &str = "mine:\n  base_path: /data\n  loras: my_loras\n";
 

@@ -174,10 +174,7 @@ async fn index_and_fetch(
     Ok((vec![index, fetch], fetch_addr))
 }
 
-async fn start(
-    client: &mut FetchServiceClient<tonic::transport::Channel>,
-    repo: &str,
-) -> anyhow::Result<String> {
+async fn start(client: &mut FetchServiceClient<pumas_e2e::Channel>, repo: &str) -> anyhow::Result<String> {
     Ok(client
         .start_download(StartDownloadRequest {
             repo_id: repo.to_owned(),

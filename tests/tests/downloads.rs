@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use pumas_e2e::Channel;
 use pumas_e2e::downloads::{get_download as get, wait_for_download as wait_for};
 use pumas_e2e::hub::{GOOD_TOKEN, HubEmulator, HubFile, HubRepo, NO_ACCESS_TOKEN, fixtures};
 use pumas_e2e::{Suite, channel};
@@ -13,7 +14,6 @@ use pumas_proto::fetch::v1::{DownloadState, FileSelection};
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::*;
 use tonic::Code;
-use tonic::transport::Channel;
 
 type Client = ModelLibraryServiceClient<Channel>;
 

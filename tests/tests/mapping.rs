@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use pumas_e2e::Channel;
 use pumas_e2e::hub::fixtures;
 use pumas_e2e::{Suite, channel, serve_role};
 use pumas_proto::common::v1::JobState;
@@ -14,7 +15,6 @@ use pumas_proto::gateway::v1::{DeleteModelRequest, GetModelRequest};
 use pumas_proto::mapper::v1::mapper_service_client::MapperServiceClient;
 use pumas_proto::mapper::v1::*;
 use tonic::Code;
-use tonic::transport::Channel;
 
 type Mapper = MapperServiceClient<Channel>;
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use pumas_e2e::Channel;
 use pumas_e2e::library::{import, write_lora};
 use pumas_e2e::netns::Lab;
 use pumas_e2e::{Process, pumas_bin};
@@ -20,7 +21,6 @@ use pumas_proto::fetch::v1::DownloadState;
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::*;
 use pumas_proto::mapper::v1::LinkState;
-use tonic::transport::Channel;
 
 type Gateway = ModelLibraryServiceClient<Channel>;
 
@@ -213,6 +213,7 @@ async fn scenario(net: Net) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let base = dir.path();
     let bin = pumas_bin()?;
+    let token_file = pumas_e2e::service_token_file().display().to_string();
     let emulator_bin = bin.with_file_name("hub-emulator");
     let storage_root = base.join("storage");
     let library = storage_root.join("shared-resources/models");
@@ -288,6 +289,8 @@ async fn scenario(net: Net) -> anyhow::Result<()> {
         "--listen",
         &index_listen,
         "--plaintext",
+        "--service-token-file",
+        &token_file,
         "--data-root",
         &root,
     ]
@@ -314,6 +317,8 @@ async fn scenario(net: Net) -> anyhow::Result<()> {
             "--listen",
             &format!("{storage_ip}:{}", fixed_port(&net, 50053)),
             "--plaintext",
+            "--service-token-file",
+            &token_file,
             "--data-root",
             &root,
             "--index",
@@ -336,6 +341,8 @@ async fn scenario(net: Net) -> anyhow::Result<()> {
         "--listen",
         &mapper_addr,
         "--plaintext",
+        "--service-token-file",
+        &token_file,
         "--data-root",
         &mapper_root.display().to_string(),
         "--index",
@@ -368,9 +375,12 @@ async fn scenario(net: Net) -> anyhow::Result<()> {
         &[
             "serve",
             "gateway",
+            "--no-api-auth",
             "--listen",
             &format!("{gateway_ip}:{}", fixed_port(&net, 50051)),
             "--plaintext",
+            "--service-token-file",
+            &token_file,
             "--index",
             &index_addr,
             "--fetch",

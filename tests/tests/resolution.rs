@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use prost::Message as _;
+use pumas_e2e::Channel;
 use pumas_e2e::*;
 use pumas_proto::common::v1::{
     DependencyBinding, DependencyProfile, DependencyProfileVariant, ImportMode, PlatformContext, Requirement,
@@ -19,7 +20,6 @@ use pumas_proto::index::v1::{
     ModelOverrides, PutDependencyProfileRequest, PutModelDependencyBindingRequest, UpdateModelMetadataRequest,
 };
 use tonic::Code;
-use tonic::transport::Channel;
 
 fn write_checkpoint(path: &Path, width: u64) {
     let header = serde_json::json!({

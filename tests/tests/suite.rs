@@ -21,8 +21,8 @@ async fn reflection_lists_every_service_on_every_port() -> anyhow::Result<()> {
         (&suite.mapper, MAPPER_SERVICE),
     ] {
         for services in [
-            list_services_v1(channel(addr).await?).await?,
-            list_services_v1alpha(channel(addr).await?).await?,
+            list_services_v1(anonymous_channel(addr).await?).await?,
+            list_services_v1alpha(anonymous_channel(addr).await?).await?,
         ] {
             for expected in [
                 service,
@@ -38,9 +38,13 @@ async fn reflection_lists_every_service_on_every_port() -> anyhow::Result<()> {
         }
     }
     // `grpcurl describe` needs the file descriptors; the gateway's file imports the others.
-    let files = file_containing_symbol(channel(&suite.gateway).await?, GATEWAY_SERVICE).await?;
+    let files = file_containing_symbol(anonymous_channel(&suite.gateway).await?, GATEWAY_SERVICE).await?;
     assert!(!files.is_empty());
-    let files = file_containing_symbol(channel(&suite.gateway).await?, "pumas.common.v1.ModelRecord").await?;
+    let files = file_containing_symbol(
+        anonymous_channel(&suite.gateway).await?,
+        "pumas.common.v1.ModelRecord",
+    )
+    .await?;
     assert!(!files.is_empty());
     Ok(())
 }
@@ -158,7 +162,7 @@ async fn sigterm_stops_the_suite_cleanly() -> anyhow::Result<()> {
 #[tokio::test]
 async fn reflection_advertises_only_what_each_port_serves() -> anyhow::Result<()> {
     let suite = Suite::start().await?;
-    let services = list_services_v1(channel(&suite.index).await?).await?;
+    let services = list_services_v1(anonymous_channel(&suite.index).await?).await?;
     for foreign in [GATEWAY_SERVICE, FETCH_SERVICE, MAPPER_SERVICE] {
         assert!(
             !services.iter().any(|s| s == foreign),

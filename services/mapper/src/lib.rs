@@ -54,7 +54,7 @@ pub async fn serve(
         path: configs_dir.display().to_string(),
         source,
     })?;
-    let state_dir = config.data_root().path().join("launcher-data").join("mapper");
+    let state_dir = config.data_root().mapper_state_dir();
     std::fs::create_dir_all(&state_dir).map_err(|source| Error::Layout {
         path: state_dir.display().to_string(),
         source,
