@@ -233,6 +233,19 @@ fn escape_segment(s: &str) -> String {
 }
 
 /// Escapes a repo file path, keeping its `/`.
+/// A URL as it may be shown: no user info, no query (signed CDN URLs carry credentials there).
+pub fn without_secrets(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => url.split(['?', '@']).next().unwrap_or_default().to_owned(),
+    }
+}
+
 fn escape_path(path: &str) -> String {
     path.split('/').map(escape_segment).collect::<Vec<_>>().join("/")
 }
@@ -242,8 +255,31 @@ impl Hub {
     pub fn new(settings: HubSettings) -> Result<Self, String> {
         // rustls without aws-lc: ring is the provider (STACK.md); installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let endpoint = Url::parse(settings.endpoint.trim_end_matches('/'))
-            .map_err(|e| format!("hub endpoint `{}` is not a URL: {e}", settings.endpoint))?;
+        let mut endpoint = Url::parse(settings.endpoint.trim_end_matches('/')).map_err(|_| {
+            format!(
+                "hub endpoint `{}` is not a URL",
+                without_secrets(&settings.endpoint)
+            )
+        })?;
+        // Credentials in the URL would travel in every error and answer: use a token instead.
+        if !endpoint.username().is_empty() || endpoint.password().is_some() {
+            let _ = endpoint.set_username("");
+            let _ = endpoint.set_password(None);
+            tracing::warn!(hub = %endpoint, "ignoring the user name and password in the hub endpoint; give a token (HF_TOKEN) instead");
+        }
+        let token = settings.token.clone().filter(|t| !t.expose().is_empty());
+        let loopback = match endpoint.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            None => false,
+        };
+        if token.is_some() && endpoint.scheme() == "http" && !loopback {
+            return Err(format!(
+                "refusing to send the hub token in plain text to {endpoint}: use an https:// endpoint, \
+                 or no token for a public mirror"
+            ));
+        }
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!(
@@ -258,7 +294,7 @@ impl Hub {
         Ok(Self {
             http,
             endpoint,
-            token: settings.token.clone().filter(|t| !t.expose().is_empty()),
+            token,
             breaker: Mutex::new(Breaker::default()),
             settings,
         })
@@ -429,7 +465,8 @@ impl Hub {
                 } else if e.is_connect() {
                     "cannot connect".to_owned()
                 } else {
-                    e.to_string()
+                    // Without the URL: a CDN location carries signed credentials in its query.
+                    e.without_url().to_string()
                 })
             })?;
             let status = response.status();
@@ -479,9 +516,9 @@ impl Hub {
             if status.is_redirection() {
                 let location = header_str(response.headers(), "location")
                     .ok_or_else(|| HubError::Protocol(format!("{status} without Location")))?;
-                let next = url
-                    .join(&location)
-                    .map_err(|e| HubError::Protocol(format!("bad Location {location}: {e}")))?;
+                let next = url.join(&location).map_err(|e| {
+                    HubError::Protocol(format!("bad Location {}: {e}", without_secrets(&location)))
+                })?;
                 if !self.same_origin(&next) {
                     return Err(HubError::Protocol(format!(
                         "API redirect to another host: {next}"
@@ -614,9 +651,9 @@ impl Hub {
             if status.is_redirection() {
                 let location = header_str(headers, "location")
                     .ok_or_else(|| HubError::Protocol(format!("{status} without Location")))?;
-                let next = url
-                    .join(&location)
-                    .map_err(|e| HubError::Protocol(format!("bad Location {location}: {e}")))?;
+                let next = url.join(&location).map_err(|e| {
+                    HubError::Protocol(format!("bad Location {}: {e}", without_secrets(&location)))
+                })?;
                 if self.same_origin(&next) && !location.starts_with("http") {
                     url = next;
                     continue;
@@ -699,6 +736,57 @@ fn next_cursor(headers: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(endpoint: &str, token: Option<&str>) -> HubSettings {
+        HubSettings {
+            endpoint: endpoint.to_owned(),
+            token: token.map(Secret::new),
+            retries: 0,
+            min_backoff: Duration::from_millis(1),
+            api_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_token_never_travels_in_plain_text_beyond_loopback() {
+        let refused = Hub::new(settings("http://mirror.example:8080", Some("hf_secret")))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            refused.contains("refusing to send the hub token in plain text"),
+            "{refused}"
+        );
+        assert!(!refused.contains("hf_secret"), "{refused}");
+        assert!(
+            Hub::new(settings("http://mirror.example:8080", None)).is_ok(),
+            "no token: fine"
+        );
+        assert!(
+            Hub::new(settings("http://127.0.0.1:9", Some("hf_secret"))).is_ok(),
+            "loopback: fine"
+        );
+        assert!(
+            Hub::new(settings("http://localhost:9", Some("hf_secret"))).is_ok(),
+            "localhost: fine"
+        );
+        assert!(Hub::new(settings("https://huggingface.co", Some("hf_secret"))).is_ok());
+    }
+
+    #[test]
+    fn credentials_in_urls_are_never_shown() {
+        let hub = Hub::new(settings("https://user:pa55word@mirror.example/hf", None)).expect("hub");
+        assert_eq!(hub.endpoint(), "https://mirror.example/hf");
+        let signed = "https://cdn.example/repos/ab/cd?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIA";
+        assert_eq!(without_secrets(signed), "https://cdn.example/repos/ab/cd");
+        assert_eq!(
+            without_secrets("https://u:p@h.example/x?sig=1"),
+            "https://h.example/x"
+        );
+        let bad = Hub::new(settings("not a url with secret?token=x", None))
+            .err()
+            .unwrap_or_default();
+        assert!(!bad.contains("token=x"), "{bad}");
+    }
 
     #[test]
     fn escapes_revisions_fully_and_paths_by_segment() {

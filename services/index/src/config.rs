@@ -17,8 +17,9 @@ pub struct Config {
     /// of importing them flagged as unsafe.
     #[arg(long, env = "PUMAS_REFUSE_PICKLE")]
     pub refuse_pickle: bool,
-    /// Only import from below these directories (repeatable; default: anywhere this process can
-    /// read).
+    /// Only import from below these directories (repeatable). Default: anywhere this process can
+    /// read when the index listens on loopback (its callers are this machine's user); nowhere when
+    /// it listens beyond loopback (imports are refused until roots are given).
     #[arg(long = "import-root", env = "PUMAS_IMPORT_ROOTS", value_delimiter = ',')]
     pub import_roots: Vec<PathBuf>,
     /// How many import, reindex and verify jobs work at once and wait.
@@ -47,6 +48,8 @@ impl Config {
                 .iter()
                 .map(|r| std::fs::canonicalize(r).unwrap_or_else(|_| r.clone()))
                 .collect(),
+            import_roots_required: false,
+            download_staging: Some(self.data_root().downloads_dir()),
             job_limits: self.jobs,
             retention: self.retention,
         }

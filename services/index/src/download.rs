@@ -116,6 +116,22 @@ impl Library {
                 ),
             ));
         }
+        if let Some(area) = &self.policy.download_staging {
+            // Only fetch's own staging folder: anything else would let a caller rename any
+            // folder it names into the library.
+            let real = std::fs::canonicalize(&begin.staging).unwrap_or_else(|_| begin.staging.clone());
+            let area = std::fs::canonicalize(area).unwrap_or_else(|_| area.clone());
+            if !real.starts_with(&area) || real == area {
+                return Err(IndexError::invalid(
+                    "staging_path",
+                    format!(
+                        "`{}` is not a download folder inside fetch's staging area {}",
+                        begin.staging.display(),
+                        area.display()
+                    ),
+                ));
+            }
+        }
         for f in &begin.expected {
             check_relative(&f.path)?;
         }

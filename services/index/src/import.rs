@@ -87,6 +87,13 @@ pub fn plan(library: &Library, request: &Request) -> Result<Vec<Unit>, IndexErro
             IndexError::invalid(field.clone(), format!("`{}` cannot be read: {e}", path.display()))
         })?;
         let roots = &library.policy.import_roots;
+        if roots.is_empty() && library.policy.import_roots_required {
+            return Err(IndexError::Precondition {
+                kind: "IMPORT_ROOTS_REQUIRED".to_owned(),
+                subject: path.display().to_string(),
+                message: "this index listens beyond loopback and takes imports only from the directories its operator names; start it with --import-root <dir> (repeatable)".to_owned(),
+            });
+        }
         if !roots.is_empty() && !roots.iter().any(|r| real.starts_with(r)) {
             return Err(IndexError::invalid(
                 field,
@@ -101,7 +108,11 @@ pub fn plan(library: &Library, request: &Request) -> Result<Vec<Unit>, IndexErro
                 ),
             ));
         }
-        if real.starts_with(library.root()) {
+        // Compared with the real path of the library too: a data root reached through a symlink
+        // or given relative must not let the library be a source.
+        let library_root =
+            std::fs::canonicalize(library.root()).unwrap_or_else(|_| library.root().to_owned());
+        if real.starts_with(&library_root) || real.starts_with(library.root()) {
             return Err(IndexError::invalid(
                 field,
                 format!("`{}` is already inside the library", path.display()),

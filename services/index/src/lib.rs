@@ -59,7 +59,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let data_root = config.data_root();
-    let library = open::open(&data_root.models_dir(), config.policy()).await?;
+    let mut policy = config.policy();
+    // Callers beyond this machine are not the user whose files these are: they import only
+    // from roots the operator names.
+    policy.import_roots_required = listener.local_addr().is_ok_and(|a| !a.ip().is_loopback());
+    let library = open::open(&data_root.models_dir(), policy).await?;
     let api = api::IndexApi::new(std::sync::Arc::clone(&library), SystemTime::now());
     tracing::info!(addr = ?listener.local_addr().ok(), library = %data_root.models_dir().display(), "index service listening");
     let served = pumas_runtime::serve::serve_service(

@@ -26,6 +26,12 @@ pub struct Policy {
     pub refuse_pickle: bool,
     /// When not empty, imports may only read below these directories.
     pub import_roots: Vec<PathBuf>,
+    /// Imports need `import_roots`: with none, every import is refused. Set for an index that
+    /// listens beyond loopback, whose callers are not the user whose files these are.
+    pub import_roots_required: bool,
+    /// Where downloads are staged (fetch's folder): `BeginModelDownload` takes a staging path only
+    /// below it. `None` (the library used directly, in tests) takes any.
+    pub download_staging: Option<PathBuf>,
     /// How many jobs work at once and how many may wait.
     pub job_limits: crate::jobs::JobLimits,
     /// How long the change feed and the hash cache are kept.

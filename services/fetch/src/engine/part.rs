@@ -174,7 +174,7 @@ impl Engine {
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
                     self.flush(live, target, &mut pending).await?;
-                    return Err(RangeError::Retry(format!("connection lost: {e}")));
+                    return Err(RangeError::Retry(format!("connection lost: {}", e.without_url())));
                 }
                 Ok(Some(Ok(chunk))) => chunk,
             };

@@ -76,6 +76,9 @@ pub enum InspectError {
         format: &'static str,
         reason: String,
     },
+    /// A single file whose name says it is no model file of any format we know.
+    #[error("{path} is not a model file: its name has none of the model extensions ({})", WEIGHT_EXTENSIONS.join(", "))]
+    NotAModel { path: String },
     /// A shard of a set is missing.
     #[error("{path} is part {part} of {total}, but {missing} is missing")]
     IncompleteSet {
@@ -198,6 +201,12 @@ fn stem_name(path: &Path) -> String {
 pub fn units_for(path: &Path) -> Result<Vec<Unit>, InspectError> {
     let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
     if meta.is_file() {
+        // Only weights by name here; their content is checked by format when inspected.
+        if !is_weight(path) {
+            return Err(InspectError::NotAModel {
+                path: path.display().to_string(),
+            });
+        }
         let dir = path.parent().unwrap_or(Path::new("."));
         let siblings: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| unreadable(dir, e))?
@@ -394,6 +403,20 @@ pub fn facts_for(unit: &Unit) -> Result<Facts, InspectError> {
                         Some(first) => first.tensors.extend(header.tensors),
                         None => facts.gguf = Some(header),
                     }
+                }
+            }
+            "onnx" => {
+                // An ONNX ModelProto opens with its ir_version (field 1, a varint: tag 0x08).
+                let mut first = [0u8; 1];
+                let opened = File::open(&f.source).map_err(|e| unreadable(&f.source, e))?;
+                let read = std::io::Read::read(&mut BufReader::new(opened), &mut first)
+                    .map_err(|e| unreadable(&f.source, e))?;
+                if read == 0 || first[0] != 0x08 {
+                    return Err(InspectError::Malformed {
+                        path: f.source.display().to_string(),
+                        format: "ONNX",
+                        reason: "it does not start with an ONNX model's ir_version field".to_owned(),
+                    });
                 }
             }
             ext if PICKLE_EXTENSIONS.contains(&ext) => {
