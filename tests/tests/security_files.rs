@@ -178,3 +178,68 @@ async fn a_download_can_only_be_staged_in_fetchs_own_area() -> anyhow::Result<()
     assert_eq!(hashes(decoy.path())?, before, "the decoy folder is untouched");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_data_root_given_through_a_symlink_is_still_never_a_source() -> anyhow::Result<()> {
+    // The data root is named through a symlink; the real path of a library file must be refused
+    // as a MOVE source just as the symlinked one is.
+    let dir = tempfile::tempdir()?;
+    let real_root = dir.path().join("real-root");
+    std::fs::create_dir_all(&real_root)?;
+    let alias = dir.path().join("alias-root");
+    std::os::unix::fs::symlink(&real_root, &alias)?;
+    let alias_arg = alias.display().to_string();
+    let token_file = pumas_e2e::service_token_file().display().to_string();
+    let args = [
+        "up",
+        "--data-root",
+        &alias_arg,
+        "--service-token-file",
+        &token_file,
+        "--gateway-port",
+        "0",
+        "--index-port",
+        "0",
+        "--fetch-port",
+        "0",
+        "--mapper-port",
+        "0",
+    ];
+    let process = pumas_e2e::Process::start(&args, &[], dir.path().join("up.log"), |l| {
+        l.starts_with("Stop with Ctrl-C")
+    })
+    .await?;
+    let gateway_addr = process
+        .banner
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("  gateway")
+                .map(|r| r.split_whitespace().next().unwrap_or("").to_owned())
+        })
+        .context("gateway address")?;
+    pumas_e2e::wait_for_health(
+        &gateway_addr,
+        pumas_e2e::GATEWAY_SERVICE,
+        tonic_health::pb::health_check_response::ServingStatus::Serving,
+        std::time::Duration::from_secs(30),
+    )
+    .await?;
+    let mut gateway = ModelLibraryServiceClient::new(channel(&gateway_addr).await?);
+    let lora = dir.path().join("inbox").join("Detail.safetensors");
+    write_lora(&lora, 9)?;
+    let model_id = import(&mut gateway, &lora).await?;
+    let model_dir = real_root.join("shared-resources/models").join(&model_id);
+    let before = hashes(&model_dir)?;
+    let weights = before
+        .keys()
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .context("weights")?
+        .clone();
+    for path in [weights.clone(), alias.join(weights.strip_prefix(&real_root)?)] {
+        let why = refusal(&mut gateway, &path).await?;
+        assert!(why.contains("inside the library"), "{}: {why}", path.display());
+    }
+    assert_eq!(hashes(&model_dir)?, before, "the library's copy is untouched");
+    process.terminate().await?;
+    Ok(())
+}
