@@ -243,3 +243,97 @@ async fn a_data_root_given_through_a_symlink_is_still_never_a_source() -> anyhow
     process.terminate().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_repo_that_ships_the_librarys_file_names_downloads_into_a_correct_model() -> anyhow::Result<()> {
+    use pumas_e2e::downloads::{start_download, wait_for_download};
+    use pumas_e2e::hub::{HubEmulator, HubFile, HubRepo, fixtures};
+    use pumas_proto::fetch::v1::DownloadState;
+
+    // A crafted repo: its own metadata.json claims another model's id, its overrides.json
+    // tries to retype it, and a .pumas-import.json poses as an import journal.
+    let crafted = br#"{"schema_version":1,"id":"lora/sdxl/someone-elses-model","model_type":"lora"}"#;
+    let tiny = fixtures::tiny_model(4096);
+    let repo = HubRepo::new("acme/ships-metadata")
+        .file(HubFile::new("metadata.json", bytes::Bytes::from_static(crafted)))
+        .file(HubFile::new(
+            "overrides.json",
+            bytes::Bytes::from_static(br#"{"model_type":"vae"}"#),
+        ))
+        .file(HubFile::new(
+            ".pumas-import.json",
+            bytes::Bytes::from_static(br#"{"mode":"move"}"#),
+        ))
+        .file(
+            tiny.files
+                .iter()
+                .find(|f| f.path == "config.json")
+                .context("config")?
+                .clone(),
+        )
+        .file(
+            tiny.files
+                .iter()
+                .find(|f| f.path == "model.safetensors")
+                .context("weights")?
+                .clone(),
+        )
+        .library("transformers");
+    let emulator = HubEmulator::start(vec![repo]).await?;
+    let suite = Suite::start_with(&["--hub-endpoint", &emulator.url, "--hub-backoff-ms", "20"], &[]).await?;
+    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
+    let id = start_download(
+        &mut gateway,
+        pumas_proto::gateway::v1::StartDownloadRequest {
+            repo_id: "acme/ships-metadata".to_owned(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let done = wait_for_download(
+        &mut gateway,
+        &id,
+        DownloadState::Completed,
+        std::time::Duration::from_secs(60),
+    )
+    .await?;
+    let model = gateway
+        .get_model(pumas_proto::gateway::v1::GetModelRequest {
+            model_id: done.model_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .model
+        .and_then(|v| v.model)
+        .context("model")?;
+    assert_eq!(
+        model.state,
+        pumas_proto::common::v1::ModelState::Ready as i32,
+        "{model:?}"
+    );
+    assert_ne!(model.model_id, "lora/sdxl/someone-elses-model");
+    assert_eq!(
+        model.model_type,
+        pumas_proto::common::v1::ModelType::Llm as i32,
+        "not retyped: {model:?}"
+    );
+    let paths: Vec<&str> = model.files.iter().map(|f| f.path.as_str()).collect();
+    for kept in [
+        "_metadata.json",
+        "_overrides.json",
+        "_.pumas-import.json",
+        "model.safetensors",
+    ] {
+        assert!(paths.contains(&kept), "{kept} in {paths:?}");
+    }
+    // The library's own metadata.json is the library's; the repo's bytes are kept as they were.
+    let dir = suite.root().join("shared-resources/models").join(&model.model_id);
+    let ours: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("metadata.json"))?)?;
+    assert_eq!(ours["id"], model.model_id.as_str());
+    assert_eq!(std::fs::read(dir.join("_metadata.json"))?, crafted.to_vec());
+    assert!(
+        !dir.join("overrides.json").exists(),
+        "no overrides were made from the repo's file"
+    );
+    Ok(())
+}

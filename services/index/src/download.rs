@@ -160,7 +160,15 @@ impl Library {
         let mut tags = begin.tags.clone();
         tags.sort();
         tags.dedup();
-        let mut files = begin.expected.clone();
+        // The repo's own files keep their names, except one named like a library file.
+        let mut files: Vec<FileEntry> = begin
+            .expected
+            .iter()
+            .map(|f| FileEntry {
+                path: crate::metadata::stored_path(&f.path),
+                ..f.clone()
+            })
+            .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let metadata = Metadata {
             schema_version: SCHEMA_VERSION,
@@ -250,6 +258,14 @@ impl Library {
         let id = record.metadata.id.clone();
         let dir = self.model_dir(&id)?;
         let moves = files.clone();
+        // From where fetch put each file (its repo path) to where the library keeps it.
+        let files: Vec<FileEntry> = files
+            .into_iter()
+            .map(|f| FileEntry {
+                path: crate::metadata::stored_path(&f.path),
+                ..f
+            })
+            .collect();
         let (from, to) = (staging.clone(), dir.clone());
         tokio::task::spawn_blocking(move || move_files(&from, &to, &moves))
             .await
@@ -356,7 +372,7 @@ impl Library {
 fn move_files(staging: &Path, dir: &Path, files: &[FileEntry]) -> Result<(), IndexError> {
     for f in files {
         let from = staging.join(&f.path);
-        let to = dir.join(&f.path);
+        let to = dir.join(crate::metadata::stored_path(&f.path));
         let have = std::fs::metadata(&to).ok().filter(|m| m.len() == f.size);
         if have.is_some() && !from.exists() {
             // Moved by an earlier attempt that did not finish.

@@ -268,3 +268,78 @@ impl Overrides {
 pub fn now_rfc3339() -> String {
     prost_types::Timestamp::from(std::time::SystemTime::now()).to_string()
 }
+
+/// Whether a model's own file, at `path` in its repository or folder, would take the name of one
+/// of the library's files: `metadata.json` or `overrides.json` at the model's root, or any
+/// `.pumas*` name. Names that are such a name behind leading underscores count too, so that
+/// [`stored_path`] never maps two files to one name.
+pub fn is_reserved(path: &str) -> bool {
+    let mut parts = path.split('/');
+    let first = parts.next().unwrap_or_default();
+    let root_name = !path.contains('/') && {
+        let bare = first.trim_start_matches('_');
+        bare == METADATA_FILE || bare == OVERRIDES_FILE
+    };
+    root_name
+        || path
+            .split('/')
+            .any(|c| c.trim_start_matches('_').starts_with(".pumas"))
+}
+
+/// Where the library keeps a model's own file that is at `path` in its repository or folder:
+/// the same path, except that a reserved name (see [`is_reserved`]) gets one more leading `_`
+/// on the components that make it reserved (`metadata.json` -> `_metadata.json`,
+/// `sub/.pumas-x` -> `sub/_.pumas-x`). The file is kept, never parsed as library metadata.
+pub fn stored_path(path: &str) -> String {
+    if !is_reserved(path) {
+        return path.to_owned();
+    }
+    if !path.contains('/') {
+        return format!("_{path}");
+    }
+    path.split('/')
+        .map(|c| {
+            if c.trim_start_matches('_').starts_with(".pumas") {
+                format!("_{c}")
+            } else {
+                c.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod reserved_tests {
+    use super::*;
+
+    #[test]
+    fn the_librarys_names_are_escaped_and_nothing_else() {
+        assert_eq!(stored_path("metadata.json"), "_metadata.json");
+        assert_eq!(stored_path("overrides.json"), "_overrides.json");
+        assert_eq!(stored_path("_metadata.json"), "__metadata.json");
+        assert_eq!(stored_path(".pumas-import.json"), "_.pumas-import.json");
+        assert_eq!(stored_path("sub/.pumas-tmp-x"), "sub/_.pumas-tmp-x");
+        // Only at the root are metadata.json and overrides.json the library's.
+        assert_eq!(stored_path("unet/metadata.json"), "unet/metadata.json");
+        assert_eq!(stored_path("model.safetensors"), "model.safetensors");
+        assert_eq!(stored_path("config.json"), "config.json");
+        // One-to-one: distinct names stay distinct.
+        let names = [
+            "metadata.json",
+            "_metadata.json",
+            "__metadata.json",
+            ".pumas",
+            "_.pumas",
+            "x",
+        ];
+        let stored: std::collections::BTreeSet<String> = names.iter().map(|n| stored_path(n)).collect();
+        assert_eq!(stored.len(), names.len());
+        assert!(stored.iter().all(|s| !is_reserved_as_library_file(s)));
+    }
+
+    /// What the library itself reads: never a stored model file.
+    fn is_reserved_as_library_file(path: &str) -> bool {
+        path == METADATA_FILE || path == OVERRIDES_FILE || path.starts_with(".pumas")
+    }
+}

@@ -224,9 +224,10 @@ pub fn units_for(path: &Path) -> Result<Vec<Unit>, InspectError> {
                 path: path.display().to_string(),
             });
         }
+        // A folder's own metadata.json (or other library name) is kept under an escaped name.
         let files = files
             .iter()
-            .map(|f| file_entry(f, relative(path, f)))
+            .map(|f| file_entry(f, crate::metadata::stored_path(&relative(path, f))))
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(vec![Unit {
             // A folder's name is its name: "Qwen2.5-0.5B" has no extension to strip.
