@@ -45,6 +45,10 @@ pub struct UpArgs {
     /// Only import from below these directories (repeatable; default: anywhere).
     #[arg(long = "import-root", env = "PUMAS_IMPORT_ROOTS", value_delimiter = ',')]
     import_roots: Vec<PathBuf>,
+    /// App folders that configs sent over the API may target (repeatable; default: any when
+    /// --bind is loopback, none beyond it).
+    #[arg(long = "app-root", env = "PUMAS_APP_ROOTS", value_delimiter = ',')]
+    app_roots: Vec<PathBuf>,
     /// API bearer tokens for the gateway (comma-separated; off when empty).
     #[arg(
         long = "api-token",
@@ -125,6 +129,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         index_addr: index_addr.clone(),
         library_mount: None,
         host: None,
+        app_roots: args.app_roots.clone(),
         limits: args.limits,
     };
     let mut gateway_config = pumas_gateway::Config {

@@ -283,9 +283,15 @@ async fn scenario(net: Net) -> anyhow::Result<()> {
     let root = storage_root.display().to_string();
     // On a fixed address: the loopback variant restarts it.
     let index_listen = stable_addr(&net, "storage", 50052)?;
+    // An index beyond loopback imports only from the roots its operator names.
+    let incoming = base.join("incoming");
+    std::fs::create_dir_all(&incoming)?;
+    let incoming_arg = incoming.display().to_string();
     let index_args = [
         "serve",
         "index",
+        "--import-root",
+        &incoming_arg,
         "--listen",
         &index_listen,
         "--plaintext",

@@ -72,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         "bench".into(),
         registry,
         index,
+        Default::default(),
     );
     let configs: Vec<_> = ["comfyui", "forge", "sdnext"]
         .iter()

@@ -47,6 +47,12 @@ impl From<MapperError> for ApiError {
                     .collect::<Vec<_>>()
                     .join("; "),
             ),
+            MapperError::RootNotAllowed(_) => ApiError::PermissionDenied(message),
+            MapperError::LibraryNotVisible { mount, .. } => ApiError::FailedPrecondition {
+                kind: "LIBRARY_MOUNT_NOT_VISIBLE".to_owned(),
+                subject: mount.display().to_string(),
+                message,
+            },
             MapperError::IndexUnreachable(_) => ApiError::FailedPrecondition {
                 kind: "INDEX_UNREACHABLE".to_owned(),
                 subject: "index".to_owned(),

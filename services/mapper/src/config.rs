@@ -21,6 +21,12 @@ pub struct Config {
     /// This host's name in link holds reported to the index (default: the hostname).
     #[arg(long, env = "PUMAS_MAPPER_HOST")]
     pub host: Option<String>,
+    /// App folders that configs sent over the API (PutMappingConfig) may target (repeatable).
+    /// Default: any folder when the mapper listens on loopback (its callers are this machine's
+    /// user); none when it listens beyond loopback, where only configs written on disk by the
+    /// operator are used.
+    #[arg(long = "app-root", env = "PUMAS_APP_ROOTS", value_delimiter = ',')]
+    pub app_roots: Vec<PathBuf>,
     /// Concurrent-call limit and deadline (the gateway's, on this backend too).
     #[command(flatten)]
     pub limits: pumas_runtime::LimitArgs,
@@ -33,6 +39,7 @@ impl Default for Config {
             index_addr: "127.0.0.1:50052".to_owned(),
             library_mount: None,
             host: None,
+            app_roots: Vec::new(),
             limits: pumas_runtime::LimitArgs::default(),
         }
     }

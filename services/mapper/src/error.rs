@@ -24,6 +24,14 @@ pub enum MapperError {
     /// A config given to store does not validate; nothing was written.
     #[error("the mapping config has {} problem(s)", .0.len())]
     Rejected(Vec<ConfigError>),
+    /// A config sent over the API targets a folder this mapper may not write to.
+    #[error("{0}")]
+    RootNotAllowed(String),
+    /// The library mount does not show the library: links made now would all dangle.
+    #[error(
+        "the library mount {mount} does not show the library ({why}); give this mapper the path where this host sees the index's models folder (--library-mount)"
+    )]
+    LibraryNotVisible { mount: PathBuf, why: String },
     /// The index could not be asked about the library.
     #[error("the mapper cannot read the library from the index: {0}")]
     IndexUnreachable(String),

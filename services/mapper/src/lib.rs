@@ -71,12 +71,18 @@ pub async fn serve(
                 .map_err(|e| Error::Config(e.to_string()))?,
         ),
     );
+    // Callers beyond this machine are not the user whose app folders these are.
+    let app_roots = engine::AppRoots {
+        roots: config.app_roots.iter().map(|r| engine::real_path(r)).collect(),
+        required: listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()),
+    };
     let engine = engine::Engine::new(
         configs_dir,
         config.library_mount(),
         config.host_name(),
         registry,
         index,
+        app_roots,
     );
     tokio::spawn(std::sync::Arc::clone(&engine).follow());
     let api = api::MapperApi::new(&config, SystemTime::now(), engine);

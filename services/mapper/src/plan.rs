@@ -421,7 +421,19 @@ fn plan_uncached(
                 "a file that Pumas did not make replaced its link".to_owned(),
             ),
             (None, Ok(OnDisk::Missing)) => (ActionKind::Create, String::new()),
-            // Already exactly what we would make (e.g. apply interrupted before recording).
+            // A copy can only be told from the user's own file of the same size by reading
+            // both: whatever it is, Pumas did not make it here (no record), so it is not
+            // claimed, and unmap will never delete it.
+            (None, Ok(OnDisk::Matches))
+                if matches!(d.want, Want::Link { .. }) && matches!(made_as, Strategy::Copy | Strategy::Reflink) =>
+            {
+                (
+                    ActionKind::Conflict,
+                    "a file Pumas did not make is in the way (it has the library file's size, but only a copy Pumas records is its own)".to_owned(),
+                )
+            }
+            // Already exactly what we would make, provably (the same inode, or a symlink to the
+            // library file), e.g. an apply interrupted before recording.
             (None, Ok(OnDisk::Matches)) => (ActionKind::Keep, String::new()),
             // The app's own config file: Pumas only rewrites its section in it.
             (None, Ok(OnDisk::Ours)) if matches!(d.want, Want::File { .. }) && d.model_id.is_empty() => {

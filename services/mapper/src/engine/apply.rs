@@ -47,6 +47,7 @@ impl Engine {
             Some(ids) => self.library.some_models(ids).await?,
             None => self.library.all_models().await?,
         };
+        self.check_mount(&models)?;
         let outcome = self
             .apply_models(&config, &models, replace_conflicts, scope)
             .await?;
@@ -258,5 +259,30 @@ pub(super) fn sweep_stale_temps(dirs: &[PathBuf]) {
         {
             tracing::info!(dir = %dir.display(), removed = n, "removed temp files a stopped mapper left");
         }
+    }
+}
+
+impl Engine {
+    /// Refuses to link when the library mount does not show the library: the mount is missing,
+    /// or none of the models at hand has its folder there (a wrong --library-mount would make
+    /// every link dangle while the apply reported success).
+    fn check_mount(&self, models: &[Model]) -> Result<()> {
+        let refuse = |why: String| {
+            Err(MapperError::LibraryNotVisible {
+                mount: self.mount.clone(),
+                why,
+            })
+        };
+        if !self.mount.is_dir() {
+            return refuse("it is not a folder on this host".to_owned());
+        }
+        let probe: Vec<&Model> = models.iter().filter(|m| m.state == "ready").take(8).collect();
+        if !probe.is_empty() && !probe.iter().any(|m| self.mount.join(&m.id).is_dir()) {
+            return refuse(format!(
+                "{} is not there",
+                self.mount.join(&probe[0].id).display()
+            ));
+        }
+        Ok(())
     }
 }

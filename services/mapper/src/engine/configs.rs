@@ -65,6 +65,9 @@ impl Engine {
             return Err(MapperError::BadAppName(app.to_owned()));
         }
         let config = mapping::parse(app, text).map_err(MapperError::Rejected)?;
+        if let Some(why) = self.app_roots.refuses(&config.root) {
+            return Err(MapperError::RootNotAllowed(why));
+        }
         std::fs::create_dir_all(&self.configs_dir).map_err(|e| MapperError::Internal(e.to_string()))?;
         let path = mapping::path_of(&self.configs_dir, app);
         pumas_runtime::fsio::write_atomic(&path, text.as_bytes())

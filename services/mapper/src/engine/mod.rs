@@ -64,6 +64,75 @@ pub struct Engine {
     app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Whether the change feed is connected.
     pub following: watch::Sender<bool>,
+    /// Folders configs sent over the API may target.
+    app_roots: AppRoots,
+}
+
+/// Folders that configs sent over the API may target.
+#[derive(Clone, Debug, Default)]
+pub struct AppRoots {
+    /// Allowed folders (real paths); empty = see `required`.
+    pub roots: Vec<PathBuf>,
+    /// With no roots: refuse every config sent over the API (a mapper beyond loopback).
+    pub required: bool,
+}
+
+impl AppRoots {
+    /// Why `root` may not be written to through the API, if it may not.
+    pub fn refuses(&self, root: &Path) -> Option<String> {
+        if self.roots.is_empty() {
+            return self.required.then(|| {
+                format!(
+                    "this mapper listens beyond loopback and takes configs over the API only for app folders under --app-root; none is given, so {} is refused (write the config on the mapper's host instead)",
+                    root.display()
+                )
+            });
+        }
+        let real = real_path(root);
+        if self.roots.iter().any(|r| real.starts_with(r)) {
+            return None;
+        }
+        Some(format!(
+            "{} is outside the app folders this mapper may write to ({})",
+            root.display(),
+            self.roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// The real path of `path`, which need not exist yet: `..` and `.` resolved, and its longest
+/// existing ancestor resolved through symlinks.
+pub fn real_path(path: &Path) -> PathBuf {
+    let mut lexical = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                lexical.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => lexical.push(other.as_os_str()),
+        }
+    }
+    let mut existing = lexical.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match existing.file_name() {
+            Some(name) => rest.push(name.to_owned()),
+            None => break,
+        }
+        if !existing.pop() {
+            break;
+        }
+    }
+    let mut real = std::fs::canonicalize(&existing).unwrap_or(existing);
+    for name in rest.into_iter().rev() {
+        real.push(name);
+    }
+    real
 }
 
 impl Engine {
@@ -73,6 +142,7 @@ impl Engine {
         host: String,
         registry: Registry,
         library: Library,
+        app_roots: AppRoots,
     ) -> Arc<Self> {
         Arc::new(Self {
             configs_dir,
@@ -82,6 +152,7 @@ impl Engine {
             library,
             app_locks: Mutex::new(HashMap::new()),
             following: watch::channel(false).0,
+            app_roots,
         })
     }
 

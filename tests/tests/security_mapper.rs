@@ -1,0 +1,230 @@
+//! Attacks on the mapper through its API, with the real binary:
+//! - a config sent over the API (`PutMappingConfig`) that targets a folder outside the
+//!   operator's `--app-root` allow-list (directly, with `..`, or through a symlink) is refused,
+//!   and nothing is written there;
+//! - a mapper whose `--library-mount` does not show the library refuses to apply
+//!   (FAILED_PRECONDITION naming the mount) instead of reporting success with dangling links.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use pumas_e2e::library::write_lora;
+use pumas_e2e::{channel, serve_role};
+use pumas_proto::common::v1::JobState;
+use pumas_proto::index::v1::index_service_client::IndexServiceClient;
+use pumas_proto::mapper::v1::mapper_service_client::MapperServiceClient;
+use pumas_proto::mapper::v1::{ApplyMappingRequest, PutMappingConfigRequest, WatchMappingJobRequest};
+
+fn comfy(root: &Path) -> String {
+    format!(
+        "kind = \"comfyui\"\nroot = \"{}\"\nstrategy = \"symlink\"\n",
+        root.display()
+    )
+}
+
+#[tokio::test]
+async fn configs_over_the_api_only_target_allowed_app_folders() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root_arg = dir.path().join("root").display().to_string();
+    let apps = dir.path().join("apps");
+    std::fs::create_dir_all(&apps)?;
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere)?;
+    std::os::unix::fs::symlink(&elsewhere, apps.join("sneaky"))?;
+    let apps_arg = apps.display().to_string();
+    let args = ["--data-root", root_arg.as_str(), "--app-root", apps_arg.as_str()];
+    let (_mapper, addr) = serve_role("mapper", "127.0.0.1:0", &args, dir.path()).await?;
+    let mut mapper = MapperServiceClient::new(channel(&addr).await?);
+
+    let put = |app: &str, root: &Path| PutMappingConfigRequest {
+        app: app.to_owned(),
+        config_toml: comfy(root),
+    };
+    mapper
+        .put_mapping_config(put("inside", &apps.join("ComfyUI")))
+        .await?;
+    for (app, root) in [
+        ("outside", elsewhere.join("ComfyUI")),
+        ("dotdot", apps.join("..").join("elsewhere").join("ComfyUI")),
+        ("symlink", apps.join("sneaky").join("ComfyUI")),
+    ] {
+        let err = mapper.put_mapping_config(put(app, &root)).await.expect_err(app);
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{app}: {err:?}");
+        assert!(
+            err.message().contains("outside the app folders"),
+            "{app}: {}",
+            err.message()
+        );
+    }
+    let configs = dir.path().join("root/launcher-data/mapping-configs");
+    assert!(configs.join("inside.toml").exists());
+    for app in ["outside", "dotdot", "symlink"] {
+        assert!(!configs.join(format!("{app}.toml")).exists(), "{app} was written");
+    }
+    assert_eq!(
+        std::fs::read_dir(&elsewhere)?.count(),
+        0,
+        "nothing was written outside"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_mapper_that_cannot_see_the_library_refuses_to_apply() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("root");
+    let root_arg = root.display().to_string();
+    let (_index, index_addr) =
+        serve_role("index", "127.0.0.1:0", &["--data-root", &root_arg], dir.path()).await?;
+    let mut index = IndexServiceClient::new(channel(&index_addr).await?);
+    let lora = dir.path().join("inbox").join("Ink.safetensors");
+    write_lora(&lora, 3)?;
+    let started = index
+        .import_models(pumas_proto::index::v1::ImportModelsRequest {
+            paths: vec![lora.display().to_string()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let job_id = started.job.and_then(|j| j.status).context("job")?.job_id;
+    let mut stream = index
+        .watch_job(pumas_proto::index::v1::WatchJobRequest { job_id })
+        .await?
+        .into_inner();
+    while stream.message().await?.is_some() {}
+
+    // The mapper's host sees the library somewhere else, and is told a wrong place.
+    let wrong_mount = dir.path().join("not-the-library");
+    std::fs::create_dir_all(&wrong_mount)?;
+    let mapper_root = dir.path().join("mapper-host").display().to_string();
+    let mount_arg = wrong_mount.display().to_string();
+    let args = [
+        "--data-root",
+        mapper_root.as_str(),
+        "--index",
+        index_addr.as_str(),
+        "--library-mount",
+        mount_arg.as_str(),
+    ];
+    let (_mapper, addr) = serve_role("mapper", "127.0.0.1:0", &args, dir.path()).await?;
+    let mut mapper = MapperServiceClient::new(channel(&addr).await?);
+    let app = dir.path().join("ComfyUI");
+    mapper
+        .put_mapping_config(PutMappingConfigRequest {
+            app: "comfy".to_owned(),
+            config_toml: comfy(&app),
+        })
+        .await?;
+    let job = mapper
+        .apply_mapping(ApplyMappingRequest {
+            app: "comfy".to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .job
+        .context("job")?;
+    let job_id = job.status.context("status")?.job_id;
+    let mut stream = mapper
+        .watch_mapping_job(WatchMappingJobRequest { job_id })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(update) = tokio::time::timeout(Duration::from_secs(60), stream.message()).await?? {
+        last = update.job;
+    }
+    let status = last.and_then(|j| j.status).context("final status")?;
+    assert_eq!(status.state, JobState::Failed as i32, "{status:?}");
+    let error = status.error.context("error")?;
+    assert_eq!(error.reason, "FAILED_PRECONDITION", "{error:?}");
+    assert!(
+        error.message.contains(&mount_arg),
+        "names the mount: {}",
+        error.message
+    );
+    let links = walkdir::WalkDir::new(&app)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.path_is_symlink())
+        .count();
+    assert_eq!(links, 0, "no dangling links were made");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_copy_never_claims_the_users_file_of_the_same_size() -> anyhow::Result<()> {
+    use pumas_e2e::Suite;
+    use pumas_e2e::library::{import, mapper_caught_up};
+    use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
+
+    let suite = Suite::start().await?;
+    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
+    let dir = tempfile::tempdir()?;
+    let lora = dir.path().join("inbox").join("Glow.safetensors");
+    write_lora(&lora, 11)?;
+    let model_id = import(&mut gateway, &lora).await?;
+    mapper_caught_up(&suite.index, &suite.mapper).await?;
+    let library_file = walkdir::WalkDir::new(suite.root().join("shared-resources/models").join(&model_id))
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        .context("library weights")?
+        .into_path();
+    // The user's own file where the copy would go: same size, other bytes.
+    let app = dir.path().join("ComfyUI");
+    let target = app
+        .join("models/loras")
+        .join(library_file.file_name().context("name")?);
+    std::fs::create_dir_all(target.parent().context("parent")?)?;
+    let size = std::fs::metadata(&library_file)?.len() as usize;
+    let users = vec![0x5a_u8; size];
+    std::fs::write(&target, &users)?;
+
+    let mut mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
+    mapper
+        .put_mapping_config(PutMappingConfigRequest {
+            app: "comfy".to_owned(),
+            config_toml: format!(
+                "kind = \"comfyui\"\nroot = \"{}\"\nstrategy = \"copy\"\n",
+                app.display()
+            ),
+        })
+        .await?;
+    for request in ["apply", "unmap"] {
+        let job = if request == "apply" {
+            mapper
+                .apply_mapping(ApplyMappingRequest {
+                    app: "comfy".to_owned(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .job
+        } else {
+            mapper
+                .unmap(pumas_proto::mapper::v1::UnmapRequest {
+                    app: "comfy".to_owned(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .job
+        };
+        let job_id = job.and_then(|j| j.status).context("job")?.job_id;
+        let mut stream = mapper
+            .watch_mapping_job(WatchMappingJobRequest { job_id })
+            .await?
+            .into_inner();
+        while tokio::time::timeout(Duration::from_secs(60), stream.message())
+            .await??
+            .is_some()
+        {}
+        assert_eq!(
+            std::fs::read(&target)?,
+            users,
+            "after {request}, the user's file is as it was"
+        );
+    }
+    Ok(())
+}
