@@ -2,21 +2,77 @@
 //! constant time; they are never logged. Health and reflection stay open (this interceptor wraps
 //! only ModelLibraryService).
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use pumas_runtime::{ApiError, Secret};
 use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
 
-/// The accepted tokens (empty = auth off).
+/// The accepted tokens: the ones given at start, and the lines of a tokens file, read again
+/// whenever the file changes (rotation without a restart). No tokens at all = auth off.
 #[derive(Clone, Default)]
 pub struct BearerAuth {
-    digests: Arc<Vec<[u8; 32]>>,
+    fixed: Arc<Vec<[u8; 32]>>,
+    file: Option<Arc<TokensFile>>,
+}
+
+/// Token digests, shared between calls.
+type Digests = Arc<Vec<[u8; 32]>>;
+
+/// A tokens file and what it held when last read (with its modification time).
+struct TokensFile {
+    path: PathBuf,
+    seen: RwLock<(Option<SystemTime>, Digests)>,
+}
+
+impl TokensFile {
+    fn read(path: &Path) -> Result<Vec<[u8; 32]>, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the tokens file {}: {e}", path.display()))?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(digest)
+            .collect())
+    }
+
+    /// The file's tokens, read again when its modification time changed. A file that cannot be
+    /// read keeps the tokens last read (a rotation half-done must not open the gateway).
+    fn current(&self) -> Digests {
+        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        if let Ok(seen) = self.seen.read()
+            && seen.0 == modified
+        {
+            return Arc::clone(&seen.1);
+        }
+        match Self::read(&self.path) {
+            Ok(tokens) => {
+                let tokens = Arc::new(tokens);
+                if let Ok(mut seen) = self.seen.write() {
+                    *seen = (modified, Arc::clone(&tokens));
+                }
+                tracing::info!(file = %self.path.display(), tokens = tokens.len(), "read the API tokens file");
+                tokens
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "keeping the API tokens read before");
+                self.seen.read().map(|s| Arc::clone(&s.1)).unwrap_or_default()
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for BearerAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BearerAuth({} tokens)", self.digests.len())
+        write!(
+            f,
+            "BearerAuth({} tokens, file: {})",
+            self.fixed.len(),
+            self.file.is_some()
+        )
     }
 }
 
@@ -25,45 +81,46 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 impl BearerAuth {
-    /// Tokens from the environment/flags and from a file (one per line, `#` comments).
+    /// Tokens from the environment/flags and from a file (one per line, `#` comments), which is
+    /// read now (an unreadable file is an error at start) and again whenever it changes.
     pub fn load(tokens: &[Secret], file: Option<&Path>) -> Result<Self, String> {
-        let mut all: Vec<String> = tokens
+        let fixed: Vec<[u8; 32]> = tokens
             .iter()
-            .map(|t| t.expose().trim().to_owned())
+            .map(|t| t.expose().trim())
             .filter(|t| !t.is_empty())
+            .map(digest)
             .collect();
-        if let Some(file) = file {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read the tokens file {}: {e}", file.display()))?;
-            all.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_owned),
-            );
-        }
+        let file = match file {
+            Some(path) => {
+                let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+                let read = TokensFile::read(path)?;
+                Some(Arc::new(TokensFile {
+                    path: path.to_owned(),
+                    seen: RwLock::new((modified, Arc::new(read))),
+                }))
+            }
+            None => None,
+        };
         Ok(Self {
-            digests: Arc::new(all.iter().map(|t| digest(t)).collect()),
+            fixed: Arc::new(fixed),
+            file,
         })
     }
 
     /// Whether auth is on.
     pub fn enabled(&self) -> bool {
-        !self.digests.is_empty()
+        !self.fixed.is_empty() || self.file.is_some()
     }
 
     fn accepts(&self, token: &str) -> bool {
         let candidate = digest(token);
-        // Look at every token and every byte, whatever matches, so timing says nothing.
-        let mut matched = 0u8;
-        for d in self.digests.iter() {
-            let diff = d
-                .iter()
-                .zip(candidate.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            matched |= u8::from(diff == 0);
+        let from_file = self.file.as_ref().map(|f| f.current()).unwrap_or_default();
+        // Look at every token, whatever matches, so timing says nothing.
+        let mut matched = subtle::Choice::from(0);
+        for d in self.fixed.iter().chain(from_file.iter()) {
+            matched |= d.ct_eq(&candidate);
         }
-        matched == 1
+        bool::from(matched)
     }
 }
 
@@ -94,6 +151,29 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_rotated_tokens_file_takes_effect_without_a_restart() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "old-token-0123456789\n")?;
+        let auth = BearerAuth::load(&[], Some(&file))?;
+        assert!(auth.accepts("old-token-0123456789"));
+        std::fs::write(&file, "# rotated\nnew-token-0123456789\n")?;
+        // Make the change visible even on a filesystem with coarse timestamps.
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)?
+            .set_modified(later)?;
+        assert!(auth.accepts("new-token-0123456789"));
+        assert!(!auth.accepts("old-token-0123456789"));
+        // A file that disappears mid-rotation keeps the last tokens, never opens the gateway.
+        std::fs::remove_file(&file)?;
+        assert!(auth.enabled() && auth.accepts("new-token-0123456789"));
+        assert!(!auth.accepts(""));
+        Ok(())
+    }
+
     fn call(auth: &mut BearerAuth, header: Option<&str>) -> Result<(), tonic::Code> {
         let mut request = tonic::Request::new(());
         if let Some(h) = header {
@@ -120,6 +200,6 @@ mod tests {
             call(&mut on, Some("Basic s3cret")),
             Err(tonic::Code::Unauthenticated)
         );
-        assert_eq!(format!("{on:?}"), "BearerAuth(2 tokens)");
+        assert_eq!(format!("{on:?}"), "BearerAuth(2 tokens, file: false)");
     }
 }

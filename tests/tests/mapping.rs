@@ -276,7 +276,8 @@ async fn apps_see_library_models_in_their_layouts_and_follow_the_library() -> an
         &library.join(&third_id).join("Third.safetensors")
     ));
 
-    // Repair: a link removed by hand comes back; a dangling link into the library goes.
+    // Repair: a link removed by hand comes back; a dangling link into the library that the
+    // mapper did not make is reported and left alone.
     std::fs::remove_file(&target)?;
     let dangling = comfy.join("models/loras/gone.safetensors");
     std::os::unix::fs::symlink(library.join("lora/sdxl/gone/gone.safetensors"), &dangling)?;
@@ -288,12 +289,21 @@ async fn apps_see_library_models_in_their_layouts_and_follow_the_library() -> an
         .await?
         .into_inner()
         .job;
-    finish(&mut mapper, job).await?;
+    let repaired = finish(&mut mapper, job).await?;
     assert!(same_inode(&target, &source), "relinked");
     assert!(
-        std::fs::symlink_metadata(&dangling).is_err(),
-        "dangling link removed"
+        std::fs::symlink_metadata(&dangling).is_ok(),
+        "a dangling link the mapper did not make is left alone"
     );
+    assert!(
+        repaired
+            .unresolved
+            .iter()
+            .any(|w| w.code == "unknown_dangling_link" && w.path == dangling.display().to_string()),
+        "and reported: {:?}",
+        repaired.unresolved
+    );
+    std::fs::remove_file(&dangling)?;
 
     // Unmap removes only what the mapper made.
     let job = mapper

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use super::{Engine, Outcome, Trigger, unmapped_key};
 use crate::error::{MapperError, Result};
-use crate::links;
 use crate::mapping::Strategy;
 use crate::plan::{Action, ActionKind, Plan};
 
@@ -64,11 +63,11 @@ impl Engine {
             .collect();
         let mount = self.mount.clone();
         let root = config.root.clone();
-        let keep = Self::keep_dirs(&config);
-        let removed = tokio::task::spawn_blocking(move || {
-            // Dangling symlinks into the library that no registry row knows, found first and
-            // removed after the walk.
-            let dangling: Vec<PathBuf> = walkdir::WalkDir::new(&root)
+        let dangling = tokio::task::spawn_blocking(move || {
+            // Dangling symlinks into the library that no registry row knows: the user's, or
+            // left by a lost registry. Reported, never removed: the mapper touches only what
+            // its registry says it made.
+            walkdir::WalkDir::new(&root)
                 .into_iter()
                 .filter_map(Result::ok)
                 .filter(|e| e.path_is_symlink() && !known.contains(&e.path().display().to_string()))
@@ -79,26 +78,19 @@ impl Engine {
                     let into_library = text.starts_with(&mount) || normalize(&absolute).starts_with(&mount);
                     into_library && std::fs::metadata(path).is_err()
                 })
-                .collect();
-            let mut removed = Vec::new();
-            for path in dangling {
-                if links::remove(&root, &path, &keep).is_ok() {
-                    removed.push(path);
-                }
-            }
-            removed
+                .collect::<Vec<PathBuf>>()
         })
         .await
         .map_err(|e| MapperError::Internal(e.to_string()))?;
-        for path in removed {
-            outcome.plan.actions.push(Action {
-                kind: ActionKind::Remove,
+        for path in dangling {
+            outcome.unresolved.push(crate::plan::Warning {
+                code: "unknown_dangling_link".to_owned(),
                 model_id: String::new(),
-                target: path,
-                want: None,
-                recorded: None,
-                strategy: Strategy::Symlink,
-                reason: "a dangling link into the library that no registry entry knows".to_owned(),
+                path: path.display().to_string(),
+                message: format!(
+                    "{}: a dangling link into the library that Pumas has no record of making; left alone (remove it if it is yours)",
+                    path.display()
+                ),
             });
         }
         Ok(outcome)
