@@ -228,3 +228,59 @@ async fn a_copy_never_claims_the_users_file_of_the_same_size() -> anyhow::Result
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn adoption_never_follows_a_symlinked_folder_out_of_the_app() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root_arg = dir.path().join("root").display().to_string();
+    let (_index, index_addr) =
+        serve_role("index", "127.0.0.1:0", &["--data-root", &root_arg], dir.path()).await?;
+    let args = ["--data-root", root_arg.as_str(), "--index", index_addr.as_str()];
+    let (_mapper, addr) = serve_role("mapper", "127.0.0.1:0", &args, dir.path()).await?;
+    let mut mapper = MapperServiceClient::new(channel(&addr).await?);
+    // The app's lora folder is a symlink to somewhere else that holds a weights file.
+    let outside = dir.path().join("someone-elses-models");
+    std::fs::create_dir_all(&outside)?;
+    let theirs = outside.join("Precious.safetensors");
+    write_lora(&theirs, 21)?;
+    let before = std::fs::read(&theirs)?;
+    let app = dir.path().join("ComfyUI");
+    std::fs::create_dir_all(app.join("models"))?;
+    std::os::unix::fs::symlink(&outside, app.join("models/loras"))?;
+    mapper
+        .put_mapping_config(PutMappingConfigRequest {
+            app: "comfy".to_owned(),
+            config_toml: comfy(&app),
+        })
+        .await?;
+    let preview = mapper
+        .preview_adoption(pumas_proto::mapper::v1::PreviewAdoptionRequest {
+            app: "comfy".to_owned(),
+        })
+        .await?
+        .into_inner();
+    assert!(preview.candidates.is_empty(), "{:?}", preview.candidates);
+    let job = mapper
+        .start_adoption(pumas_proto::mapper::v1::StartAdoptionRequest {
+            app: "comfy".to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .job;
+    let job_id = job.and_then(|j| j.status).context("job")?.job_id;
+    let mut stream = mapper
+        .watch_mapping_job(WatchMappingJobRequest { job_id })
+        .await?
+        .into_inner();
+    while tokio::time::timeout(Duration::from_secs(60), stream.message())
+        .await??
+        .is_some()
+    {}
+    assert_eq!(
+        std::fs::read(&theirs)?,
+        before,
+        "the file behind the symlink is untouched"
+    );
+    Ok(())
+}

@@ -48,7 +48,17 @@ pub fn scan(config: &MappingConfig, ours: &HashSet<String>) -> std::io::Result<V
     }
     let mut files: Vec<(PathBuf, u64)> = Vec::new();
     for folder in folders {
-        for entry in walkdir::WalkDir::new(folder).into_iter().filter_map(Result::ok) {
+        // Never through a symlink: a rule folder (or a folder above it in the app) that is one
+        // could lead anywhere, and adoption deletes what it finds.
+        let through_symlink = folder
+            .ancestors()
+            .take_while(|a| a.starts_with(&config.root) && *a != config.root.as_path())
+            .any(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()));
+        if through_symlink {
+            continue;
+        }
+        let walk = walkdir::WalkDir::new(folder).follow_root_links(false);
+        for entry in walk.into_iter().filter_map(Result::ok) {
             let path = entry.path();
             let name = path.to_string_lossy().to_ascii_lowercase();
             if entry.file_type().is_file()

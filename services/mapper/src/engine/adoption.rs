@@ -44,8 +44,11 @@ impl Engine {
         let mut unresolved = Vec::new();
         for c in &candidates {
             if done.contains(&c.sha256) {
-                // Another copy of content handled already: the library has it now.
-                if let Err(e) = std::fs::remove_file(&c.path) {
+                // Another copy of content handled already: the library has it now, if it
+                // proves so.
+                if let Err(why) = self.library_holds(c, None).await {
+                    unresolved.push(adopt_warning(c, format!("kept: {why}")));
+                } else if let Err(e) = std::fs::remove_file(&c.path) {
                     unresolved.push(adopt_warning(c, format!("could not remove the duplicate: {e}")));
                 }
                 continue;
@@ -55,6 +58,9 @@ impl Engine {
                     unresolved.push(adopt_warning(c, format!("the library did not take it: {why}")));
                     continue;
                 }
+            } else if let Err(why) = self.library_holds(c, Some(&c.existing_model_id)).await {
+                unresolved.push(adopt_warning(c, format!("kept: {why}")));
+                continue;
             } else if let Err(e) = std::fs::remove_file(&c.path) {
                 unresolved.push(adopt_warning(c, format!("could not remove the copy: {e}")));
                 continue;
@@ -64,6 +70,57 @@ impl Engine {
         let mut outcome = self.apply(app, false, None, Trigger::Request).await?;
         outcome.unresolved.extend(unresolved);
         Ok(outcome)
+    }
+}
+
+impl Engine {
+    /// Whether the library provably holds the content of app file `c`, so the app file may go:
+    /// a READY model with a file of that SHA-256, present under this host's mount with the same
+    /// size, and not the very same file (another inode). Says why not otherwise.
+    async fn library_holds(&self, c: &Candidate, model_id: Option<&str>) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt as _;
+        let id = match model_id {
+            Some(id) if !id.is_empty() => id.to_owned(),
+            _ => self
+                .library
+                .model_with_hash(&c.sha256)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        if id.is_empty() {
+            return Err("the library has no model with this content".to_owned());
+        }
+        let ids = HashSet::from([id.clone()]);
+        let models = self.library.some_models(&ids).await.map_err(|e| e.to_string())?;
+        let model = models
+            .first()
+            .ok_or_else(|| format!("library model {id} is gone"))?;
+        if model.state != "ready" {
+            return Err(format!("library model {id} is {}, not ready", model.state));
+        }
+        let (path, _) = model
+            .files
+            .iter()
+            .find(|(_, sha)| *sha == c.sha256)
+            .ok_or_else(|| format!("library model {id} has no file with this content"))?;
+        let library_file = self.mount.join(&id).join(path);
+        let theirs = std::fs::metadata(&library_file).map_err(|e| {
+            format!(
+                "the library's copy {} cannot be read: {e}",
+                library_file.display()
+            )
+        })?;
+        let ours = std::fs::symlink_metadata(&c.path).map_err(|e| e.to_string())?;
+        if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+            return Err(format!("it is the library's own file {}", library_file.display()));
+        }
+        if theirs.len() != ours.len() {
+            return Err(format!(
+                "the library's copy {} has another size",
+                library_file.display()
+            ));
+        }
+        Ok(())
     }
 }
 
