@@ -33,9 +33,12 @@ pub struct UpArgs {
     #[arg(long, env = "HF_ENDPOINT", default_value = pumas_fetch::config::DEFAULT_HUB_ENDPOINT)]
     hub_endpoint: String,
     /// Hub token; sent only to the hub host, never logged. A flag or environment value is visible
-    /// to other users of this machine: prefer HF_TOKEN_PATH / a token file.
+    /// to other users of this machine: prefer --hub-token-file.
     #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
     hub_token: Option<Secret>,
+    /// File whose first line is the hub token (HF_TOKEN_PATH); used when no --hub-token is given.
+    #[arg(long, env = "HF_TOKEN_PATH")]
+    hub_token_file: Option<PathBuf>,
     /// Fetch service tuning (search cache, retries, connections, bandwidth).
     #[command(flatten)]
     fetch_tuning: pumas_fetch::config::Tuning,
@@ -121,6 +124,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         index_addr: index_addr.clone(),
         hub_endpoint: args.hub_endpoint.clone(),
         hub_token: args.hub_token.clone(),
+        hub_token_file: args.hub_token_file.clone(),
         tuning: args.fetch_tuning.clone(),
         limits: args.limits,
     };

@@ -401,7 +401,13 @@ async fn hub_errors_map_to_clear_statuses() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_token_opens_gated_repos_and_never_leaves_the_hub_host() -> anyhow::Result<()> {
     let emulator = HubEmulator::start(fixtures::standard()).await?;
-    let (running, mut client) = suite(&emulator, &[], &[("HF_TOKEN", GOOD_TOKEN)]).await?;
+    // The token from a file (HF_TOKEN_PATH, as the Hub's own tools read it): no secret in the
+    // environment or the process list.
+    let secrets = tempfile::tempdir()?;
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, format!("{GOOD_TOKEN}\n"))?;
+    let token_path = token_file.display().to_string();
+    let (running, mut client) = suite(&emulator, &[], &[("HF_TOKEN_PATH", &token_path)]).await?;
     let id = client
         .start_download(start("acme/gated-model"))
         .await?

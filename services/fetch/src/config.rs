@@ -19,9 +19,14 @@ pub struct Config {
     /// Hugging Face compatible hub endpoint (HF_ENDPOINT, as the Hub's own tools read it).
     #[arg(long, env = "HF_ENDPOINT", default_value = DEFAULT_HUB_ENDPOINT)]
     pub hub_endpoint: String,
-    /// Hub token (HF_TOKEN). Sent only to the hub host; never logged or returned.
+    /// Hub token (HF_TOKEN). Sent only to the hub host; never logged or returned. A flag or
+    /// environment value is visible to other users of this machine: prefer --hub-token-file.
     #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
     pub hub_token: Option<Secret>,
+    /// File whose first line is the hub token (HF_TOKEN_PATH, as the Hub's own tools read it);
+    /// used when no --hub-token is given.
+    #[arg(long, env = "HF_TOKEN_PATH")]
+    pub hub_token_file: Option<PathBuf>,
     /// Cache, retry and transfer tuning.
     #[command(flatten)]
     pub tuning: Tuning,
@@ -87,6 +92,7 @@ impl Default for Config {
             index_addr: "127.0.0.1:50052".to_owned(),
             hub_endpoint: DEFAULT_HUB_ENDPOINT.to_owned(),
             hub_token: None,
+            hub_token_file: None,
             tuning: Tuning::default(),
             limits: pumas_runtime::LimitArgs::default(),
         }
@@ -115,6 +121,20 @@ impl Default for Tuning {
 }
 
 impl Config {
+    /// The hub token: --hub-token, else the first line of --hub-token-file.
+    pub fn hub_token(&self) -> Result<Option<Secret>, String> {
+        if let Some(token) = self.hub_token.clone().filter(|t| !t.expose().trim().is_empty()) {
+            return Ok(Some(token));
+        }
+        let Some(path) = &self.hub_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the hub token file {}: {e}", path.display()))?;
+        let token = text.lines().next().unwrap_or_default().trim().to_owned();
+        Ok((!token.is_empty()).then(|| Secret::new(token)))
+    }
+
     /// The data root this service works on.
     pub fn data_root(&self) -> DataRoot {
         DataRoot::new(self.data_root.clone().unwrap_or_else(DataRoot::default_path))

@@ -53,7 +53,7 @@ pub async fn serve(
     }
     let hub = hub::Hub::new(hub::HubSettings {
         endpoint: config.hub_endpoint.clone(),
-        token: config.hub_token.clone(),
+        token: config.hub_token().map_err(Error::Config)?,
         retries: config.tuning.hub_retries,
         min_backoff: std::time::Duration::from_millis(config.tuning.hub_backoff_ms.max(1)),
         api_timeout: std::time::Duration::from_secs(config.tuning.hub_timeout_secs.max(1)),
