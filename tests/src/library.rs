@@ -177,3 +177,23 @@ pub fn temp_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         }
     }
 }
+
+/// Watches a mapping job on a mapper until it ends (at most a minute) and answers its final
+/// status, whatever state it ended in.
+pub async fn mapping_job_end(
+    mapper: &mut pumas_proto::mapper::v1::mapper_service_client::MapperServiceClient<Channel>,
+    job: Option<pumas_proto::mapper::v1::MappingJob>,
+) -> anyhow::Result<pumas_proto::common::v1::JobStatus> {
+    let job_id = job.and_then(|j| j.status).context("a job with a status")?.job_id;
+    let mut stream = mapper
+        .watch_mapping_job(pumas_proto::mapper::v1::WatchMappingJobRequest { job_id })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(update) =
+        tokio::time::timeout(std::time::Duration::from_secs(60), stream.message()).await??
+    {
+        last = update.job;
+    }
+    last.and_then(|j| j.status).context("no final status")
+}

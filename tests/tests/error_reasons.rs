@@ -133,18 +133,8 @@ async fn a_failed_mapping_job_carries_a_contract_reason() -> anyhow::Result<()> 
         })
         .await?
         .into_inner()
-        .job
-        .context("job")?;
-    let job_id = job.status.context("status")?.job_id;
-    let mut stream = mapper
-        .watch_mapping_job(pumas_proto::mapper::v1::WatchMappingJobRequest { job_id })
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(update) = tokio::time::timeout(Duration::from_secs(60), stream.message()).await?? {
-        last = update.job;
-    }
-    let status = last.and_then(|j| j.status).context("a final status")?;
+        .job;
+    let status = pumas_e2e::library::mapping_job_end(&mut mapper, job).await?;
     assert_eq!(status.state, JobState::Failed as i32, "{status:?}");
     check(
         "mapping job without an index",

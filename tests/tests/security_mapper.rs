@@ -6,15 +6,14 @@
 //!   (FAILED_PRECONDITION naming the mount) instead of reporting success with dangling links.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use pumas_e2e::library::write_lora;
+use pumas_e2e::library::{mapping_job_end, write_lora};
 use pumas_e2e::{channel, serve_role};
 use pumas_proto::common::v1::JobState;
 use pumas_proto::index::v1::index_service_client::IndexServiceClient;
 use pumas_proto::mapper::v1::mapper_service_client::MapperServiceClient;
-use pumas_proto::mapper::v1::{ApplyMappingRequest, PutMappingConfigRequest, WatchMappingJobRequest};
+use pumas_proto::mapper::v1::{ApplyMappingRequest, PutMappingConfigRequest};
 
 fn comfy(root: &Path) -> String {
     format!(
@@ -123,18 +122,8 @@ async fn a_mapper_that_cannot_see_the_library_refuses_to_apply() -> anyhow::Resu
         })
         .await?
         .into_inner()
-        .job
-        .context("job")?;
-    let job_id = job.status.context("status")?.job_id;
-    let mut stream = mapper
-        .watch_mapping_job(WatchMappingJobRequest { job_id })
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(update) = tokio::time::timeout(Duration::from_secs(60), stream.message()).await?? {
-        last = update.job;
-    }
-    let status = last.and_then(|j| j.status).context("final status")?;
+        .job;
+    let status = mapping_job_end(&mut mapper, job).await?;
     assert_eq!(status.state, JobState::Failed as i32, "{status:?}");
     let error = status.error.context("error")?;
     assert_eq!(error.reason, "FAILED_PRECONDITION", "{error:?}");
@@ -211,15 +200,7 @@ async fn a_copy_never_claims_the_users_file_of_the_same_size() -> anyhow::Result
                 .into_inner()
                 .job
         };
-        let job_id = job.and_then(|j| j.status).context("job")?.job_id;
-        let mut stream = mapper
-            .watch_mapping_job(WatchMappingJobRequest { job_id })
-            .await?
-            .into_inner();
-        while tokio::time::timeout(Duration::from_secs(60), stream.message())
-            .await??
-            .is_some()
-        {}
+        mapping_job_end(&mut mapper, job).await?;
         assert_eq!(
             std::fs::read(&target)?,
             users,
@@ -268,15 +249,7 @@ async fn adoption_never_follows_a_symlinked_folder_out_of_the_app() -> anyhow::R
         .await?
         .into_inner()
         .job;
-    let job_id = job.and_then(|j| j.status).context("job")?.job_id;
-    let mut stream = mapper
-        .watch_mapping_job(WatchMappingJobRequest { job_id })
-        .await?
-        .into_inner();
-    while tokio::time::timeout(Duration::from_secs(60), stream.message())
-        .await??
-        .is_some()
-    {}
+    mapping_job_end(&mut mapper, job).await?;
     assert_eq!(
         std::fs::read(&theirs)?,
         before,
