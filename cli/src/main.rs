@@ -130,9 +130,10 @@ struct RoleArgs {
     peers: pumas_runtime::tls::ClientTlsArgs,
     #[command(flatten)]
     metrics: pumas_runtime::metrics::MetricsArgs,
-    /// File with the service token the suite's services share (first line; keep it 0600). A
-    /// backend requires it from every caller of its API; every role sends it. A backend on a
-    /// non-loopback address needs it, or --tls-client-ca (mutual TLS), to start.
+    /// File with the service token the suite's services share (first line; keep it 0600; made,
+    /// random, when missing). A backend requires it from every caller of its API; every role
+    /// sends it. A backend on a non-loopback address needs it, or --tls-client-ca (mutual TLS),
+    /// to start. Give every host the same file.
     #[arg(long, env = "PUMAS_SERVICE_TOKEN_FILE")]
     service_token_file: Option<std::path::PathBuf>,
 }
@@ -233,7 +234,7 @@ async fn serve_role(role: Role) -> anyhow::Result<()> {
     }
     common.peers.install()?;
     if let Some(path) = &common.service_token_file {
-        let token = pumas_runtime::service_auth::read(path).map_err(|e| {
+        let (token, _) = pumas_runtime::service_auth::read_or_create(path).map_err(|e| {
             anyhow::anyhow!(
                 "{name}: cannot read the service token file {}: {e}",
                 path.display()

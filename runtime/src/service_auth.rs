@@ -54,24 +54,16 @@ pub fn read_or_create(path: &Path) -> io::Result<(Secret, bool)> {
     let dir = path.parent().unwrap_or(Path::new("."));
     create_private_dir(dir)?;
     let token = random_token()?;
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut temp = crate::fsio::temp_file_in(dir)?;
-        std::fs::set_permissions(temp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        temp.write_all(format!("{token}\n").as_bytes())?;
-        temp.as_file().sync_all()?;
-        match temp.persist_noclobber(path) {
-            Ok(_) => {}
-            // Another process made it first: theirs wins.
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                return read(path).map(|t| (t, false));
-            }
-            Err(e) => return Err(e.error),
-        }
-        std::fs::OpenOptions::new().read(true).mode(0o600).open(path)?
-    };
-    let mut check = String::new();
-    file.read_to_string(&mut check)?;
+    let mut temp = crate::fsio::temp_file_in(dir)?;
+    std::fs::set_permissions(temp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    temp.write_all(format!("{token}\n").as_bytes())?;
+    temp.as_file().sync_all()?;
+    match temp.persist_noclobber(path) {
+        Ok(_) => {}
+        // Another process made it first: theirs wins.
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return read(path).map(|t| (t, false)),
+        Err(e) => return Err(e.error),
+    }
     crate::fsio::sync_dir(dir)?;
     Ok((Secret::new(token), true))
 }
