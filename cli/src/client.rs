@@ -57,8 +57,9 @@ impl GatewayArgs {
         let secret = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(t.clone()),
             (None, Some(path)) => Some(
-                pumas_runtime::service_auth::read(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read the API token file {}: {e}", path.display()))?,
+                pumas_runtime::Secret::from_file(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read the API token file {}: {e}", path.display()))?
+                    .ok_or_else(|| anyhow::anyhow!("the API token file {} is empty", path.display()))?,
             ),
             (None, None) => None,
         };

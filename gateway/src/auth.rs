@@ -25,7 +25,12 @@ type Digests = Arc<Vec<[u8; 32]>>;
 struct TokensFile {
     path: PathBuf,
     seen: RwLock<(Option<SystemTime>, Digests)>,
+    /// When the file was last looked at: at most once a second, not on every call.
+    looked: std::sync::Mutex<std::time::Instant>,
 }
+
+/// How often a call may look at the tokens file for a change.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl TokensFile {
     fn read(path: &Path) -> Result<Vec<[u8; 32]>, String> {
@@ -42,6 +47,16 @@ impl TokensFile {
     /// The file's tokens, read again when its modification time changed. A file that cannot be
     /// read keeps the tokens last read (a rotation half-done must not open the gateway).
     fn current(&self) -> Digests {
+        let due = self.looked.lock().is_ok_and(|mut looked| {
+            let due = looked.elapsed() >= RECHECK;
+            if due {
+                *looked = std::time::Instant::now();
+            }
+            due
+        });
+        if !due {
+            return self.seen.read().map(|s| Arc::clone(&s.1)).unwrap_or_default();
+        }
         let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
         if let Ok(seen) = self.seen.read()
             && seen.0 == modified
@@ -97,6 +112,7 @@ impl BearerAuth {
                 Some(Arc::new(TokensFile {
                     path: path.to_owned(),
                     seen: RwLock::new((modified, Arc::new(read))),
+                    looked: std::sync::Mutex::new(std::time::Instant::now()),
                 }))
             }
             None => None,
@@ -165,10 +181,12 @@ mod tests {
             .write(true)
             .open(&file)?
             .set_modified(later)?;
+        std::thread::sleep(RECHECK);
         assert!(auth.accepts("new-token-0123456789"));
         assert!(!auth.accepts("old-token-0123456789"));
         // A file that disappears mid-rotation keeps the last tokens, never opens the gateway.
         std::fs::remove_file(&file)?;
+        std::thread::sleep(RECHECK);
         assert!(auth.enabled() && auth.accepts("new-token-0123456789"));
         assert!(!auth.accepts(""));
         Ok(())

@@ -12,6 +12,14 @@ impl Secret {
         Self(value.into())
     }
 
+    /// The first line of a secret file (trimmed), or `None` when that line is empty: how every
+    /// token file (service, API, hub) is read.
+    pub fn from_file(path: &std::path::Path) -> std::io::Result<Option<Self>> {
+        let text = std::fs::read_to_string(path)?;
+        let first = text.lines().next().unwrap_or_default().trim();
+        Ok((!first.is_empty()).then(|| Self(first.to_owned())))
+    }
+
     /// The secret itself, for the one place that must send it.
     pub fn expose(&self) -> &str {
         &self.0

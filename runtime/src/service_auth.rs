@@ -34,15 +34,13 @@ pub fn token() -> Option<Secret> {
 
 /// Reads a token file (the first line, trimmed).
 pub fn read(path: &Path) -> io::Result<Secret> {
-    let text = std::fs::read_to_string(path)?;
-    let token = text.lines().next().unwrap_or_default().trim().to_owned();
-    if token.len() < 16 {
-        return Err(io::Error::new(
+    match Secret::from_file(path)? {
+        Some(token) if token.expose().len() >= 16 => Ok(token),
+        _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("{} holds no token of at least 16 characters", path.display()),
-        ));
+        )),
     }
-    Ok(Secret::new(token))
 }
 
 /// Reads the token file at `path`, creating it first (a random token, mode 0600, in a 0700

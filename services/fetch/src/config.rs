@@ -129,10 +129,7 @@ impl Config {
         let Some(path) = &self.hub_token_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the hub token file {}: {e}", path.display()))?;
-        let token = text.lines().next().unwrap_or_default().trim().to_owned();
-        Ok((!token.is_empty()).then(|| Secret::new(token)))
+        Secret::from_file(path).map_err(|e| format!("cannot read the hub token file {}: {e}", path.display()))
     }
 
     /// The data root this service works on.
