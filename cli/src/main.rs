@@ -234,13 +234,12 @@ async fn serve_role(role: Role) -> anyhow::Result<()> {
     }
     common.peers.install()?;
     if let Some(path) = &common.service_token_file {
-        let (token, _) = pumas_runtime::service_auth::read_or_create(path).map_err(|e| {
+        pumas_runtime::service_auth::install_file(path).map_err(|e| {
             anyhow::anyhow!(
                 "{name}: cannot read the service token file {}: {e}",
                 path.display()
             )
         })?;
-        pumas_runtime::service_auth::install(token);
     }
     let backend = !matches!(role, Role::Gateway { .. });
     if backend

@@ -52,7 +52,8 @@ pub struct UpArgs {
     /// --bind is loopback, none beyond it).
     #[arg(long = "app-root", env = "PUMAS_APP_ROOTS", value_delimiter = ',')]
     app_roots: Vec<PathBuf>,
-    /// API bearer tokens for the gateway (comma-separated; off when empty).
+    /// API bearer tokens for the gateway (comma-separated; off when empty). A flag or environment
+    /// value is visible to other users of this machine: prefer --api-tokens-file.
     #[arg(
         long = "api-token",
         env = "PUMAS_API_TOKENS",
@@ -60,6 +61,10 @@ pub struct UpArgs {
         hide_env_values = true
     )]
     api_tokens: Vec<Secret>,
+    /// File of API bearer tokens for the gateway, one per line (`#` comments), read again when it
+    /// changes: add a new token, move clients over, remove the old one, with no restart.
+    #[arg(long, env = "PUMAS_API_TOKENS_FILE")]
+    api_tokens_file: Option<PathBuf>,
     /// File with the service token between the suite's services (created 0600 when missing;
     /// default <data root>/launcher-data/secrets/service-token).
     #[arg(long, env = "PUMAS_SERVICE_TOKEN_FILE")]
@@ -97,9 +102,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .service_token_file
         .clone()
         .unwrap_or_else(|| data_root.service_token_file());
-    let (service_token, _) = pumas_runtime::service_auth::read_or_create(&token_file)
+    pumas_runtime::service_auth::install_file(&token_file)
         .with_context(|| format!("cannot set up the service token in {}", token_file.display()))?;
-    pumas_runtime::service_auth::install(service_token);
 
     let listen = |port| SocketAddr::new(args.bind, port);
     let gateway = super::bind("gateway", listen(args.gateway_port)).await?;
@@ -145,6 +149,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }],
         backend_check_ms: args.backend_check_ms,
         api_tokens: args.api_tokens.clone(),
+        api_tokens_file: args.api_tokens_file.clone(),
         no_api_auth: args.no_api_auth,
         limits: args.limits,
         ..Default::default()

@@ -46,9 +46,139 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// Where a secret comes from: nowhere, a value given at start, or a file that is looked at again
+/// (at most once a second) so a rotated token takes effect without a restart.
+#[derive(Clone, Debug, Default)]
+pub enum SecretSource {
+    /// No secret configured.
+    #[default]
+    None,
+    /// A value given at start (a flag or the environment).
+    Fixed(Secret),
+    /// A token file (its first line), re-read when it changes.
+    File(std::sync::Arc<WatchedFile>),
+}
+
+impl SecretSource {
+    /// A token file, read now (an unreadable file is an error at start).
+    pub fn file(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self::File(std::sync::Arc::new(WatchedFile::open(path)?)))
+    }
+
+    /// Whether a secret is configured (a file counts even while it is empty).
+    pub fn is_configured(&self) -> bool {
+        !matches!(self, Self::None)
+    }
+
+    /// The secret now.
+    pub fn current(&self) -> Option<Secret> {
+        match self {
+            Self::None => None,
+            Self::Fixed(s) => Some(s.clone()),
+            Self::File(f) => f.current(),
+        }
+    }
+}
+
+/// A token file and what was last read from it.
+pub struct WatchedFile {
+    path: std::path::PathBuf,
+    seen: std::sync::RwLock<(Option<std::time::SystemTime>, Option<Secret>)>,
+    looked: std::sync::Mutex<std::time::Instant>,
+}
+
+impl fmt::Debug for WatchedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WatchedFile({})", self.path.display())
+    }
+}
+
+impl WatchedFile {
+    fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        let modified = std::fs::metadata(path)?.modified().ok();
+        let secret = Secret::from_file(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            seen: std::sync::RwLock::new((modified, secret)),
+            looked: std::sync::Mutex::new(std::time::Instant::now()),
+        })
+    }
+
+    /// The secret, re-read when the file's modification time changed (looked at once a second
+    /// at most). A file that cannot be read any more keeps the last secret, with a warning.
+    pub fn current(&self) -> Option<Secret> {
+        let due = self.looked.lock().is_ok_and(|mut at| {
+            let due = at.elapsed() >= std::time::Duration::from_secs(1);
+            if due {
+                *at = std::time::Instant::now();
+            }
+            due
+        });
+        if due {
+            let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+            let changed = self.seen.read().is_ok_and(|s| s.0 != modified);
+            if changed {
+                match Self::from_file(&self.path) {
+                    Ok(secret) => {
+                        if let Ok(mut s) = self.seen.write() {
+                            *s = (modified, secret);
+                        }
+                        tracing::info!(file = %self.path.display(), "token file changed: using its new token");
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %self.path.display(), error = %e, "token file cannot be read; keeping the token read before")
+                    }
+                }
+            }
+        }
+        self.seen.read().ok().and_then(|s| s.1.clone())
+    }
+
+    fn from_file(path: &std::path::Path) -> std::io::Result<Option<Secret>> {
+        Secret::from_file(path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_file_is_read_again_when_it_changes() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first-token\n")?;
+        let source = SecretSource::file(&path)?;
+        assert_eq!(
+            source.current().map(|s| s.expose().to_owned()).as_deref(),
+            Some("first-token")
+        );
+        // Rotated: another file renamed over it (how tools replace secrets), with a later mtime.
+        let next = dir.path().join("token.new");
+        std::fs::write(&next, "second-token\n")?;
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&next)?
+            .set_modified(later)?;
+        std::fs::rename(&next, &path)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while source.current().map(|s| s.expose().to_owned()).as_deref() != Some("second-token") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new token was never read"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // Gone: the last token stays in use.
+        std::fs::remove_file(&path)?;
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(
+            source.current().map(|s| s.expose().to_owned()).as_deref(),
+            Some("second-token")
+        );
+        Ok(())
+    }
 
     #[test]
     fn never_printed() {

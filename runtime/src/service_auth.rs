@@ -13,23 +13,40 @@ use std::sync::RwLock;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
+use crate::secret::SecretSource;
 use crate::{ApiError, Secret};
 
 /// The metadata key that carries the service token.
 pub const HEADER: &str = "x-pumas-service-token";
 
-static TOKEN: RwLock<Option<Secret>> = RwLock::new(None);
+static TOKEN: RwLock<SecretSource> = RwLock::new(SecretSource::None);
 
 /// Makes `token` the one this process sends to, and requires from, other Pumas services.
 pub fn install(token: Secret) {
     if let Ok(mut slot) = TOKEN.write() {
-        *slot = Some(token);
+        *slot = SecretSource::Fixed(token);
     }
+}
+
+/// Makes the token file at `path` (created when missing, as [`read_or_create`]) the source of
+/// the service token; it is read again when it changes, so a rotated token takes effect
+/// without a restart (rotate every role's file, then the old token stops working).
+pub fn install_file(path: &Path) -> io::Result<bool> {
+    let (_, created) = read_or_create(path)?;
+    let source = SecretSource::file(path)?;
+    if let Ok(mut slot) = TOKEN.write() {
+        *slot = source;
+    }
+    Ok(created)
 }
 
 /// The token this process sends and requires, if any.
 pub fn token() -> Option<Secret> {
-    TOKEN.read().ok().and_then(|t| t.clone())
+    TOKEN.read().ok().and_then(|t| t.current())
+}
+
+fn configured() -> bool {
+    TOKEN.read().is_ok_and(|t| t.is_configured())
 }
 
 /// Reads a token file (the first line, trimmed).
@@ -79,34 +96,36 @@ fn random_token() -> io::Result<String> {
 }
 
 /// The check a backend puts in front of its API: the caller must send this process's service
-/// token. Without an installed token (a backend on loopback for tests and development, or one
-/// that relies on mutual TLS) every caller passes.
+/// token (as it is now: a token file is followed). Without an installed token (a backend on
+/// loopback for tests and development, or one that relies on mutual TLS) every caller passes.
 #[derive(Clone)]
 pub struct RequireServiceToken {
-    digest: Option<[u8; 32]>,
+    enabled: bool,
 }
 
 impl RequireServiceToken {
     /// The check for the token installed now.
     pub fn current() -> Self {
         Self {
-            digest: token().map(|t| Sha256::digest(t.expose().as_bytes()).into()),
+            enabled: configured(),
         }
     }
 
     /// Whether callers must present a token.
     pub fn enabled(&self) -> bool {
-        self.digest.is_some()
+        self.enabled
     }
 }
 
 impl tonic::service::Interceptor for RequireServiceToken {
     fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let Some(want) = self.digest else {
+        if !self.enabled {
             return Ok(request);
-        };
+        }
+        // An empty token file accepts nobody.
+        let want: Option<[u8; 32]> = token().map(|t| Sha256::digest(t.expose().as_bytes()).into());
         let given = request.metadata().get(HEADER).and_then(|v| v.to_str().ok());
-        let ok = given.is_some_and(|token| {
+        let ok = given.zip(want).is_some_and(|(token, want)| {
             let got: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
             bool::from(got.ct_eq(&want))
         });

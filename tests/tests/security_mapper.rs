@@ -3,7 +3,9 @@
 //!   operator's `--app-root` allow-list (directly, with `..`, or through a symlink) is refused,
 //!   and nothing is written there;
 //! - a mapper whose `--library-mount` does not show the library refuses to apply
-//!   (FAILED_PRECONDITION naming the mount) instead of reporting success with dangling links.
+//!   (FAILED_PRECONDITION naming the mount) instead of reporting success with dangling links;
+//! - a copy never claims the user's own file of the same size, adoption never follows a
+//!   symlinked folder, and unmap removes only the folders the mapper made.
 
 use std::path::Path;
 
@@ -254,6 +256,62 @@ async fn adoption_never_follows_a_symlinked_folder_out_of_the_app() -> anyhow::R
         std::fs::read(&theirs)?,
         before,
         "the file behind the symlink is untouched"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unmap_removes_only_the_folders_the_mapper_made() -> anyhow::Result<()> {
+    use pumas_e2e::Suite;
+    use pumas_e2e::library::{import, mapper_caught_up};
+    use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
+
+    let suite = Suite::start().await?;
+    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
+    let dir = tempfile::tempdir()?;
+    let lora = dir.path().join("inbox").join("Rain.safetensors");
+    write_lora(&lora, 12)?;
+    import(&mut gateway, &lora).await?;
+    mapper_caught_up(&suite.index, &suite.mapper).await?;
+    // The user's own (empty) folder, where a rule puts each LoRA into a folder of its own.
+    let app = dir.path().join("ComfyUI");
+    let users = app.join("models/loras/mine");
+    std::fs::create_dir_all(&users)?;
+    let mut mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
+    mapper
+        .put_mapping_config(PutMappingConfigRequest {
+            app: "comfy".to_owned(),
+            config_toml: format!(
+                "kind = \"comfyui\"\nroot = \"{}\"\nstrategy = \"symlink\"\n[[rules]]\ntype = \"lora\"\nfolder = \"models/loras\"\nname = \"mine/{{slug}}/{{file}}\"\n",
+                app.display()
+            ),
+        })
+        .await?;
+    let job = mapper
+        .apply_mapping(ApplyMappingRequest {
+            app: "comfy".to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .job;
+    mapping_job_end(&mut mapper, job).await?;
+    let made: Vec<_> = std::fs::read_dir(&users)?.filter_map(Result::ok).collect();
+    assert_eq!(made.len(), 1, "the LoRA's own folder was made in the user's");
+    let ours = made[0].path();
+    let job = mapper
+        .unmap(pumas_proto::mapper::v1::UnmapRequest {
+            app: "comfy".to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .job;
+    mapping_job_end(&mut mapper, job).await?;
+    assert!(!ours.exists(), "the folder the mapper made went with its link");
+    assert!(
+        users.is_dir(),
+        "the user's folder stays, though it is empty again"
     );
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use pumas_runtime::secret::SecretSource;
 use pumas_runtime::{DataRoot, Secret};
 
 /// The public Hugging Face Hub.
@@ -121,15 +122,17 @@ impl Default for Tuning {
 }
 
 impl Config {
-    /// The hub token: --hub-token, else the first line of --hub-token-file.
-    pub fn hub_token(&self) -> Result<Option<Secret>, String> {
+    /// The hub token: --hub-token, else --hub-token-file (its first line, read again when the
+    /// file changes, so a rotated token is used without a restart).
+    pub fn hub_token(&self) -> Result<SecretSource, String> {
         if let Some(token) = self.hub_token.clone().filter(|t| !t.expose().trim().is_empty()) {
-            return Ok(Some(token));
+            return Ok(SecretSource::Fixed(token));
         }
         let Some(path) = &self.hub_token_file else {
-            return Ok(None);
+            return Ok(SecretSource::None);
         };
-        Secret::from_file(path).map_err(|e| format!("cannot read the hub token file {}: {e}", path.display()))
+        SecretSource::file(path)
+            .map_err(|e| format!("cannot read the hub token file {}: {e}", path.display()))
     }
 
     /// The data root this service works on.

@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable as _};
-use pumas_runtime::{FailureKind, Secret};
+use pumas_runtime::FailureKind;
+use pumas_runtime::secret::SecretSource;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -94,7 +95,7 @@ pub struct HubSettings {
     /// Hub endpoint (HF_ENDPOINT).
     pub endpoint: String,
     /// Token (HF_TOKEN).
-    pub token: Option<Secret>,
+    pub token: SecretSource,
     /// Retries per call.
     pub retries: usize,
     /// First backoff delay.
@@ -107,7 +108,7 @@ pub struct HubSettings {
 pub struct Hub {
     http: reqwest::Client,
     endpoint: Url,
-    token: Option<Secret>,
+    token: SecretSource,
     breaker: Mutex<Breaker>,
     settings: HubSettings,
 }
@@ -267,14 +268,14 @@ impl Hub {
             let _ = endpoint.set_password(None);
             tracing::warn!(hub = %endpoint, "ignoring the user name and password in the hub endpoint; give a token (HF_TOKEN) instead");
         }
-        let token = settings.token.clone().filter(|t| !t.expose().is_empty());
+        let token = settings.token.clone();
         let loopback = match endpoint.host() {
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
             Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
             Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
             None => false,
         };
-        if token.is_some() && endpoint.scheme() == "http" && !loopback {
+        if token.is_configured() && endpoint.scheme() == "http" && !loopback {
             return Err(format!(
                 "refusing to send the hub token in plain text to {endpoint}: use an https:// endpoint, \
                  or no token for a public mirror"
@@ -307,7 +308,7 @@ impl Hub {
 
     /// Whether a token is configured.
     pub fn has_token(&self) -> bool {
-        self.token.is_some()
+        self.token.is_configured()
     }
 
     fn url(&self, path_and_query: &str) -> Result<Url, HubError> {
@@ -325,7 +326,7 @@ impl Hub {
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
         let with_token = self.same_origin(&url);
         let mut builder = self.http.request(method, url);
-        if with_token && let Some(token) = &self.token {
+        if with_token && let Some(token) = self.token.current().filter(|t| !t.expose().is_empty()) {
             let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
                 .unwrap_or(HeaderValue::from_static(""));
             value.set_sensitive(true);
@@ -400,7 +401,7 @@ impl Hub {
                 };
             }
             "GatedRepo" => {
-                return HubError::Gated(if self.token.is_some() {
+                return HubError::Gated(if self.token.is_configured() {
                     format!(
                         "`{repo}` is gated and the configured token has no access yet: request access on the hub's model page, then retry"
                     )
@@ -736,11 +737,12 @@ fn next_cursor(headers: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pumas_runtime::Secret;
 
     fn settings(endpoint: &str, token: Option<&str>) -> HubSettings {
         HubSettings {
             endpoint: endpoint.to_owned(),
-            token: token.map(Secret::new),
+            token: token.map_or(SecretSource::None, |t| SecretSource::Fixed(Secret::new(t))),
             retries: 0,
             min_backoff: Duration::from_millis(1),
             api_timeout: Duration::from_secs(1),

@@ -521,6 +521,7 @@ fn stage(unit: &Unit, mode: Mode, staging: &Path) -> Result<(), IndexError> {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
         }
+        still_as_checked(&f.source, f.size)?;
         place_file(&f.source, &dest, mode, &f.relative)
     });
     if result.is_err() && staging.exists() {
@@ -548,6 +549,37 @@ fn publish_staged(staging: &Path, final_dir: &Path, metadata: &Metadata) -> Resu
     }
     std::fs::rename(staging, final_dir).map_err(|e| io("moving into place", final_dir, e))?;
     sync_dir(parent).map_err(|e| io("syncing", parent, e))
+}
+
+/// The check of [`plan`] again, at the moment a source file is used: its path is still the
+/// real one (no folder on the way swapped for a symlink since, so it is still inside the
+/// directories that were allowed and outside the library), and it is still a plain file of the
+/// size that was planned.
+fn still_as_checked(source: &Path, size: u64) -> Result<(), IndexError> {
+    let changed = |why: String| IndexError::Precondition {
+        kind: "SOURCE_CHANGED".to_owned(),
+        subject: source.display().to_string(),
+        message: format!(
+            "{} changed after the import was checked ({why}); nothing was taken from it, import it again",
+            source.display()
+        ),
+    };
+    match std::fs::canonicalize(source) {
+        Ok(real) if real == source => {}
+        Ok(real) => return Err(changed(format!("it now leads to {}", real.display()))),
+        Err(e) => return Err(changed(e.to_string())),
+    }
+    let meta = std::fs::symlink_metadata(source).map_err(|e| changed(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(changed("it is no longer a plain file".to_owned()));
+    }
+    if meta.len() != size {
+        return Err(changed(format!(
+            "its size went from {size} to {} bytes",
+            meta.len()
+        )));
+    }
+    Ok(())
 }
 
 fn place_file(source: &Path, dest: &Path, mode: Mode, relative: &str) -> Result<(), IndexError> {
@@ -623,4 +655,43 @@ pub fn recover(models_root: &Path) -> Result<usize, IndexError> {
         count += 1;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_folder_swapped_for_a_symlink_after_the_check_is_refused_and_nothing_moves() {
+        let disk = tempfile::tempdir().expect("tmp");
+        let real = std::fs::canonicalize(disk.path()).expect("real");
+        let models = real.join("models");
+        std::fs::create_dir_all(&models).expect("mkdir");
+        std::fs::write(models.join("a.safetensors"), b"0123456789").expect("write");
+        let units = inspect::units_for(&models.join("a.safetensors")).expect("units");
+        // Swapped after the check: the same path now leads to a secret elsewhere.
+        let secrets = real.join("secrets");
+        std::fs::create_dir_all(&secrets).expect("mkdir");
+        std::fs::write(secrets.join("a.safetensors"), b"private!!!").expect("write");
+        std::fs::rename(&models, real.join("moved")).expect("rename");
+        std::os::unix::fs::symlink(&secrets, &models).expect("plant");
+        let staging = real.join("staging");
+        let err = stage(&units[0], Mode::Move, &staging).expect_err("refused");
+        assert!(
+            matches!(&err, IndexError::Precondition { kind, .. } if kind == "SOURCE_CHANGED"),
+            "{err:?}"
+        );
+        assert_eq!(
+            std::fs::read(secrets.join("a.safetensors")).expect("kept"),
+            b"private!!!"
+        );
+        assert!(!staging.exists(), "the staging folder was rolled back");
+
+        // A file whose size changed since the check is refused the same way.
+        std::fs::remove_file(&models).expect("unplant");
+        std::fs::rename(real.join("moved"), &models).expect("back");
+        std::fs::write(models.join("a.safetensors"), b"0123456789abc").expect("grow");
+        let err = stage(&units[0], Mode::Copy, &staging).expect_err("refused");
+        assert!(err.to_string().contains("size"), "{err}");
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod adopt;
 mod api;
+mod apptree;
 pub mod config;
 pub mod engine;
 pub mod error;

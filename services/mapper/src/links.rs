@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
 
+pub use crate::apptree::AppTree;
 use crate::mapping::{MappingConfig, Strategy};
 
 /// What is at a target now, compared with what is wanted.
@@ -21,13 +22,6 @@ pub enum OnDisk {
     Broken,
     /// Something else (a real file, a directory, a link elsewhere).
     Foreign,
-}
-
-/// `<dev>:<inode>` of the entry at `path` itself (not following a symlink).
-pub fn identity(path: &Path) -> String {
-    std::fs::symlink_metadata(path)
-        .map(|m| format!("{}:{}", m.dev(), m.ino()))
-        .unwrap_or_default()
 }
 
 /// The strategy `auto` resolves to for this app: hardlink on the library's filesystem, else
@@ -244,109 +238,41 @@ pub fn replaces_atomically(want: &Want, strategy: Strategy) -> bool {
     }
 }
 
-/// Makes `want` at `target`; returns the strategy actually used (hardlink falls back to symlink
-/// across filesystems).
-pub fn make(root: &Path, target: &Path, want: &Want, strategy: Strategy) -> Result<Strategy, String> {
-    check_path(root, target)?;
-    let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", target.display());
-    if let Some(parent) = target.parent()
-        && !dir_known(parent)
-    {
-        std::fs::create_dir_all(parent).map_err(|e| io("creating the folder of", e))?;
-        folders_made();
-        check_path(root, target)?;
-    }
-    match want {
-        Want::Symlink { text } => {
-            std::os::unix::fs::symlink(text, target).map_err(|e| io("linking", e))?;
-            Ok(Strategy::Symlink)
-        }
-        Want::File { content } => {
-            sweep_beside(target);
-            pumas_runtime::fsio::write_atomic(target, content.as_bytes()).map_err(|e| io("writing", e))?;
-            Ok(Strategy::Copy)
-        }
+/// Makes `want` at `target` through the app's [`AppTree`] (no symlink followed, checked at the
+/// write itself); returns the strategy actually used (hardlink falls back to symlink across
+/// filesystems).
+pub fn make(tree: &mut AppTree, target: &Path, want: &Want, strategy: Strategy) -> Result<Strategy, String> {
+    let made = match want {
+        Want::Symlink { text } => tree.symlink(target, text).map(|()| Strategy::Symlink),
+        Want::File { content } => tree.put(target, content.as_bytes()).map(|()| Strategy::Copy),
         Want::Link { source } => match strategy {
-            Strategy::Hardlink => match std::fs::hard_link(source, target) {
-                Ok(()) => Ok(Strategy::Hardlink),
-                Err(e) if e.raw_os_error() == Some(18) => {
-                    std::os::unix::fs::symlink(link_text(target, source), target)
-                        .map_err(|e| io("linking", e))?;
-                    Ok(Strategy::Symlink)
-                }
-                Err(e) => Err(io("hard-linking", e)),
+            Strategy::Hardlink => match tree.hard_link(target, source)? {
+                true => Ok(Strategy::Hardlink),
+                false => tree
+                    .symlink(target, &link_text(target, source))
+                    .map(|()| Strategy::Symlink),
             },
-            Strategy::Copy | Strategy::Reflink => {
-                // Into a temp file of ours (created O_EXCL, so a planted symlink is not
-                // followed), then one rename. std::fs::copy uses copy_file_range: extents are
-                // shared where the filesystem can.
-                sweep_beside(target);
-                let dir = target.parent().unwrap_or(root);
-                let tmp = pumas_runtime::fsio::temp_file_in(dir).map_err(|e| io("copying to", e))?;
-                std::fs::copy(source, tmp.path()).map_err(|e| io("copying to", e))?;
-                tmp.persist(target).map_err(|e| io("copying to", e.error))?;
-                Ok(strategy)
-            }
-            _ => {
-                std::os::unix::fs::symlink(link_text(target, source), target)
-                    .map_err(|e| io("linking", e))?;
-                Ok(Strategy::Symlink)
-            }
+            // One rename of a temp file of ours; std's copy uses copy_file_range, so extents are
+            // shared where the filesystem can.
+            Strategy::Copy | Strategy::Reflink => tree.copy(target, source).map(|()| strategy),
+            _ => tree
+                .symlink(target, &link_text(target, source))
+                .map(|()| Strategy::Symlink),
         },
-    }
+    };
+    folders_made();
+    made
 }
 
-/// Removes what a killed mapper left half-written beside `target` (its temp files).
-fn sweep_beside(target: &Path) {
-    if let Some(dir) = target.parent()
-        && let Ok(n) = pumas_runtime::fsio::remove_stale_temps(dir)
-        && n > 0
-    {
-        tracing::info!(dir = %dir.display(), removed = n, "removed temp files a stopped mapper left");
+/// Removes an entry the mapper made, then the folders it made that this leaves empty (never
+/// `keep` or above).
+pub fn remove(tree: &mut AppTree, target: &Path, keep: &[PathBuf]) -> Result<(), String> {
+    let removed = tree.remove(target, keep);
+    // Forget the folders that went (the highest one covers those below it).
+    if let Some(gone) = target.ancestors().skip(1).take_while(|d| !d.exists()).last() {
+        folders_removed(gone);
     }
-}
-
-/// Removes an entry the mapper made, then the folders it leaves empty (never `keep` or above).
-pub fn remove(root: &Path, target: &Path, keep: &[PathBuf]) -> Result<(), String> {
-    check_path(root, target)?;
-    match std::fs::remove_file(target) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("removing {}: {e}", target.display())),
-    }
-    let mut dir = target.parent();
-    while let Some(d) = dir {
-        if d == root || !d.starts_with(root) || keep.iter().any(|k| k == d) {
-            break;
-        }
-        if std::fs::remove_dir(d).is_err() {
-            break;
-        }
-        folders_removed(d);
-        dir = d.parent();
-    }
-    Ok(())
-}
-
-/// Moves a foreign file out of the way: `<target>.pumas-aside` (numbered when taken).
-pub fn move_aside(root: &Path, target: &Path) -> Result<PathBuf, String> {
-    check_path(root, target)?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    for n in 0..1000 {
-        let aside = target.with_file_name(if n == 0 {
-            format!("{name}.pumas-aside")
-        } else {
-            format!("{name}.pumas-aside.{n}")
-        });
-        if std::fs::symlink_metadata(&aside).is_err() {
-            std::fs::rename(target, &aside).map_err(|e| format!("moving {} aside: {e}", target.display()))?;
-            return Ok(aside);
-        }
-    }
-    Err(format!("no free name to move {} aside", target.display()))
+    removed
 }
 
 const BEGIN: &str =
@@ -355,18 +281,16 @@ const END: &str = "# END pumas";
 
 /// Takes the `pumas` section out of a ComfyUI `extra_model_paths.yaml`, keeping the rest (and
 /// removing the file when nothing else was in it).
-pub fn strip_comfy_section(path: &Path) -> Result<(), String> {
+pub fn strip_comfy_section(tree: &mut AppTree, path: &Path) -> Result<(), String> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
     };
     let kept = without_section(&text);
-    let result = if kept.trim().is_empty() {
-        std::fs::remove_file(path)
+    if kept.trim().is_empty() {
+        tree.remove(path, &[])
     } else {
-        sweep_beside(path);
-        pumas_runtime::fsio::write_atomic(path, kept.as_bytes())
-    };
-    result.map_err(|e| format!("rewriting {}: {e}", path.display()))
+        tree.put(path, kept.as_bytes())
+    }
 }
 
 fn without_section(existing: &str) -> String {
@@ -464,7 +388,8 @@ mod strategy_tests {
 
         let root = disk.path().join("app");
         let copy = root.join("models/copy.safetensors");
-        assert_eq!(make(&root, &copy, &want, Strategy::Copy), Ok(Strategy::Copy));
+        let mut tree = AppTree::new(&root, Default::default());
+        assert_eq!(make(&mut tree, &copy, &want, Strategy::Copy), Ok(Strategy::Copy));
         let meta = std::fs::symlink_metadata(&copy).expect("copy");
         assert!(meta.is_file() && meta.len() == 7);
         assert_eq!(inspect(&root, &copy, &want, Strategy::Copy), Ok(OnDisk::Matches));
@@ -482,8 +407,9 @@ mod strategy_tests {
         let elsewhere = tempfile::tempdir_in(shm).expect("tmp in /dev/shm");
         let root = elsewhere.path().to_owned();
         let link = root.join("models/loras/model.safetensors");
+        let mut tree = AppTree::new(&root, Default::default());
         assert_eq!(
-            make(&root, &link, &want, Strategy::Hardlink),
+            make(&mut tree, &link, &want, Strategy::Hardlink),
             Ok(Strategy::Symlink)
         );
         assert_eq!(std::fs::read(&link).expect("through the link"), b"weights");
@@ -504,6 +430,7 @@ mod dir_cache_tests {
         let root = disk.path().join("app");
         let target = root.join("models/loras/sub/model.safetensors");
         let sibling = root.join("models/loras/other.safetensors");
+        let mut tree = AppTree::new(&root, Default::default());
         with_dir_cache(|| {
             // Nothing exists yet: both are missing, known without a look at each entry.
             assert_eq!(
@@ -516,7 +443,7 @@ mod dir_cache_tests {
             );
             // Making the first creates the sibling's folder too: it is looked at again.
             assert_eq!(
-                make(&root, &target, &want, Strategy::Symlink),
+                make(&mut tree, &target, &want, Strategy::Symlink),
                 Ok(Strategy::Symlink)
             );
             std::os::unix::fs::symlink("elsewhere", &sibling).expect("a foreign link");
@@ -530,10 +457,10 @@ mod dir_cache_tests {
             );
             // Removing the only link of a folder removes the folder; making it again recreates it
             // (a replace does exactly this).
-            assert_eq!(remove(&root, &target, std::slice::from_ref(&root)), Ok(()));
+            assert_eq!(remove(&mut tree, &target, std::slice::from_ref(&root)), Ok(()));
             assert!(!root.join("models/loras/sub").exists());
             assert_eq!(
-                make(&root, &target, &want, Strategy::Symlink),
+                make(&mut tree, &target, &want, Strategy::Symlink),
                 Ok(Strategy::Symlink)
             );
             assert_eq!(std::fs::read(&target).expect("through the link"), b"weights");

@@ -1,7 +1,8 @@
 //! The link registry (SQLite, one per mapper host): every link the mapper made, so it never
 //! touches a file it did not create, plus the change-feed cursor it follows.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use pumas_runtime::sqlite::Db;
 use sqlx::Row as _;
@@ -45,6 +46,8 @@ impl Registry {
             ) WITHOUT ROWID",
             "CREATE INDEX IF NOT EXISTS links_by_model ON links (model_id, app)",
             "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+            // Folders the mapper created in app trees: the only ones it removes when empty.
+            "CREATE TABLE IF NOT EXISTS dirs (app TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY (app, path)) WITHOUT ROWID",
         ] {
             sqlx::query(statement).execute(db.write()).await?;
         }
@@ -122,6 +125,46 @@ impl Registry {
             }
             separated.push_unseparated(")");
             builder.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Folders the mapper created in an app's tree.
+    pub async fn dirs_of(&self, app: &str) -> Result<HashSet<PathBuf>, sqlx::Error> {
+        let rows = sqlx::query("SELECT path FROM dirs WHERE app = ?")
+            .bind(app)
+            .fetch_all(self.db.read())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| PathBuf::from(r.get::<String, _>(0)))
+            .collect())
+    }
+
+    /// Records folders the mapper made in an app's tree and forgets those it removed.
+    pub async fn record_dirs(
+        &self,
+        app: &str,
+        made: &[PathBuf],
+        removed: &[PathBuf],
+    ) -> Result<(), sqlx::Error> {
+        if made.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write().await?;
+        for d in made {
+            sqlx::query("INSERT OR IGNORE INTO dirs (app, path) VALUES (?, ?)")
+                .bind(app)
+                .bind(d.display().to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for d in removed {
+            sqlx::query("DELETE FROM dirs WHERE app = ? AND path = ?")
+                .bind(app)
+                .bind(d.display().to_string())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await
     }

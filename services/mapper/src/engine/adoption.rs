@@ -40,16 +40,23 @@ impl Engine {
     /// copies of what the library has are dropped, then the app is linked to the library.
     pub async fn adopt(&self, app: &str) -> Result<Outcome, MapperError> {
         let (candidates, _) = self.preview_adoption(app).await?;
+        let config = self.config(app)?;
+        // App files go through the app tree: confined to its root, no symlink followed, and
+        // only the very file that was checked.
+        let mut tree = crate::links::AppTree::new(&config.root, Default::default());
         let mut done: HashSet<String> = HashSet::new();
         let mut unresolved = Vec::new();
         for c in &candidates {
             if done.contains(&c.sha256) {
                 // Another copy of content handled already: the library has it now, if it
                 // proves so.
-                if let Err(why) = self.library_holds(c, None).await {
-                    unresolved.push(adopt_warning(c, format!("kept: {why}")));
-                } else if let Err(e) = std::fs::remove_file(&c.path) {
-                    unresolved.push(adopt_warning(c, format!("could not remove the duplicate: {e}")));
+                match self.library_holds(c, None).await {
+                    Err(why) => unresolved.push(adopt_warning(c, format!("kept: {why}"))),
+                    Ok(identity) => {
+                        if let Err(e) = tree.remove_checked(&c.path, &identity) {
+                            unresolved.push(adopt_warning(c, format!("could not remove the duplicate: {e}")));
+                        }
+                    }
                 }
                 continue;
             }
@@ -58,12 +65,19 @@ impl Engine {
                     unresolved.push(adopt_warning(c, format!("the library did not take it: {why}")));
                     continue;
                 }
-            } else if let Err(why) = self.library_holds(c, Some(&c.existing_model_id)).await {
-                unresolved.push(adopt_warning(c, format!("kept: {why}")));
-                continue;
-            } else if let Err(e) = std::fs::remove_file(&c.path) {
-                unresolved.push(adopt_warning(c, format!("could not remove the copy: {e}")));
-                continue;
+            } else {
+                match self.library_holds(c, Some(&c.existing_model_id)).await {
+                    Err(why) => {
+                        unresolved.push(adopt_warning(c, format!("kept: {why}")));
+                        continue;
+                    }
+                    Ok(identity) => {
+                        if let Err(e) = tree.remove_checked(&c.path, &identity) {
+                            unresolved.push(adopt_warning(c, format!("could not remove the copy: {e}")));
+                            continue;
+                        }
+                    }
+                }
             }
             done.insert(c.sha256.clone());
         }
@@ -76,8 +90,9 @@ impl Engine {
 impl Engine {
     /// Whether the library provably holds the content of app file `c`, so the app file may go:
     /// a READY model with a file of that SHA-256, present under this host's mount with the same
-    /// size, and not the very same file (another inode). Says why not otherwise.
-    async fn library_holds(&self, c: &Candidate, model_id: Option<&str>) -> Result<(), String> {
+    /// size, and not the very same file (another inode). Returns the app file's identity
+    /// (`<dev>:<inode>`) as checked; says why not otherwise.
+    async fn library_holds(&self, c: &Candidate, model_id: Option<&str>) -> Result<String, String> {
         use std::os::unix::fs::MetadataExt as _;
         let id = match model_id {
             Some(id) if !id.is_empty() => id.to_owned(),
@@ -120,7 +135,7 @@ impl Engine {
                 library_file.display()
             ));
         }
-        Ok(())
+        Ok(format!("{}:{}", ours.dev(), ours.ino()))
     }
 }
 

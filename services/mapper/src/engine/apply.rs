@@ -103,6 +103,7 @@ impl Engine {
         // Made links are recorded while the next ones are made: the registry's writes overlap
         // the filesystem work instead of following it.
         let (rows_tx, mut rows_rx) = tokio::sync::mpsc::channel::<Vec<LinkRow>>(8);
+        let mut tree = links::AppTree::new(&root, self.registry.dirs_of(&app).await?);
         let work = tokio::task::spawn_blocking(move || {
             links::with_dir_cache(|| {
                 let now = crate::now_ms();
@@ -121,13 +122,15 @@ impl Engine {
                     },
                     strategy: used.name().to_owned(),
                     created_ms: now,
-                    identity: links::identity(&a.target),
+                    identity: String::new(),
                 };
                 for mut a in actions {
                     let result: Result<(), String> = match a.kind {
                         ActionKind::Keep => {
                             if a.recorded.is_none() {
-                                made.push(record(&a, a.strategy));
+                                let mut row = record(&a, a.strategy);
+                                row.identity = tree.identity(&a.target);
+                                made.push(row);
                             }
                             Ok(())
                         }
@@ -141,15 +144,17 @@ impl Engine {
                             let cleared = if a.kind == ActionKind::Replace
                                 && !links::replaces_atomically(&want, a.strategy)
                             {
-                                links::remove(&root, &a.target, &keep)
+                                links::remove(&mut tree, &a.target, &keep)
                             } else {
                                 Ok(())
                             };
                             cleared
-                                .and_then(|()| links::make(&root, &a.target, &want, a.strategy))
+                                .and_then(|()| links::make(&mut tree, &a.target, &want, a.strategy))
                                 .map(|used| {
                                     a.strategy = used;
-                                    made.push(record(&a, used));
+                                    let mut row = record(&a, used);
+                                    row.identity = tree.identity(&a.target);
+                                    made.push(row);
                                 })
                         }
                         ActionKind::Remove => {
@@ -171,7 +176,7 @@ impl Engine {
                                 .map(|w| links::inspect(&root, &a.target, w, a.strategy))
                                 .unwrap_or(Ok(OnDisk::Missing));
                             let made_by_us = recorded.as_ref().is_some_and(|r| {
-                                !r.identity.is_empty() && r.identity == links::identity(&a.target)
+                                !r.identity.is_empty() && r.identity == tree.identity(&a.target)
                             });
                             let outcome = match state {
                                 // The app's own config file: take our section out, keep the rest.
@@ -180,12 +185,12 @@ impl Engine {
                                     .file_name()
                                     .is_some_and(|n| n == "extra_model_paths.yaml") =>
                                 {
-                                    links::strip_comfy_section(&a.target)
+                                    links::strip_comfy_section(&mut tree, &a.target)
                                 }
                                 // The very entry we made, even when its library file is gone.
-                                Ok(_) if made_by_us => links::remove(&root, &a.target, &keep),
+                                Ok(_) if made_by_us => links::remove(&mut tree, &a.target, &keep),
                                 Ok(OnDisk::Foreign) => Ok(()),
-                                Ok(_) => links::remove(&root, &a.target, &keep),
+                                Ok(_) => links::remove(&mut tree, &a.target, &keep),
                                 Err(e) => Err(e),
                             };
                             forgotten.push(a.target.display().to_string());
@@ -197,14 +202,16 @@ impl Engine {
                             let want = a.want.clone().unwrap_or(Want::File {
                                 content: String::new(),
                             });
-                            links::move_aside(&root, &a.target)
+                            tree.move_aside(&a.target)
                                 .and_then(|aside| {
                                     a.reason = format!("moved aside to {}", aside.display());
-                                    links::make(&root, &a.target, &want, a.strategy)
+                                    links::make(&mut tree, &a.target, &want, a.strategy)
                                 })
                                 .map(|used| {
                                     a.kind = ActionKind::Replace;
-                                    made.push(record(&a, used));
+                                    let mut row = record(&a, used);
+                                    row.identity = tree.identity(&a.target);
+                                    made.push(row);
                                 })
                         }
                         ActionKind::Conflict => {
@@ -233,7 +240,7 @@ impl Engine {
                     }
                 }
                 let _ = rows_tx.blocking_send(made);
-                (done, forgotten, unresolved)
+                (done, forgotten, unresolved, tree.take_changes())
             })
         });
         let record = async {
@@ -243,9 +250,13 @@ impl Engine {
             Ok::<(), sqlx::Error>(())
         };
         let (work, recorded) = tokio::join!(work, record);
-        let (done, forgotten, unresolved) = work.map_err(|e| MapperError::Internal(e.to_string()))?;
+        let (done, forgotten, unresolved, (dirs_made, dirs_removed)) =
+            work.map_err(|e| MapperError::Internal(e.to_string()))?;
         recorded?;
         self.registry.remove_many(&config.app, &forgotten).await?;
+        self.registry
+            .record_dirs(&config.app, &dirs_made, &dirs_removed)
+            .await?;
         plan.actions = done;
         Ok(Outcome { plan, unresolved })
     }
