@@ -66,7 +66,7 @@ impl GatewayArgs {
         let encrypted = self.gateway.starts_with("https://") || pumas_runtime::tls::peer_tls().is_some();
         if secret.is_some() && !encrypted && !is_loopback(&self.gateway) {
             anyhow::bail!(
-                "refusing to send the API token in plain text to {}: give the gateway's CA (--tls-ca) \
+                "refusing to send the API token in plain text to {}: give the gateway's CA (--peer-ca) \
                  or an https:// address, or reach it over loopback (an SSH tunnel)",
                 self.gateway
             );

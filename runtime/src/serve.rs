@@ -148,7 +148,6 @@ pub async fn serve_with_limits(
     limits: Limits,
 ) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     // A caller's mistake (bad argument, unknown id, no token...) is the caller's outcome, not a
     // server failure: only faults of ours or of a dependency are logged as errors.
     let classifier = {
@@ -179,20 +178,47 @@ pub async fn serve_with_limits(
         .layer(tower::load_shed::LoadShedLayer::new())
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_calls));
     let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = crate::tls::server_tls() {
-        builder = builder.tls_config(tls.clone())?;
-    }
     if let Some(timeout) = limits.default_timeout {
         builder = builder.timeout(timeout);
     }
-    let server = builder
+    let router = builder
         .layer(trace)
         .layer(crate::metrics::MetricsLayer)
         .layer(limit)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop_rx.await;
-        });
+        .add_routes(routes);
+    let stopped = async move {
+        let _ = stop_rx.await;
+    };
+    match crate::tls::server_tls() {
+        // Our own accept loop, so a refused handshake is logged with who tried.
+        Some(tls) => {
+            let incoming = crate::tls::incoming(listener, tls.clone());
+            finish(
+                router.serve_with_incoming_shutdown(incoming, stopped),
+                shutdown,
+                stop_tx,
+            )
+            .await
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            finish(
+                router.serve_with_incoming_shutdown(incoming, stopped),
+                shutdown,
+                stop_tx,
+            )
+            .await
+        }
+    }
+}
+
+/// Runs `server` until `shutdown`, then lets in-flight calls finish for at most
+/// [`SHUTDOWN_GRACE`].
+async fn finish(
+    server: impl Future<Output = Result<(), tonic::transport::Error>>,
+    shutdown: impl Future<Output = ()>,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), ServeError> {
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result.map_err(ServeError::from),

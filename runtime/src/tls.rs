@@ -4,9 +4,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+/// The rustls server config a TLS service accepts connections with.
+pub type ServerTlsConfig = Arc<rustls::ServerConfig>;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +22,9 @@ pub enum TlsError {
     /// Flags that only work together.
     #[error("{0}")]
     Incomplete(String),
+    /// A certificate or key file that TLS cannot use, and why.
+    #[error("{path}: {reason}")]
+    BadFile { path: String, reason: String },
     /// Plain text on an address other hosts can reach, without saying so.
     #[error(
         "refusing to serve unencrypted gRPC on {0}, which other hosts can reach: give --tls-cert and --tls-key, or --plaintext to accept that"
@@ -29,6 +37,66 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
         path: path.display().to_string(),
         reason,
     })
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> TlsError {
+    TlsError::BadFile {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The certificates of a PEM file (at least one).
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(path, format!("not a PEM certificate file ({e})")))?;
+    if certs.is_empty() {
+        return Err(bad(
+            path,
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file.
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| bad(path, format!("holds no usable PEM private key ({e})")))
+}
+
+/// Checks that the first certificate of `path` can be a TLS end entity, saying why not in words
+/// a person can act on (an X.509 v1 certificate is what `openssl x509 -req` makes on OpenSSL
+/// 3.0 when the request carries no extensions).
+fn end_entity(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain = certificates(path)?;
+    if let Err(e) = webpki::EndEntityCert::try_from(&chain[0]) {
+        return Err(bad(
+            path,
+            match e {
+                webpki::Error::UnsupportedCertVersion => "is an X.509 version 1 certificate (one made without extensions, as `openssl x509 -req` does on OpenSSL 3.0); TLS here needs version 3: issue it again as docs/DEPLOY.md shows".to_owned(),
+                e => format!("is not a certificate TLS can use: {e}"),
+            },
+        ));
+    }
+    Ok(chain)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate, its key and whether they belong together, as rustls would take them.
+fn identity_error(cert: &Path, key: &Path, e: rustls::Error) -> TlsError {
+    match e {
+        rustls::Error::InconsistentKeys(_) => {
+            bad(key, format!("is not the private key of {}", cert.display()))
+        }
+        e => bad(cert, format!("cannot be used with {}: {e}", key.display())),
+    }
 }
 
 /// TLS flags of a serving role.
@@ -71,11 +139,32 @@ impl ServerTlsArgs {
                 ));
             }
         };
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-        if let Some(ca) = &self.tls_client_ca {
-            config = config.client_ca_root(Certificate::from_pem(read(ca)?));
-        }
-        Ok(Some(config))
+        let chain = end_entity(cert)?;
+        let key_der = private_key(key)?;
+        let versions = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Incomplete(e.to_string()))?;
+        let builder = match &self.tls_client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in certificates(ca)? {
+                    roots
+                        .add(c)
+                        .map_err(|e| bad(ca, format!("is not a usable CA certificate: {e}")))?;
+                }
+                let verifier =
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                        .build()
+                        .map_err(|e| bad(ca, format!("cannot check client certificates with it: {e}")))?;
+                versions.with_client_cert_verifier(verifier)
+            }
+            None => versions.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(chain, key_der)
+            .map_err(|e| identity_error(cert, key, e))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Some(Arc::new(config)))
     }
 }
 
@@ -104,9 +193,21 @@ impl ClientTlsArgs {
             }
             return Ok(None);
         };
+        certificates(ca)?;
         let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
         match (&self.peer_cert, &self.peer_key) {
-            (Some(c), Some(k)) => config = config.identity(Identity::from_pem(read(c)?, read(k)?)),
+            (Some(c), Some(k)) => {
+                // Checked here, so a bad file stops the role at start naming it (tonic would
+                // only say "transport error" for the address it dials).
+                let chain = end_entity(c)?;
+                rustls::ClientConfig::builder_with_provider(provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| TlsError::Incomplete(e.to_string()))?
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_client_auth_cert(chain, private_key(k)?)
+                    .map_err(|e| identity_error(c, k, e))?;
+                config = config.identity(Identity::from_pem(read(c)?, read(k)?));
+            }
             (None, None) => {}
             _ => {
                 return Err(TlsError::Incomplete(
@@ -142,4 +243,49 @@ pub fn server_tls() -> Option<&'static ServerTlsConfig> {
 /// The process-wide TLS config for calls to other services, if one was installed.
 pub fn peer_tls() -> Option<&'static ClientTlsConfig> {
     PEER_TLS.get()
+}
+
+/// How long a caller has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The TLS connections of `listener`: handshakes run concurrently, and one that is refused (no
+/// client certificate, one from another CA, plain text, a timeout) is logged with the peer's
+/// address, which tonic's own TLS loop does not say. Stops accepting when the stream is dropped.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+    config: ServerTlsConfig,
+) -> tokio_stream::wrappers::ReceiverStream<
+    std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = tx.closed() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "TLS handshake refused"),
+                    Err(_) => tracing::warn!(peer = %peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

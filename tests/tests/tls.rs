@@ -159,3 +159,174 @@ async fn plain_text_on_a_reachable_address_must_be_asked_for() -> anyhow::Result
     );
     Ok(())
 }
+
+/// Runs the certificate recipe of docs/DEPLOY.md (the block between its `tls-recipe` markers)
+/// verbatim with the system's `openssl`, in `dir`.
+fn run_deploy_recipe(dir: &std::path::Path) -> anyhow::Result<()> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/DEPLOY.md"))?;
+    let block = doc
+        .split("<!-- tls-recipe: begin -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- tls-recipe: end -->").next())
+        .and_then(|b| b.split("```sh\n").nth(1))
+        .and_then(|b| b.split("```").next())
+        .context("docs/DEPLOY.md has no tls-recipe block")?;
+    std::fs::create_dir_all(dir)?;
+    sh(dir, block)
+}
+
+fn sh(dir: &std::path::Path, script: &str) -> anyhow::Result<()> {
+    let out = std::process::Command::new("sh")
+        .args(["-e", "-c", script])
+        .current_dir(dir)
+        .output()
+        .context("running sh (openssl must be installed: .ci/run installs it)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the commands failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// `pumas serve gateway` with these peer files; answers how it ended and what it said.
+async fn gateway_start_with_peer(
+    certs: &std::path::Path,
+    cert: &str,
+    key: &str,
+) -> anyhow::Result<(bool, String)> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(pumas_e2e::pumas_bin()?)
+            .args([
+                "serve",
+                "gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--index",
+                "127.0.0.1:9",
+                "--fetch",
+                "127.0.0.1:9",
+                "--mapper",
+                "local=127.0.0.1:9",
+                "--peer-ca",
+            ])
+            .arg(certs.join("ca.pem"))
+            .arg("--peer-cert")
+            .arg(certs.join(cert))
+            .arg("--peer-key")
+            .arg(certs.join(key))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("the gateway neither started nor stopped")??;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn the_documented_certificates_work_and_unusable_ones_fail_loudly() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let certs = dir.path().join("certs");
+    run_deploy_recipe(&certs)?;
+    let file = |name: &str| arg(&certs.join(name));
+
+    // The roles start with exactly what the recipe made, as deploy/systemd/*.env name it.
+    let root = arg(&dir.path().join("root"));
+    let (index, index_addr) = serve_role(
+        "index",
+        "127.0.0.1:0",
+        &[
+            "--data-root",
+            &root,
+            "--tls-cert",
+            &file("storage.pem"),
+            "--tls-key",
+            &file("storage.key"),
+            "--tls-client-ca",
+            &file("ca.pem"),
+        ],
+        dir.path(),
+    )
+    .await?;
+    let (_gateway, gateway_addr) = serve_role(
+        "gateway",
+        "127.0.0.1:0",
+        &[
+            "--index",
+            &index_addr,
+            "--fetch",
+            "127.0.0.1:9",
+            "--mapper",
+            "local=127.0.0.1:9",
+            "--api-token",
+            "s3cret",
+            "--tls-cert",
+            &file("gateway.pem"),
+            "--tls-key",
+            &file("gateway.key"),
+            "--peer-ca",
+            &file("ca.pem"),
+            "--peer-cert",
+            &file("client.pem"),
+            "--peer-key",
+            &file("client.key"),
+        ],
+        dir.path(),
+    )
+    .await?;
+    let mut gateway =
+        ModelLibraryServiceClient::new(tls_channel(&gateway_addr, &certs.join("ca.pem"), None).await?);
+    let mut request = tonic::Request::new(SearchModelsRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer s3cret".parse().context("header")?);
+    gateway
+        .search_models(request)
+        .await
+        .context("the gateway reaches the index over mutual TLS with the documented certificates")?;
+
+    // A caller without a client certificate is refused, and the index says who it was.
+    let refused = match tls_channel(&index_addr, &certs.join("ca.pem"), None).await {
+        Ok(channel) => healthy(channel).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a caller without a client certificate got in");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !index.log().contains("TLS handshake refused") {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            index.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = index.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("TLS handshake refused"))
+        .context("refusal line")?;
+    assert!(line.contains("peer=127.0.0.1:"), "{line}");
+
+    // The recipe as it was (no extensions): an X.509 v1 client certificate. A role given it
+    // stops at start naming the file and the reason, instead of "transport error".
+    sh(
+        &certs,
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=old-client -keyout old.key -out old.csr\n\
+         openssl x509 -req -in old.csr -CA ca.pem -CAkey ca.key -days 825 -out old.pem",
+    )?;
+    let (started, said) = gateway_start_with_peer(&certs, "old.pem", "old.key").await?;
+    assert!(!started, "the gateway started with a version 1 certificate");
+    assert!(said.contains("old.pem") && said.contains("version 1"), "{said}");
+    // A key that is not the certificate's: named too.
+    let (started, said) = gateway_start_with_peer(&certs, "client.pem", "gateway.key").await?;
+    assert!(!started, "the gateway started with another certificate's key");
+    assert!(
+        said.contains("gateway.key") && said.contains("is not the private key of"),
+        "{said}"
+    );
+    Ok(())
+}
