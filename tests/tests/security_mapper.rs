@@ -315,3 +315,76 @@ async fn unmap_removes_only_the_folders_the_mapper_made() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn unmap_keeps_a_copy_the_user_changed_in_place() -> anyhow::Result<()> {
+    use std::io::{Seek as _, Write as _};
+
+    use pumas_e2e::Suite;
+    use pumas_e2e::library::{import, mapper_caught_up};
+    use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
+
+    let suite = Suite::start().await?;
+    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
+    let dir = tempfile::tempdir()?;
+    for (name, seed) in [("Kept.safetensors", 13), ("Mine.safetensors", 14)] {
+        let lora = dir.path().join("inbox").join(name);
+        write_lora(&lora, seed)?;
+        import(&mut gateway, &lora).await?;
+    }
+    mapper_caught_up(&suite.index, &suite.mapper).await?;
+    let app = dir.path().join("ComfyUI");
+    let mut mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
+    mapper
+        .put_mapping_config(PutMappingConfigRequest {
+            app: "comfy".to_owned(),
+            config_toml: format!(
+                "kind = \"comfyui\"\nroot = \"{}\"\nstrategy = \"copy\"\n",
+                app.display()
+            ),
+        })
+        .await?;
+    let job = mapper
+        .apply_mapping(ApplyMappingRequest {
+            app: "comfy".to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .job;
+    mapping_job_end(&mut mapper, job).await?;
+    let loras = app.join("models/loras");
+    let copies: Vec<_> = std::fs::read_dir(&loras)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    let (mine, untouched) = if copies[0].display().to_string().contains("mine") {
+        (copies[0].clone(), copies[1].clone())
+    } else {
+        (copies[1].clone(), copies[0].clone())
+    };
+    // The user edits one copy in place: same file, same size, their bytes.
+    let mut file = std::fs::OpenOptions::new().write(true).open(&mine)?;
+    file.seek(std::io::SeekFrom::End(-4))?;
+    file.write_all(b"EDIT")?;
+    drop(file);
+    let edited = std::fs::read(&mine)?;
+
+    let job = mapper
+        .unmap(pumas_proto::mapper::v1::UnmapRequest {
+            app: "comfy".to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .job;
+    mapping_job_end(&mut mapper, job).await?;
+    assert!(!untouched.exists(), "the copy Pumas made went");
+    assert_eq!(
+        std::fs::read(&mine)?,
+        edited,
+        "the copy the user changed stays, as they left it"
+    );
+    Ok(())
+}

@@ -186,12 +186,53 @@ impl AppTree {
         Ok(())
     }
 
-    /// A copy of `source` at `target` (copy_file_range: extents are shared where the
-    /// filesystem can).
-    pub fn copy(&mut self, target: &Path, source: &Path) -> Result<(), String> {
+    /// A copy of `source` at `target`; returns `sha256:<hex>` of the bytes written (the record
+    /// that tells this copy from a file the user put there later). `share_extents`: copied by
+    /// the kernel (copy_file_range, which shares extents on btrfs/XFS), then hashed by reading
+    /// the copy; otherwise hashed as the bytes go through.
+    pub fn copy(&mut self, target: &Path, source: &Path, share_extents: bool) -> Result<String, String> {
+        use sha2::Digest as _;
+        use std::io::Read as _;
         let mut from =
             std::fs::File::open(source).map_err(|e| format!("reading {}: {e}", source.display()))?;
-        self.write_file(target, |to| std::io::copy(&mut from, to).map(|_| ()))
+        if share_extents {
+            self.write_file(target, |to| std::io::copy(&mut from, to).map(|_| ()))?;
+            return self.content_sha256(target);
+        }
+        let mut hasher = sha2::Sha256::new();
+        self.write_file(target, |to| {
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = from.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                hasher.update(&buf[..n]);
+                to.write_all(&buf[..n])?;
+            }
+        })?;
+        Ok(format!("sha256:{:x}", hasher.finalize()))
+    }
+
+    /// `sha256:<hex>` of the plain file at `target`, read through its folder's handle without
+    /// following a symlink.
+    pub fn content_sha256(&mut self, target: &Path) -> Result<String, String> {
+        use sha2::Digest as _;
+        let Some((dir, _)) = self.folder_of(target, false)? else {
+            return Err(format!("{} is gone", target.display()));
+        };
+        let name = self.split(target)?.name.to_os_string();
+        let fd = rustix::fs::openat(
+            &dir,
+            &name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("reading {}: {e}", target.display()))?;
+        let mut file = std::fs::File::from(fd);
+        let mut hasher = sha2::Sha256::new();
+        std::io::copy(&mut file, &mut hasher).map_err(|e| format!("reading {}: {e}", target.display()))?;
+        Ok(format!("sha256:{:x}", hasher.finalize()))
     }
 
     /// A small file with this content at `target`.
@@ -368,8 +409,12 @@ mod tests {
         assert!(err.contains("symlink inside the app tree"), "{err}");
         assert!(t.put(&root.join("models/loras/c.txt"), b"c").is_err());
         assert!(
-            t.copy(&root.join("models/loras/d"), &disk.path().join("moved/a.txt"))
-                .is_err()
+            t.copy(
+                &root.join("models/loras/d"),
+                &disk.path().join("moved/a.txt"),
+                false
+            )
+            .is_err()
         );
         assert_eq!(std::fs::read_dir(&outside).expect("ls").count(), 0);
     }

@@ -239,25 +239,35 @@ pub fn replaces_atomically(want: &Want, strategy: Strategy) -> bool {
 }
 
 /// Makes `want` at `target` through the app's [`AppTree`] (no symlink followed, checked at the
-/// write itself); returns the strategy actually used (hardlink falls back to symlink across
-/// filesystems).
-pub fn make(tree: &mut AppTree, target: &Path, want: &Want, strategy: Strategy) -> Result<Strategy, String> {
+/// write itself). Returns the strategy actually used (hardlink falls back to symlink across
+/// filesystems) and, for a copy, `sha256:<hex>` of what was written.
+pub fn make(
+    tree: &mut AppTree,
+    target: &Path,
+    want: &Want,
+    strategy: Strategy,
+) -> Result<(Strategy, String), String> {
+    let link = |tree: &mut AppTree, source: &Path| {
+        tree.symlink(target, &link_text(target, source))
+            .map(|()| (Strategy::Symlink, String::new()))
+    };
     let made = match want {
-        Want::Symlink { text } => tree.symlink(target, text).map(|()| Strategy::Symlink),
-        Want::File { content } => tree.put(target, content.as_bytes()).map(|()| Strategy::Copy),
+        Want::Symlink { text } => tree
+            .symlink(target, text)
+            .map(|()| (Strategy::Symlink, String::new())),
+        Want::File { content } => tree
+            .put(target, content.as_bytes())
+            .map(|()| (Strategy::Copy, String::new())),
         Want::Link { source } => match strategy {
             Strategy::Hardlink => match tree.hard_link(target, source)? {
-                true => Ok(Strategy::Hardlink),
-                false => tree
-                    .symlink(target, &link_text(target, source))
-                    .map(|()| Strategy::Symlink),
+                true => Ok((Strategy::Hardlink, String::new())),
+                false => link(tree, source),
             },
-            // One rename of a temp file of ours; std's copy uses copy_file_range, so extents are
-            // shared where the filesystem can.
-            Strategy::Copy | Strategy::Reflink => tree.copy(target, source).map(|()| strategy),
-            _ => tree
-                .symlink(target, &link_text(target, source))
-                .map(|()| Strategy::Symlink),
+            // One rename of a temp file of ours, with the hash of what was written.
+            Strategy::Copy | Strategy::Reflink => tree
+                .copy(target, source, strategy == Strategy::Reflink)
+                .map(|sha| (strategy, sha)),
+            _ => link(tree, source),
         },
     };
     folders_made();
@@ -389,7 +399,10 @@ mod strategy_tests {
         let root = disk.path().join("app");
         let copy = root.join("models/copy.safetensors");
         let mut tree = AppTree::new(&root, Default::default());
-        assert_eq!(make(&mut tree, &copy, &want, Strategy::Copy), Ok(Strategy::Copy));
+        assert_eq!(
+            make(&mut tree, &copy, &want, Strategy::Copy).map(|m| m.0),
+            Ok(Strategy::Copy)
+        );
         let meta = std::fs::symlink_metadata(&copy).expect("copy");
         assert!(meta.is_file() && meta.len() == 7);
         assert_eq!(inspect(&root, &copy, &want, Strategy::Copy), Ok(OnDisk::Matches));
@@ -409,7 +422,7 @@ mod strategy_tests {
         let link = root.join("models/loras/model.safetensors");
         let mut tree = AppTree::new(&root, Default::default());
         assert_eq!(
-            make(&mut tree, &link, &want, Strategy::Hardlink),
+            make(&mut tree, &link, &want, Strategy::Hardlink).map(|m| m.0),
             Ok(Strategy::Symlink)
         );
         assert_eq!(std::fs::read(&link).expect("through the link"), b"weights");
@@ -443,7 +456,7 @@ mod dir_cache_tests {
             );
             // Making the first creates the sibling's folder too: it is looked at again.
             assert_eq!(
-                make(&mut tree, &target, &want, Strategy::Symlink),
+                make(&mut tree, &target, &want, Strategy::Symlink).map(|m| m.0),
                 Ok(Strategy::Symlink)
             );
             std::os::unix::fs::symlink("elsewhere", &sibling).expect("a foreign link");
@@ -460,7 +473,7 @@ mod dir_cache_tests {
             assert_eq!(remove(&mut tree, &target, std::slice::from_ref(&root)), Ok(()));
             assert!(!root.join("models/loras/sub").exists());
             assert_eq!(
-                make(&mut tree, &target, &want, Strategy::Symlink),
+                make(&mut tree, &target, &want, Strategy::Symlink).map(|m| m.0),
                 Ok(Strategy::Symlink)
             );
             assert_eq!(std::fs::read(&target).expect("through the link"), b"weights");

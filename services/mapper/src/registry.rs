@@ -21,6 +21,9 @@ pub struct LinkRow {
     pub created_ms: i64,
     /// `<dev>:<inode>` of what was made, to recognise it later even when its source is gone.
     pub identity: String,
+    /// For copies: `sha256:<hex>` of the bytes written, so a copy the user changed in place is
+    /// never taken for ours.
+    pub sha256: String,
 }
 
 /// The registry.
@@ -51,6 +54,15 @@ impl Registry {
         ] {
             sqlx::query(statement).execute(db.write()).await?;
         }
+        // Registries from before copies recorded their content.
+        let columns = sqlx::query("SELECT name FROM pragma_table_info('links')")
+            .fetch_all(db.read())
+            .await?;
+        if !columns.iter().any(|c| c.get::<String, _>(0) == "sha256") {
+            sqlx::query("ALTER TABLE links ADD COLUMN sha256 TEXT NOT NULL DEFAULT ''")
+                .execute(db.write())
+                .await?;
+        }
         Ok(Self { db })
     }
 
@@ -63,6 +75,7 @@ impl Registry {
             strategy: r.get("strategy"),
             created_ms: r.get("created_ms"),
             identity: r.get("identity"),
+            sha256: r.get("sha256"),
         }
     }
 
@@ -97,7 +110,7 @@ impl Registry {
         let mut tx = self.db.begin_write().await?;
         for chunk in links.chunks(500) {
             let mut builder = sqlx::QueryBuilder::new(
-                "INSERT OR REPLACE INTO links (app, target, model_id, source, strategy, created_ms, identity) ",
+                "INSERT OR REPLACE INTO links (app, target, model_id, source, strategy, created_ms, identity, sha256) ",
             );
             builder.push_values(chunk, |mut row, l| {
                 row.push_bind(&l.app)
@@ -106,7 +119,8 @@ impl Registry {
                     .push_bind(&l.source)
                     .push_bind(&l.strategy)
                     .push_bind(l.created_ms)
-                    .push_bind(&l.identity);
+                    .push_bind(&l.identity)
+                    .push_bind(&l.sha256);
             });
             builder.build().execute(&mut *tx).await?;
         }

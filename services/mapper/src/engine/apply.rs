@@ -123,6 +123,7 @@ impl Engine {
                     strategy: used.name().to_owned(),
                     created_ms: now,
                     identity: String::new(),
+                    sha256: String::new(),
                 };
                 for mut a in actions {
                     let result: Result<(), String> = match a.kind {
@@ -141,7 +142,16 @@ impl Engine {
                             // Files and copies replace the old entry by a rename (atomic: a kill
                             // never leaves neither, which for ComfyUI's extra_model_paths.yaml
                             // would lose the user's own sections); links must go first.
-                            let cleared = if a.kind == ActionKind::Replace
+                            let replaced_by_user = a.kind == ActionKind::Replace
+                                && a.recorded
+                                    .as_ref()
+                                    .is_some_and(|r| is_copy(r) && !still_ours(&mut tree, r, &a.target));
+                            let cleared = if replaced_by_user {
+                                Err(format!(
+                                    "{}: a file Pumas did not make took the place of its copy (left alone)",
+                                    a.target.display()
+                                ))
+                            } else if a.kind == ActionKind::Replace
                                 && !links::replaces_atomically(&want, a.strategy)
                             {
                                 links::remove(&mut tree, &a.target, &keep)
@@ -150,10 +160,11 @@ impl Engine {
                             };
                             cleared
                                 .and_then(|()| links::make(&mut tree, &a.target, &want, a.strategy))
-                                .map(|used| {
+                                .map(|(used, sha256)| {
                                     a.strategy = used;
                                     let mut row = record(&a, used);
                                     row.identity = tree.identity(&a.target);
+                                    row.sha256 = sha256;
                                     made.push(row);
                                 })
                         }
@@ -175,9 +186,10 @@ impl Engine {
                                 .as_ref()
                                 .map(|w| links::inspect(&root, &a.target, w, a.strategy))
                                 .unwrap_or(Ok(OnDisk::Missing));
-                            let made_by_us = recorded.as_ref().is_some_and(|r| {
-                                !r.identity.is_empty() && r.identity == tree.identity(&a.target)
-                            });
+                            let made_by_us = recorded
+                                .as_ref()
+                                .is_some_and(|r| still_ours(&mut tree, r, &a.target));
+                            let a_copy = recorded.as_ref().is_some_and(is_copy);
                             let outcome = match state {
                                 // The app's own config file: take our section out, keep the rest.
                                 _ if a
@@ -189,6 +201,9 @@ impl Engine {
                                 }
                                 // The very entry we made, even when its library file is gone.
                                 Ok(_) if made_by_us => links::remove(&mut tree, &a.target, &keep),
+                                // A copy is ours only by its record (inode and content), never by
+                                // its size: anything else there is the user's.
+                                Ok(_) if a_copy => Ok(()),
                                 Ok(OnDisk::Foreign) => Ok(()),
                                 Ok(_) => links::remove(&mut tree, &a.target, &keep),
                                 Err(e) => Err(e),
@@ -207,10 +222,11 @@ impl Engine {
                                     a.reason = format!("moved aside to {}", aside.display());
                                     links::make(&mut tree, &a.target, &want, a.strategy)
                                 })
-                                .map(|used| {
+                                .map(|(used, sha256)| {
                                     a.kind = ActionKind::Replace;
                                     let mut row = record(&a, used);
                                     row.identity = tree.identity(&a.target);
+                                    row.sha256 = sha256;
                                     made.push(row);
                                 })
                         }
@@ -260,6 +276,26 @@ impl Engine {
         plan.actions = done;
         Ok(Outcome { plan, unresolved })
     }
+}
+
+/// A copy of a library file (not a link, not a small file of the mapper's own).
+fn is_copy(row: &LinkRow) -> bool {
+    matches!(
+        Strategy::from_name(&row.strategy),
+        Strategy::Copy | Strategy::Reflink
+    ) && !row.source.is_empty()
+}
+
+/// Whether the entry at `target` is still the one recorded in `row`: the same inode, and for a
+/// copy the same content as when it was written (a copy the user changed in place is theirs).
+fn still_ours(tree: &mut links::AppTree, row: &LinkRow, target: &std::path::Path) -> bool {
+    if row.identity.is_empty() || row.identity != tree.identity(target) {
+        return false;
+    }
+    if is_copy(row) && !row.sha256.is_empty() {
+        return tree.content_sha256(target).is_ok_and(|sha| sha == row.sha256);
+    }
+    true
 }
 
 /// Removes the temp files another (killed) mapper process left in these folders.
