@@ -1,7 +1,8 @@
 //! Attacks on the backends' ports and on tokens in transit, through the real binary:
 //! - a direct call to the index, fetch or mapper port of `pumas up` without the service token
 //!   (or with a wrong one) is UNAUTHENTICATED, while health and reflection stay open;
-//! - `pumas up` makes its service token private to the user (0600 in a 0700 folder);
+//! - `pumas up` makes its service token private to the user (0600 in a 0700 folder), and a
+//!   token rotated in its file is used with no restart (the old one is then refused);
 //! - a backend will not listen beyond loopback with no way to authenticate callers;
 //! - the CLI will not send an API token in plain text to a gateway beyond loopback.
 
@@ -171,6 +172,65 @@ async fn pumas_up_keeps_its_service_token_private() -> anyhow::Result<()> {
     IndexServiceClient::new(with_token)
         .get_service_info(pumas_proto::index::v1::GetServiceInfoRequest {})
         .await?;
+
+    // Rotation with no restart: a new token renamed over the file is used by every role within
+    // a second or so, and the old one stops working.
+    let call_with = |token: String| {
+        let index_addr = index_addr.clone();
+        async move {
+            let value: tonic::metadata::MetadataValue<_> = token.parse()?;
+            let channel = tonic::service::interceptor::InterceptedService::new(
+                anonymous_channel(&index_addr).await?,
+                move |mut r: tonic::Request<()>| {
+                    r.metadata_mut()
+                        .insert(pumas_runtime::service_auth::HEADER, value.clone());
+                    Ok(r)
+                },
+            );
+            anyhow::Ok(
+                IndexServiceClient::new(channel)
+                    .get_service_info(pumas_proto::index::v1::GetServiceInfoRequest {})
+                    .await,
+            )
+        }
+    };
+    let rotated = "f".repeat(64);
+    let next = file.with_extension("new");
+    std::fs::write(&next, format!("{rotated}\n"))?;
+    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o600))?;
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+    std::fs::File::options()
+        .write(true)
+        .open(&next)?
+        .set_modified(later)?;
+    std::fs::rename(&next, &file)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while call_with(rotated.clone()).await?.is_err() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the rotated token was never accepted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_unauthenticated(
+        "the token before rotation",
+        call_with(token.expose().to_owned()).await?,
+    );
+    // The gateway sends the new token too: a search through it still reaches the index.
+    let gateway_addr = process
+        .banner
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("  gateway")
+                .map(|r| r.split_whitespace().next().unwrap_or("").to_owned())
+        })
+        .context("gateway address")?;
+    pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient::new(
+        anonymous_channel(&gateway_addr).await?,
+    )
+    .search_models(pumas_proto::gateway::v1::SearchModelsRequest::default())
+    .await
+    .context("a search through the gateway after the rotation")?;
     process.terminate().await?;
     Ok(())
 }
