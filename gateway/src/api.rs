@@ -349,9 +349,13 @@ impl ModelLibraryService for GatewayApi {
         let (local, hub) = tokio::join!(local, hub);
         let local = local?;
         let scores: Vec<f64> = local.hits.iter().map(|h| h.score).collect();
-        let views = self
-            .with_link_states(local.hits.into_iter().filter_map(|h| h.model.map(view)).collect())
-            .await;
+        let views: Vec<ModelView> = local.hits.into_iter().filter_map(|h| h.model.map(view)).collect();
+        // Link states only when asked: a results page needs no call beyond the index.
+        let views = if r.include_link_states {
+            self.with_link_states(views).await
+        } else {
+            views
+        };
         let mut results: Vec<SearchResult> = views
             .into_iter()
             .zip(scores)
@@ -400,6 +404,7 @@ impl ModelLibraryService for GatewayApi {
         request: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
         let r = request.into_inner();
+        let include_link_states = r.include_link_states;
         let answer = self
             .index()
             .call(
@@ -412,9 +417,12 @@ impl ModelLibraryService for GatewayApi {
                 async |mut c, req| c.list_models(req).await,
             )
             .await?;
-        let models = self
-            .with_link_states(answer.models.into_iter().map(view).collect())
-            .await;
+        let models: Vec<ModelView> = answer.models.into_iter().map(view).collect();
+        let models = if include_link_states {
+            self.with_link_states(models).await
+        } else {
+            models
+        };
         Ok(Response::new(ListModelsResponse {
             models,
             next_page_token: answer.next_page_token,

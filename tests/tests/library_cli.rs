@@ -203,6 +203,37 @@ async fn search_degrades_without_fetch_and_fails_clearly_without_the_index() -> 
         view.link_states.first().map(|l| l.state),
         Some(LinkState::Unknown as i32)
     );
+    // A results page asks no mapper unless link states are asked for.
+    let local_view = |answer: &pumas_proto::gateway::v1::SearchModelsResponse| match answer
+        .results
+        .first()
+        .and_then(|r| r.result.as_ref())
+    {
+        Some(search_result::Result::Local(view)) => Some(view.clone()),
+        _ => None,
+    };
+    let plain = client
+        .search_models(SearchModelsRequest {
+            query: "pixel".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let plain = local_view(&plain).expect("a local result");
+    assert!(
+        plain.unavailable_mappers.is_empty() && plain.link_states.is_empty(),
+        "{plain:?}"
+    );
+    let asked = client
+        .search_models(SearchModelsRequest {
+            query: "pixel".into(),
+            include_link_states: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let asked = local_view(&asked).expect("a local result");
+    assert_eq!(asked.unavailable_mappers, ["local"]);
 
     index.kill().await?;
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -88,7 +88,23 @@ impl Registry {
         Ok(rows.iter().map(Self::row).collect())
     }
 
-    /// Links of some models (all apps).
+    /// Links of these models (all apps), by model, app and target: one query per 500 ids.
+    pub async fn for_models(&self, model_ids: &[String]) -> Result<Vec<LinkRow>, sqlx::Error> {
+        let mut out = Vec::new();
+        for chunk in model_ids.chunks(500) {
+            let mut builder = sqlx::QueryBuilder::new("SELECT * FROM links WHERE model_id IN (");
+            let mut separated = builder.separated(", ");
+            for id in chunk {
+                separated.push_bind(id);
+            }
+            separated.push_unseparated(") ORDER BY model_id, app, target");
+            let rows = builder.build().fetch_all(self.db.read()).await?;
+            out.extend(rows.iter().map(Self::row));
+        }
+        Ok(out)
+    }
+
+    /// Links of one model (all apps).
     pub async fn for_model(&self, model_id: &str) -> Result<Vec<LinkRow>, sqlx::Error> {
         let rows = sqlx::query("SELECT * FROM links WHERE model_id = ? ORDER BY app, target")
             .bind(model_id)

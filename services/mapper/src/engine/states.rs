@@ -18,12 +18,20 @@ impl Engine {
     ) -> Result<Vec<(String, Vec<(String, State, Vec<String>)>)>, MapperError> {
         let apps: Vec<MappingConfig> = self.configs().into_iter().filter_map(|c| c.config.ok()).collect();
         let mut out = Vec::new();
-        for id in model_ids {
-            let rows = self.registry.for_model(id).await?;
-            let mut by_app: BTreeMap<String, Vec<LinkRow>> = BTreeMap::new();
-            for r in rows {
-                by_app.entry(r.app.clone()).or_default().push(r);
+        // One query for the whole page (none when no app is configured: nothing to report).
+        let mut recorded: BTreeMap<String, BTreeMap<String, Vec<LinkRow>>> = BTreeMap::new();
+        if !apps.is_empty() {
+            for r in self.registry.for_models(model_ids).await? {
+                recorded
+                    .entry(r.model_id.clone())
+                    .or_default()
+                    .entry(r.app.clone())
+                    .or_default()
+                    .push(r);
             }
+        }
+        for id in model_ids {
+            let mut by_app = recorded.remove(id).unwrap_or_default();
             let mut states = Vec::new();
             for config in &apps {
                 let rows = by_app.remove(&config.app).unwrap_or_default();
