@@ -167,6 +167,9 @@ fn describe(status: &tonic::Status) -> String {
     }
 }
 
+/// How long backends may take to come up before the wait is a warning.
+const SLOW_START: Duration = Duration::from_secs(60);
+
 /// Checks the backends every `interval` until `stop` resolves, and keeps the gateway's health in
 /// step: SERVING while every backend serves our contract version, NOT_SERVING otherwise.
 pub async fn monitor(
@@ -179,6 +182,10 @@ pub async fn monitor(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut serving: Option<bool> = None;
+    // At start, backends that are not serving yet are starting (the index may be rebuilding
+    // models.db): said at INFO, and at WARN only if it lasts.
+    let started = std::time::Instant::now();
+    let mut warned_slow_start = false;
     loop {
         tokio::select! {
             () = &mut stop => return,
@@ -200,11 +207,17 @@ pub async fn monitor(
             health.set_service_status(SERVICE_NAME, status).await;
             health.set_service_status("", status).await;
             if now_serving {
+                warned_slow_start = true; // started: later outages warn as they happen
                 tracing::info!("all backends serving; gateway SERVING");
+            } else if serving.is_none() {
+                tracing::info!(backends = %down.join("; "), "waiting for backends; gateway NOT_SERVING meanwhile");
             } else {
                 tracing::warn!(backends = %down.join("; "), "gateway NOT_SERVING");
             }
             serving = Some(now_serving);
+        } else if serving == Some(false) && !warned_slow_start && started.elapsed() > SLOW_START {
+            warned_slow_start = true;
+            tracing::warn!(backends = %down.join("; "), "backends still not serving {}s after start; gateway NOT_SERVING", SLOW_START.as_secs());
         }
     }
 }

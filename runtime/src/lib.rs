@@ -17,9 +17,11 @@
 //! Domain logic lives in the service that owns it, never here.
 
 pub mod client;
+pub mod closing;
 pub mod error;
 pub mod failure;
 pub mod fsio;
+pub mod gate;
 pub mod info;
 pub mod layout;
 pub mod metrics;

@@ -149,7 +149,9 @@ pub async fn serve_with_limits(
 ) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // A caller's mistake (bad argument, unknown id, no token...) is the caller's outcome, not a
-    // server failure: only faults of ours or of a dependency are logged as errors.
+    // server failure: only faults of ours are logged as errors, per call. UNAVAILABLE (a backend
+    // down or still starting) is a state, logged once where it changes (the gateway's backend
+    // watch, the starting service), not once per caller.
     let classifier = {
         use tower_http::classify::{GrpcCode, GrpcErrorsAsFailures};
         [
@@ -163,6 +165,7 @@ pub async fn serve_with_limits(
             GrpcCode::Aborted,
             GrpcCode::OutOfRange,
             GrpcCode::Unauthenticated,
+            GrpcCode::Unavailable,
         ]
         .into_iter()
         .fold(GrpcErrorsAsFailures::new(), GrpcErrorsAsFailures::with_success)
@@ -181,9 +184,12 @@ pub async fn serve_with_limits(
     if let Some(timeout) = limits.default_timeout {
         builder = builder.timeout(timeout);
     }
+    // Open streams end at shutdown, so the grace period is for unary calls, not watchers.
+    let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
     let router = builder
         .layer(trace)
         .layer(crate::metrics::MetricsLayer)
+        .layer(crate::closing::ClosingLayer::new(closed_rx))
         .layer(limit)
         .add_routes(routes);
     let stopped = async move {
@@ -196,7 +202,7 @@ pub async fn serve_with_limits(
             finish(
                 router.serve_with_incoming_shutdown(incoming, stopped),
                 shutdown,
-                stop_tx,
+                (stop_tx, closed_tx),
             )
             .await
         }
@@ -205,7 +211,7 @@ pub async fn serve_with_limits(
             finish(
                 router.serve_with_incoming_shutdown(incoming, stopped),
                 shutdown,
-                stop_tx,
+                (stop_tx, closed_tx),
             )
             .await
         }
@@ -217,13 +223,14 @@ pub async fn serve_with_limits(
 async fn finish(
     server: impl Future<Output = Result<(), tonic::transport::Error>>,
     shutdown: impl Future<Output = ()>,
-    stop_tx: tokio::sync::oneshot::Sender<()>,
+    (stop_tx, closed_tx): (tokio::sync::oneshot::Sender<()>, tokio::sync::watch::Sender<bool>),
 ) -> Result<(), ServeError> {
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result.map_err(ServeError::from),
         () = shutdown => {}
     }
+    closed_tx.send_replace(true);
     let _ = stop_tx.send(());
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(result) => result.map_err(ServeError::from),

@@ -568,3 +568,80 @@ fn links(dir: &Path, dangling: &mut Vec<PathBuf>, seen: &mut BTreeSet<PathBuf>) 
         }
     }
 }
+
+#[tokio::test]
+async fn an_index_rebuilding_models_db_answers_at_once_with_unavailable_and_its_progress()
+-> anyhow::Result<()> {
+    use pumas_proto::index::v1::index_service_client::IndexServiceClient;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_types::StatusExt as _;
+
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("root");
+    // Big enough that the rebuild of a new models.db takes a while in a debug build.
+    pumas_index::synthetic::generate(&root, 20_000)?;
+    let root_arg = root.display().to_string();
+    let (index, addr) =
+        pumas_e2e::serve_role("index", "127.0.0.1:0", &["--data-root", &root_arg], dir.path()).await?;
+    let mut client = IndexServiceClient::new(pumas_e2e::channel(&addr).await?);
+    let asked = std::time::Instant::now();
+    let answer = client
+        .get_service_info(pumas_proto::index::v1::GetServiceInfoRequest {})
+        .await;
+    let waited = asked.elapsed();
+    let status = answer.expect_err("the library is still being rebuilt");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        waited < std::time::Duration::from_secs(2),
+        "answered at once, not after the rebuild ({waited:?})"
+    );
+    assert!(
+        status.message().contains("rebuilding models.db") || status.message().contains("opening"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        status
+            .get_error_details()
+            .retry_info()
+            .and_then(|r| r.retry_delay),
+        Some(std::time::Duration::from_secs(1))
+    );
+    assert_eq!(
+        pumas_e2e::health(&addr, "pumas.index.v1.IndexService").await?,
+        ServingStatus::NotServing
+    );
+    // Then it serves, with every model.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match client
+            .get_service_info(pumas_proto::index::v1::GetServiceInfoRequest {})
+            .await
+        {
+            Ok(_) => break,
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                anyhow::ensure!(std::time::Instant::now() < deadline, "never ready: {s:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(s) => anyhow::bail!("{s:?}"),
+        }
+    }
+    assert_eq!(
+        pumas_e2e::health(&addr, "pumas.index.v1.IndexService").await?,
+        ServingStatus::Serving
+    );
+    let listed = client
+        .list_models(pumas_proto::index::v1::ListModelsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(listed.total_size_capped, "{listed:?}");
+    assert!(
+        !index.log().contains("ERROR"),
+        "no error logged per caller:\n{}",
+        index.log()
+    );
+    Ok(())
+}

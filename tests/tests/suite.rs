@@ -152,10 +152,31 @@ async fn data_root_scheme_is_created() -> anyhow::Result<()> {
 async fn sigterm_stops_the_suite_cleanly() -> anyhow::Result<()> {
     let suite = Suite::start().await?;
     let gateway = suite.gateway.clone();
+    // Open streams at the stop: the mapper follows the index's change feed, and a client
+    // watches the feed through the index too.
+    let mut feed = pumas_proto::index::v1::index_service_client::IndexServiceClient::new(
+        pumas_e2e::channel(&suite.index).await?,
+    )
+    .watch_changes(pumas_proto::index::v1::WatchChangesRequest::default())
+    .await?
+    .into_inner();
+    let log_path = suite.process.log_path.clone();
+    let asked = std::time::Instant::now();
     let status = suite.process.terminate().await?;
+    let took = asked.elapsed();
     assert!(status.success(), "pumas up exited with {status}");
     // Nothing listens any more.
     assert!(health(&gateway, "").await.is_err());
+    // Streams were ended, not waited out: the stop is quick and quiet.
+    assert!(took < std::time::Duration::from_secs(2), "the stop took {took:?}");
+    let log = std::fs::read_to_string(&log_path)?;
+    assert!(!log.contains("still open"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.contains("WARN") || l.contains("ERROR")),
+        "{log}"
+    );
+    // The watcher was told to reconnect, not cut off.
+    while let Ok(Some(_)) = feed.message().await {}
     Ok(())
 }
 

@@ -222,6 +222,11 @@ impl Handle {
         });
     }
 
+    /// A receiver of every update.
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.tx.subscribe()
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Snapshot {
         self.tx.borrow().clone()

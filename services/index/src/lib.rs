@@ -63,17 +63,34 @@ pub async fn serve(
     // Callers beyond this machine are not the user whose files these are: they import only
     // from roots the operator names.
     policy.import_roots_required = listener.local_addr().is_ok_and(|a| !a.ip().is_loopback());
-    let library = open::open(&data_root.models_dir(), policy).await?;
-    let api = api::IndexApi::new(std::sync::Arc::clone(&library), SystemTime::now());
+    // Listening at once: while models.db is opened (and rebuilt, which takes seconds at 100,000
+    // models), callers get UNAVAILABLE with a retry delay and the rebuild's count, not a hang.
     tracing::info!(addr = ?listener.local_addr().ok(), library = %data_root.models_dir().display(), "index service listening");
-    let served = pumas_runtime::serve::serve_service(
+    let progress = open::StartProgress::default();
+    let opened: std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<library::Library>>> = Default::default();
+    let ready = {
+        let (progress, opened) = (progress.clone(), std::sync::Arc::clone(&opened));
+        async move {
+            let library = open::open_reporting(&data_root.models_dir(), policy, &progress).await?;
+            let _ = opened.set(std::sync::Arc::clone(&library));
+            let api = api::IndexApi::new(library, SystemTime::now());
+            Ok::<_, Error>(IndexServiceServer::new(api))
+        }
+    };
+    let said: pumas_runtime::gate::Progress =
+        std::sync::Arc::new(move || progress.lock().map(|p| p.clone()).unwrap_or_default());
+    let served = pumas_runtime::gate::serve_when_ready(
         listener,
-        IndexServiceServer::new(api),
+        "index",
+        ready,
+        said,
         shutdown,
         config.limits.limits(),
     )
-    .await;
-    library.store().close().await;
+    .await?;
+    if let Some(library) = opened.get() {
+        library.store().close().await;
+    }
     served?;
     Ok(())
 }

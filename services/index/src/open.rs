@@ -9,9 +9,28 @@ use crate::error::IndexError;
 use crate::library::{Library, Policy};
 use crate::retention::{self, PRUNE_INTERVAL};
 
+/// What the start is doing, in words, for callers that arrive before it is done.
+pub type StartProgress = Arc<std::sync::Mutex<String>>;
+
 /// Opens the library at `models_dir`, ready to serve.
 pub async fn open(models_dir: &Path, policy: Policy) -> Result<Arc<Library>, IndexError> {
+    open_reporting(models_dir, policy, &StartProgress::default()).await
+}
+
+/// [`open`], saying in `progress` what it is doing (the rebuild's count as it goes).
+pub async fn open_reporting(
+    models_dir: &Path,
+    policy: Policy,
+    progress: &StartProgress,
+) -> Result<Arc<Library>, IndexError> {
+    let say = |what: String| {
+        if let Ok(mut p) = progress.lock() {
+            *p = what;
+        }
+    };
+    say("opening models.db".to_owned());
     let (library, fresh) = Library::open_store(models_dir, policy).await?;
+    say("rolling back imports a crash interrupted".to_owned());
     let recovered = {
         let root = library.root().to_owned();
         tokio::task::spawn_blocking(move || crate::import::recover(&root))
@@ -23,7 +42,36 @@ pub async fn open(models_dir: &Path, policy: Policy) -> Result<Arc<Library>, Ind
     }
     if fresh || library.store().count().await? == 0 {
         let rebuilt_at = pumas_runtime::time::now_us() as u64;
-        let report = crate::reindex::reindex(&library, None).await?;
+        // The rebuild runs as a reindex job, so its count can be told to callers meanwhile.
+        let (job, _) = library.jobs.create(crate::jobs::Kind::Reindex, "")?;
+        job.start();
+        let mut counts = job.subscribe();
+        let progress = Arc::clone(progress);
+        let reporter = tokio::spawn(async move {
+            loop {
+                let (done, total) = {
+                    let s = counts.borrow_and_update();
+                    (s.items_done, s.items_total)
+                };
+                if let Ok(mut p) = progress.lock() {
+                    *p = format!("rebuilding models.db from the metadata files: {done} of {total} models");
+                }
+                if counts.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let report = crate::reindex::reindex(&library, Some(&job)).await;
+        job.finish(
+            if report.is_ok() {
+                crate::jobs::State::Succeeded
+            } else {
+                crate::jobs::State::Failed
+            },
+            report.as_ref().err().map(crate::jobs::Failure::from),
+        );
+        reporter.abort();
+        let report = report?;
         if report.seen > 0 {
             tracing::info!(models = report.seen, "rebuilt models.db from the metadata files");
             // A feed reader of the old file may be behind this moment, and those events are
