@@ -37,13 +37,17 @@ impl Db {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         // The writer first: it creates the file and switches it to WAL before any reader opens.
+        // No ping before each acquire (sqlx's default): a local file's connection does not go
+        // stale, and the ping is a round trip to the connection's thread on every query.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Self { read, write })

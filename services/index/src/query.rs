@@ -78,11 +78,16 @@ pub fn to_fts(query: &str) -> Result<Option<String>, String> {
     // A phrase of punctuation only (`" "`) matches nothing: drop it before the operators are
     // checked, or `a OR " "` would end in a dangling `OR`.
     terms.retain(|t| !matches!(t, Term::Words { words, .. } if words.is_empty()));
-    // While typing, the last bare word is a prefix.
+    // While typing, the last bare word is a prefix, from its second character: a one-letter
+    // prefix (the `m` of `q4_k_m`) matches nearly every model and costs FTS5 a merge of every
+    // term under that letter, tens of milliseconds at 100,000 models, for nothing a user wants.
     if typing
         && let Some(Term::Words {
-            prefix, bare: true, ..
+            words,
+            prefix,
+            bare: true,
         }) = terms.last_mut()
+        && words.last().is_some_and(|w| w.chars().count() >= 2)
     {
         *prefix = true;
     }
@@ -169,17 +174,20 @@ mod tests {
             Some(r#""flux" NOT "schnell""#.to_owned())
         );
         assert_eq!(to_fts("qwen* ").unwrap(), Some(r#""qwen"*"#.to_owned()));
+        // A last word of one letter is not a prefix (it would match nearly everything).
+        assert_eq!(
+            to_fts("llama 7b q4_k_m").unwrap(),
+            Some(r#""llama" "7b" "q4 k m""#.to_owned())
+        );
+        assert_eq!(to_fts("a").unwrap(), Some(r#""a""#.to_owned()));
         assert_eq!(to_fts("模型").unwrap(), Some("\"模型\"*".to_owned()));
     }
 
     #[test]
     fn injection_is_quoted_away() {
         // FTS5 syntax characters never reach the engine unquoted.
-        assert_eq!(
-            to_fts("a:b (c) ^d").unwrap(),
-            Some(r#""a b" "c" "d"*"#.to_owned())
-        );
-        assert_eq!(to_fts("NEAR(a b)").unwrap(), Some(r#""NEAR a" "b"*"#.to_owned()));
+        assert_eq!(to_fts("a:b (c) ^d").unwrap(), Some(r#""a b" "c" "d""#.to_owned()));
+        assert_eq!(to_fts("NEAR(a b)").unwrap(), Some(r#""NEAR a" "b""#.to_owned()));
     }
 
     #[test]

@@ -154,3 +154,138 @@ pub fn generate(root: &Path, n: usize) -> std::io::Result<Duration> {
     }
     Ok(start.elapsed())
 }
+
+/// Families of the catalog-shaped library ([`generate_catalog`]).
+pub const CATALOG_FAMILIES: &[&str] = &[
+    "llama", "mistral", "qwen", "gemma", "phi", "baichuan", "yi", "falcon", "deepseek", "olmo",
+];
+/// Variants: "instruct" is three in ten.
+pub const CATALOG_VARIANTS: &[&str] = &[
+    "instruct",
+    "instruct",
+    "instruct",
+    "base",
+    "chat",
+    "coder",
+    "math",
+    "vision",
+    "uncensored",
+    "abliterated",
+];
+/// Sizes.
+pub const CATALOG_SIZES: &[&str] = &["0.5b", "1b", "3b", "7b", "8b", "13b", "14b", "32b", "70b"];
+/// Quantisations.
+pub const CATALOG_QUANTS: &[&str] = &["q4_k_m", "q5_k_m", "q6_k", "q8_0", "f16", "iq4_xs", "q3_k_s"];
+/// Types by share: half LLMs, a fifth diffusion, the rest embedding, audio and vision.
+const CATALOG_TYPES: &[&str] = &[
+    "llm",
+    "llm",
+    "llm",
+    "llm",
+    "llm",
+    "checkpoint",
+    "lora",
+    "text_embedding",
+    "audio",
+    "vision",
+];
+
+/// The name of catalog model `i`: `<Family>-<Variant>-<Size>-<quant>-<6-digit serial>`, e.g.
+/// `Mistral-Instruct-7B-Q4_K_M-004242` (what benchmarks search for, deterministically).
+pub fn catalog_name(i: usize) -> (String, &'static str, &'static str, &'static str, &'static str) {
+    let mut rng = Lcg(i as u64 * 7919 + 13);
+    let family = *rng.pick(CATALOG_FAMILIES);
+    let variant = *rng.pick(CATALOG_VARIANTS);
+    let size = *rng.pick(CATALOG_SIZES);
+    let quant = *rng.pick(CATALOG_QUANTS);
+    let title = |s: &str| {
+        let mut c = s.chars();
+        c.next()
+            .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+            .unwrap_or_default()
+    };
+    (
+        format!(
+            "{}-{}-{}-{}-{i:06}",
+            title(family),
+            title(variant),
+            size.to_uppercase(),
+            quant.to_uppercase()
+        ),
+        family,
+        variant,
+        size,
+        quant,
+    )
+}
+
+/// Writes N models shaped like a real mixed library (issue 15's workload) under
+/// `<root>/shared-resources/models`: catalog names ([`catalog_name`]), tags = variant, quant and
+/// size, about 1.4 KB of metadata.json each. Returns the time it took.
+pub fn generate_catalog(root: &Path, n: usize) -> std::io::Result<Duration> {
+    let start = Instant::now();
+    let models = root.join("shared-resources/models");
+    for i in 0..n {
+        let (name, family, variant, size_word, quant) = catalog_name(i);
+        let model_type = CATALOG_TYPES[i % CATALOG_TYPES.len()];
+        let slug = name.to_lowercase().replace('.', "-");
+        let id = format!("{model_type}/{family}/{slug}");
+        let dir = models.join(&id);
+        std::fs::create_dir_all(&dir)?;
+        let (format, weights) = if model_type == "llm" {
+            ("gguf", format!("{slug}.gguf"))
+        } else {
+            ("safetensors", format!("{slug}.safetensors"))
+        };
+        let size = 16 + (i as u64 % 64);
+        std::fs::write(dir.join(&weights), vec![0u8; size as usize])?;
+        let metadata = Metadata {
+            schema_version: SCHEMA_VERSION,
+            id: id.clone(),
+            display_name: name.clone(),
+            model_type: model_type.to_owned(),
+            family: family.to_owned(),
+            architecture: format!("{family}ForCausalLM"),
+            format: format.to_owned(),
+            precision: if quant == "f16" { "fp16" } else { "" }.to_owned(),
+            quantization: quant.to_owned(),
+            parameter_count: Some(size * 4),
+            files: vec![FileEntry {
+                path: weights,
+                size,
+                sha256: format!("sha256:{:064x}", i),
+                blake3: format!("blake3:{:064x}", i),
+            }],
+            total_size: size,
+            composite_digest: format!("blake3:{:064x}", i + n),
+            source: Source::Local {
+                path: format!("/synthetic/catalog/{i}"),
+            },
+            tags: vec![variant.to_owned(), quant.to_owned(), size_word.to_owned()],
+            description: format!(
+                "{name}: a {size_word} {family} {variant} model quantised as {quant}, generated for benchmarks so that search, list and memory figures are measured on a library shaped like a real one."
+            ),
+            license: "apache-2.0".to_owned(),
+            added_time: "2026-11-24T00:00:00Z".to_owned(),
+            updated_time: "2026-11-24T00:00:00Z".to_owned(),
+            state: "ready".to_owned(),
+            state_reason: String::new(),
+            detection: Detection {
+                confidence: 0.9,
+                evidence: Vec::new(),
+                runner_up: String::new(),
+                runner_up_confidence: 0.0,
+                rules_version: 1,
+            },
+            unsafe_format: false,
+            dependency_bindings: Vec::new(),
+            declares_no_dependencies: false,
+            download: None,
+        };
+        std::fs::write(
+            dir.join("metadata.json"),
+            serde_json::to_vec_pretty(&metadata).map_err(std::io::Error::other)?,
+        )?;
+    }
+    Ok(start.elapsed())
+}

@@ -183,7 +183,11 @@ impl Store {
 
     /// How many models match, counting no further than [`COUNT_CAP`] (the `total_size` of every
     /// page; an exact count of a broad query would cost more than the page itself).
-    async fn count_matching(&self, fts: Option<&str>, filter: &Filter) -> Result<u64, IndexError> {
+    async fn count_matching(
+        conn: &mut sqlx::SqliteConnection,
+        fts: Option<&str>,
+        filter: &Filter,
+    ) -> Result<u64, IndexError> {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) FROM (SELECT 1 FROM ");
         match fts {
             Some(expr) if *filter == Filter::default() => {
@@ -203,12 +207,7 @@ impl Store {
             }
         }
         qb.push(" LIMIT ").push_bind(COUNT_CAP as i64).push(")");
-        let n: i64 = qb
-            .build()
-            .fetch_one(self.db.read())
-            .await
-            .map_err(fts_error)?
-            .get(0);
+        let n: i64 = qb.build().fetch_one(&mut *conn).await.map_err(fts_error)?.get(0);
         Ok(n as u64)
     }
 
@@ -250,12 +249,12 @@ impl Store {
         } else {
             order
         };
-        let total = self.count_matching(fts, filter).await?;
+        // One connection for the count and the page: no second trip through the pool.
+        let mut conn = self.db.read().acquire().await?;
+        let total = Self::count_matching(&mut conn, fts, filter).await?;
         let tiered = fts.is_some() && order == Order::Relevance && total > SORT_PLAN_MAX;
         if tiered || matches!(after, After::Tier(..)) {
-            return self
-                .tiered_page(fts.unwrap_or_default(), filter, after, limit, total)
-                .await;
+            return Self::tiered_page(&mut conn, fts.unwrap_or_default(), filter, after, limit, total).await;
         }
         let stream = total > SORT_PLAN_MAX;
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("");
@@ -290,7 +289,7 @@ impl Store {
         Self::push_keyset(&mut qb, order, after);
         qb.push(Self::order_by(order));
         qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
-        let rows = qb.build().fetch_all(self.db.read()).await.map_err(fts_error)?;
+        let rows = qb.build().fetch_all(&mut *conn).await.map_err(fts_error)?;
 
         let more = rows.len() > limit as usize;
         let mut out = Vec::with_capacity(rows.len().min(limit as usize));
@@ -320,7 +319,7 @@ impl Store {
 
     /// The streaming relevance plan: name matches, then other matches, each in rowid order.
     async fn tiered_page(
-        &self,
+        conn: &mut sqlx::SqliteConnection,
         expr: &str,
         filter: &Filter,
         after: &After,
@@ -347,7 +346,7 @@ impl Store {
             Self::push_filter(&mut qb, filter, false);
             qb.push(" AND f.rowid > ").push_bind(rowid);
             qb.push(" ORDER BY f.rowid LIMIT ").push_bind(want);
-            let rows = qb.build().fetch_all(self.db.read()).await.map_err(fts_error)?;
+            let rows = qb.build().fetch_all(&mut *conn).await.map_err(fts_error)?;
             let exhausted = (rows.len() as i64) < want;
             for row in rows {
                 if out.len() == limit as usize {
