@@ -84,16 +84,16 @@ pub async fn open_reporting(
         // service already answers.
         let reconcile = Arc::clone(&library);
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             match crate::reindex::reindex(&reconcile, None).await {
-                Ok(r) if r.added + r.updated + r.missing > 0 => {
-                    tracing::info!(
-                        added = r.added,
-                        updated = r.updated,
-                        missing = r.missing,
-                        "reconciled models.db with the files"
-                    )
-                }
-                Ok(_) => {}
+                Ok(r) => tracing::info!(
+                    models = r.seen,
+                    added = r.added,
+                    updated = r.updated,
+                    missing = r.missing,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "reconciled models.db with the files"
+                ),
                 Err(err) => tracing::warn!(error = %err, "reconcile at start failed; run a reindex"),
             }
         });

@@ -36,8 +36,11 @@ impl PageCache {
     /// Entries kept at most; when full, the cache starts over.
     const CAPACITY: usize = 1024;
     /// Memory the kept pages may hold (decoded records take about twice their JSON); when a
-    /// page would go over, the cache starts over.
-    const CAPACITY_BYTES: usize = 64 << 20;
+    /// page would go over, the cache starts over. 16 MiB keeps a UI's pages of 20-100 (about
+    /// 60-300 KiB each at 1.4 KB of metadata a model) and keeps `pumas up` under 200 MiB at
+    /// 100,000 models whatever is listed: memory the allocator got for the cache stays with the
+    /// process after a clear.
+    const CAPACITY_BYTES: usize = 16 << 20;
 
     /// A page's share of [`Self::CAPACITY_BYTES`]: twice its JSON, plus its key.
     fn cost(key: &str, page: &Page) -> usize {
@@ -59,8 +62,8 @@ impl PageCache {
     /// Keeps `page` if no write happened since `generation` was read (before the queries ran).
     pub(super) fn put(&self, generation: u64, key: String, page: Arc<Page>) {
         let cost = Self::cost(&key, &page);
-        if cost > Self::CAPACITY_BYTES / 4 {
-            return; // one huge page would push out everything else
+        if cost > Self::CAPACITY_BYTES / 16 {
+            return; // a page of hundreds of models (an export, a walk) would push out the rest
         }
         if let Ok(mut entries) = self.entries.lock()
             && entries.generation == generation
@@ -100,7 +103,7 @@ mod tests {
         let (generation, _) = cache.get("warm-up");
         let mut peak = 0;
         for n in 0..500 {
-            cache.put(generation, format!("query-{n}"), page_of(1 << 20));
+            cache.put(generation, format!("query-{n}"), page_of(256 << 10));
             let held = cache.entries.lock().map(|e| e.bytes).unwrap_or(usize::MAX);
             peak = peak.max(held);
         }
