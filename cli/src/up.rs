@@ -213,6 +213,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .map_err(|err| anyhow::anyhow!("cannot serve metrics on {listen}: {err}"))?;
         println!("  metrics    http://{local}/metrics");
     }
+    wait_for_index(&index_addr).await;
     println!("Stop with Ctrl-C.");
 
     let mut failure: Option<anyhow::Error> = None;
@@ -240,6 +241,36 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None => {
             println!("pumas stopped");
             Ok(())
+        }
+    }
+}
+
+/// Waits until the index serves its API (it answers UNAVAILABLE while it opens models.db, which
+/// takes seconds when it rebuilds a large library), saying what it is doing every few seconds;
+/// a failed start ends the wait too (the service's own error stops `pumas up`).
+async fn wait_for_index(address: &str) {
+    use pumas_proto::index::v1::GetServiceInfoRequest;
+    use pumas_proto::index::v1::index_service_client::IndexServiceClient;
+    let Ok(channel) = pumas_runtime::client::connect_lazy(address) else {
+        return;
+    };
+    let mut index = IndexServiceClient::new(channel);
+    let started = std::time::Instant::now();
+    let mut said = std::time::Instant::now();
+    loop {
+        match index.get_service_info(GetServiceInfoRequest {}).await {
+            Ok(_) => return,
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                if said.elapsed() >= std::time::Duration::from_secs(3) {
+                    println!("  (index: {})", status.message());
+                    said = std::time::Instant::now();
+                }
+                if started.elapsed() > std::time::Duration::from_secs(600) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(_) => return,
         }
     }
 }

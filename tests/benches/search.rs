@@ -204,35 +204,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let log = std::env::temp_dir().join("pumas-search-bench-up.log");
     pumas_e2e::pumas_bin()?; // built first: its build is not the start's time
     let started = Instant::now();
-    let up = pumas_e2e::Process::start(
-        &[
-            "up",
-            "--data-root",
-            &root,
-            "--gateway-port",
-            "0",
-            "--index-port",
-            "0",
-            "--fetch-port",
-            "0",
-            "--mapper-port",
-            "0",
-            "--hub-endpoint",
-            "http://127.0.0.1:9",
-        ],
-        &[],
+    let up = pumas_e2e::Process::up(
+        &["--data-root", &root, "--hub-endpoint", "http://127.0.0.1:9"],
         log,
-        |l| l.starts_with("Stop with Ctrl-C"),
     )
     .await?;
-    let gateway_addr = up
-        .banner
-        .iter()
-        .find_map(|l| {
-            l.strip_prefix("  gateway")
-                .map(|r| r.split_whitespace().next().unwrap_or("").to_owned())
-        })
-        .context("gateway address")?;
+    let gateway_addr = up.banner_address("gateway")?;
     let mut gateway = ModelLibraryServiceClient::new(pumas_e2e::anonymous_channel(&gateway_addr).await?);
     // Ready when a search answers (the index may be rebuilding models.db).
     loop {

@@ -174,6 +174,38 @@ impl Process {
         self.child.id().ok_or_else(|| anyhow!("process already exited"))
     }
 
+    /// The address `pumas up`'s banner gives for `role` (`gateway`, `index`, `fetch`, `mapper`).
+    pub fn banner_address(&self, role: &str) -> anyhow::Result<String> {
+        let prefix = format!("  {role}");
+        self.banner
+            .iter()
+            .find_map(|l| {
+                l.strip_prefix(prefix.as_str())
+                    .filter(|r| r.starts_with(' '))
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| anyhow!("no {role} address in {:?}", self.banner))
+    }
+
+    /// `pumas up <extra...>` with every port chosen by the kernel and otherwise its defaults,
+    /// logging to `log`; returns once it says how to stop it.
+    pub async fn up(extra: &[&str], log: PathBuf) -> anyhow::Result<Self> {
+        let mut args = vec![
+            "up",
+            "--gateway-port",
+            "0",
+            "--index-port",
+            "0",
+            "--fetch-port",
+            "0",
+            "--mapper-port",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args, &[], log, |l| l.starts_with("Stop with Ctrl-C")).await
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub async fn terminate(self) -> anyhow::Result<std::process::ExitStatus> {
         self.signal("TERM").await
@@ -343,8 +375,31 @@ impl Suite {
     }
 }
 
-/// Starts `pumas serve <role> --listen <listen> <extra...>` and returns it with its address.
+/// Starts `pumas serve <role> --listen <listen> <extra...>` and returns it with its address,
+/// once it serves its API.
 pub async fn serve_role(
+    role: &str,
+    listen: &str,
+    extra: &[&str],
+    log_dir: &Path,
+) -> anyhow::Result<(Process, String)> {
+    let (process, addr) = serve_role_listening(role, listen, extra, log_dir).await?;
+    // The index listens at once and serves its API once models.db is open (UNAVAILABLE until
+    // then): wait for that, as a deployment's readiness probe does.
+    if role == "index" {
+        wait_for_health(
+            &addr,
+            "pumas.index.v1.IndexService",
+            ServingStatus::Serving,
+            Duration::from_secs(120),
+        )
+        .await?;
+    }
+    Ok((process, addr))
+}
+
+/// [`serve_role`], returning as soon as the role listens (before the index is ready).
+pub async fn serve_role_listening(
     role: &str,
     listen: &str,
     extra: &[&str],

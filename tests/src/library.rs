@@ -197,3 +197,32 @@ pub async fn mapping_job_end(
     }
     last.and_then(|j| j.status).context("no final status")
 }
+
+/// Applies (`unmap` false) or unmaps (`unmap` true) an app on a mapper and waits for the job's
+/// end; answers its final status.
+pub async fn run_mapping(
+    mapper: &mut pumas_proto::mapper::v1::mapper_service_client::MapperServiceClient<Channel>,
+    app: &str,
+    unmap: bool,
+) -> anyhow::Result<pumas_proto::common::v1::JobStatus> {
+    let job = if unmap {
+        mapper
+            .unmap(pumas_proto::mapper::v1::UnmapRequest {
+                app: app.to_owned(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .job
+    } else {
+        mapper
+            .apply_mapping(pumas_proto::mapper::v1::ApplyMappingRequest {
+                app: app.to_owned(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .job
+    };
+    mapping_job_end(mapper, job).await
+}

@@ -582,7 +582,8 @@ async fn an_index_rebuilding_models_db_answers_at_once_with_unavailable_and_its_
     pumas_index::synthetic::generate(&root, 20_000)?;
     let root_arg = root.display().to_string();
     let (index, addr) =
-        pumas_e2e::serve_role("index", "127.0.0.1:0", &["--data-root", &root_arg], dir.path()).await?;
+        pumas_e2e::serve_role_listening("index", "127.0.0.1:0", &["--data-root", &root_arg], dir.path())
+            .await?;
     let mut client = IndexServiceClient::new(pumas_e2e::channel(&addr).await?);
     let asked = std::time::Instant::now();
     let answer = client

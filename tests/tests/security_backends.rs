@@ -119,23 +119,7 @@ async fn pumas_up_keeps_its_service_token_private() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let root = dir.path().join("root");
     let root_arg = root.display().to_string();
-    let args = [
-        "up",
-        "--data-root",
-        &root_arg,
-        "--gateway-port",
-        "0",
-        "--index-port",
-        "0",
-        "--fetch-port",
-        "0",
-        "--mapper-port",
-        "0",
-    ];
-    let process = Process::start(&args, &[], dir.path().join("up.log"), |l| {
-        l.starts_with("Stop with Ctrl-C")
-    })
-    .await?;
+    let process = Process::up(&["--data-root", &root_arg], dir.path().join("up.log")).await?;
     let file = root.join("launcher-data/secrets/service-token");
     let mode = std::fs::metadata(&file)?.permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{}", file.display());
@@ -146,14 +130,7 @@ async fn pumas_up_keeps_its_service_token_private() -> anyhow::Result<()> {
     assert_eq!(folder, 0o700);
     let token = pumas_runtime::service_auth::read(&file)?;
     assert_eq!(token.expose().len(), 64);
-    let index_addr = process
-        .banner
-        .iter()
-        .find_map(|l| {
-            l.strip_prefix("  index")
-                .map(|r| r.split_whitespace().next().unwrap_or("").to_owned())
-        })
-        .context("index address")?;
+    let index_addr = process.banner_address("index")?;
     assert_unauthenticated(
         "index of a default pumas up, no token",
         IndexServiceClient::new(anonymous_channel(&index_addr).await?)
@@ -217,14 +194,7 @@ async fn pumas_up_keeps_its_service_token_private() -> anyhow::Result<()> {
         call_with(token.expose().to_owned()).await?,
     );
     // The gateway sends the new token too: a search through it still reaches the index.
-    let gateway_addr = process
-        .banner
-        .iter()
-        .find_map(|l| {
-            l.strip_prefix("  gateway")
-                .map(|r| r.split_whitespace().next().unwrap_or("").to_owned())
-        })
-        .context("gateway address")?;
+    let gateway_addr = process.banner_address("gateway")?;
     pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient::new(
         anonymous_channel(&gateway_addr).await?,
     )

@@ -190,33 +190,12 @@ async fn a_data_root_given_through_a_symlink_is_still_never_a_source() -> anyhow
     std::os::unix::fs::symlink(&real_root, &alias)?;
     let alias_arg = alias.display().to_string();
     let token_file = pumas_e2e::service_token_file().display().to_string();
-    let args = [
-        "up",
-        "--data-root",
-        &alias_arg,
-        "--service-token-file",
-        &token_file,
-        "--gateway-port",
-        "0",
-        "--index-port",
-        "0",
-        "--fetch-port",
-        "0",
-        "--mapper-port",
-        "0",
-    ];
-    let process = pumas_e2e::Process::start(&args, &[], dir.path().join("up.log"), |l| {
-        l.starts_with("Stop with Ctrl-C")
-    })
+    let process = pumas_e2e::Process::up(
+        &["--data-root", &alias_arg, "--service-token-file", &token_file],
+        dir.path().join("up.log"),
+    )
     .await?;
-    let gateway_addr = process
-        .banner
-        .iter()
-        .find_map(|l| {
-            l.strip_prefix("  gateway")
-                .map(|r| r.split_whitespace().next().unwrap_or("").to_owned())
-        })
-        .context("gateway address")?;
+    let gateway_addr = process.banner_address("gateway")?;
     pumas_e2e::wait_for_health(
         &gateway_addr,
         pumas_e2e::GATEWAY_SERVICE,

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use pumas_e2e::library::{mapping_job_end, write_lora};
+use pumas_e2e::library::{mapping_job_end, run_mapping, write_lora};
 use pumas_e2e::{channel, serve_role};
 use pumas_proto::common::v1::JobState;
 use pumas_proto::index::v1::index_service_client::IndexServiceClient;
@@ -183,26 +183,7 @@ async fn a_copy_never_claims_the_users_file_of_the_same_size() -> anyhow::Result
         })
         .await?;
     for request in ["apply", "unmap"] {
-        let job = if request == "apply" {
-            mapper
-                .apply_mapping(ApplyMappingRequest {
-                    app: "comfy".to_owned(),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner()
-                .job
-        } else {
-            mapper
-                .unmap(pumas_proto::mapper::v1::UnmapRequest {
-                    app: "comfy".to_owned(),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner()
-                .job
-        };
-        mapping_job_end(&mut mapper, job).await?;
+        run_mapping(&mut mapper, "comfy", request == "unmap").await?;
         assert_eq!(
             std::fs::read(&target)?,
             users,
@@ -287,27 +268,11 @@ async fn unmap_removes_only_the_folders_the_mapper_made() -> anyhow::Result<()> 
             ),
         })
         .await?;
-    let job = mapper
-        .apply_mapping(ApplyMappingRequest {
-            app: "comfy".to_owned(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .job;
-    mapping_job_end(&mut mapper, job).await?;
+    run_mapping(&mut mapper, "comfy", false).await?;
     let made: Vec<_> = std::fs::read_dir(&users)?.filter_map(Result::ok).collect();
     assert_eq!(made.len(), 1, "the LoRA's own folder was made in the user's");
     let ours = made[0].path();
-    let job = mapper
-        .unmap(pumas_proto::mapper::v1::UnmapRequest {
-            app: "comfy".to_owned(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .job;
-    mapping_job_end(&mut mapper, job).await?;
+    run_mapping(&mut mapper, "comfy", true).await?;
     assert!(!ours.exists(), "the folder the mapper made went with its link");
     assert!(
         users.is_dir(),
@@ -344,15 +309,7 @@ async fn unmap_keeps_a_copy_the_user_changed_in_place() -> anyhow::Result<()> {
             ),
         })
         .await?;
-    let job = mapper
-        .apply_mapping(ApplyMappingRequest {
-            app: "comfy".to_owned(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .job;
-    mapping_job_end(&mut mapper, job).await?;
+    run_mapping(&mut mapper, "comfy", false).await?;
     let loras = app.join("models/loras");
     let copies: Vec<_> = std::fs::read_dir(&loras)?
         .filter_map(Result::ok)
@@ -371,15 +328,7 @@ async fn unmap_keeps_a_copy_the_user_changed_in_place() -> anyhow::Result<()> {
     drop(file);
     let edited = std::fs::read(&mine)?;
 
-    let job = mapper
-        .unmap(pumas_proto::mapper::v1::UnmapRequest {
-            app: "comfy".to_owned(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .job;
-    mapping_job_end(&mut mapper, job).await?;
+    run_mapping(&mut mapper, "comfy", true).await?;
     assert!(!untouched.exists(), "the copy Pumas made went");
     assert_eq!(
         std::fs::read(&mine)?,

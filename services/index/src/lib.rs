@@ -66,7 +66,7 @@ pub async fn serve(
     // Listening at once: while models.db is opened (and rebuilt, which takes seconds at 100,000
     // models), callers get UNAVAILABLE with a retry delay and the rebuild's count, not a hang.
     tracing::info!(addr = ?listener.local_addr().ok(), library = %data_root.models_dir().display(), "index service listening");
-    let progress = open::StartProgress::default();
+    let progress = open::StartProgress::new(std::sync::Mutex::new("opening models.db".to_owned()));
     let opened: std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<library::Library>>> = Default::default();
     let ready = {
         let (progress, opened) = (progress.clone(), std::sync::Arc::clone(&opened));

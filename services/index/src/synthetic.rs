@@ -80,6 +80,64 @@ impl Lcg {
     }
 }
 
+/// What differs between two synthetic models.
+struct Made<'a> {
+    id: String,
+    name: String,
+    model_type: &'a str,
+    family: &'a str,
+    format: &'a str,
+    file: String,
+    size: u64,
+    serial: usize,
+    n: usize,
+}
+
+/// A ready synthetic record with one small weight file; the generators set the rest.
+fn record(m: Made<'_>) -> Metadata {
+    Metadata {
+        schema_version: SCHEMA_VERSION,
+        id: m.id,
+        display_name: m.name,
+        model_type: m.model_type.to_owned(),
+        family: m.family.to_owned(),
+        architecture: String::new(),
+        format: m.format.to_owned(),
+        precision: String::new(),
+        quantization: String::new(),
+        parameter_count: Some(m.size * 4),
+        files: vec![FileEntry {
+            path: m.file,
+            size: m.size,
+            sha256: format!("sha256:{:064x}", m.serial),
+            blake3: format!("blake3:{:064x}", m.serial),
+        }],
+        total_size: m.size,
+        composite_digest: format!("blake3:{:064x}", m.serial + m.n),
+        source: Source::Local {
+            path: format!("/synthetic/{}", m.serial),
+        },
+        tags: Vec::new(),
+        description: String::new(),
+        license: "apache-2.0".to_owned(),
+        added_time: "2026-11-24T00:00:00Z".to_owned(),
+        updated_time: "2026-11-24T00:00:00Z".to_owned(),
+        state: "ready".to_owned(),
+        state_reason: String::new(),
+        detection: Detection {
+            confidence: 0.9,
+            evidence: Vec::new(),
+            runner_up: String::new(),
+            runner_up_confidence: 0.0,
+            rules_version: 1,
+        },
+        unsafe_format: false,
+        dependency_bindings: Vec::new(),
+        declares_no_dependencies: false,
+        download: None,
+    }
+}
+
 /// Writes N models under `<root>/shared-resources/models`. Returns the time it took.
 pub fn generate(root: &Path, n: usize) -> std::io::Result<Duration> {
     let start = Instant::now();
@@ -102,50 +160,24 @@ pub fn generate(root: &Path, n: usize) -> std::io::Result<Duration> {
         let weights = format!("{slug}.safetensors");
         let size = 16 + (i as u64 % 64);
         std::fs::write(dir.join(&weights), vec![0u8; size as usize])?;
-        let sha = format!("sha256:{:064x}", i);
         let metadata = Metadata {
-            schema_version: SCHEMA_VERSION,
-            id: id.clone(),
-            display_name: name,
-            model_type: model_type.to_owned(),
-            family: family.to_owned(),
-            architecture: String::new(),
-            format: "safetensors".to_owned(),
             precision: "fp16".to_owned(),
-            quantization: String::new(),
-            parameter_count: Some(size * 4),
-            files: vec![FileEntry {
-                path: weights,
-                size,
-                sha256: sha.clone(),
-                blake3: format!("blake3:{:064x}", i),
-            }],
-            total_size: size,
-            composite_digest: format!("blake3:{:064x}", i + n),
-            source: Source::Local {
-                path: format!("/synthetic/{i}"),
-            },
             tags: vec![
                 rng.pick(WORDS).to_string(),
                 rng.pick(&["favourite", "nsfw", "sfw", "test"]).to_string(),
             ],
             description: format!("synthetic model {i} for benchmarks"),
-            license: "apache-2.0".to_owned(),
-            added_time: "2026-11-24T00:00:00Z".to_owned(),
-            updated_time: "2026-11-24T00:00:00Z".to_owned(),
-            state: "ready".to_owned(),
-            state_reason: String::new(),
-            detection: Detection {
-                confidence: 0.9,
-                evidence: Vec::new(),
-                runner_up: String::new(),
-                runner_up_confidence: 0.0,
-                rules_version: 1,
-            },
-            unsafe_format: false,
-            dependency_bindings: Vec::new(),
-            declares_no_dependencies: false,
-            download: None,
+            ..record(Made {
+                id: id.clone(),
+                name,
+                model_type,
+                family,
+                format: "safetensors",
+                file: weights,
+                size,
+                serial: i,
+                n,
+            })
         };
         std::fs::write(
             dir.join("metadata.json"),
@@ -240,47 +272,24 @@ pub fn generate_catalog(root: &Path, n: usize) -> std::io::Result<Duration> {
         let size = 16 + (i as u64 % 64);
         std::fs::write(dir.join(&weights), vec![0u8; size as usize])?;
         let metadata = Metadata {
-            schema_version: SCHEMA_VERSION,
-            id: id.clone(),
-            display_name: name.clone(),
-            model_type: model_type.to_owned(),
-            family: family.to_owned(),
             architecture: format!("{family}ForCausalLM"),
-            format: format.to_owned(),
             precision: if quant == "f16" { "fp16" } else { "" }.to_owned(),
             quantization: quant.to_owned(),
-            parameter_count: Some(size * 4),
-            files: vec![FileEntry {
-                path: weights,
-                size,
-                sha256: format!("sha256:{:064x}", i),
-                blake3: format!("blake3:{:064x}", i),
-            }],
-            total_size: size,
-            composite_digest: format!("blake3:{:064x}", i + n),
-            source: Source::Local {
-                path: format!("/synthetic/catalog/{i}"),
-            },
             tags: vec![variant.to_owned(), quant.to_owned(), size_word.to_owned()],
             description: format!(
                 "{name}: a {size_word} {family} {variant} model quantised as {quant}, generated for benchmarks so that search, list and memory figures are measured on a library shaped like a real one."
             ),
-            license: "apache-2.0".to_owned(),
-            added_time: "2026-11-24T00:00:00Z".to_owned(),
-            updated_time: "2026-11-24T00:00:00Z".to_owned(),
-            state: "ready".to_owned(),
-            state_reason: String::new(),
-            detection: Detection {
-                confidence: 0.9,
-                evidence: Vec::new(),
-                runner_up: String::new(),
-                runner_up_confidence: 0.0,
-                rules_version: 1,
-            },
-            unsafe_format: false,
-            dependency_bindings: Vec::new(),
-            declares_no_dependencies: false,
-            download: None,
+            ..record(Made {
+                id: id.clone(),
+                name: name.clone(),
+                model_type,
+                family,
+                format,
+                file: weights,
+                size,
+                serial: i,
+                n,
+            })
         };
         std::fs::write(
             dir.join("metadata.json"),
