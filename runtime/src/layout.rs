@@ -121,3 +121,48 @@ mod tests {
         );
     }
 }
+
+/// A model's metadata file in its library folder.
+pub const MODEL_METADATA_FILE: &str = "metadata.json";
+/// A model's user overrides in its library folder.
+pub const MODEL_OVERRIDES_FILE: &str = "overrides.json";
+
+/// Whether a model's own file, at `path` in its repository or folder, would take the name of one
+/// of the library's files: `metadata.json` or `overrides.json` at the model's root, or any
+/// `.pumas*` name. Names that are such a name behind leading underscores count too, so that
+/// [`stored_path`] never maps two files to one name.
+pub fn is_reserved(path: &str) -> bool {
+    let mut parts = path.split('/');
+    let first = parts.next().unwrap_or_default();
+    let root_name = !path.contains('/') && {
+        let bare = first.trim_start_matches('_');
+        bare == MODEL_METADATA_FILE || bare == MODEL_OVERRIDES_FILE
+    };
+    root_name
+        || path
+            .split('/')
+            .any(|c| c.trim_start_matches('_').starts_with(".pumas"))
+}
+
+/// Where the library keeps a model's own file that is at `path` in its repository or folder:
+/// the same path, except that a reserved name (see [`is_reserved`]) gets one more leading `_`
+/// on the components that make it reserved (`metadata.json` -> `_metadata.json`,
+/// `sub/.pumas-x` -> `sub/_.pumas-x`). The file is kept, never parsed as library metadata.
+pub fn stored_path(path: &str) -> String {
+    if !is_reserved(path) {
+        return path.to_owned();
+    }
+    if !path.contains('/') {
+        return format!("_{path}");
+    }
+    path.split('/')
+        .map(|c| {
+            if c.trim_start_matches('_').starts_with(".pumas") {
+                format!("_{c}")
+            } else {
+                c.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}

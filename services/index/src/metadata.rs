@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// File name of the inferred metadata in a model directory.
-pub const METADATA_FILE: &str = "metadata.json";
+pub const METADATA_FILE: &str = pumas_runtime::layout::MODEL_METADATA_FILE;
 /// File name of the user's overrides in a model directory.
-pub const OVERRIDES_FILE: &str = "overrides.json";
+pub const OVERRIDES_FILE: &str = pumas_runtime::layout::MODEL_OVERRIDES_FILE;
 
 /// One file of a model.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,45 +269,9 @@ pub fn now_rfc3339() -> String {
     prost_types::Timestamp::from(std::time::SystemTime::now()).to_string()
 }
 
-/// Whether a model's own file, at `path` in its repository or folder, would take the name of one
-/// of the library's files: `metadata.json` or `overrides.json` at the model's root, or any
-/// `.pumas*` name. Names that are such a name behind leading underscores count too, so that
-/// [`stored_path`] never maps two files to one name.
-pub fn is_reserved(path: &str) -> bool {
-    let mut parts = path.split('/');
-    let first = parts.next().unwrap_or_default();
-    let root_name = !path.contains('/') && {
-        let bare = first.trim_start_matches('_');
-        bare == METADATA_FILE || bare == OVERRIDES_FILE
-    };
-    root_name
-        || path
-            .split('/')
-            .any(|c| c.trim_start_matches('_').starts_with(".pumas"))
-}
-
-/// Where the library keeps a model's own file that is at `path` in its repository or folder:
-/// the same path, except that a reserved name (see [`is_reserved`]) gets one more leading `_`
-/// on the components that make it reserved (`metadata.json` -> `_metadata.json`,
-/// `sub/.pumas-x` -> `sub/_.pumas-x`). The file is kept, never parsed as library metadata.
-pub fn stored_path(path: &str) -> String {
-    if !is_reserved(path) {
-        return path.to_owned();
-    }
-    if !path.contains('/') {
-        return format!("_{path}");
-    }
-    path.split('/')
-        .map(|c| {
-            if c.trim_start_matches('_').starts_with(".pumas") {
-                format!("_{c}")
-            } else {
-                c.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
+// The escaping of reserved names lives in the runtime: fetch compares a repo's paths with the
+// stored ones when it recognises a commit a crash interrupted.
+pub use pumas_runtime::layout::{is_reserved, stored_path};
 
 #[cfg(test)]
 mod reserved_tests {

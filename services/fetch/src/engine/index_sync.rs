@@ -144,7 +144,8 @@ impl IndexSync {
                 model
                     .files
                     .iter()
-                    .any(|m| m.path == f.path && m.sha256 == f.sha256)
+                    // The library keeps a reserved name escaped (`metadata.json` as `_metadata.json`).
+                    .any(|m| m.path == pumas_runtime::layout::stored_path(&f.path) && m.sha256 == f.sha256)
             });
         (ready && same_files).then_some(model)
     }
