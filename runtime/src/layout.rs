@@ -96,32 +96,6 @@ impl DataRoot {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scheme_matches_architecture() {
-        let root = DataRoot::new("/data");
-        assert_eq!(
-            root.models_db(),
-            Path::new("/data/shared-resources/models/models.db")
-        );
-        assert_eq!(
-            root.search_cache_db(),
-            Path::new("/data/shared-resources/cache/search.sqlite")
-        );
-        assert_eq!(
-            root.mapping_configs_dir(),
-            Path::new("/data/launcher-data/mapping-configs")
-        );
-        assert_eq!(
-            root.downloads_dir(),
-            Path::new("/data/launcher-data/cache/downloads")
-        );
-    }
-}
-
 /// A model's metadata file in its library folder.
 pub const MODEL_METADATA_FILE: &str = "metadata.json";
 /// A model's user overrides in its library folder.
@@ -165,4 +139,30 @@ pub fn stored_path(path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheme_matches_architecture() {
+        let root = DataRoot::new("/data");
+        assert_eq!(
+            root.models_db(),
+            Path::new("/data/shared-resources/models/models.db")
+        );
+        assert_eq!(
+            root.search_cache_db(),
+            Path::new("/data/shared-resources/cache/search.sqlite")
+        );
+        assert_eq!(
+            root.mapping_configs_dir(),
+            Path::new("/data/launcher-data/mapping-configs")
+        );
+        assert_eq!(
+            root.downloads_dir(),
+            Path::new("/data/launcher-data/cache/downloads")
+        );
+    }
 }
