@@ -385,8 +385,9 @@ pub async fn serve_role(
 ) -> anyhow::Result<(Process, String)> {
     let (process, addr) = serve_role_listening(role, listen, extra, log_dir).await?;
     // The index listens at once and serves its API once models.db is open (UNAVAILABLE until
-    // then): wait for that, as a deployment's readiness probe does.
-    if role == "index" {
+    // then): wait for that, as a deployment's readiness probe does (over plain text; a TLS
+    // index's tests wait their own way).
+    if role == "index" && !extra.contains(&"--tls-cert") {
         wait_for_health(
             &addr,
             "pumas.index.v1.IndexService",

@@ -44,6 +44,27 @@ async fn healthy(channel: Channel) -> anyhow::Result<i32> {
         .status)
 }
 
+/// A search with the tests' API token, tried again while the index is still opening its
+/// library (UNAVAILABLE with a retry delay, for a few milliseconds after it listens).
+async fn search_with_token(
+    gateway: &mut ModelLibraryServiceClient<Channel>,
+) -> anyhow::Result<pumas_proto::gateway::v1::SearchModelsResponse> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut request = tonic::Request::new(SearchModelsRequest::default());
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer s3cret".parse().context("header")?);
+        match gateway.search_models(request).await {
+            Ok(answer) => return Ok(answer.into_inner()),
+            Err(s) if s.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+}
+
 fn arg(path: &std::path::Path) -> String {
     path.display().to_string()
 }
@@ -126,11 +147,7 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_configured_c
     .await?;
     let channel = tls_channel(&gateway_addr, &c.ca, None).await?;
     let mut gateway = ModelLibraryServiceClient::new(channel);
-    let mut request = tonic::Request::new(SearchModelsRequest::default());
-    request
-        .metadata_mut()
-        .insert("authorization", "Bearer s3cret".parse().context("header")?);
-    let answer = gateway.search_models(request).await?.into_inner();
+    let answer = search_with_token(&mut gateway).await?;
     assert_eq!(
         answer.results.len(),
         0,
@@ -280,12 +297,7 @@ async fn the_documented_certificates_work_and_unusable_ones_fail_loudly() -> any
     .await?;
     let mut gateway =
         ModelLibraryServiceClient::new(tls_channel(&gateway_addr, &certs.join("ca.pem"), None).await?);
-    let mut request = tonic::Request::new(SearchModelsRequest::default());
-    request
-        .metadata_mut()
-        .insert("authorization", "Bearer s3cret".parse().context("header")?);
-    gateway
-        .search_models(request)
+    search_with_token(&mut gateway)
         .await
         .context("the gateway reaches the index over mutual TLS with the documented certificates")?;
 
