@@ -139,17 +139,27 @@ impl Process {
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout pipe"))?;
         let mut lines = BufReader::new(stdout).lines();
         let mut banner = Vec::new();
+        // The timeout is for a silent process: `pumas up` prints the index's progress while it
+        // rebuilds a large library, and each line it prints gives it another START_TIMEOUT.
         let read = async {
-            while let Some(line) = lines.next_line().await? {
-                let done = ready(&line);
-                banner.push(line);
-                if done {
-                    return Ok::<bool, std::io::Error>(true);
+            loop {
+                let Ok(next) = tokio::time::timeout(START_TIMEOUT, lines.next_line()).await else {
+                    return Err(());
+                };
+                match next {
+                    Ok(Some(line)) => {
+                        let done = ready(&line);
+                        banner.push(line);
+                        if done {
+                            return Ok(Ok::<bool, std::io::Error>(true));
+                        }
+                    }
+                    Ok(None) => return Ok(Ok(false)),
+                    Err(e) => return Ok(Err(e)),
                 }
             }
-            Ok(false)
         };
-        let outcome = tokio::time::timeout(START_TIMEOUT, read).await;
+        let outcome = read.await;
         let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
         match outcome {
             Ok(Ok(true)) => {}
