@@ -24,6 +24,48 @@ fn comfy(root: &Path) -> String {
     )
 }
 
+/// `pumas up` with these LoRAs imported (name, seed) and the mapper caught up with them; answers
+/// the suite, the imported ids, a mapper client and a temp folder for the app.
+async fn suite_with_loras(
+    loras: &[(&str, u8)],
+) -> anyhow::Result<(
+    pumas_e2e::Suite,
+    Vec<String>,
+    MapperServiceClient<pumas_e2e::Channel>,
+    tempfile::TempDir,
+)> {
+    use pumas_e2e::library::{import, mapper_caught_up};
+    use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
+
+    let suite = pumas_e2e::Suite::start().await?;
+    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
+    let dir = tempfile::tempdir()?;
+    let mut ids = Vec::new();
+    for (name, seed) in loras {
+        let lora = dir.path().join("inbox").join(name);
+        write_lora(&lora, *seed)?;
+        ids.push(import(&mut gateway, &lora).await?);
+    }
+    mapper_caught_up(&suite.index, &suite.mapper).await?;
+    let mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
+    Ok((suite, ids, mapper, dir))
+}
+
+/// Puts a ComfyUI config for `app_root` as app `comfy`, with `rest` after the root line.
+async fn put_comfy(
+    mapper: &mut MapperServiceClient<pumas_e2e::Channel>,
+    app_root: &Path,
+    rest: &str,
+) -> anyhow::Result<()> {
+    mapper
+        .put_mapping_config(PutMappingConfigRequest {
+            app: "comfy".to_owned(),
+            config_toml: format!("kind = \"comfyui\"\nroot = \"{}\"\n{rest}", app_root.display()),
+        })
+        .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn configs_over_the_api_only_target_allowed_app_folders() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -145,18 +187,9 @@ async fn a_mapper_that_cannot_see_the_library_refuses_to_apply() -> anyhow::Resu
 
 #[tokio::test]
 async fn a_copy_never_claims_the_users_file_of_the_same_size() -> anyhow::Result<()> {
-    use pumas_e2e::Suite;
-    use pumas_e2e::library::{import, mapper_caught_up};
-    use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
-
-    let suite = Suite::start().await?;
-    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
-    let dir = tempfile::tempdir()?;
-    let lora = dir.path().join("inbox").join("Glow.safetensors");
-    write_lora(&lora, 11)?;
-    let model_id = import(&mut gateway, &lora).await?;
-    mapper_caught_up(&suite.index, &suite.mapper).await?;
-    let library_file = walkdir::WalkDir::new(suite.root().join("shared-resources/models").join(&model_id))
+    let (suite, ids, mut mapper, dir) = suite_with_loras(&[("Glow.safetensors", 11)]).await?;
+    let model_id = &ids[0];
+    let library_file = walkdir::WalkDir::new(suite.root().join("shared-resources/models").join(model_id))
         .into_iter()
         .filter_map(Result::ok)
         .find(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
@@ -171,17 +204,7 @@ async fn a_copy_never_claims_the_users_file_of_the_same_size() -> anyhow::Result
     let size = std::fs::metadata(&library_file)?.len() as usize;
     let users = vec![0x5a_u8; size];
     std::fs::write(&target, &users)?;
-
-    let mut mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
-    mapper
-        .put_mapping_config(PutMappingConfigRequest {
-            app: "comfy".to_owned(),
-            config_toml: format!(
-                "kind = \"comfyui\"\nroot = \"{}\"\nstrategy = \"copy\"\n",
-                app.display()
-            ),
-        })
-        .await?;
+    put_comfy(&mut mapper, &app, "strategy = \"copy\"\n").await?;
     for request in ["apply", "unmap"] {
         run_mapping(&mut mapper, "comfy", request == "unmap").await?;
         assert_eq!(
@@ -243,31 +266,17 @@ async fn adoption_never_follows_a_symlinked_folder_out_of_the_app() -> anyhow::R
 
 #[tokio::test]
 async fn unmap_removes_only_the_folders_the_mapper_made() -> anyhow::Result<()> {
-    use pumas_e2e::Suite;
-    use pumas_e2e::library::{import, mapper_caught_up};
-    use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
-
-    let suite = Suite::start().await?;
-    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
-    let dir = tempfile::tempdir()?;
-    let lora = dir.path().join("inbox").join("Rain.safetensors");
-    write_lora(&lora, 12)?;
-    import(&mut gateway, &lora).await?;
-    mapper_caught_up(&suite.index, &suite.mapper).await?;
+    let (_suite, _, mut mapper, dir) = suite_with_loras(&[("Rain.safetensors", 12)]).await?;
     // The user's own (empty) folder, where a rule puts each LoRA into a folder of its own.
     let app = dir.path().join("ComfyUI");
     let users = app.join("models/loras/mine");
     std::fs::create_dir_all(&users)?;
-    let mut mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
-    mapper
-        .put_mapping_config(PutMappingConfigRequest {
-            app: "comfy".to_owned(),
-            config_toml: format!(
-                "kind = \"comfyui\"\nroot = \"{}\"\nstrategy = \"symlink\"\n[[rules]]\ntype = \"lora\"\nfolder = \"models/loras\"\nname = \"mine/{{slug}}/{{file}}\"\n",
-                app.display()
-            ),
-        })
-        .await?;
+    put_comfy(
+        &mut mapper,
+        &app,
+        "strategy = \"symlink\"\n[[rules]]\ntype = \"lora\"\nfolder = \"models/loras\"\nname = \"mine/{slug}/{file}\"\n",
+    )
+    .await?;
     run_mapping(&mut mapper, "comfy", false).await?;
     let made: Vec<_> = std::fs::read_dir(&users)?.filter_map(Result::ok).collect();
     assert_eq!(made.len(), 1, "the LoRA's own folder was made in the user's");
@@ -285,30 +294,10 @@ async fn unmap_removes_only_the_folders_the_mapper_made() -> anyhow::Result<()> 
 async fn unmap_keeps_a_copy_the_user_changed_in_place() -> anyhow::Result<()> {
     use std::io::{Seek as _, Write as _};
 
-    use pumas_e2e::Suite;
-    use pumas_e2e::library::{import, mapper_caught_up};
-    use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
-
-    let suite = Suite::start().await?;
-    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
-    let dir = tempfile::tempdir()?;
-    for (name, seed) in [("Kept.safetensors", 13), ("Mine.safetensors", 14)] {
-        let lora = dir.path().join("inbox").join(name);
-        write_lora(&lora, seed)?;
-        import(&mut gateway, &lora).await?;
-    }
-    mapper_caught_up(&suite.index, &suite.mapper).await?;
+    let (_suite, _, mut mapper, dir) =
+        suite_with_loras(&[("Kept.safetensors", 13), ("Mine.safetensors", 14)]).await?;
     let app = dir.path().join("ComfyUI");
-    let mut mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
-    mapper
-        .put_mapping_config(PutMappingConfigRequest {
-            app: "comfy".to_owned(),
-            config_toml: format!(
-                "kind = \"comfyui\"\nroot = \"{}\"\nstrategy = \"copy\"\n",
-                app.display()
-            ),
-        })
-        .await?;
+    put_comfy(&mut mapper, &app, "strategy = \"copy\"\n").await?;
     run_mapping(&mut mapper, "comfy", false).await?;
     let loras = app.join("models/loras");
     let copies: Vec<_> = std::fs::read_dir(&loras)?
