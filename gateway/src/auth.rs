@@ -2,10 +2,10 @@
 //! constant time; they are never logged. Health and reflection stay open (this interceptor wraps
 //! only ModelLibraryService).
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::path::Path;
+use std::sync::Arc;
 
+use pumas_runtime::secret::WatchedFile;
 use pumas_runtime::{ApiError, Secret};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -15,69 +15,17 @@ use subtle::ConstantTimeEq as _;
 #[derive(Clone, Default)]
 pub struct BearerAuth {
     fixed: Arc<Vec<[u8; 32]>>,
-    file: Option<Arc<TokensFile>>,
+    file: Option<Arc<WatchedFile<Vec<[u8; 32]>>>>,
 }
 
-/// Token digests, shared between calls.
-type Digests = Arc<Vec<[u8; 32]>>;
-
-/// A tokens file and what it held when last read (with its modification time).
-struct TokensFile {
-    path: PathBuf,
-    seen: RwLock<(Option<SystemTime>, Digests)>,
-    /// When the file was last looked at: at most once a second, not on every call.
-    looked: std::sync::Mutex<std::time::Instant>,
-}
-
-/// How often a call may look at the tokens file for a change.
-const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl TokensFile {
-    fn read(path: &Path) -> Result<Vec<[u8; 32]>, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the tokens file {}: {e}", path.display()))?;
-        Ok(text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(digest)
-            .collect())
-    }
-
-    /// The file's tokens, read again when its modification time changed. A file that cannot be
-    /// read keeps the tokens last read (a rotation half-done must not open the gateway).
-    fn current(&self) -> Digests {
-        let due = self.looked.lock().is_ok_and(|mut looked| {
-            let due = looked.elapsed() >= RECHECK;
-            if due {
-                *looked = std::time::Instant::now();
-            }
-            due
-        });
-        if !due {
-            return self.seen.read().map(|s| Arc::clone(&s.1)).unwrap_or_default();
-        }
-        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
-        if let Ok(seen) = self.seen.read()
-            && seen.0 == modified
-        {
-            return Arc::clone(&seen.1);
-        }
-        match Self::read(&self.path) {
-            Ok(tokens) => {
-                let tokens = Arc::new(tokens);
-                if let Ok(mut seen) = self.seen.write() {
-                    *seen = (modified, Arc::clone(&tokens));
-                }
-                tracing::info!(file = %self.path.display(), tokens = tokens.len(), "read the API tokens file");
-                tokens
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "keeping the API tokens read before");
-                self.seen.read().map(|s| Arc::clone(&s.1)).unwrap_or_default()
-            }
-        }
-    }
+/// The digests of a tokens file's lines (one token per line, `#` comments).
+fn read_tokens(path: &Path) -> std::io::Result<Vec<[u8; 32]>> {
+    Ok(std::fs::read_to_string(path)?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(digest)
+        .collect())
 }
 
 impl std::fmt::Debug for BearerAuth {
@@ -107,13 +55,9 @@ impl BearerAuth {
             .collect();
         let file = match file {
             Some(path) => {
-                let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-                let read = TokensFile::read(path)?;
-                Some(Arc::new(TokensFile {
-                    path: path.to_owned(),
-                    seen: RwLock::new((modified, Arc::new(read))),
-                    looked: std::sync::Mutex::new(std::time::Instant::now()),
-                }))
+                Some(Arc::new(WatchedFile::open(path, read_tokens).map_err(|e| {
+                    format!("cannot read the tokens file {}: {e}", path.display())
+                })?))
             }
             None => None,
         };
@@ -176,17 +120,17 @@ mod tests {
         assert!(auth.accepts("old-token-0123456789"));
         std::fs::write(&file, "# rotated\nnew-token-0123456789\n")?;
         // Make the change visible even on a filesystem with coarse timestamps.
-        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
         std::fs::File::options()
             .write(true)
             .open(&file)?
             .set_modified(later)?;
-        std::thread::sleep(RECHECK);
+        std::thread::sleep(pumas_runtime::secret::RECHECK);
         assert!(auth.accepts("new-token-0123456789"));
         assert!(!auth.accepts("old-token-0123456789"));
         // A file that disappears mid-rotation keeps the last tokens, never opens the gateway.
         std::fs::remove_file(&file)?;
-        std::thread::sleep(RECHECK);
+        std::thread::sleep(pumas_runtime::secret::RECHECK);
         assert!(auth.enabled() && auth.accepts("new-token-0123456789"));
         assert!(!auth.accepts(""));
         Ok(())

@@ -56,13 +56,16 @@ pub enum SecretSource {
     /// A value given at start (a flag or the environment).
     Fixed(Secret),
     /// A token file (its first line), re-read when it changes.
-    File(std::sync::Arc<WatchedFile>),
+    File(std::sync::Arc<WatchedFile<Option<Secret>>>),
 }
 
 impl SecretSource {
     /// A token file, read now (an unreadable file is an error at start).
     pub fn file(path: &std::path::Path) -> std::io::Result<Self> {
-        Ok(Self::File(std::sync::Arc::new(WatchedFile::open(path)?)))
+        Ok(Self::File(std::sync::Arc::new(WatchedFile::open(
+            path,
+            Secret::from_file,
+        )?)))
     }
 
     /// Whether a secret is configured (a file counts even while it is empty).
@@ -75,40 +78,51 @@ impl SecretSource {
         match self {
             Self::None => None,
             Self::Fixed(s) => Some(s.clone()),
-            Self::File(f) => f.current(),
+            Self::File(f) => f.current().as_ref().clone(),
         }
     }
 }
 
-/// A token file and what was last read from it.
-pub struct WatchedFile {
+/// How often a [`WatchedFile`] looks at its file for a change.
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A file read again when it changes: its modification time is looked at once a second at
+/// most (not on every call), and the file is parsed again when that time moved. A file that
+/// cannot be read or parsed any more keeps what was read before, with a warning: a rotation
+/// half-done must neither drop every token nor open a door.
+pub struct WatchedFile<T> {
     path: std::path::PathBuf,
-    seen: std::sync::RwLock<(Option<std::time::SystemTime>, Option<Secret>)>,
+    parse: fn(&std::path::Path) -> std::io::Result<T>,
+    seen: std::sync::RwLock<(Option<std::time::SystemTime>, std::sync::Arc<T>)>,
     looked: std::sync::Mutex<std::time::Instant>,
 }
 
-impl fmt::Debug for WatchedFile {
+impl<T> fmt::Debug for WatchedFile<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "WatchedFile({})", self.path.display())
     }
 }
 
-impl WatchedFile {
-    fn open(path: &std::path::Path) -> std::io::Result<Self> {
+impl<T> WatchedFile<T> {
+    /// Reads `path` with `parse` now (an error at start is the caller's to report).
+    pub fn open(
+        path: &std::path::Path,
+        parse: fn(&std::path::Path) -> std::io::Result<T>,
+    ) -> std::io::Result<Self> {
         let modified = std::fs::metadata(path)?.modified().ok();
-        let secret = Secret::from_file(path)?;
+        let value = parse(path)?;
         Ok(Self {
             path: path.to_owned(),
-            seen: std::sync::RwLock::new((modified, secret)),
+            parse,
+            seen: std::sync::RwLock::new((modified, std::sync::Arc::new(value))),
             looked: std::sync::Mutex::new(std::time::Instant::now()),
         })
     }
 
-    /// The secret, re-read when the file's modification time changed (looked at once a second
-    /// at most). A file that cannot be read any more keeps the last secret, with a warning.
-    pub fn current(&self) -> Option<Secret> {
+    /// What the file holds now (as last read).
+    pub fn current(&self) -> std::sync::Arc<T> {
         let due = self.looked.lock().is_ok_and(|mut at| {
-            let due = at.elapsed() >= std::time::Duration::from_secs(1);
+            let due = at.elapsed() >= RECHECK;
             if due {
                 *at = std::time::Instant::now();
             }
@@ -116,26 +130,24 @@ impl WatchedFile {
         });
         if due {
             let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
-            let changed = self.seen.read().is_ok_and(|s| s.0 != modified);
-            if changed {
-                match Self::from_file(&self.path) {
-                    Ok(secret) => {
+            if self.seen.read().is_ok_and(|s| s.0 != modified) {
+                match (self.parse)(&self.path) {
+                    Ok(value) => {
                         if let Ok(mut s) = self.seen.write() {
-                            *s = (modified, secret);
+                            *s = (modified, std::sync::Arc::new(value));
                         }
-                        tracing::info!(file = %self.path.display(), "token file changed: using its new token");
+                        tracing::info!(file = %self.path.display(), "the file changed: using what it holds now");
                     }
                     Err(e) => {
-                        tracing::warn!(file = %self.path.display(), error = %e, "token file cannot be read; keeping the token read before")
+                        tracing::warn!(file = %self.path.display(), error = %e, "the file cannot be read; keeping what it held before")
                     }
                 }
             }
         }
-        self.seen.read().ok().and_then(|s| s.1.clone())
-    }
-
-    fn from_file(path: &std::path::Path) -> std::io::Result<Option<Secret>> {
-        Secret::from_file(path)
+        match self.seen.read() {
+            Ok(s) => std::sync::Arc::clone(&s.1),
+            Err(poisoned) => std::sync::Arc::clone(&poisoned.get_ref().1),
+        }
     }
 }
 
