@@ -8,6 +8,7 @@
 //! removes only those of its parents that the mapper made and that are empty.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::io::Write as _;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
@@ -100,12 +101,13 @@ impl AppTree {
             .ok_or_else(|| "the app root is not open".to_owned())
     }
 
-    /// The folder holding `target`, walked from the root now without following a symlink;
-    /// missing folders are made (and remembered as ours) when `create`. `Ok(None)`: it does not
-    /// exist and was not to be made.
-    fn folder_of(&mut self, target: &Path, create: bool) -> Result<Option<(OwnedFd, PathBuf)>, String> {
+    /// The folder holding `target`, walked from the root now without following a symlink, and
+    /// the entry's name in it; missing folders are made (and remembered as ours) when `create`.
+    /// `Ok(None)`: the folder does not exist and was not to be made.
+    fn folder_of(&mut self, target: &Path, create: bool) -> Result<Option<(OwnedFd, OsString)>, String> {
         let split = self.split(target)?;
-        let folders: Vec<std::ffi::OsString> = split.folders.iter().map(|f| f.to_os_string()).collect();
+        let name = split.name.to_os_string();
+        let folders: Vec<OsString> = split.folders.iter().map(|f| f.to_os_string()).collect();
         let root = self.root.clone();
         let mut fd = rustix::io::dup(self.root_fd(create)?).map_err(|e| e.to_string())?;
         let mut at = root;
@@ -130,18 +132,15 @@ impl AppTree {
                 Err(e) => return Err(refusal(&at, e)),
             };
         }
-        Ok(Some((fd, at)))
+        Ok(Some((fd, name)))
     }
 
     /// `<dev>:<inode>` of the entry at `target` itself, looked up through its folder's handle.
     pub fn identity(&mut self, target: &Path) -> String {
-        let Ok(Some((dir, _))) = self.folder_of(target, false) else {
+        let Ok(Some((dir, name))) = self.folder_of(target, false) else {
             return String::new();
         };
-        let Some(name) = target.file_name() else {
-            return String::new();
-        };
-        rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)
             .map(|s| format!("{}:{}", s.st_dev, s.st_ino))
             .unwrap_or_default()
     }
@@ -218,10 +217,9 @@ impl AppTree {
     /// following a symlink.
     pub fn content_sha256(&mut self, target: &Path) -> Result<String, String> {
         use sha2::Digest as _;
-        let Some((dir, _)) = self.folder_of(target, false)? else {
+        let Some((dir, name)) = self.folder_of(target, false)? else {
             return Err(format!("{} is gone", target.display()));
         };
-        let name = self.split(target)?.name.to_os_string();
         let fd = rustix::fs::openat(
             &dir,
             &name,
@@ -242,10 +240,10 @@ impl AppTree {
 
     /// Renames `target` to a free `<name>.pumas-aside[.N]` beside it; returns the new path.
     pub fn move_aside(&mut self, target: &Path) -> Result<PathBuf, String> {
-        let Some((dir, _)) = self.folder_of(target, false)? else {
+        let Some((dir, name)) = self.folder_of(target, false)? else {
             return Err(format!("{} does not exist", target.display()));
         };
-        let name = self.split(target)?.name.to_string_lossy().into_owned();
+        let name = name.to_string_lossy().into_owned();
         for n in 0..1000 {
             let aside = if n == 0 {
                 format!("{name}.pumas-aside")
@@ -264,10 +262,9 @@ impl AppTree {
     /// Removes the entry at `target` (gone already is fine), then each parent folder the mapper
     /// created that is now empty, never `keep` nor anything at or above the root.
     pub fn remove(&mut self, target: &Path, keep: &[PathBuf]) -> Result<(), String> {
-        let Some((dir, _)) = self.folder_of(target, false)? else {
+        let Some((dir, name)) = self.folder_of(target, false)? else {
             return Ok(());
         };
-        let name = self.split(target)?.name.to_os_string();
         match rustix::fs::unlinkat(&dir, &name, AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => {}
             Err(e) => return Err(format!("removing {}: {e}", target.display())),
@@ -279,11 +276,10 @@ impl AppTree {
             {
                 break;
             }
-            let Ok(Some((parent, _))) = self.folder_of(&d, false) else {
+            let Ok(Some((parent, name))) = self.folder_of(&d, false) else {
                 break;
             };
-            let Some(name) = d.file_name() else { break };
-            if rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR).is_err() {
+            if rustix::fs::unlinkat(&parent, &name, AtFlags::REMOVEDIR).is_err() {
                 break; // Not empty (or gone): it stays.
             }
             self.created.remove(&d);
@@ -296,10 +292,9 @@ impl AppTree {
     /// Removes the file at `target` only when it is still the entry `identity` (`<dev>:<inode>`)
     /// that was checked, looked up through its folder's handle (no symlink followed).
     pub fn remove_checked(&mut self, target: &Path, identity: &str) -> Result<(), String> {
-        let Some((dir, _)) = self.folder_of(target, false)? else {
+        let Some((dir, name)) = self.folder_of(target, false)? else {
             return Err(format!("{} is gone", target.display()));
         };
-        let name = self.split(target)?.name.to_os_string();
         let now = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)
             .map(|s| format!("{}:{}", s.st_dev, s.st_ino))
             .map_err(|e| format!("{}: {e}", target.display()))?;
@@ -310,12 +305,9 @@ impl AppTree {
             .map_err(|e| format!("removing {}: {e}", target.display()))
     }
 
-    fn parent_for_write(&mut self, target: &Path) -> Result<(OwnedFd, std::ffi::OsString), String> {
-        let name = self.split(target)?.name.to_os_string();
-        let (dir, _) = self
-            .folder_of(target, true)?
-            .ok_or_else(|| format!("the folder of {} could not be made", target.display()))?;
-        Ok((dir, name))
+    fn parent_for_write(&mut self, target: &Path) -> Result<(OwnedFd, OsString), String> {
+        self.folder_of(target, true)?
+            .ok_or_else(|| format!("the folder of {} could not be made", target.display()))
     }
 }
 
