@@ -46,10 +46,9 @@ fn bad(path: &Path, reason: impl Into<String>) -> TlsError {
     }
 }
 
-/// The certificates of a PEM file (at least one).
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+/// The certificates of a PEM file's bytes `pem` (at least one); `path` names it in errors.
+fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(path, format!("not a PEM certificate file ({e})")))?;
     if certs.is_empty() {
@@ -61,18 +60,17 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// The private key of a PEM file.
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem)
+/// The private key of a PEM file's bytes.
+fn private_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem)
         .map_err(|e| bad(path, format!("holds no usable PEM private key ({e})")))
 }
 
 /// Checks that the first certificate of `path` can be a TLS end entity, saying why not in words
 /// a person can act on (an X.509 v1 certificate is what `openssl x509 -req` makes on OpenSSL
 /// 3.0 when the request carries no extensions).
-fn end_entity(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let chain = certificates(path)?;
+fn end_entity(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain = certificates(path, pem)?;
     if let Err(e) = webpki::EndEntityCert::try_from(&chain[0]) {
         return Err(bad(
             path,
@@ -139,15 +137,15 @@ impl ServerTlsArgs {
                 ));
             }
         };
-        let chain = end_entity(cert)?;
-        let key_der = private_key(key)?;
+        let chain = end_entity(cert, &read(cert)?)?;
+        let key_der = private_key(key, &read(key)?)?;
         let versions = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Incomplete(e.to_string()))?;
         let builder = match &self.tls_client_ca {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
-                for c in certificates(ca)? {
+                for c in certificates(ca, &read(ca)?)? {
                     roots
                         .add(c)
                         .map_err(|e| bad(ca, format!("is not a usable CA certificate: {e}")))?;
@@ -193,20 +191,22 @@ impl ClientTlsArgs {
             }
             return Ok(None);
         };
-        certificates(ca)?;
-        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        let ca_pem = read(ca)?;
+        certificates(ca, &ca_pem)?;
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
         match (&self.peer_cert, &self.peer_key) {
             (Some(c), Some(k)) => {
                 // Checked here, so a bad file stops the role at start naming it (tonic would
                 // only say "transport error" for the address it dials).
-                let chain = end_entity(c)?;
+                let (cert_pem, key_pem) = (read(c)?, read(k)?);
+                let chain = end_entity(c, &cert_pem)?;
                 rustls::ClientConfig::builder_with_provider(provider())
                     .with_safe_default_protocol_versions()
                     .map_err(|e| TlsError::Incomplete(e.to_string()))?
                     .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_client_auth_cert(chain, private_key(k)?)
+                    .with_client_auth_cert(chain, private_key(k, &key_pem)?)
                     .map_err(|e| identity_error(c, k, e))?;
-                config = config.identity(Identity::from_pem(read(c)?, read(k)?));
+                config = config.identity(Identity::from_pem(cert_pem, key_pem));
             }
             (None, None) => {}
             _ => {
