@@ -138,6 +138,20 @@ fn record(m: Made<'_>) -> Metadata {
     }
 }
 
+/// Writes a synthetic model's folder under `models`: its weight file (zeros of its size) and
+/// metadata.json.
+fn write_model(models: &Path, metadata: &Metadata) -> std::io::Result<()> {
+    let dir = models.join(&metadata.id);
+    std::fs::create_dir_all(&dir)?;
+    for f in &metadata.files {
+        std::fs::write(dir.join(&f.path), vec![0u8; f.size as usize])?;
+    }
+    std::fs::write(
+        dir.join("metadata.json"),
+        serde_json::to_vec_pretty(metadata).map_err(std::io::Error::other)?,
+    )
+}
+
 /// Writes N models under `<root>/shared-resources/models`. Returns the time it took.
 pub fn generate(root: &Path, n: usize) -> std::io::Result<Duration> {
     let start = Instant::now();
@@ -155,11 +169,8 @@ pub fn generate(root: &Path, n: usize) -> std::io::Result<Duration> {
         );
         let slug = format!("{}-{i}", name.to_lowercase().replace(' ', "-"));
         let id = format!("{model_type}/{family}/{slug}");
-        let dir = models.join(&id);
-        std::fs::create_dir_all(&dir)?;
         let weights = format!("{slug}.safetensors");
         let size = 16 + (i as u64 % 64);
-        std::fs::write(dir.join(&weights), vec![0u8; size as usize])?;
         let metadata = Metadata {
             precision: "fp16".to_owned(),
             tags: vec![
@@ -168,7 +179,7 @@ pub fn generate(root: &Path, n: usize) -> std::io::Result<Duration> {
             ],
             description: format!("synthetic model {i} for benchmarks"),
             ..record(Made {
-                id: id.clone(),
+                id,
                 name,
                 model_type,
                 family,
@@ -179,10 +190,7 @@ pub fn generate(root: &Path, n: usize) -> std::io::Result<Duration> {
                 n,
             })
         };
-        std::fs::write(
-            dir.join("metadata.json"),
-            serde_json::to_vec_pretty(&metadata).map_err(std::io::Error::other)?,
-        )?;
+        write_model(&models, &metadata)?;
     }
     Ok(start.elapsed())
 }
@@ -262,15 +270,12 @@ pub fn generate_catalog(root: &Path, n: usize) -> std::io::Result<Duration> {
         let model_type = CATALOG_TYPES[i % CATALOG_TYPES.len()];
         let slug = name.to_lowercase().replace('.', "-");
         let id = format!("{model_type}/{family}/{slug}");
-        let dir = models.join(&id);
-        std::fs::create_dir_all(&dir)?;
         let (format, weights) = if model_type == "llm" {
             ("gguf", format!("{slug}.gguf"))
         } else {
             ("safetensors", format!("{slug}.safetensors"))
         };
         let size = 16 + (i as u64 % 64);
-        std::fs::write(dir.join(&weights), vec![0u8; size as usize])?;
         let metadata = Metadata {
             architecture: format!("{family}ForCausalLM"),
             precision: if quant == "f16" { "fp16" } else { "" }.to_owned(),
@@ -280,7 +285,7 @@ pub fn generate_catalog(root: &Path, n: usize) -> std::io::Result<Duration> {
                 "{name}: a {size_word} {family} {variant} model quantised as {quant}, generated for benchmarks so that search, list and memory figures are measured on a library shaped like a real one."
             ),
             ..record(Made {
-                id: id.clone(),
+                id,
                 name: name.clone(),
                 model_type,
                 family,
@@ -291,10 +296,7 @@ pub fn generate_catalog(root: &Path, n: usize) -> std::io::Result<Duration> {
                 n,
             })
         };
-        std::fs::write(
-            dir.join("metadata.json"),
-            serde_json::to_vec_pretty(&metadata).map_err(std::io::Error::other)?,
-        )?;
+        write_model(&models, &metadata)?;
     }
     Ok(start.elapsed())
 }
