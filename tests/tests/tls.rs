@@ -69,27 +69,79 @@ fn arg(path: &std::path::Path) -> String {
     path.display().to_string()
 }
 
-#[tokio::test]
-async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_configured_ca() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let c: Certs = certs::make(&dir.path().join("certs"))?;
-    let root = arg(&dir.path().join("root"));
-    let (_index, index_addr) = serve_role(
+/// An index serving mutual TLS: its own certificate and key, and the CA its callers' must come
+/// from.
+async fn tls_index(
+    dir: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: &std::path::Path,
+) -> anyhow::Result<(pumas_e2e::Process, String)> {
+    let root = arg(&dir.join("root"));
+    let (cert, key, client_ca) = (arg(cert), arg(key), arg(client_ca));
+    serve_role(
         "index",
         "127.0.0.1:0",
         &[
             "--data-root",
             &root,
             "--tls-cert",
-            &arg(&c.server_cert),
+            &cert,
             "--tls-key",
-            &arg(&c.server_key),
+            &key,
             "--tls-client-ca",
-            &arg(&c.ca),
+            &client_ca,
         ],
-        dir.path(),
+        dir,
     )
-    .await?;
+    .await
+}
+
+/// A gateway with the API token `s3cret` in front of a TLS index: it serves TLS with `server`
+/// (certificate, key) and calls the index with `peer` (CA, client certificate, client key).
+async fn tls_gateway(
+    dir: &std::path::Path,
+    index_addr: &str,
+    server: (&std::path::Path, &std::path::Path),
+    peer: (&std::path::Path, &std::path::Path, &std::path::Path),
+) -> anyhow::Result<(pumas_e2e::Process, String)> {
+    let (cert, key) = (arg(server.0), arg(server.1));
+    let (ca, client_cert, client_key) = (arg(peer.0), arg(peer.1), arg(peer.2));
+    serve_role(
+        "gateway",
+        "127.0.0.1:0",
+        &[
+            "--index",
+            index_addr,
+            "--fetch",
+            "127.0.0.1:9",
+            "--mapper",
+            "local=127.0.0.1:9",
+            "--api-token",
+            "s3cret",
+            "--backend-check-ms",
+            "100",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--peer-ca",
+            &ca,
+            "--peer-cert",
+            &client_cert,
+            "--peer-key",
+            &client_key,
+        ],
+        dir,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_configured_ca() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let c: Certs = certs::make(&dir.path().join("certs"))?;
+    let (_index, index_addr) = tls_index(dir.path(), &c.server_cert, &c.server_key, &c.ca).await?;
 
     // A client with a certificate from the CA: served.
     let ok = tls_channel(&index_addr, &c.ca, Some((&c.client_cert, &c.client_key))).await?;
@@ -117,32 +169,11 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_configured_c
     assert!(plain.is_err(), "plain text was served");
 
     // The gateway calls the index over mutual TLS and serves its own API over TLS with a token.
-    let (_gateway, gateway_addr) = serve_role(
-        "gateway",
-        "127.0.0.1:0",
-        &[
-            "--index",
-            &index_addr,
-            "--fetch",
-            "127.0.0.1:9",
-            "--mapper",
-            "local=127.0.0.1:9",
-            "--api-token",
-            "s3cret",
-            "--backend-check-ms",
-            "100",
-            "--tls-cert",
-            &arg(&c.server_cert),
-            "--tls-key",
-            &arg(&c.server_key),
-            "--peer-ca",
-            &arg(&c.ca),
-            "--peer-cert",
-            &arg(&c.client_cert),
-            "--peer-key",
-            &arg(&c.client_key),
-        ],
+    let (_gateway, gateway_addr) = tls_gateway(
         dir.path(),
+        &index_addr,
+        (&c.server_cert, &c.server_key),
+        (&c.ca, &c.client_cert, &c.client_key),
     )
     .await?;
     let channel = tls_channel(&gateway_addr, &c.ca, None).await?;
@@ -249,50 +280,21 @@ async fn the_documented_certificates_work_and_unusable_ones_fail_loudly() -> any
     let dir = tempfile::tempdir()?;
     let certs = dir.path().join("certs");
     run_deploy_recipe(&certs)?;
-    let file = |name: &str| arg(&certs.join(name));
 
     // The roles start with exactly what the recipe made, as deploy/systemd/*.env name it.
-    let root = arg(&dir.path().join("root"));
-    let (index, index_addr) = serve_role(
-        "index",
-        "127.0.0.1:0",
-        &[
-            "--data-root",
-            &root,
-            "--tls-cert",
-            &file("storage.pem"),
-            "--tls-key",
-            &file("storage.key"),
-            "--tls-client-ca",
-            &file("ca.pem"),
-        ],
+    let file = |name: &str| certs.join(name);
+    let (index, index_addr) = tls_index(
         dir.path(),
+        &file("storage.pem"),
+        &file("storage.key"),
+        &file("ca.pem"),
     )
     .await?;
-    let (_gateway, gateway_addr) = serve_role(
-        "gateway",
-        "127.0.0.1:0",
-        &[
-            "--index",
-            &index_addr,
-            "--fetch",
-            "127.0.0.1:9",
-            "--mapper",
-            "local=127.0.0.1:9",
-            "--api-token",
-            "s3cret",
-            "--tls-cert",
-            &file("gateway.pem"),
-            "--tls-key",
-            &file("gateway.key"),
-            "--peer-ca",
-            &file("ca.pem"),
-            "--peer-cert",
-            &file("client.pem"),
-            "--peer-key",
-            &file("client.key"),
-        ],
+    let (_gateway, gateway_addr) = tls_gateway(
         dir.path(),
+        &index_addr,
+        (&file("gateway.pem"), &file("gateway.key")),
+        (&file("ca.pem"), &file("client.pem"), &file("client.key")),
     )
     .await?;
     let mut gateway =
