@@ -206,6 +206,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let up = pumas_e2e::Process::up(
         &["--data-root", &root, "--hub-endpoint", "http://127.0.0.1:9"],
+        &[],
         log,
     )
     .await?;

@@ -199,8 +199,8 @@ impl Process {
     }
 
     /// `pumas up <extra...>` with every port chosen by the kernel and otherwise its defaults,
-    /// logging to `log`; returns once it says how to stop it.
-    pub async fn up(extra: &[&str], log: PathBuf) -> anyhow::Result<Self> {
+    /// with `envs`, logging to `log`; returns once it says how to stop it.
+    pub async fn up(extra: &[&str], envs: &[(&str, &str)], log: PathBuf) -> anyhow::Result<Self> {
         let mut args = vec![
             "up",
             "--gateway-port",
@@ -213,7 +213,7 @@ impl Process {
             "0",
         ];
         args.extend_from_slice(extra);
-        Self::start(&args, &[], log, |l| l.starts_with("Stop with Ctrl-C")).await
+        Self::start(&args, envs, log, |l| l.starts_with("Stop with Ctrl-C")).await
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -315,19 +315,10 @@ impl Suite {
             .to_owned();
         let token_file = service_token_file().to_str().unwrap_or_default().to_owned();
         let mut args = vec![
-            "up",
             "--data-root",
             root_str.as_str(),
             "--service-token-file",
             token_file.as_str(),
-            "--gateway-port",
-            "0",
-            "--index-port",
-            "0",
-            "--fetch-port",
-            "0",
-            "--mapper-port",
-            "0",
             "--backend-check-ms",
             "100",
         ];
@@ -344,25 +335,12 @@ impl Suite {
             })
             .find(|p| !p.exists())
             .unwrap_or_else(|| data_root.path().join("up.log"));
-        let process =
-            Process::start(&args, &env_refs, log, |line| line.starts_with("Stop with Ctrl-C")).await?;
-        let addr_of = |role: &str| -> anyhow::Result<String> {
-            process
-                .banner
-                .iter()
-                .find_map(|line| {
-                    let mut words = line.split_whitespace();
-                    (words.next() == Some(role))
-                        .then(|| words.next().map(str::to_owned))
-                        .flatten()
-                })
-                .ok_or_else(|| anyhow!("no `{role}` line in the banner {:?}", process.banner))
-        };
+        let process = Process::up(&args, &env_refs, log).await?;
         let suite = Self {
-            gateway: addr_of("gateway")?,
-            index: addr_of("index")?,
-            fetch: addr_of("fetch")?,
-            mapper: addr_of("mapper")?,
+            gateway: process.banner_address("gateway")?,
+            index: process.banner_address("index")?,
+            fetch: process.banner_address("fetch")?,
+            mapper: process.banner_address("mapper")?,
             process,
             data_root,
             extra,

@@ -119,7 +119,7 @@ async fn pumas_up_keeps_its_service_token_private() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let root = dir.path().join("root");
     let root_arg = root.display().to_string();
-    let process = Process::up(&["--data-root", &root_arg], dir.path().join("up.log")).await?;
+    let process = Process::up(&["--data-root", &root_arg], &[], dir.path().join("up.log")).await?;
     let file = root.join("launcher-data/secrets/service-token");
     let mode = std::fs::metadata(&file)?.permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{}", file.display());

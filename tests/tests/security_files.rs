@@ -192,6 +192,7 @@ async fn a_data_root_given_through_a_symlink_is_still_never_a_source() -> anyhow
     let token_file = pumas_e2e::service_token_file().display().to_string();
     let process = pumas_e2e::Process::up(
         &["--data-root", &alias_arg, "--service-token-file", &token_file],
+        &[],
         dir.path().join("up.log"),
     )
     .await?;
