@@ -13,69 +13,20 @@ use tokio::sync::watch;
 
 type Closing = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-fn closing(rx: &watch::Receiver<bool>) -> Closing {
-    let mut rx = rx.clone();
-    Box::pin(async move {
-        let _ = rx.wait_for(|closed| *closed).await;
-    })
-}
-
-/// Tower layer that ends a response body still open when `closed` turns true.
-#[derive(Clone, Debug)]
-pub struct ClosingLayer {
+/// The layer that wraps every response body of a server in a [`ClosingBody`] that ends once
+/// `closed` holds true.
+pub fn layer<B>(
     closed: watch::Receiver<bool>,
-}
-
-impl ClosingLayer {
-    /// Bodies end once `closed` holds true.
-    pub fn new(closed: watch::Receiver<bool>) -> Self {
-        Self { closed }
-    }
-}
-
-impl<S> tower::Layer<S> for ClosingLayer {
-    type Service = ClosingService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ClosingService {
+) -> tower::util::MapResponseLayer<impl Fn(http::Response<B>) -> http::Response<ClosingBody<B>> + Clone> {
+    tower::util::MapResponseLayer::new(move |response: http::Response<B>| {
+        let closed = closed.clone();
+        response.map(|inner| ClosingBody {
             inner,
-            closed: self.closed.clone(),
-        }
-    }
-}
-
-/// See [`ClosingLayer`].
-#[derive(Clone, Debug)]
-pub struct ClosingService<S> {
-    inner: S,
-    closed: watch::Receiver<bool>,
-}
-
-impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for ClosingService<S>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<ClosingBody<ResBody>>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let closed = self.closed.clone();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(response.map(|inner| ClosingBody {
-                inner,
-                closing: Some(closing(&closed)),
-                done: false,
-            }))
+            closed: Some(closed),
+            closing: None,
+            done: false,
         })
-    }
+    })
 }
 
 pin_project_lite::pin_project! {
@@ -83,6 +34,9 @@ pin_project_lite::pin_project! {
     pub struct ClosingBody<B> {
         #[pin]
         inner: B,
+        // The shutdown signal, turned into a future the first time the body has to wait (a
+        // unary answer never does).
+        closed: Option<watch::Receiver<bool>>,
         closing: Option<Closing>,
         done: bool,
     }
@@ -92,6 +46,7 @@ impl<B: Default> Default for ClosingBody<B> {
     fn default() -> Self {
         Self {
             inner: B::default(),
+            closed: None,
             closing: None,
             done: false,
         }
@@ -115,6 +70,13 @@ impl<B: Body> Body for ClosingBody<B> {
                 *this.done = true;
             }
             return Poll::Ready(frame);
+        }
+        if this.closing.is_none()
+            && let Some(mut closed) = this.closed.take()
+        {
+            *this.closing = Some(Box::pin(async move {
+                let _ = closed.wait_for(|closed| *closed).await;
+            }));
         }
         if let Some(closing) = this.closing.as_mut()
             && closing.as_mut().poll(cx).is_ready()

@@ -189,7 +189,7 @@ pub async fn serve_with_limits(
     let router = builder
         .layer(trace)
         .layer(crate::metrics::MetricsLayer)
-        .layer(crate::closing::ClosingLayer::new(closed_rx))
+        .layer(crate::closing::layer(closed_rx))
         .layer(limit)
         .add_routes(routes);
     let stopped = async move {
