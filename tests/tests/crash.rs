@@ -518,7 +518,11 @@ async fn check(
             format!("{at}: verified {} of {} models", results.len(), ready.len())
         });
     }
-    // 5. No temp or staging files once recovery is done.
+    // 5. No temp or staging files once recovery is done. The mapper may still be catching up
+    // with the feed (writing a link or the YAML right now, a temp file of its own): wait first.
+    let mapper_caught_up = pumas_e2e::library::mapper_caught_up(&suite.index, &suite.mapper)
+        .await
+        .is_ok();
     let mut temps = Vec::new();
     temp_files(&suite.root(), &mut temps);
     for root in app_roots {
@@ -538,10 +542,7 @@ async fn check(
     });
 
     // Links the mapper made resolve into the library (once it has caught up).
-    if pumas_e2e::library::mapper_caught_up(&suite.index, &suite.mapper)
-        .await
-        .is_ok()
-    {
+    if mapper_caught_up {
         let mut dangling = Vec::new();
         let mut seen = BTreeSet::new();
         links(&app_roots[1], &mut dangling, &mut seen);
