@@ -128,14 +128,14 @@ impl IndexService for IndexApi {
         let r = request.into_inner();
         let limit = page_size(r.page_size)?;
         let filter = convert::filter(r.filter.as_ref())?;
-        let fts = crate::query::to_fts(&r.query).map_err(|reason| IndexError::invalid("query", reason))?;
-        let order = convert::order(r.order_by, fts.is_some())?;
-        let qhash = paging::query_hash(&("search", &fts, &filter, order));
+        let query = crate::query::parse(&r.query).map_err(|reason| IndexError::invalid("query", reason))?;
+        let order = convert::order(r.order_by, query.is_some())?;
+        let qhash = paging::query_hash(&("search", &query, &filter, order));
         let after = paging::decode(&r.page_token, &qhash)?;
         let page = self
             .library
             .store()
-            .page(fts.as_deref(), &filter, order, &after, limit)
+            .page(query.as_ref(), &filter, order, &after, limit)
             .await?;
         Ok(Response::new(SearchModelsResponse {
             hits: page

@@ -10,7 +10,7 @@ use crate::store::After;
 struct Token {
     /// Hash of the query, filters and order.
     q: String,
-    /// Cursor kind: t(ext), i(nt), s(core).
+    /// Cursor kind: t(ext), i(nt), k (relevance score and rowid).
     k: char,
     /// Cursor value.
     v: String,
@@ -30,8 +30,7 @@ pub fn encode(after: &After, query: &str) -> String {
         After::Start => return String::new(),
         After::Text(v, id) => ('t', v.clone(), id.clone()),
         After::Int(v, id) => ('i', v.to_string(), id.clone()),
-        After::Score(v, id) => ('s', format!("{:e}", v), id.clone()),
-        After::Tier(tier, rowid) => ('r', format!("{tier}:{rowid}"), String::new()),
+        After::Ranked(score, rowid) => ('k', format!("{score:e}"), rowid.to_string()),
     };
     let json = serde_json::to_vec(&Token {
         q: query.to_owned(),
@@ -76,20 +75,13 @@ pub fn decode(token: &str, query: &str) -> Result<After, IndexError> {
     Ok(match t.k {
         't' => After::Text(t.v, t.id),
         'i' => After::Int(t.v.parse().map_err(|_| bad())?, t.id),
-        's' => After::Score(
+        'k' => After::Ranked(
             t.v.parse::<f64>()
                 .ok()
                 .filter(|s| s.is_finite())
                 .ok_or_else(bad)?,
-            t.id,
+            t.id.parse().map_err(|_| bad())?,
         ),
-        'r' => {
-            let (tier, rowid) = t.v.split_once(':').ok_or_else(bad)?;
-            After::Tier(
-                tier.parse().map_err(|_| bad())?,
-                rowid.parse().map_err(|_| bad())?,
-            )
-        }
         _ => return Err(bad()),
     })
 }
@@ -100,7 +92,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_refusal() {
-        let after = After::Score(-1.25e-6, "lora/sdxl/x".to_owned());
+        let after = After::Ranked(12.625, 4242);
         let token = encode(&after, "abc");
         assert_eq!(decode(&token, "abc").ok(), Some(after));
         assert!(decode(&token, "other").is_err());

@@ -3,8 +3,37 @@
 //! `-word`. Nothing the user types reaches FTS5 unquoted, so no input can inject syntax; what
 //! cannot be understood is an error naming the problem.
 
+/// A parsed query: models matching any group.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Query {
+    /// Alternatives (`OR`).
+    pub groups: Vec<Group>,
+}
+
+/// Models matching every positive phrase of the group and none of its negated ones.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Group {
+    /// Phrases, each negated (`NOT x`, `-x`) or not.
+    pub terms: Vec<(bool, Phrase)>,
+}
+
+/// Words that must appear in this order; the last one matches as a prefix when `prefix`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Phrase {
+    /// The words, as the tokenizer splits them.
+    pub words: Vec<String>,
+    /// Whether the last word is a prefix.
+    pub prefix: bool,
+}
+
 /// Turns a query into an FTS5 MATCH expression; `None` for an empty query.
 pub fn to_fts(query: &str) -> Result<Option<String>, String> {
+    Ok(parse(query)?.map(|q| q.to_fts()))
+}
+
+/// Parses what the user typed; `None` for an empty query, an error naming the problem for a
+/// malformed one.
+pub fn parse(query: &str) -> Result<Option<Query>, String> {
     let query = query.trim_start();
     let typing = !query.ends_with(char::is_whitespace);
     let mut terms: Vec<Term> = Vec::new();
@@ -91,39 +120,66 @@ pub fn to_fts(query: &str) -> Result<Option<String>, String> {
     {
         *prefix = true;
     }
-    let mut out = String::new();
     let mut expect_term = true;
     for (i, term) in terms.iter().enumerate() {
-        match term {
-            Term::Words { words, prefix, .. } => {
-                if !expect_term {
-                    out.push(' ');
-                }
-                out.push('"');
-                out.push_str(&words.join(" "));
-                out.push('"');
-                if *prefix {
-                    out.push('*');
-                }
-                expect_term = false;
-            }
-            op => {
-                let name = match op {
-                    Term::Or => "OR",
-                    Term::And => "AND",
-                    _ => "NOT",
-                };
-                if expect_term || i + 1 == terms.len() {
-                    return Err(format!("`{name}` must stand between two search terms"));
-                }
-                out.push(' ');
-                out.push_str(name);
-                out.push(' ');
-                expect_term = true;
+        if !matches!(term, Term::Words { .. }) {
+            let name = match term {
+                Term::Or => "OR",
+                Term::And => "AND",
+                _ => "NOT",
+            };
+            if expect_term || i + 1 == terms.len() {
+                return Err(format!("`{name}` must stand between two search terms"));
             }
         }
+        expect_term = !matches!(term, Term::Words { .. });
     }
-    Ok((!out.is_empty()).then_some(out))
+    let mut groups = vec![Group { terms: Vec::new() }];
+    let mut negate = false;
+    for term in terms {
+        match term {
+            Term::Words { words, prefix, .. } => {
+                if let Some(group) = groups.last_mut() {
+                    group.terms.push((negate, Phrase { words, prefix }));
+                }
+                negate = false;
+            }
+            Term::Or => groups.push(Group { terms: Vec::new() }),
+            Term::And => {}
+            Term::Not => negate = true,
+        }
+    }
+    groups.retain(|g| !g.terms.is_empty());
+    Ok((!groups.is_empty()).then_some(Query { groups }))
+}
+
+impl Query {
+    /// The FTS5 MATCH expression: every phrase quoted, so nothing typed is FTS5 syntax.
+    pub fn to_fts(&self) -> String {
+        let phrase = |p: &Phrase| format!("\"{}\"{}", p.words.join(" "), if p.prefix { "*" } else { "" });
+        let several = self.groups.len() > 1;
+        let groups: Vec<String> = self
+            .groups
+            .iter()
+            .map(|g| {
+                let positive: Vec<String> = g.terms.iter().filter(|t| !t.0).map(|t| phrase(&t.1)).collect();
+                let negative: Vec<String> = g.terms.iter().filter(|t| t.0).map(|t| phrase(&t.1)).collect();
+                let mut text = positive.join(" ");
+                if positive.len() > 1 && (several || !negative.is_empty()) {
+                    text = format!("({text})");
+                }
+                for n in negative {
+                    text.push_str(" NOT ");
+                    text.push_str(&n);
+                }
+                if several && g.terms.len() > 1 {
+                    text = format!("({text})");
+                }
+                text
+            })
+            .collect();
+        groups.join(" OR ")
+    }
 }
 
 enum Term {

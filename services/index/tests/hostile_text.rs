@@ -58,17 +58,17 @@ fn query() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(10_000))]
 
-    /// Every expression the builder makes is one FTS5 runs (relevance, streamed and sorted
-    /// plans alike); what it refuses is refused with a reason.
+    /// Every query the parser accepts runs, in the ranking index (relevance) and as FTS5
+    /// (sorted); what it refuses is refused with a reason.
     #[test]
     fn every_built_query_runs(q in query()) {
         let (runtime, library, _) = library();
-        match pumas_index::query::to_fts(&q) {
+        match pumas_index::query::parse(&q) {
             Ok(None) => {}
-            Ok(Some(expr)) => {
+            Ok(Some(parsed)) => {
                 for order in [Order::Relevance, Order::Name] {
-                    let page = runtime.block_on(library.store().page(Some(&expr), &Filter::default(), order, &After::Start, 20));
-                    prop_assert!(page.is_ok(), "{q:?} -> {expr:?}: {:?}", page.err());
+                    let page = runtime.block_on(library.store().page(Some(&parsed), &Filter::default(), order, &After::Start, 20));
+                    prop_assert!(page.is_ok(), "{q:?} -> {:?}: {:?}", parsed.to_fts(), page.err());
                 }
             }
             Err(reason) => prop_assert!(!reason.is_empty()),

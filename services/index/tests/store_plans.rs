@@ -1,10 +1,16 @@
-//! Both query plans of the store (exact sort/rank up to SORT_PLAN_MAX matches, streaming above
-//! it) return every match exactly once across pages, in their documented order.
+//! The store's plans (relevance from the ranking index; sorted exactly up to SORT_PLAN_MAX
+//! matches, streaming above it) return every match exactly once across pages, in their
+//! documented order, and a relevance page is the exact BM25 top.
 
 use std::collections::BTreeSet;
 
 use pumas_index::metadata::{Detection, FileEntry, Metadata, SCHEMA_VERSION, Source};
-use pumas_index::store::{After, COUNT_CAP, Filter, Order, Record, SORT_PLAN_MAX, Store};
+use pumas_index::query::{Query, parse};
+use pumas_index::store::{After, COUNT_CAP, Filter, Hit, Order, Record, SORT_PLAN_MAX, Store};
+
+fn q(text: &str) -> Query {
+    parse(text).expect("parses").expect("not empty")
+}
 
 fn record(i: usize) -> Record {
     // Every model mentions "alpha" somewhere; every third has it in its name.
@@ -59,7 +65,7 @@ fn record(i: usize) -> Record {
 
 async fn all_pages(
     store: &Store,
-    fts: Option<&str>,
+    query: Option<&Query>,
     filter: &Filter,
     order: Order,
 ) -> (Vec<(String, f64)>, u64) {
@@ -67,7 +73,7 @@ async fn all_pages(
     let mut seen = Vec::new();
     let mut total;
     loop {
-        let page = store.page(fts, filter, order, &after, 97).await.expect("page");
+        let page = store.page(query, filter, order, &after, 97).await.expect("page");
         total = page.total;
         seen.extend(page.rows.iter().map(|(r, s)| (r.metadata.id.clone(), *s)));
         match &page.next {
@@ -92,8 +98,8 @@ async fn exact_and_streaming_plans_page_completely() {
     let records: Vec<Record> = (0..n).map(record).collect();
     store.upsert_many(&records).await.expect("insert");
 
-    // Streaming relevance: all n match, name matches (every third) come first.
-    let (seen, total) = all_pages(&store, Some("\"alpha\""), &Filter::default(), Order::Relevance).await;
+    // Relevance over every model: all n match, name matches (every third) come first.
+    let (seen, total) = all_pages(&store, Some(&q("alpha ")), &Filter::default(), Order::Relevance).await;
     assert_eq!(total, COUNT_CAP, "counting stops at the cap");
     assert_unique(&seen, n as u64);
     let name_hits = n.div_ceil(3);
@@ -105,10 +111,10 @@ async fn exact_and_streaming_plans_page_completely() {
     );
     assert!(seen[..name_hits].iter().all(|(_, s)| *s > seen[name_hits].1));
 
-    // Exact ranking: a query with few matches (only names with "alpha" and a 000 suffix).
+    // Two words and a filter.
     let (seen, total) = all_pages(
         &store,
-        Some("\"alpha\" \"model\""),
+        Some(&q("alpha model ")),
         &Filter {
             tags: vec!["favourite".into()],
             ..Default::default()
@@ -148,7 +154,7 @@ async fn exact_and_streaming_plans_page_completely() {
     };
     assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "largest first");
     // Search with an explicit order streams too.
-    let (seen, _) = all_pages(&store, Some("\"alpha\""), &Filter::default(), Order::AddedDesc).await;
+    let (seen, _) = all_pages(&store, Some(&q("alpha ")), &Filter::default(), Order::AddedDesc).await;
     assert_unique(&seen, n as u64);
     store.close().await;
 }
@@ -162,7 +168,8 @@ async fn a_repeated_page_comes_from_the_cache_until_a_write_changes_the_models()
         .await
         .expect("insert");
     let (filter, start) = (Filter::default(), After::Start);
-    let ask = || store.page(Some("\"alpha\""), &filter, Order::Relevance, &start, 50);
+    let query = q("alpha ");
+    let ask = || store.page(Some(&query), &filter, Order::Relevance, &start, 50);
     let first = ask().await.expect("page");
     let again = ask().await.expect("page");
     assert!(
@@ -179,4 +186,159 @@ async fn a_repeated_page_comes_from_the_cache_until_a_write_changes_the_models()
     // A removal too.
     assert!(store.remove("lora/sdxl/m00012").await.expect("remove"));
     assert_eq!(ask().await.expect("page").total, 10);
+}
+
+/// A model of the catalog's shape with text of varied length, so scores differ.
+fn catalog_record(i: usize) -> Record {
+    const FAMILIES: [&str; 6] = ["Llama", "Mistral", "Qwen", "Gemma", "Phi", "Baichuan"];
+    const VARIANTS: [&str; 4] = ["Instruct", "Base", "Chat", "Coder"];
+    const TYPES: [&str; 4] = ["llm", "llm", "diffusion", "embedding"];
+    let mut seed = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = |n: usize| {
+        seed ^= seed >> 29;
+        seed = seed.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        (seed >> 33) as usize % n
+    };
+    let family = FAMILIES[next(FAMILIES.len())];
+    let variant = VARIANTS[next(VARIANTS.len())];
+    let model_type = TYPES[next(TYPES.len())];
+    let mut r = record(i);
+    let m = &mut r.metadata;
+    m.display_name = format!("{family}-{variant}-{}B-Q4_K_M-{i:06}", 1 + next(70));
+    m.id = format!("{model_type}/{}/m{i:06}", family.to_lowercase());
+    m.model_type = model_type.to_owned();
+    m.family = family.to_lowercase();
+    m.tags = vec![variant.to_lowercase(), "q4_k_m".to_owned()];
+    let filler = ["weights", "trained", "instruct", "tuned", "chat", "model"];
+    m.description = (0..next(12))
+        .map(|_| filler[next(filler.len())])
+        .collect::<Vec<_>>()
+        .join(" ");
+    r
+}
+
+/// Pages of the pruned top-k (block-max WAND) against every match scored without pruning:
+/// the same hits, scores and order, for single words, several words, prefixes, OR, NOT and
+/// filters, on an index of several segments with deleted documents.
+#[tokio::test]
+async fn a_relevance_page_is_the_exact_bm25_top_of_every_match() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("models.db")).await.expect("open");
+    let n = 6_000;
+    for batch in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        let records: Vec<Record> = batch.iter().map(|&i| catalog_record(i)).collect();
+        store.upsert_many(&records).await.expect("insert");
+    }
+    // Rewrites and removals leave deleted documents behind in the segments.
+    let rewritten: Vec<Record> = (0..n)
+        .step_by(17)
+        .map(|i| {
+            let mut r = catalog_record(i);
+            r.metadata.description.push_str(" instruct instruct");
+            r
+        })
+        .collect();
+    store.upsert_many(&rewritten).await.expect("rewrite");
+    for i in (5..n).step_by(101) {
+        store
+            .remove(&catalog_record(i).metadata.id)
+            .await
+            .expect("remove");
+    }
+
+    let llm = Filter {
+        types: vec!["llm".into()],
+        ..Default::default()
+    };
+    let cases: [(&str, Filter); 8] = [
+        ("instruct ", Filter::default()),
+        ("mistral instruct ", Filter::default()),
+        ("instr", Filter::default()),
+        ("llama OR qwen ", Filter::default()),
+        ("q4_k_m instruct ", Filter::default()),
+        ("instruct -mistral ", Filter::default()),
+        ("instruct ", llm.clone()),
+        (
+            "chat ",
+            Filter {
+                tags: vec!["chat".into()],
+                min_size: Some(1_000),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (text, filter) in cases {
+        let query = q(text);
+        let exact = store.ranking().exhaustive(&query, &filter).expect("exhaustive");
+        assert!(exact.len() > 100, "{text:?} is broad: {} matches", exact.len());
+        assert!(
+            exact.windows(2).any(|w| w[0].score != w[1].score),
+            "{text:?}: scores differ"
+        );
+        // Scores are compared within 1e-4: a sum of column scores differs in its last bits
+        // with the order it is added in, and pruning adds in another order.
+        let exact_score: std::collections::HashMap<u64, f32> =
+            exact.iter().map(|h| (h.rowid, h.score)).collect();
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * b.abs().max(1.0);
+        let mut after: Option<Hit> = None;
+        let mut seen: BTreeSet<u64> = BTreeSet::new();
+        for page in 0..5 {
+            let (hits, total) = store
+                .ranking()
+                .top(&query, &filter, after, 20, COUNT_CAP)
+                .expect("top");
+            assert_eq!(
+                total,
+                COUNT_CAP.min(exact.len() as u64),
+                "{text:?}: counting stops at the cap"
+            );
+            assert_eq!(hits.len(), 20);
+            for (at, hit) in hits.iter().enumerate() {
+                let rank = page * 20 + at;
+                assert!(seen.insert(hit.rowid), "{text:?}: {hit:?} on two pages");
+                assert!(
+                    close(exact_score[&hit.rowid], hit.score) && close(hit.score, exact[rank].score),
+                    "{text:?}, rank {rank}: {hit:?}, exact {:?}",
+                    exact[rank]
+                );
+            }
+            // Every match scoring above this page's last is on this page or an earlier one.
+            let last = hits[19].score;
+            for h in exact
+                .iter()
+                .take_while(|h| h.score > last && !close(h.score, last))
+            {
+                assert!(
+                    seen.contains(&h.rowid),
+                    "{text:?}: {h:?} is missing by page {page}"
+                );
+            }
+            after = hits.last().copied();
+        }
+        // Through the store: the first page's scores are the exact top's.
+        let first = store
+            .page(Some(&query), &filter, Order::Relevance, &After::Start, 20)
+            .await
+            .expect("page");
+        for ((_, score), exact) in first.rows.iter().zip(&exact) {
+            assert!(
+                close(*score as f32, exact.score),
+                "{text:?}: {score} against {exact:?}"
+            );
+        }
+        // Every word of a multi-word query is in every hit; NOT words in none.
+        for (record, _) in &first.rows {
+            let m = &record.metadata;
+            let text_of = format!("{} {} {}", m.display_name, m.tags.join(" "), m.description).to_lowercase();
+            match text {
+                "mistral instruct " => assert!(text_of.contains("mistral") && text_of.contains("instruct")),
+                "instruct -mistral " => assert!(text_of.contains("instruct") && !text_of.contains("mistral")),
+                _ => {}
+            }
+            if !filter.types.is_empty() {
+                assert_eq!(m.model_type, "llm");
+            }
+        }
+    }
+    store.close().await;
 }

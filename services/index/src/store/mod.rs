@@ -11,6 +11,7 @@ mod hashes;
 mod holds;
 mod page_cache;
 mod pages;
+mod ranking;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -28,6 +29,8 @@ pub use changes::{Change, Pruned};
 pub use hashes::FileKey;
 use page_cache::PageCache;
 pub use pages::{After, COUNT_CAP, Filter, Order, Page, SORT_PLAN_MAX};
+use ranking::RankDoc;
+pub use ranking::{Hit, Ranking};
 
 /// A model as the index keeps it: the merged metadata and which fields the user overrode.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +51,11 @@ struct StoredRecord {
 pub struct Store {
     db: Db,
     pages: Arc<PageCache>,
+    /// Relevance ranking, derived from the models table and written in step with it.
+    ranking: Arc<Ranking>,
+    /// Held from a write's transaction until the ranking has it, so the ranking sees the
+    /// writes in the order models.db committed them.
+    write_order: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn migrator() -> Migrator {
@@ -83,10 +91,69 @@ impl Store {
             .run(db.write())
             .await
             .map_err(|e| IndexError::Internal(format!("migrating models.db: {e}")))?;
-        Ok(Self {
+        let ranking = Arc::new(Ranking::new().map_err(ranking_error)?);
+        let store = Self {
             db,
             pages: Arc::default(),
-        })
+            ranking,
+            write_order: Arc::default(),
+        };
+        store.load_ranking().await?;
+        Ok(store)
+    }
+
+    /// Builds the ranking index from every row of models.db.
+    async fn load_ranking(&self) -> Result<(), IndexError> {
+        use futures_util::TryStreamExt as _;
+        let started = std::time::Instant::now();
+        let mut rows = sqlx::query(
+            "SELECT rowid, id, model_type, family, format, state, total_size, has_binding, repo_id, tags_key,
+             fts_name, fts_family, fts_architecture, fts_tags, fts_description, fts_files, fts_repo FROM models",
+        )
+        .fetch(self.db.read());
+        let mut batch = Vec::with_capacity(2000);
+        let mut loaded = 0usize;
+        while let Some(row) = rows.try_next().await? {
+            let tags_key: String = row.get(9);
+            batch.push(RankDoc {
+                rowid: row.get(0),
+                id: row.get(1),
+                model_type: row.get(2),
+                family: row.get(3),
+                format: row.get(4),
+                state: row.get(5),
+                total_size: row.get::<i64, _>(6) as u64,
+                has_binding: row.get(7),
+                repo_id: row.get(8),
+                tags: tags_key
+                    .split('|')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                text: std::array::from_fn(|i| row.get(10 + i)),
+            });
+            if batch.len() == batch.capacity() {
+                loaded += batch.len();
+                self.ranking.load(&batch).map_err(ranking_error)?;
+                batch.clear();
+            }
+        }
+        loaded += batch.len();
+        self.ranking.load(&batch).map_err(ranking_error)?;
+        self.ranking.apply(&[], &[]).map_err(ranking_error)?;
+        if loaded > 0 {
+            tracing::info!(
+                models = loaded,
+                seconds = started.elapsed().as_secs_f64(),
+                "built the relevance index"
+            );
+        }
+        Ok(())
+    }
+
+    /// The relevance ranking.
+    pub fn ranking(&self) -> &Ranking {
+        &self.ranking
     }
 
     /// Closes the pool.
@@ -176,7 +243,9 @@ impl Store {
         digests.sort();
         digests.dedup();
 
+        let order = self.write_order.lock().await;
         let mut tx = self.db.begin_write().await?;
+        let mut rank_docs: Vec<RankDoc> = Vec::with_capacity(rows.len());
         // SQLite allows 32766 bound parameters: 18 per model row, 2 per tag/digest row.
         for chunk in rows.chunks(1000) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -207,9 +276,32 @@ impl Store {
                  has_binding = excluded.has_binding, tags_key = excluded.tags_key, record = excluded.record, fts_name = excluded.fts_name,
                  fts_family = excluded.fts_family, fts_architecture = excluded.fts_architecture,
                  fts_tags = excluded.fts_tags, fts_description = excluded.fts_description,
-                 fts_files = excluded.fts_files, fts_repo = excluded.fts_repo",
+                 fts_files = excluded.fts_files, fts_repo = excluded.fts_repo
+                 RETURNING rowid, id",
             );
-            qb.build().execute(&mut *tx).await?;
+            let written = qb.build().fetch_all(&mut *tx).await?;
+            let rowids: std::collections::HashMap<String, i64> =
+                written.iter().map(|r| (r.get(1), r.get(0))).collect();
+            for r in chunk {
+                rank_docs.push(RankDoc {
+                    rowid: rowids.get(&r.id).copied().unwrap_or_default(),
+                    id: r.id.clone(),
+                    model_type: r.model_type.clone(),
+                    family: r.family.clone(),
+                    format: r.format.clone(),
+                    state: r.state.clone(),
+                    tags: r
+                        .tags_key
+                        .split('|')
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    total_size: r.total_size as u64,
+                    has_binding: r.has_binding,
+                    repo_id: r.repo.clone(),
+                    text: r.fts.clone(),
+                });
+            }
             for table in ["model_tags", "model_digests", "model_bindings"] {
                 let mut del: QueryBuilder<Sqlite> =
                     QueryBuilder::new(format!("DELETE FROM {table} WHERE model_id IN ("));
@@ -238,16 +330,37 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.rank(rank_docs, Vec::new()).await;
+        drop(order);
         self.pages.invalidate();
         Ok(())
     }
 
+    /// Gives the ranking index what models.db just committed. A failure there is logged, not
+    /// returned: the write is done, and the next start rebuilds the ranking from models.db.
+    async fn rank(&self, upserts: Vec<RankDoc>, removed: Vec<String>) {
+        let ranking = Arc::clone(&self.ranking);
+        let done = tokio::task::spawn_blocking(move || ranking.apply(&upserts, &removed)).await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "the relevance index missed a write; a restart rebuilds it")
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "the relevance index missed a write; a restart rebuilds it")
+            }
+        }
+    }
+
     /// Removes a model (its tags, digests and FTS entry go with it); false when it was not there.
     pub async fn remove(&self, id: &str) -> Result<bool, IndexError> {
+        let order = self.write_order.lock().await;
         let done = sqlx::query("DELETE FROM models WHERE id = ?")
             .bind(id)
             .execute(self.db.write())
             .await?;
+        self.rank(Vec::new(), vec![id.to_owned()]).await;
+        drop(order);
         self.pages.invalidate();
         Ok(done.rows_affected() > 0)
     }
@@ -309,6 +422,10 @@ impl Store {
         .await?;
         rows.iter().map(|r| Self::decode(r.get::<&str, _>(0))).collect()
     }
+}
+
+fn ranking_error(err: tantivy::TantivyError) -> IndexError {
+    IndexError::Internal(format!("relevance index: {err}"))
 }
 
 /// One model row as `upsert_many` writes it.

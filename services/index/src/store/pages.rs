@@ -1,12 +1,14 @@
-//! Lists and searches: filters, sort orders, keyset paging, the exact and the streaming
-//! relevance plans, and the counts, answered through the page cache.
+//! Lists and searches: filters, sort orders, keyset paging and counts, answered through the
+//! page cache. Relevance comes from the ranking index ([`super::ranking`]); the other orders
+//! from models.db.
 
 use std::sync::Arc;
 
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{Record, Store};
+use super::{Hit, Record, Store};
 use crate::error::IndexError;
+use crate::query::Query;
 
 /// Filters of list and search (empty = no filter; lists match any of their values).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -53,14 +55,12 @@ pub enum After {
     Text(String, String),
     /// An integer sort key.
     Int(i64, String),
-    /// A score.
-    Score(f64, String),
-    /// A tier of the streaming relevance plan and the last rowid in it.
-    Tier(u8, i64),
+    /// A relevance score and the rowid of the last hit.
+    Ranked(f64, u64),
 }
 
-/// Up to this many matches, results are ranked or sorted exactly; above it, streamed in index
-/// order (see [`Store::page`]).
+/// Up to this many matches, a sorted list or search sorts them all; above it, it streams in
+/// index order (see [`Store::page`]).
 pub const SORT_PLAN_MAX: u64 = 500;
 /// Counting stops here: a page's `total` of `COUNT_CAP` means "more than SORT_PLAN_MAX".
 pub const COUNT_CAP: u64 = SORT_PLAN_MAX + 1;
@@ -151,23 +151,13 @@ impl Store {
                     .push_bind(id.clone())
                     .push("))");
             }
-            (Order::Relevance, After::Score(score, id)) => {
-                qb.push(" AND (score > ")
-                    .push_bind(*score)
-                    .push(" OR (score = ")
-                    .push_bind(*score)
-                    .push(" AND m.id > ")
-                    .push_bind(id.clone())
-                    .push("))");
-            }
             _ => {}
         }
     }
 
     fn order_by(order: Order) -> &'static str {
         match order {
-            Order::Relevance => " ORDER BY score, m.id",
-            Order::Name => " ORDER BY m.name_key, m.id",
+            Order::Name | Order::Relevance => " ORDER BY m.name_key, m.id",
             Order::SizeDesc => " ORDER BY m.total_size DESC, m.id",
             Order::AddedDesc => " ORDER BY m.added_ms DESC, m.id",
         }
@@ -211,80 +201,65 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// One page of models matching `filter`, or of FTS matches of `fts` when given.
+    /// One page of models matching `filter`, and `query` when given.
     ///
-    /// Two plans, picked by how many rows match. Up to [`SORT_PLAN_MAX`], all matches are ranked
-    /// (bm25) or sorted, exactly. Above it, sorting them all would cost more than the page is
-    /// worth, so the query streams in index order and stops at the page: lists walk the order
-    /// index testing filters; relevance search walks FTS matches in two tiers, models whose name
-    /// matches first, then the rest, each in library order.
+    /// By relevance, the ranking index answers the true top of any number of matches. In the
+    /// other orders, two plans, picked by how many rows match: up to [`SORT_PLAN_MAX`], all
+    /// matches are sorted exactly; above it, sorting them all would cost more than the page is
+    /// worth, so the query walks the order's index testing filters and stops at the page.
     pub async fn page(
         &self,
-        fts: Option<&str>,
+        query: Option<&Query>,
         filter: &Filter,
         order: Order,
         after: &After,
         limit: u32,
     ) -> Result<Arc<Page>, IndexError> {
-        let key = format!("{fts:?}|{filter:?}|{order:?}|{after:?}|{limit}");
+        let key = format!("{query:?}|{filter:?}|{order:?}|{after:?}|{limit}");
         let (generation, hit) = self.pages.get(&key);
         if let Some(page) = hit {
             return Ok(page);
         }
-        let page = Arc::new(self.page_uncached(fts, filter, order, after, limit).await?);
+        let page = Arc::new(self.page_uncached(query, filter, order, after, limit).await?);
         self.pages.put(generation, key, Arc::clone(&page));
         Ok(page)
     }
 
     async fn page_uncached(
         &self,
-        fts: Option<&str>,
+        query: Option<&Query>,
         filter: &Filter,
         order: Order,
         after: &After,
         limit: u32,
     ) -> Result<Page, IndexError> {
-        let order = if fts.is_none() && order == Order::Relevance {
+        if let Some(query) = query
+            && order == Order::Relevance
+        {
+            return self.ranked_page(query, filter, after, limit).await;
+        }
+        let order = if order == Order::Relevance {
             Order::Name
         } else {
             order
         };
+        let fts = query.map(Query::to_fts);
+        let fts = fts.as_deref();
         // One connection for the count and the page: no second trip through the pool.
         let mut conn = self.db.read().acquire().await?;
         let total = Self::count_matching(&mut conn, fts, filter).await?;
-        let tiered = fts.is_some() && order == Order::Relevance && total > SORT_PLAN_MAX;
-        if tiered || matches!(after, After::Tier(..)) {
-            return Self::tiered_page(&mut conn, fts.unwrap_or_default(), filter, after, limit, total).await;
-        }
         let stream = total > SORT_PLAN_MAX;
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("");
-        match fts {
-            Some(expr) if order == Order::Relevance => {
-                // Column weights: name 10, family 3, architecture 2, tags 4, description 1, files 2, repo 3.
-                qb.push(
-                    "SELECT * FROM (SELECT m.record, m.name_key, m.total_size, m.added_ms, m.id,
-                        bm25(models_fts, 10.0, 3.0, 2.0, 4.0, 1.0, 2.0, 3.0) AS score
-                     FROM models_fts f CROSS JOIN models m ON m.rowid = f.rowid WHERE models_fts MATCH ",
-                );
-                qb.push_bind(expr.to_owned());
-                Self::push_filter(&mut qb, filter, false);
-                qb.push(") m WHERE 1 = 1");
-            }
-            _ => {
-                qb.push(
-                    "SELECT m.record, m.name_key, m.total_size, m.added_ms, m.id, 0.0 AS score FROM models m",
-                );
-                if stream {
-                    qb.push(format!(" INDEXED BY {}", Self::order_index(order)));
-                }
-                qb.push(" WHERE 1 = 1");
-                Self::push_filter(&mut qb, filter, !stream);
-                if let Some(expr) = fts {
-                    qb.push(" AND m.rowid IN (SELECT rowid FROM models_fts WHERE models_fts MATCH ");
-                    qb.push_bind(expr.to_owned());
-                    qb.push(")");
-                }
-            }
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT m.record, m.name_key, m.total_size, m.added_ms, m.id FROM models m");
+        if stream {
+            qb.push(format!(" INDEXED BY {}", Self::order_index(order)));
+        }
+        qb.push(" WHERE 1 = 1");
+        Self::push_filter(&mut qb, filter, !stream);
+        if let Some(expr) = fts {
+            qb.push(" AND m.rowid IN (SELECT rowid FROM models_fts WHERE models_fts MATCH ");
+            qb.push_bind(expr.to_owned());
+            qb.push(")");
         }
         Self::push_keyset(&mut qb, order, after);
         qb.push(Self::order_by(order));
@@ -299,15 +274,13 @@ impl Store {
             let json = row.get::<&str, _>(0);
             bytes += json.len();
             let record = Self::decode(json)?;
-            let score: f64 = row.get(5);
             let id: String = row.get(4);
             next = Some(match order {
-                Order::Relevance => After::Score(score, id),
-                Order::Name => After::Text(row.get(1), id),
+                Order::Name | Order::Relevance => After::Text(row.get(1), id),
                 Order::SizeDesc => After::Int(row.get(2), id),
                 Order::AddedDesc => After::Int(row.get(3), id),
             });
-            out.push((record, -score));
+            out.push((record, 0.0));
         }
         Ok(Page {
             rows: out,
@@ -317,66 +290,63 @@ impl Store {
         })
     }
 
-    /// The streaming relevance plan: name matches, then other matches, each in rowid order.
-    async fn tiered_page(
-        conn: &mut sqlx::SqliteConnection,
-        expr: &str,
+    /// A page by relevance: the ranking index's top hits after `after`, read back from
+    /// models.db in one query.
+    async fn ranked_page(
+        &self,
+        query: &Query,
         filter: &Filter,
         after: &After,
         limit: u32,
-        total: u64,
     ) -> Result<Page, IndexError> {
-        let (mut tier, mut rowid) = match after {
-            After::Tier(tier, rowid) => (*tier, *rowid),
-            _ => (0, 0),
-        };
-        let tier_exprs = [
-            format!("fts_name : ({expr})"),
-            format!("({expr}) NOT fts_name : ({expr})"),
-        ];
-        let mut out = Vec::new();
-        let mut next = None;
-        let mut bytes = 0;
-        while tier < 2 && out.len() <= limit as usize {
-            let want = i64::from(limit) + 1 - out.len() as i64;
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT m.record, f.rowid FROM models_fts f CROSS JOIN models m ON m.rowid = f.rowid WHERE models_fts MATCH ",
-            );
-            qb.push_bind(tier_exprs[tier as usize].clone());
-            Self::push_filter(&mut qb, filter, false);
-            qb.push(" AND f.rowid > ").push_bind(rowid);
-            qb.push(" ORDER BY f.rowid LIMIT ").push_bind(want);
-            let rows = qb.build().fetch_all(&mut *conn).await.map_err(fts_error)?;
-            let exhausted = (rows.len() as i64) < want;
-            for row in rows {
-                if out.len() == limit as usize {
-                    // One more row exists: the page ends at the previous one.
-                    return Ok(Page {
-                        rows: out,
-                        next,
-                        total,
-                        bytes,
-                    });
-                }
-                let json = row.get::<&str, _>(0);
-                bytes += json.len();
-                let record = Self::decode(json)?;
-                let r: i64 = row.get(1);
-                next = Some(After::Tier(tier, r));
-                // Reported score: name matches above the rest.
-                out.push((record, f64::from(2 - tier)));
+        let after = match after {
+            After::Start => None,
+            After::Ranked(score, rowid) => Some(Hit {
+                score: *score as f32,
+                rowid: *rowid,
+            }),
+            _ => {
+                return Err(IndexError::invalid(
+                    "page_token",
+                    "belongs to another order; send the same request as the first page, or start again without a token",
+                ));
             }
-            if exhausted {
-                tier += 1;
-                rowid = 0;
-            } else {
-                break;
+        };
+        let (hits, total) = self
+            .ranking
+            .top(query, filter, after, limit as usize + 1, COUNT_CAP)
+            .map_err(|e| IndexError::Internal(format!("relevance index: {e}")))?;
+        let more = hits.len() > limit as usize;
+        let hits = &hits[..hits.len().min(limit as usize)];
+        let mut records: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+        if !hits.is_empty() {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT rowid, record FROM models WHERE rowid IN (");
+            let mut list = qb.separated(", ");
+            for hit in hits {
+                list.push_bind(hit.rowid as i64);
+            }
+            list.push_unseparated(")");
+            for row in qb.build().fetch_all(self.db.read()).await? {
+                records.insert(row.get(0), row.get(1));
             }
         }
-        let more = tier < 2 && out.len() == limit as usize;
+        let mut out = Vec::with_capacity(hits.len());
+        let mut bytes = 0;
+        for hit in hits {
+            // A hit whose row is gone was removed between the two reads: skip it.
+            if let Some(json) = records.get(&(hit.rowid as i64)) {
+                bytes += json.len();
+                out.push((Self::decode(json)?, f64::from(hit.score)));
+            }
+        }
+        let next = hits
+            .last()
+            .filter(|_| more)
+            .map(|h| After::Ranked(f64::from(h.score), h.rowid));
         Ok(Page {
             rows: out,
-            next: if more { next } else { None },
+            next,
             total,
             bytes,
         })
