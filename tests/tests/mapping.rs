@@ -706,12 +706,20 @@ async fn a_mapper_behind_the_retained_change_feed_gets_out_of_range_and_maps_eve
         let mut index = index.clone();
         async move {
             write_lora(&p, seed)?;
-            index
+            let started = index
                 .import_models(ImportModelsRequest {
                     paths: vec![p.display().to_string()],
                     ..Default::default()
                 })
-                .await?;
+                .await?
+                .into_inner();
+            // Its change events are in the feed once the job has ended.
+            let job_id = started.job.and_then(|j| j.status).context("job")?.job_id;
+            let mut stream = index
+                .watch_job(pumas_proto::index::v1::WatchJobRequest { job_id })
+                .await?
+                .into_inner();
+            while stream.message().await?.is_some() {}
             anyhow::Ok(())
         }
     };

@@ -98,21 +98,28 @@ pub async fn open_reporting(
             }
         });
     }
+    // The first pruning runs before the library serves, so a feed reader that comes back after
+    // a restart meets the floor it will keep meeting (OUT_OF_RANGE), not a feed pruned under it.
+    say("pruning by retention".to_owned());
+    prune(&library).await;
     spawn_pruning(&library);
     Ok(library)
 }
 
-/// Prunes now and then every [`PRUNE_INTERVAL`], until the library is dropped.
+async fn prune(library: &Library) {
+    if let Err(err) = retention::prune(library.store(), library.policy.retention).await {
+        tracing::warn!(error = %err, "pruning by retention failed; trying again in an hour");
+    }
+}
+
+/// Prunes every [`PRUNE_INTERVAL`], until the library is dropped.
 fn spawn_pruning(library: &Arc<Library>) {
     let weak: Weak<Library> = Arc::downgrade(library);
     tokio::spawn(async move {
         loop {
-            let Some(library) = weak.upgrade() else { return };
-            if let Err(err) = retention::prune(library.store(), library.policy.retention).await {
-                tracing::warn!(error = %err, "pruning by retention failed; trying again in an hour");
-            }
-            drop(library);
             tokio::time::sleep(PRUNE_INTERVAL).await;
+            let Some(library) = weak.upgrade() else { return };
+            prune(&library).await;
         }
     });
 }
