@@ -275,6 +275,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             broad.push(format!("{f} {v}"));
         }
     }
+    // One broad word, in ways of writing it that the page cache keys apart and the search does
+    // not (letter case): every call ranks the same ~30,000 matches afresh.
+    let one_word: Vec<String> = (0..128u32)
+        .map(|bits| {
+            "instruct "
+                .chars()
+                .enumerate()
+                .map(|(i, c)| if bits >> (i % 8) & 1 == 1 { c.to_ascii_uppercase() } else { c })
+                .collect()
+        })
+        .collect();
     let broad_100: Vec<String> = CATALOG_FAMILIES
         .iter()
         .flat_map(|f| CATALOG_SIZES.iter().map(move |s| format!("{f} {s}")))
@@ -293,6 +304,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ("exact name (1 match)", names.clone(), 20),
         ("serial, a rare word (1 match)", serials, 20),
         ("miss (0 matches)", misses, 20),
+        ("broad: one word, `instruct` (about 30,000 matches)", one_word.clone(), 20),
+        ("broad: one word, `instruct`, page 100", one_word, 100),
         ("broad: family + variant (about 3,000 matches)", broad, 20),
         ("broad: family + size (about 1,100 matches)", broad_100, 100),
         (

@@ -5,8 +5,11 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import time
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PROTO_DIR = REPO / "proto"
@@ -44,6 +47,23 @@ def pumas_bin() -> str:
     if not os.path.exists(binary):
         pytest.fail(f"pumas binary not found at {binary}; build it with `cargo build -p pumas`")
     return binary
+
+
+def wait_serving(address, service, timeout=30.0):
+    """Waits until `service` at `address` says SERVING on gRPC health (a backend listens before
+    it is ready, and answers UNAVAILABLE until then)."""
+    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
+            if last == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError as err:  # not up yet
+            last = err.code()
+        time.sleep(0.05)
+    pytest.fail(f"{service} at {address} not SERVING after {timeout}s (last: {last})")
 
 
 class Suite:

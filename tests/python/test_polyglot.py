@@ -1,32 +1,16 @@
 """A Python client drives the suite through stubs generated from proto/ with grpcio-tools:
 health, reflection (what grpcurl does), GetServiceInfo on every service, and rich error details."""
 
-import time
-
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.rpc import error_details_pb2
 
+from conftest import wait_serving
+
 GATEWAY = "pumas.gateway.v1.ModelLibraryService"
-
-
-def wait_serving(address, service, timeout=30.0):
-    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
-            if last == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError as err:  # not up yet
-            last = err.code()
-        time.sleep(0.05)
-    pytest.fail(f"{service} at {address} not SERVING after {timeout}s (last: {last})")
 
 
 def test_health_per_service(suite):

@@ -7,7 +7,7 @@ import subprocess
 import grpc
 import pytest
 
-from conftest import pumas_bin
+from conftest import pumas_bin, wait_serving
 
 TOKEN = "py-s3cret"
 
@@ -37,6 +37,8 @@ def serve(role: str, args: list, log: pathlib.Path) -> tuple:
 def tls_gateway(tmp_path):
     certs = make_certs(tmp_path / "certs")
     index, index_addr = serve("index", ["--data-root", str(tmp_path / "root")], tmp_path / "index.log")
+    # The index listens at once and answers UNAVAILABLE while it opens models.db.
+    wait_serving(index_addr, "pumas.index.v1.IndexService")
     gateway, gateway_addr = serve(
         "gateway",
         [
