@@ -492,6 +492,7 @@ pub async fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
             model_id: args.model_id.clone(),
             platform_context: Some(platform_context),
             backend_key: args.backend.clone(),
+            expected_dependency_contract_version: Some(pumas_proto::DEPENDENCY_CONTRACT_VERSION),
         })
         .await
         .map_err(explain)?
@@ -519,7 +520,12 @@ pub async fn resolve(args: ResolveArgs) -> anyhow::Result<ExitCode> {
         r.dependency_contract_version
     );
     println!("state: {}", label(r.validation_state));
-    for e in &r.validation_errors {
+    // The top level repeats the groups' errors; they are shown under their group.
+    for e in r
+        .validation_errors
+        .iter()
+        .filter(|e| e.scope != pumas_proto::common::v1::ValidationScope::Binding as i32)
+    {
         println!("  error {}: {}", e.code, e.message);
     }
     for g in &r.groups {

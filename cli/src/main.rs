@@ -3,6 +3,7 @@
 
 mod apps;
 mod client;
+mod deps;
 mod downloads;
 mod library;
 mod up;
@@ -49,6 +50,22 @@ enum Command {
     Reindex(library::ReindexArgs),
     /// What a model needs on a platform with a backend (exit 0 only when resolved).
     Resolve(library::ResolveArgs),
+    /// Dependency profiles: list, show, publish, delete.
+    Profiles {
+        #[command(subcommand)]
+        command: deps::ProfilesCommand,
+    },
+    /// Bind a model to a profile version for a backend (replaces the catalog's bindings).
+    Bind(deps::BindArgs),
+    /// Remove a binding you made.
+    Unbind(deps::UnbindArgs),
+    /// A model's dependency bindings in effect (yours and the catalog's), or every model's.
+    Bindings(deps::BindingsArgs),
+    /// Dependency checks: `pumas deps audit`.
+    Deps {
+        #[command(subcommand)]
+        command: deps::DepsCommand,
+    },
     /// The Hugging Face Hub.
     Hub {
         #[command(subcommand)]
@@ -178,6 +195,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(args) => library::rm(args).await,
         Command::Reindex(args) => library::reindex(args).await,
         Command::Resolve(args) => library::resolve(args).await,
+        Command::Profiles { command } => deps::profiles(command).await,
+        Command::Bind(args) => deps::bind(args).await,
+        Command::Unbind(args) => deps::unbind(args).await,
+        Command::Bindings(args) => deps::bindings(args).await,
+        Command::Deps { command } => deps::deps(command).await,
         Command::Hub { command } => downloads::hub(command).await,
         Command::Download(args) => downloads::download(args).await,
         Command::Downloads(args) => downloads::list(args).await,

@@ -41,7 +41,7 @@ impl GatewayApi {
         }
     }
 
-    fn index(&self) -> BackendClient<IndexClient> {
+    pub(crate) fn index(&self) -> BackendClient<IndexClient> {
         BackendClient::new("index", self.backends.index.clone())
     }
 
@@ -111,6 +111,11 @@ impl GatewayApi {
                             .model
                             .as_ref()
                             .is_some_and(|r| r.declares_no_dependencies),
+                        model_type: m
+                            .model
+                            .as_ref()
+                            .and_then(|r| pumas_proto::names::model_type(r.model_type))
+                            .unwrap_or("unknown"),
                         bindings: &m.bindings,
                         profiles: &profiles,
                     };
@@ -888,6 +893,7 @@ impl ModelLibraryService for GatewayApi {
         request: Request<ResolveModelDependencyRequirementsRequest>,
     ) -> Result<Response<ResolveModelDependencyRequirementsResponse>, Status> {
         let r = request.into_inner();
+        crate::dependencies::check_expected_version(r.expected_dependency_contract_version)?;
         let platform = crate::resolve::platform_key(r.platform_context.as_ref())
             .map_err(|(field, reason)| Status::from(ApiError::invalid(field, reason)))?;
         if r.model_id.is_empty() {
@@ -913,6 +919,7 @@ impl ModelLibraryService for GatewayApi {
         request: Request<BatchResolveModelDependencyRequirementsRequest>,
     ) -> Result<Response<BatchResolveModelDependencyRequirementsResponse>, Status> {
         let r = request.into_inner();
+        crate::dependencies::check_expected_version(r.expected_dependency_contract_version)?;
         let platform = crate::resolve::platform_key(r.platform_context.as_ref())
             .map_err(|(field, reason)| Status::from(ApiError::invalid(field, reason)))?;
         if r.model_ids.len() > 1000 {
@@ -923,5 +930,69 @@ impl ModelLibraryService for GatewayApi {
             items,
             dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn put_dependency_profile(
+        &self,
+        request: Request<PutDependencyProfileRequest>,
+    ) -> Result<Response<PutDependencyProfileResponse>, Status> {
+        self.put_profile(request.into_inner()).await.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(profile_id = %request.get_ref().profile_id))]
+    async fn get_dependency_profile(
+        &self,
+        request: Request<GetDependencyProfileRequest>,
+    ) -> Result<Response<GetDependencyProfileResponse>, Status> {
+        self.get_profile(request.into_inner()).await.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_dependency_profiles(
+        &self,
+        request: Request<ListDependencyProfilesRequest>,
+    ) -> Result<Response<ListDependencyProfilesResponse>, Status> {
+        self.list_profiles(request.into_inner()).await.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(profile_id = %request.get_ref().profile_id))]
+    async fn delete_dependency_profile(
+        &self,
+        request: Request<DeleteDependencyProfileRequest>,
+    ) -> Result<Response<DeleteDependencyProfileResponse>, Status> {
+        self.delete_profile(request.into_inner()).await.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn put_model_dependency_binding(
+        &self,
+        request: Request<PutModelDependencyBindingRequest>,
+    ) -> Result<Response<PutModelDependencyBindingResponse>, Status> {
+        self.put_binding(request.into_inner()).await.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
+    async fn list_model_dependency_bindings(
+        &self,
+        request: Request<ListModelDependencyBindingsRequest>,
+    ) -> Result<Response<ListModelDependencyBindingsResponse>, Status> {
+        self.list_bindings(request.into_inner()).await.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(binding_id = %request.get_ref().binding_id))]
+    async fn delete_model_dependency_binding(
+        &self,
+        request: Request<DeleteModelDependencyBindingRequest>,
+    ) -> Result<Response<DeleteModelDependencyBindingResponse>, Status> {
+        self.delete_binding(request.into_inner()).await.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn audit_dependencies(
+        &self,
+        _request: Request<AuditDependenciesRequest>,
+    ) -> Result<Response<AuditDependenciesResponse>, Status> {
+        self.audit().await.map(Response::new)
     }
 }

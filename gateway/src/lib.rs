@@ -7,6 +7,7 @@ mod api;
 pub mod auth;
 pub mod backends;
 pub mod config;
+mod dependencies;
 mod passthrough;
 pub mod resolve;
 

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use pumas_proto::DEPENDENCY_CONTRACT_VERSION;
 use pumas_proto::common::v1::{
-    DependencyBinding, DependencyProfile, ModelDependencyRequirements, PlatformContext, Requirement,
-    RequirementGroup, RequirementKind, ValidationError, ValidationScope, ValidationState,
+    BindingOrigin, DependencyBinding, DependencyProfile, ModelDependencyRequirements, PlatformContext,
+    Requirement, RequirementGroup, RequirementKind, ValidationError, ValidationScope, ValidationState,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -22,6 +22,105 @@ pub mod codes {
     pub const NO_MATCHING_VARIANT: &str = "no_matching_variant";
     pub const PROFILE_CONFLICT: &str = "profile_conflict";
     pub const NO_BINDINGS: &str = "no_bindings";
+    pub const MODALITY_RESOLUTION_UNKNOWN: &str = "modality_resolution_unknown";
+}
+
+/// What a model takes in or puts out, as far as the pin policy cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Modality {
+    /// Images (diffusion checkpoints and their parts, vision models): torchvision.
+    Image,
+    /// Audio: torchaudio.
+    Audio,
+    /// Text (LLMs, text embeddings, text encoders): torch alone.
+    Text,
+    /// Not known (the model's type is unknown).
+    Unknown,
+}
+
+impl Modality {
+    /// The modality of a model type name (`checkpoint`, `audio`, `llm`, ...).
+    pub fn of_model_type(model_type: &str) -> Self {
+        match model_type {
+            "checkpoint" | "diffusion_model" | "lora" | "vae" | "controlnet" | "embedding" | "upscaler"
+            | "clip_vision" | "vision" => Self::Image,
+            "audio" => Self::Audio,
+            "llm" | "text_embedding" | "text_encoder" => Self::Text,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// Its name in messages and audits.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Audio => "audio",
+            Self::Text => "text",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// A Python package name the standard way (PEP 503), as the index stores them.
+fn normalize(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut separator = false;
+    for c in name.trim().chars() {
+        if matches!(c, '-' | '_' | '.') {
+            separator = true;
+        } else {
+            if separator && !out.is_empty() {
+                out.push('-');
+            }
+            separator = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// What the pin policy finds wrong with one variant's requirements for a model of `modality`:
+/// packages that must be pinned exactly and are not (with why), and whether the modality is
+/// needed and unknown. The policy: a torch backend (`torch-*`) pins `torch`; on a torch
+/// backend, image models pin `torchvision` and audio models `torchaudio`; every package the
+/// profile lists in `required_packages` is pinned; no Python package goes unpinned.
+pub fn pin_policy(
+    requirements: &[Requirement],
+    backend: &str,
+    modality: Modality,
+    required_packages: &[String],
+) -> (Vec<(String, &'static str)>, bool) {
+    let pinned: std::collections::BTreeSet<String> = requirements
+        .iter()
+        .filter(|r| r.kind == RequirementKind::PythonPackage as i32 && !r.exact_pin.is_empty())
+        .map(|r| normalize(&r.name))
+        .collect();
+    let mut wanted: Vec<(String, &'static str)> = Vec::new();
+    let torch = backend.starts_with("torch-");
+    if torch {
+        wanted.push(("torch".to_owned(), "a torch backend needs it"));
+        match modality {
+            Modality::Image => wanted.push(("torchvision".to_owned(), "image models on torch need it")),
+            Modality::Audio => wanted.push(("torchaudio".to_owned(), "audio models on torch need it")),
+            Modality::Text | Modality::Unknown => {}
+        }
+    }
+    for name in required_packages {
+        wanted.push((normalize(name), "the profile requires it"));
+    }
+    for r in requirements {
+        if r.kind == RequirementKind::PythonPackage as i32 && r.exact_pin.is_empty() {
+            wanted.push((normalize(&r.name), "every Python package is pinned"));
+        }
+    }
+    let mut missing: Vec<(String, &'static str)> = Vec::new();
+    for (name, why) in wanted {
+        if !pinned.contains(&name) && !missing.iter().any(|(n, _)| *n == name) {
+            missing.push((name, why));
+        }
+    }
+    missing.sort();
+    (missing, torch && modality == Modality::Unknown)
 }
 
 fn part_ok(part: &str) -> bool {
@@ -174,6 +273,8 @@ pub struct Input<'a> {
     pub model_id: &'a str,
     /// The model declares it needs no bindings.
     pub declares_no_dependencies: bool,
+    /// Its model type name (`checkpoint`, `llm`, ...): the modality the pin policy needs.
+    pub model_type: &'a str,
     /// All its bindings.
     pub bindings: &'a [DependencyBinding],
     /// Profiles by `id@version` (only those that exist).
@@ -201,6 +302,8 @@ pub fn resolve(input: &Input<'_>, platform: &str, backend: &str) -> ModelDepende
         .filter(|b| {
             (backend.is_empty() || b.backend_key == backend)
                 && selector_matches(&b.platform_selector, platform)
+                && (b.origin != BindingOrigin::Catalog as i32
+                    || catalog_binding_fits(b, input.profiles, platform))
         })
         .collect();
     applicable.sort_by(|a, b| a.binding_id.cmp(&b.binding_id));
@@ -245,7 +348,12 @@ pub fn resolve(input: &Input<'_>, platform: &str, backend: &str) -> ModelDepende
 
     let mut state = ValidationState::Resolved;
     for b in applicable {
-        let group = resolve_binding(b, input.profiles, platform);
+        let group = resolve_binding(
+            b,
+            input.profiles,
+            platform,
+            Modality::of_model_type(input.model_type),
+        );
         state = worst(
             state,
             ValidationState::try_from(group.validation_state).unwrap_or(ValidationState::Resolved),
@@ -301,13 +409,42 @@ pub fn resolve(input: &Input<'_>, platform: &str, backend: &str) -> ModelDepende
         }
     }
     out.validation_state = state as i32;
+    // The top level says why too: the sorted, de-duplicated union of the groups' errors.
+    let mut union: Vec<ValidationError> = out
+        .groups
+        .iter()
+        .flat_map(|g| g.validation_errors.iter().cloned())
+        .collect();
+    union.sort_by(|a, b| {
+        (&a.code, &a.binding_id, &a.field, &a.message).cmp(&(&b.code, &b.binding_id, &b.field, &b.message))
+    });
+    union.dedup();
+    out.validation_errors.extend(union);
     out
+}
+
+/// A catalog binding covers every platform (`*`) for its backend; it applies only where its
+/// profile has a variant for that backend (torch-mps is no answer on Linux). A missing profile
+/// still applies, so that it shows as `unknown_profile`.
+fn catalog_binding_fits(
+    b: &DependencyBinding,
+    profiles: &BTreeMap<String, DependencyProfile>,
+    platform: &str,
+) -> bool {
+    profiles
+        .get(&format!("{}@{}", b.profile_id, b.profile_version))
+        .is_none_or(|p| {
+            p.variants
+                .iter()
+                .any(|v| v.backend_key == b.backend_key && selector_matches(&v.platform_selector, platform))
+        })
 }
 
 fn resolve_binding(
     b: &DependencyBinding,
     profiles: &BTreeMap<String, DependencyProfile>,
     platform: &str,
+    modality: Modality,
 ) -> RequirementGroup {
     let scope = ValidationScope::Binding;
     let mut group = RequirementGroup {
@@ -375,22 +512,42 @@ fn resolve_binding(
         .cloned()
         .collect();
     requirements.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-    let unpinned: Vec<&str> = requirements
-        .iter()
-        .filter(|r| r.kind == RequirementKind::PythonPackage as i32 && r.exact_pin.is_empty())
-        .map(|r| r.name.as_str())
-        .collect();
+    let (unpinned, modality_unknown) = pin_policy(
+        &requirements,
+        &b.backend_key,
+        modality,
+        &profile.required_packages,
+    );
     if !unpinned.is_empty() {
         group.validation_state = ValidationState::InvalidProfile as i32;
+        let named: Vec<String> = unpinned
+            .iter()
+            .map(|(name, why)| format!("{name} ({why})"))
+            .collect();
         group.validation_errors.push(error(
             codes::UNPINNED_DEPENDENCY,
             scope,
             &b.binding_id,
             "requirements",
             format!(
-                "no exact pin for: {} (pin them as ==<version> in the profile)",
-                unpinned.join(", ")
+                "no exact pin for: {} (pin them as ==<version> in profile {}@{}, backend {})",
+                named.join(", "),
+                profile.profile_id,
+                profile.version,
+                b.backend_key
             ),
+        ));
+    }
+    if modality_unknown {
+        group.validation_state = ValidationState::InvalidProfile as i32;
+        group.validation_errors.push(error(
+            codes::MODALITY_RESOLUTION_UNKNOWN,
+            scope,
+            &b.binding_id,
+            "model_type",
+            "the model's type is unknown, so whether it needs torchvision (images) or torchaudio \
+             (audio) on a torch backend cannot be told; set its type (UpdateModelMetadata, model_type)"
+                .to_owned(),
         ));
     }
     group.requirements = requirements;
@@ -480,7 +637,7 @@ mod tests {
             profile_version: version.into(),
             backend_key: "torch-cuda".into(),
             platform_selector: "linux-x86_64".into(),
-            active: None,
+            ..Default::default()
         }
     }
 
@@ -497,12 +654,86 @@ mod tests {
             &Input {
                 model_id: "m",
                 declares_no_dependencies: declares_none,
+                model_type: "llm",
                 bindings,
                 profiles: &map,
             },
             "linux-x86_64-cuda12",
             "torch-cuda",
         )
+    }
+
+    fn run_typed(model_type: &str, profile: &DependencyProfile) -> ModelDependencyRequirements {
+        let map = BTreeMap::from([(
+            format!("{}@{}", profile.profile_id, profile.version),
+            profile.clone(),
+        )]);
+        let bindings = [binding("b1", &profile.profile_id, &profile.version)];
+        resolve(
+            &Input {
+                model_id: "m",
+                declares_no_dependencies: false,
+                model_type,
+                bindings: &bindings,
+                profiles: &map,
+            },
+            "linux-x86_64-cuda12",
+            "torch-cuda",
+        )
+    }
+
+    #[test]
+    fn the_pin_policy_asks_torch_and_what_the_modality_needs() {
+        let torch_only = profile("p", "1", &[("torch", "==2.11.0"), ("diffusers", "==0.42.1")]);
+        // Text on torch: torch is enough.
+        assert_eq!(
+            run_typed("llm", &torch_only).validation_state,
+            ValidationState::Resolved as i32
+        );
+        // Images need torchvision, audio torchaudio; the top level says why.
+        for (model_type, missing) in [("checkpoint", "torchvision"), ("audio", "torchaudio")] {
+            let r = run_typed(model_type, &torch_only);
+            assert_eq!(
+                r.validation_state,
+                ValidationState::InvalidProfile as i32,
+                "{model_type}"
+            );
+            let e = &r.groups[0].validation_errors[0];
+            assert_eq!(e.code, codes::UNPINNED_DEPENDENCY);
+            assert!(e.message.contains(missing), "{}", e.message);
+            assert_eq!(
+                r.validation_errors, r.groups[0].validation_errors,
+                "top level = union"
+            );
+        }
+        let image = profile("p", "2", &[("torch", "==2.11.0"), ("torchvision", "==0.26.0")]);
+        assert_eq!(
+            run_typed("lora", &image).validation_state,
+            ValidationState::Resolved as i32
+        );
+        // No torch pin on a torch backend.
+        let no_torch = profile("p", "3", &[("diffusers", "==0.42.1")]);
+        let r = run_typed("llm", &no_torch);
+        assert!(
+            r.groups[0].validation_errors[0]
+                .message
+                .contains("torch (a torch backend needs it)")
+        );
+        // Unknown type: the modality cannot be told.
+        let r = run_typed("unknown", &image);
+        assert_eq!(
+            r.groups[0].validation_errors[0].code,
+            codes::MODALITY_RESOLUTION_UNKNOWN
+        );
+        // The profile's own required packages, names normalised.
+        let mut required = image.clone();
+        required.required_packages = vec!["Sentence_Transformers".into()];
+        let r = run_typed("lora", &required);
+        assert!(
+            r.groups[0].validation_errors[0]
+                .message
+                .contains("sentence-transformers")
+        );
     }
 
     #[test]

@@ -36,6 +36,13 @@ pub enum ApiError {
     /// The named resource exists already.
     #[error("{resource_type} `{name}` already exists")]
     AlreadyExists { resource_type: String, name: String },
+    /// The named resource exists already, with what to do instead.
+    #[error("{resource_type} `{name}` already exists: {help}")]
+    AlreadyExistsHelp {
+        resource_type: String,
+        name: String,
+        help: String,
+    },
     /// The system is not in the state the call needs. `kind` is a stable violation type.
     #[error("{message}")]
     FailedPrecondition {
@@ -128,7 +135,7 @@ impl ApiError {
         match self {
             Self::InvalidArgument { .. } => Code::InvalidArgument,
             Self::NotFound { .. } | Self::NotFoundHelp { .. } => Code::NotFound,
-            Self::AlreadyExists { .. } => Code::AlreadyExists,
+            Self::AlreadyExists { .. } | Self::AlreadyExistsHelp { .. } => Code::AlreadyExists,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::Unavailable { .. } | Self::ContractMismatch { .. } => Code::Unavailable,
             Self::NotImplemented { .. } => Code::Unimplemented,
@@ -148,7 +155,7 @@ impl ApiError {
         match self {
             Self::InvalidArgument { .. } => ErrorReason::InvalidArgument,
             Self::NotFound { .. } | Self::NotFoundHelp { .. } => ErrorReason::NotFound,
-            Self::AlreadyExists { .. } => ErrorReason::AlreadyExists,
+            Self::AlreadyExists { .. } | Self::AlreadyExistsHelp { .. } => ErrorReason::AlreadyExists,
             Self::FailedPrecondition { .. } => ErrorReason::FailedPrecondition,
             Self::Unavailable { .. } => ErrorReason::BackendUnavailable,
             Self::ContractMismatch { .. } => ErrorReason::ContractMismatch,
@@ -288,7 +295,10 @@ impl From<ApiError> for Status {
             | ApiError::NotFoundHelp {
                 resource_type, name, ..
             }
-            | ApiError::AlreadyExists { resource_type, name } => {
+            | ApiError::AlreadyExists { resource_type, name }
+            | ApiError::AlreadyExistsHelp {
+                resource_type, name, ..
+            } => {
                 details.set_resource_info(resource_type.clone(), name.clone(), "", message.clone());
             }
             ApiError::FailedPrecondition {

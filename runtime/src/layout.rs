@@ -42,6 +42,12 @@ impl DataRoot {
         self.models_dir().join("models.db")
     }
 
+    /// `<root>/catalog`: the user's dependency catalog (profiles and autobinding rules), read by
+    /// the index over its built-in one.
+    pub fn catalog_dir(&self) -> PathBuf {
+        self.root.join("catalog")
+    }
+
     /// `<root>/shared-resources/cache` (fetch).
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("shared-resources").join("cache")

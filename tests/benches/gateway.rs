@@ -188,7 +188,7 @@ fn main() {
                         profile_version: "1".into(),
                         backend_key: "torch-cuda".into(),
                         platform_selector: "linux-x86_64".into(),
-                        active: None,
+                        ..Default::default()
                     }),
                 })
                 .await
@@ -203,6 +203,7 @@ fn main() {
                     model_id: ids[i % ids.len()].clone(),
                     platform_context: platform.clone(),
                     backend_key: "torch-cuda".into(),
+                    expected_dependency_contract_version: None,
                 })
                 .await
                 .expect("resolve");
@@ -216,6 +217,7 @@ fn main() {
                     model_ids: ids.clone(),
                     platform_context: platform.clone(),
                     backend_key: "torch-cuda".into(),
+                    expected_dependency_contract_version: None,
                 })
                 .await
                 .expect("batch");

@@ -282,7 +282,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "instruct "
                 .chars()
                 .enumerate()
-                .map(|(i, c)| if bits >> (i % 8) & 1 == 1 { c.to_ascii_uppercase() } else { c })
+                .map(|(i, c)| {
+                    if bits >> (i % 8) & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
                 .collect()
         })
         .collect();
@@ -304,7 +310,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ("exact name (1 match)", names.clone(), 20),
         ("serial, a rare word (1 match)", serials, 20),
         ("miss (0 matches)", misses, 20),
-        ("broad: one word, `instruct` (about 30,000 matches)", one_word.clone(), 20),
+        (
+            "broad: one word, `instruct` (about 30,000 matches)",
+            one_word.clone(),
+            20,
+        ),
         ("broad: one word, `instruct`, page 100", one_word, 100),
         ("broad: family + variant (about 3,000 matches)", broad, 20),
         ("broad: family + size (about 1,100 matches)", broad_100, 100),

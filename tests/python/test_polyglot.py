@@ -143,11 +143,9 @@ def write_lora(path):
 def test_search_and_resolution_from_python(suite, stubs, tmp_path):
     from pumas.common.v1 import dependency_pb2, model_pb2
     from pumas.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-    from pumas.index.v1 import index_pb2, index_pb2_grpc
 
     wait_serving(suite.addresses["gateway"], GATEWAY)
     gateway = gateway_pb2_grpc.ModelLibraryServiceStub(grpc.insecure_channel(suite.addresses["gateway"]))
-    index = index_pb2_grpc.IndexServiceStub(grpc.insecure_channel(suite.addresses["index"]))
     source = tmp_path / "Polyglot Detail XL.safetensors"
     write_lora(source)
     job = gateway.ImportModels(gateway_pb2.ImportModelsRequest(paths=[str(source)], mode=model_pb2.IMPORT_MODE_COPY), timeout=10).job
@@ -161,24 +159,57 @@ def test_search_and_resolution_from_python(suite, stubs, tmp_path):
     assert [r.local.model.model_id for r in found.results] == [model_id]
     assert found.dependency_contract_version == 1
 
-    requirement = dependency_pb2.Requirement(
-        kind=dependency_pb2.REQUIREMENT_KIND_PYTHON_PACKAGE, name="torch", exact_pin="==2.5.1")
-    index.PutDependencyProfile(index_pb2.PutDependencyProfileRequest(profile=dependency_pb2.DependencyProfile(
-        profile_id="kohya-lora", version="1", environment_kind="python-venv",
-        variants=[dependency_pb2.DependencyProfileVariant(
-            backend_key="torch-cuda", platform_selector="linux-*", requirements=[requirement])])), timeout=5,
-        metadata=suite.service_metadata)
-    index.PutModelDependencyBinding(index_pb2.PutModelDependencyBindingRequest(binding=dependency_pb2.DependencyBinding(
-        model_id=model_id, profile_id="kohya-lora", profile_version="1", backend_key="torch-cuda",
-        platform_selector="linux-x86_64")), timeout=5, metadata=suite.service_metadata)
+    # Out of the box, the built-in catalog bound the LoRA as it came in.
+    cuda = dependency_pb2.PlatformContext(os="linux", arch="x86_64", accelerator="cuda", accelerator_version="12.4")
+    answer = gateway.ResolveModelDependencyRequirements(gateway_pb2.ResolveModelDependencyRequirementsRequest(
+        model_id=model_id, backend_key="torch-cuda", platform_context=cuda,
+        expected_dependency_contract_version=1), timeout=5).requirements
+    assert answer.validation_state == dependency_pb2.VALIDATION_STATE_RESOLVED, answer
+    assert answer.groups[0].profile_id == "diffusers-sd"
+    assert ("torch", "==2.11.0") in [(r.name, r.exact_pin) for r in answer.groups[0].requirements]
+
+    # A gateway-only client authors its own profile and binding (no index address, no service
+    # token) and resolves with them.
+    def requirement(name, pin):
+        return dependency_pb2.Requirement(kind=dependency_pb2.REQUIREMENT_KIND_PYTHON_PACKAGE, name=name, exact_pin=pin)
+
+    def kohya(torch_pin):
+        return dependency_pb2.DependencyProfile(
+            profile_id="kohya-lora", version="1", environment_kind="python-venv",
+            variants=[dependency_pb2.DependencyProfileVariant(
+                backend_key="torch-cuda", platform_selector="linux-*",
+                requirements=[requirement("torch", torch_pin), requirement("torchvision", "==0.20.1")])])
+
+    stored = gateway.PutDependencyProfile(gateway_pb2.PutDependencyProfileRequest(profile=kohya("==2.5.1")), timeout=5).profile
+    assert stored.valid and stored.origin == dependency_pb2.PROFILE_ORIGIN_STORED
+    bound = gateway.PutModelDependencyBinding(gateway_pb2.PutModelDependencyBindingRequest(
+        binding=dependency_pb2.DependencyBinding(
+            model_id=model_id, profile_id="kohya-lora", profile_version="1", backend_key="torch-cuda",
+            platform_selector="linux-x86_64")), timeout=5).binding
+    assert bound.origin == dependency_pb2.BINDING_ORIGIN_USER
     answer = gateway.ResolveModelDependencyRequirements(gateway_pb2.ResolveModelDependencyRequirementsRequest(
         model_id=model_id, backend_key="torch-cuda",
         platform_context=dependency_pb2.PlatformContext(os="linux", arch="x86_64")), timeout=5).requirements
     # A consumer checks the contract version first, then treats anything but RESOLVED as not ready.
     assert answer.dependency_contract_version == 1
-    assert answer.validation_state == dependency_pb2.VALIDATION_STATE_RESOLVED
-    assert [(r.name, r.exact_pin) for r in answer.groups[0].requirements] == [("torch", "==2.5.1")]
+    assert answer.validation_state == dependency_pb2.VALIDATION_STATE_RESOLVED, answer
+    assert [(r.name, r.exact_pin) for r in answer.groups[0].requirements] == [
+        ("torch", "==2.5.1"), ("torchvision", "==0.20.1")]
     assert answer.groups[0].env_id.startswith("env-")
+
+    # Versions are immutable: other content is ALREADY_EXISTS naming the version as the resource.
+    with pytest.raises(grpc.RpcError) as raised:
+        gateway.PutDependencyProfile(gateway_pb2.PutDependencyProfileRequest(profile=kohya("==2.4.0")), timeout=5)
+    assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    status = rpc_status.from_call(raised.value)
+    resources = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
+            info = error_details_pb2.ResourceInfo()
+            detail.Unpack(info)
+            resources.append(info.resource_name)
+    assert resources == ["kohya-lora@1"]
+    assert "publish a new version" in raised.value.details()
 
     with pytest.raises(grpc.RpcError) as raised:
         gateway.ResolveModelDependencyRequirements(gateway_pb2.ResolveModelDependencyRequirementsRequest(

@@ -174,6 +174,13 @@ impl IndexService for FakeIndex {
         Err(crate::fakes::not_faked("PutDependencyProfile"))
     }
 
+    async fn delete_dependency_profile(
+        &self,
+        _: Request<DeleteDependencyProfileRequest>,
+    ) -> Result<Response<DeleteDependencyProfileResponse>, Status> {
+        Err(crate::fakes::not_faked("DeleteDependencyProfile"))
+    }
+
     async fn get_dependency_profile(
         &self,
         _: Request<GetDependencyProfileRequest>,

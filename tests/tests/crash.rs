@@ -340,7 +340,7 @@ async fn sigkill_at_random_points_leaves_a_library_that_starts_and_repairs_itsel
                                     profile_version: "1".into(),
                                     backend_key: "torch-cuda".into(),
                                     platform_selector: "linux-*".into(),
-                                    active: None,
+                                    ..Default::default()
                                 }),
                             })
                             .await;

@@ -92,6 +92,7 @@ async fn job_errors_carry_contract_reasons_through_the_gateway() -> anyhow::Resu
                 ..Default::default()
             }),
             backend_key: "torch-cpu".to_owned(),
+            expected_dependency_contract_version: None,
         })
         .await?
         .into_inner();

@@ -75,20 +75,86 @@ async fn import_search_show_rm_through_the_cli() -> anyhow::Result<()> {
         "{out}"
     );
 
-    // A model without bindings is not ready: the CLI says why and exits non-zero.
-    let (ok, out, _) = pumas(&[
-        "resolve",
+    // The catalog bound the LoRA as it came in: it resolves on this platform with the backends
+    // the profile has here (torch-cpu on plain Linux), pinned.
+    let lora = "lora/sdxl/detail-tweaker-xl";
+    let (ok, out, _) = pumas(&["resolve", "--gateway", gw, lora, "--platform", "linux-x86_64"]).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("state: resolved") && out.contains("diffusers-sd@1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("torch==2.11.0  --index-url https://download.pytorch.org/whl/cpu"),
+        "{out}"
+    );
+    assert!(!out.contains("torch-mps"), "no variant here, so not shown: {out}");
+    let (ok, out, _) = pumas(&["bindings", "--gateway", gw, lora]).await;
+    assert!(ok && out.contains("catalog rule stable-diffusion"), "{out}");
+    let (ok, out, _) = pumas(&["profiles", "list", "--gateway", gw]).await;
+    assert!(ok && out.contains("diffusers-sd@1  built-in"), "{out}");
+
+    // A profile of one's own, published from a file in the catalog's short form, replaces the
+    // catalog's bindings when bound; a profile without a torch pin fails the pin policy.
+    let file = suite.data_root.path().join("no-torch.json");
+    std::fs::write(
+        &file,
+        r#"{"profile_id": "no-torch", "version": "1", "variants": [{"backend_key": "torch-cpu",
+            "platform_selector": "linux-*", "requirements": [{"kind": "python_package",
+            "name": "Diffusers", "exact_pin": "==0.42.1"}]}]}"#,
+    )?;
+    let (ok, out, err) = pumas(&[
+        "profiles",
+        "put",
         "--gateway",
         gw,
-        "lora/sdxl/detail-tweaker-xl",
-        "--platform",
-        "linux-x86_64",
+        file.to_str().unwrap_or_default(),
     ])
     .await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("no-torch@1  published") && out.contains("diffusers==0.42.1"),
+        "{out}"
+    );
+    let (ok, out, err) = pumas(&[
+        "bind",
+        "--gateway",
+        gw,
+        lora,
+        "no-torch@1",
+        "--backend",
+        "torch-cpu",
+    ])
+    .await;
+    assert!(ok && out.contains(" user"), "{out}{err}");
+    let binding = out.split_whitespace().next().unwrap_or_default().to_owned();
+    let (ok, out, _) = pumas(&["resolve", "--gateway", gw, lora, "--platform", "linux-x86_64"]).await;
     assert!(!ok, "{out}");
     assert!(
-        out.contains("state: unknown_profile") && out.contains("no_bindings"),
+        out.contains("state: invalid_profile") && out.contains("unpinned_dependency"),
         "{out}"
+    );
+    assert!(
+        out.contains("torch (a torch backend needs it)") && out.contains("torchvision"),
+        "{out}"
+    );
+    let (ok, out, _) = pumas(&["deps", "audit", "--gateway", gw]).await;
+    assert!(!ok, "findings exit 1: {out}");
+    assert!(
+        out.contains("no-torch@1  torch-cpu on linux-*  image models") && out.contains("add torch==2.11.0"),
+        "{out}"
+    );
+    let (ok, _, err) = pumas(&["bind", "--gateway", gw, lora, "ghost@1", "--backend", "torch-cpu"]).await;
+    assert!(
+        !ok && err.contains("ghost@1") && err.contains("NotFound"),
+        "{err}"
+    );
+    let (ok, out, err) = pumas(&["unbind", "--gateway", gw, &binding]).await;
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = pumas(&["resolve", "--gateway", gw, lora, "--platform", "linux-x86_64"]).await;
+    assert!(
+        ok && out.contains("diffusers-sd@1"),
+        "the catalog's binding is back: {out}"
     );
 
     // Mistakes are explained and exit non-zero.

@@ -17,7 +17,8 @@ use pumas_proto::gateway::v1::{
 };
 use pumas_proto::index::v1::index_service_client::IndexServiceClient;
 use pumas_proto::index::v1::{
-    ModelOverrides, PutDependencyProfileRequest, PutModelDependencyBindingRequest, UpdateModelMetadataRequest,
+    DeleteDependencyProfileRequest, ModelOverrides, PutDependencyProfileRequest,
+    PutModelDependencyBindingRequest, UpdateModelMetadataRequest,
 };
 use tonic::Code;
 
@@ -94,7 +95,7 @@ async fn bind(index: &mut IndexServiceClient<Channel>, model: &str, id: &str, pr
                 profile_version: version.into(),
                 backend_key: "torch-cuda".into(),
                 platform_selector: "linux-x86_64".into(),
-                active: None,
+                ..Default::default()
             }),
         })
         .await
@@ -136,8 +137,25 @@ async fn every_resolution_state_through_the_gateway() -> anyhow::Result<()> {
         models.push(import(&mut gateway, &path).await);
     }
     for (p, v, pins) in [
-        ("sdxl", "1", vec![("torch", "==2.5.1"), ("diffusers", "==0.30.0")]),
-        ("sdxl", "2", vec![("torch", "==2.4.0")]),
+        (
+            "sdxl",
+            "1",
+            vec![
+                ("torch", "==2.5.1"),
+                ("torchvision", "==0.20.1"),
+                ("diffusers", "==0.30.0"),
+            ],
+        ),
+        (
+            "sdxl",
+            "2",
+            vec![("torch", "==2.4.0"), ("torchvision", "==0.19.0")],
+        ),
+        (
+            "gone",
+            "1",
+            vec![("torch", "==2.5.1"), ("torchvision", "==0.20.1")],
+        ),
         ("loose", "1", vec![("torch", ""), ("xformers", "")]),
         ("broken", "1", vec![("torch", ">=2")]),
     ] {
@@ -148,7 +166,15 @@ async fn every_resolution_state_through_the_gateway() -> anyhow::Result<()> {
             .await?;
     }
     bind(&mut index, &models[0], "b-resolved", "sdxl", "1").await;
-    bind(&mut index, &models[1], "b-unknown", "ghost", "1").await;
+    // A binding to a version that no longer exists (bindings to unknown profiles are refused).
+    bind(&mut index, &models[1], "b-unknown", "gone", "1").await;
+    index
+        .delete_dependency_profile(DeleteDependencyProfileRequest {
+            profile_id: "gone".into(),
+            version: "1".into(),
+            force: true,
+        })
+        .await?;
     bind(&mut index, &models[2], "b-unpinned", "loose", "1").await;
     bind(&mut index, &models[3], "b-invalid", "broken", "1").await;
     bind(&mut index, &models[4], "b-conflict-1", "sdxl", "1").await;
@@ -162,7 +188,7 @@ async fn every_resolution_state_through_the_gateway() -> anyhow::Result<()> {
                 profile_version: "1".into(),
                 backend_key: "torch-mps".into(),
                 platform_selector: "macos-*".into(),
-                active: None,
+                ..Default::default()
             }),
         })
         .await?;
@@ -188,6 +214,7 @@ async fn every_resolution_state_through_the_gateway() -> anyhow::Result<()> {
                     model_id: model,
                     platform_context: linux_cuda(),
                     backend_key: "torch-cuda".into(),
+                    expected_dependency_contract_version: None,
                 })
                 .await
                 .map(|r| r.into_inner().requirements.expect("requirements"))
@@ -212,7 +239,11 @@ async fn every_resolution_state_through_the_gateway() -> anyhow::Result<()> {
             .iter()
             .map(|r| (r.name.as_str(), r.exact_pin.as_str()))
             .collect::<Vec<_>>(),
-        [("diffusers", "==0.30.0"), ("torch", "==2.5.1")]
+        [
+            ("diffusers", "==0.30.0"),
+            ("torch", "==2.5.1"),
+            ("torchvision", "==0.20.1")
+        ]
     );
     // Same inputs, same bytes.
     assert_eq!(
@@ -250,6 +281,7 @@ async fn every_resolution_state_through_the_gateway() -> anyhow::Result<()> {
             model_id: models[0].clone(),
             platform_context: Some(PlatformContext::default()),
             backend_key: String::new(),
+            expected_dependency_contract_version: None,
         })
         .await
         .expect_err("empty platform");
@@ -263,6 +295,7 @@ async fn every_resolution_state_through_the_gateway() -> anyhow::Result<()> {
                 ..Default::default()
             }),
             backend_key: String::new(),
+            expected_dependency_contract_version: None,
         })
         .await
         .expect_err("bad os");
@@ -277,6 +310,7 @@ async fn every_resolution_state_through_the_gateway() -> anyhow::Result<()> {
             model_ids: ids.clone(),
             platform_context: linux_cuda(),
             backend_key: "torch-cuda".into(),
+            expected_dependency_contract_version: None,
         })
         .await?
         .into_inner();

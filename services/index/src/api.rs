@@ -541,10 +541,12 @@ impl IndexService for IndexApi {
             .profile
             .ok_or_else(|| IndexError::invalid("profile", "is required"))?;
         let root = self.library.root().to_owned();
-        let stored =
-            tokio::task::spawn_blocking(move || crate::profiles::put(&root, convert::profile_from(profile)))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??;
+        let catalog = std::sync::Arc::clone(self.library.store().catalog());
+        let stored = tokio::task::spawn_blocking(move || {
+            crate::profiles::put(&root, &catalog, convert::profile_from(profile))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(PutDependencyProfileResponse {
             profile: Some(convert::profile(&stored)),
             dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
@@ -558,10 +560,11 @@ impl IndexService for IndexApi {
     ) -> Result<Response<GetDependencyProfileResponse>, Status> {
         let r = request.into_inner();
         let root = self.library.root();
+        let catalog = self.library.store().catalog();
         let found = if r.version.is_empty() {
-            crate::profiles::latest(root, &r.profile_id)?
+            crate::profiles::latest(root, catalog, &r.profile_id)?
         } else {
-            crate::profiles::read(root, &r.profile_id, &r.version)?
+            crate::profiles::read(root, catalog, &r.profile_id, &r.version)?
         };
         let name = if r.version.is_empty() {
             r.profile_id.clone()
@@ -582,7 +585,7 @@ impl IndexService for IndexApi {
     ) -> Result<Response<ListDependencyProfilesResponse>, Status> {
         let r = request.into_inner();
         let limit = page_size(r.page_size)? as usize;
-        let all = crate::profiles::list(self.library.root())?;
+        let all = crate::profiles::list(self.library.root(), self.library.store().catalog())?;
         let start = if r.page_token.is_empty() {
             0
         } else {
@@ -609,6 +612,21 @@ impl IndexService for IndexApi {
             next_page_token: next,
             dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(profile_id = %request.get_ref().profile_id))]
+    async fn delete_dependency_profile(
+        &self,
+        request: Request<DeleteDependencyProfileRequest>,
+    ) -> Result<Response<DeleteDependencyProfileResponse>, Status> {
+        let r = request.into_inner();
+        if r.version.is_empty() {
+            return Err(IndexError::invalid("version", "name the version to delete, e.g. \"1\"").into());
+        }
+        self.library
+            .delete_profile(&r.profile_id, &r.version, r.force)
+            .await?;
+        Ok(Response::new(DeleteDependencyProfileResponse {}))
     }
 
     #[tracing::instrument(skip_all)]
@@ -729,7 +747,12 @@ impl IndexService for IndexApi {
             }
         }
         for (profile_id, version) in wanted {
-            match crate::profiles::read(self.library.root(), &profile_id, &version)? {
+            match crate::profiles::read(
+                self.library.root(),
+                self.library.store().catalog(),
+                &profile_id,
+                &version,
+            )? {
                 Some(p) => response.profiles.push(convert::profile(&p)),
                 None => response
                     .missing_profiles

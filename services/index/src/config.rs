@@ -52,6 +52,7 @@ impl Config {
             download_staging: Some(self.data_root().downloads_dir()),
             job_limits: self.jobs,
             retention: self.retention,
+            catalog_dir: Some(self.data_root().catalog_dir()),
         }
     }
 }

@@ -103,6 +103,7 @@ pub fn model(record: &Record, library_root: &std::path::Path) -> common::ModelRe
                 profile_version: b.profile_version.clone(),
                 backend_key: b.backend_key.clone(),
                 platform_selector: b.platform_selector.clone(),
+                origin: binding_origin(b),
             })
             .collect(),
         overridden_fields: record.overridden.clone(),
@@ -312,6 +313,8 @@ pub fn profile_from(p: common::DependencyProfile) -> crate::profiles::Profile {
         valid: false,
         issues: Vec::new(),
         create_time: String::new(),
+        required_packages: p.required_packages,
+        origin: String::new(),
     }
 }
 
@@ -360,6 +363,21 @@ pub fn profile(p: &crate::profiles::Profile) -> common::DependencyProfile {
             .collect(),
         description: p.description.clone(),
         create_time: timestamp(&p.create_time),
+        required_packages: p.required_packages.clone(),
+        origin: match p.origin.as_str() {
+            crate::catalog::BUILT_IN => common::ProfileOrigin::BuiltIn,
+            crate::catalog::USER_CATALOG => common::ProfileOrigin::UserCatalog,
+            _ => common::ProfileOrigin::Stored,
+        } as i32,
+    }
+}
+
+/// Who attached a binding, in the contract's words.
+fn binding_origin(b: &crate::metadata::Binding) -> i32 {
+    if b.catalog_rule.is_empty() {
+        common::BindingOrigin::User as i32
+    } else {
+        common::BindingOrigin::Catalog as i32
     }
 }
 
@@ -373,6 +391,8 @@ pub fn binding(model_id: &str, b: &crate::metadata::Binding) -> common::Dependen
         backend_key: b.backend_key.clone(),
         platform_selector: b.platform_selector.clone(),
         active: Some(b.active),
+        origin: binding_origin(b),
+        catalog_rule: b.catalog_rule.clone(),
     }
 }
 
@@ -385,5 +405,7 @@ pub fn binding_from(b: common::DependencyBinding) -> crate::metadata::Binding {
         backend_key: b.backend_key,
         platform_selector: b.platform_selector,
         active: b.active.unwrap_or(true),
+        // What a caller puts is theirs; only the catalog attaches catalog bindings.
+        catalog_rule: String::new(),
     }
 }

@@ -20,9 +20,13 @@ pub enum IndexError {
     /// No such binding.
     #[error("dependency binding `{0}` not found")]
     BindingNotFound(String),
-    /// The same id exists with other content.
-    #[error("{what} `{name}` already exists with different content")]
-    Conflict { what: String, name: String },
+    /// The same id exists with other content; `help` (may be empty) says what to do instead.
+    #[error("{what} `{name}` already exists with different content{}", if help.is_empty() { String::new() } else { format!(": {help}") })]
+    Conflict {
+        what: String,
+        name: String,
+        help: String,
+    },
     /// The operation needs another state.
     #[error("{message}")]
     Precondition {
@@ -79,9 +83,14 @@ impl From<IndexError> for ApiError {
             IndexError::JobNotFound(id) => ApiError::not_found("job", id),
             IndexError::ProfileNotFound(id) => ApiError::not_found("dependency profile", id),
             IndexError::BindingNotFound(id) => ApiError::not_found("dependency binding", id),
-            IndexError::Conflict { what, name } => ApiError::AlreadyExists {
+            IndexError::Conflict { what, name, help } if help.is_empty() => ApiError::AlreadyExists {
                 resource_type: what,
                 name,
+            },
+            IndexError::Conflict { what, name, help } => ApiError::AlreadyExistsHelp {
+                resource_type: what,
+                name,
+                help,
             },
             IndexError::Precondition {
                 kind,

@@ -545,6 +545,7 @@ fn publish_staged(staging: &Path, final_dir: &Path, metadata: &Metadata) -> Resu
         return Err(IndexError::Conflict {
             what: "model directory".to_owned(),
             name: final_dir.display().to_string(),
+            help: String::new(),
         });
     }
     std::fs::rename(staging, final_dir).map_err(|e| io("moving into place", final_dir, e))?;

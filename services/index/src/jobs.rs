@@ -130,9 +130,10 @@ fn clone_for_report(err: &IndexError) -> IndexError {
         IndexError::JobNotFound(s) => IndexError::JobNotFound(s.clone()),
         IndexError::ProfileNotFound(s) => IndexError::ProfileNotFound(s.clone()),
         IndexError::BindingNotFound(s) => IndexError::BindingNotFound(s.clone()),
-        IndexError::Conflict { what, name } => IndexError::Conflict {
+        IndexError::Conflict { what, name, help } => IndexError::Conflict {
             what: what.clone(),
             name: name.clone(),
+            help: help.clone(),
         },
         IndexError::Precondition {
             kind,

@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod api;
+pub mod catalog;
 pub mod config;
 pub mod convert;
 pub mod detect;

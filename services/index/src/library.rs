@@ -36,6 +36,9 @@ pub struct Policy {
     pub job_limits: crate::jobs::JobLimits,
     /// How long the change feed and the hash cache are kept.
     pub retention: crate::retention::Retention,
+    /// The user's dependency catalog folder (`<data root>/catalog`), read at start over the
+    /// built-in one. `None`: the built-in catalog only.
+    pub catalog_dir: Option<PathBuf>,
 }
 
 /// The library.
@@ -90,7 +93,12 @@ impl Library {
             .map_err(|e| IndexError::io(format!("creating {}", models_dir.display()), e))?;
         let db_path = models_dir.join("models.db");
         let mut fresh = !db_path.exists();
-        let store = match Store::open(&db_path).await {
+        let (catalog, problems) = crate::catalog::Catalog::load(policy.catalog_dir.as_deref());
+        for problem in &problems {
+            tracing::warn!(file = %problem.file, problem = %problem.message, "a dependency catalog file is not used");
+        }
+        let catalog = Arc::new(catalog);
+        let store = match Store::open_with_catalog(&db_path, Arc::clone(&catalog)).await {
             Ok(store) => store,
             // models.db is derived: when it is unreadable (corrupt, or written by an incompatible
             // build), set it aside and rebuild it from the metadata files. A locked database
@@ -110,7 +118,7 @@ impl Library {
                     }
                 }
                 fresh = true;
-                Store::open(&db_path).await?
+                Store::open_with_catalog(&db_path, catalog).await?
             }
             Err(err) => return Err(err),
         };
@@ -220,16 +228,19 @@ impl Library {
         commit.touch(&metadata.id);
         let dir = self.model_dir(&metadata.id)?;
         let path = dir.join(METADATA_FILE);
-        let value = metadata.clone();
+        // Catalog bindings are derived: metadata.json keeps only the user's own.
+        let mut value = metadata.clone();
+        value.dependency_bindings.retain(|b| b.catalog_rule.is_empty());
+        let metadata = &value.clone();
         tokio::task::spawn_blocking(move || write_json_atomic(&path, &value))
             .await
             .map_err(|e| IndexError::Internal(e.to_string()))?
             .map_err(|e| IndexError::io(format!("writing metadata of {}", metadata.id), e))?;
         let overrides = read_overrides(&dir)?;
-        let record = Record {
+        let record = self.store.with_effective_bindings(Record {
             metadata: overrides.apply(metadata),
             overridden: overrides.overridden_fields(),
-        };
+        });
         self.store.upsert(&record).await?;
         Ok(record)
     }
@@ -426,6 +437,16 @@ impl Library {
                 ),
             ));
         }
+        let catalog = self.store.catalog();
+        if crate::profiles::read(&self.root, catalog, &binding.profile_id, &binding.profile_version)?
+            .is_none()
+        {
+            return Err(IndexError::ProfileNotFound(format!(
+                "{}@{}",
+                binding.profile_id, binding.profile_version
+            )));
+        }
+        binding.catalog_rule.clear();
         if binding.binding_id.is_empty() {
             let key = format!(
                 "{model_id}|{}|{}|{}|{}",
@@ -443,7 +464,8 @@ impl Library {
         {
             return Err(IndexError::Conflict {
                 what: "dependency binding".to_owned(),
-                name: format!("{} (on {owner})", binding.binding_id),
+                name: binding.binding_id.clone(),
+                help: format!("it belongs to model `{owner}`; binding ids are unique across the library"),
             });
         }
         let dir = self.model_dir(&record.metadata.id)?;
@@ -469,6 +491,24 @@ impl Library {
             .binding_owner(binding_id)
             .await?
             .ok_or_else(|| IndexError::BindingNotFound(binding_id.to_owned()))?;
+        if let Some(record) = self.store.get(&owner).await?
+            && let Some(b) = record
+                .metadata
+                .dependency_bindings
+                .iter()
+                .find(|b| b.binding_id == binding_id && !b.catalog_rule.is_empty())
+        {
+            return Err(IndexError::Precondition {
+                kind: "catalog_binding".to_owned(),
+                subject: binding_id.to_owned(),
+                message: format!(
+                    "binding `{binding_id}` of `{owner}` was attached by the catalog (rule `{}`) and goes \
+                     away by itself: bind the model yourself (that replaces the catalog's bindings), or \
+                     declare that it needs no dependencies",
+                    b.catalog_rule
+                ),
+            });
+        }
         let dir = self.model_dir(&owner)?;
         let mut metadata = read_metadata(&dir)?;
         metadata
@@ -478,5 +518,36 @@ impl Library {
         self.write_and_index(&mut commit, &metadata).await?;
         self.publish("updated", &owner, "").await?;
         Ok(())
+    }
+
+    /// Deletes a published profile version. Refused while models bind it, unless forced.
+    pub async fn delete_profile(&self, id: &str, version: &str, force: bool) -> Result<(), IndexError> {
+        let _commit = self.commit().await;
+        if !force {
+            let bound = self.store.models_binding(id, version, 11).await?;
+            if !bound.is_empty() {
+                let shown = bound.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+                return Err(IndexError::Precondition {
+                    kind: "profile_in_use".to_owned(),
+                    subject: format!("{id}@{version}"),
+                    message: format!(
+                        "dependency profile `{id}@{version}` is bound by {}{shown}{}; unbind them first, \
+                         or delete with force (their bindings then resolve as unknown_profile)",
+                        if bound.len() > 10 {
+                            "more than 10 models, among them "
+                        } else {
+                            ""
+                        },
+                        if bound.len() > 10 { ", ..." } else { "" },
+                    ),
+                });
+            }
+        }
+        let root = self.root.clone();
+        let catalog = std::sync::Arc::clone(self.store.catalog());
+        let (id, version) = (id.to_owned(), version.to_owned());
+        tokio::task::spawn_blocking(move || crate::profiles::delete(&root, &catalog, &id, &version))
+            .await
+            .map_err(|e| IndexError::Internal(e.to_string()))?
     }
 }

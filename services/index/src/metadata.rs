@@ -95,6 +95,10 @@ pub struct Binding {
     pub platform_selector: String,
     /// Whether it is active.
     pub active: bool,
+    /// The catalog rule that attached it; empty for the user's own. Catalog bindings are
+    /// derived (models.db only), never written to metadata.json.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub catalog_rule: String,
 }
 
 /// `metadata.json`.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::catalog::Catalog;
 use crate::error::IndexError;
 use crate::slug::is_safe_segment;
 use crate::vocabulary::valid_selector;
@@ -94,6 +95,12 @@ pub struct Profile {
     pub issues: Vec<Issue>,
     /// RFC 3339 time stored.
     pub create_time: String,
+    /// Packages every variant must pin exactly (on top of the pin policy's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_packages: Vec<String>,
+    /// Where it comes from: `built_in`, `user_catalog`, or empty (stored through the API).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
 }
 
 /// Whether `pin` is an exact PEP 440 pin `==<version>`.
@@ -108,6 +115,25 @@ pub fn valid_pin(pin: &str) -> bool {
         && version
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '!' | '-' | '_'))
+}
+
+/// A Python package name the standard way (PEP 503): lowercase, runs of `-`, `_`, `.` as one
+/// `-`, so `Sentence_Transformers` and `sentence-transformers` are one package.
+pub fn normalize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut separator = false;
+    for c in name.trim().chars() {
+        if matches!(c, '-' | '_' | '.') {
+            separator = true;
+        } else {
+            if separator && !out.is_empty() {
+                out.push('-');
+            }
+            separator = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
 }
 
 fn valid_name(name: &str) -> bool {
@@ -182,8 +208,32 @@ pub fn prepare(mut profile: Profile) -> Result<Profile, IndexError> {
                 ),
             );
         }
+        for r in v.requirements.iter_mut().filter(|r| r.kind == "python_package") {
+            r.name = normalize_name(&r.name);
+        }
         v.requirements
             .sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+        // The same package twice: one entry when the pins agree, refused when they do not.
+        let mut kept: Vec<Requirement> = Vec::with_capacity(v.requirements.len());
+        for r in std::mem::take(&mut v.requirements) {
+            if let Some(last) = kept.last()
+                && last.kind == r.kind
+                && last.name == r.name
+            {
+                if *last == r {
+                    continue;
+                }
+                return Err(IndexError::invalid(
+                    format!("profile.variants[{vi}].requirements"),
+                    format!(
+                        "`{}` is listed twice with different content (pins `{}` and `{}`); keep one",
+                        r.name, last.exact_pin, r.exact_pin
+                    ),
+                ));
+            }
+            kept.push(r);
+        }
+        v.requirements = kept;
         for (ri, r) in v.requirements.iter().enumerate() {
             let field = format!("variants[{vi}].requirements[{ri}]");
             if !matches!(r.kind.as_str(), "python_package" | "system" | "binary") {
@@ -236,8 +286,23 @@ pub fn prepare(mut profile: Profile) -> Result<Profile, IndexError> {
     profile
         .variants
         .sort_by(|a, b| (&a.backend_key, &a.platform_selector).cmp(&(&b.backend_key, &b.platform_selector)));
-    let canonical = serde_json::to_vec(&(&profile.environment_kind, &profile.variants))
-        .map_err(|e| IndexError::Internal(e.to_string()))?;
+    for name in &mut profile.required_packages {
+        *name = normalize_name(name);
+    }
+    profile.required_packages.sort();
+    profile.required_packages.dedup();
+    // The hash covers what an environment is built from, in canonical (sorted, normalised)
+    // form; the required packages count only when there are any, so older hashes stay.
+    let canonical = if profile.required_packages.is_empty() {
+        serde_json::to_vec(&(&profile.environment_kind, &profile.variants))
+    } else {
+        serde_json::to_vec(&(
+            &profile.environment_kind,
+            &profile.variants,
+            &profile.required_packages,
+        ))
+    }
+    .map_err(|e| IndexError::Internal(e.to_string()))?;
     profile.content_hash = format!("sha256:{:x}", Sha256::digest(&canonical));
     profile.valid = issues.is_empty();
     profile.issues = issues;
@@ -248,24 +313,27 @@ fn path(root: &Path, id: &str, version: &str) -> PathBuf {
     root.join(PROFILES_DIR).join(id).join(format!("{version}.json"))
 }
 
-/// Stores a profile version. Versions are immutable: the same content again is a no-op; other
-/// content under an existing version is ALREADY_EXISTS.
-pub fn put(root: &Path, profile: Profile) -> Result<Profile, IndexError> {
+/// Stores a profile version. Versions are immutable, the catalog's included: the same content
+/// again is a no-op; other content under an existing version is ALREADY_EXISTS.
+pub fn put(root: &Path, catalog: &Catalog, profile: Profile) -> Result<Profile, IndexError> {
     let mut profile = prepare(profile)?;
-    let file = path(root, &profile.profile_id, &profile.version);
-    if let Some(existing) = read(root, &profile.profile_id, &profile.version)? {
+    let existing = match catalog.profile(&profile.profile_id, &profile.version) {
+        Some(p) => Some(p.clone()),
+        None => read_stored(root, &profile.profile_id, &profile.version)?,
+    };
+    if let Some(existing) = existing {
         if existing.content_hash == profile.content_hash {
             return Ok(existing);
         }
         return Err(IndexError::Conflict {
             what: "dependency profile version".to_owned(),
-            name: format!(
-                "{}@{} (versions are immutable: publish a new version)",
-                profile.profile_id, profile.version
-            ),
+            name: format!("{}@{}", profile.profile_id, profile.version),
+            help: "versions are immutable: publish a new version".to_owned(),
         });
     }
+    let file = path(root, &profile.profile_id, &profile.version);
     profile.create_time = crate::metadata::now_rfc3339();
+    profile.origin = String::new();
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).map_err(|e| IndexError::io("creating the profiles folder", e))?;
         // What a killed write left here (a profile version is written once, so only now).
@@ -276,8 +344,44 @@ pub fn put(root: &Path, profile: Profile) -> Result<Profile, IndexError> {
     Ok(profile)
 }
 
-/// One version, if stored.
-pub fn read(root: &Path, id: &str, version: &str) -> Result<Option<Profile>, IndexError> {
+/// Deletes a profile version stored through the API. Catalog versions cannot be deleted (edit
+/// the user catalog instead). Whether models still bind it is the caller's check.
+pub fn delete(root: &Path, catalog: &Catalog, id: &str, version: &str) -> Result<(), IndexError> {
+    if let Some(p) = catalog.profile(id, version) {
+        return Err(IndexError::Precondition {
+            kind: "catalog_profile".to_owned(),
+            subject: format!("{id}@{version}"),
+            message: format!(
+                "dependency profile `{id}@{version}` comes from the {} catalog and cannot be deleted; \
+                 publish a new version, or override it in the user catalog folder",
+                if p.origin == crate::catalog::USER_CATALOG {
+                    "user"
+                } else {
+                    "built-in"
+                }
+            ),
+        });
+    }
+    if read_stored(root, id, version)?.is_none() {
+        return Err(IndexError::ProfileNotFound(format!("{id}@{version}")));
+    }
+    let file = path(root, id, version);
+    std::fs::remove_file(&file).map_err(|e| IndexError::io(format!("deleting {}", file.display()), e))?;
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::remove_dir(dir); // only when it was the last version
+    }
+    Ok(())
+}
+
+/// One version, if the catalog or the store has it.
+pub fn read(root: &Path, catalog: &Catalog, id: &str, version: &str) -> Result<Option<Profile>, IndexError> {
+    match catalog.profile(id, version) {
+        Some(p) => Ok(Some(p.clone())),
+        None => read_stored(root, id, version),
+    }
+}
+
+fn read_stored(root: &Path, id: &str, version: &str) -> Result<Option<Profile>, IndexError> {
     if !is_safe_segment(id) || !is_safe_segment(version) {
         return Ok(None);
     }
@@ -291,40 +395,48 @@ pub fn read(root: &Path, id: &str, version: &str) -> Result<Option<Profile>, Ind
     }
 }
 
-/// Every stored version, sorted by id then version.
-pub fn list(root: &Path) -> Result<Vec<Profile>, IndexError> {
+/// Every version, the catalog's and the stored ones, sorted by id then version.
+pub fn list(root: &Path, catalog: &Catalog) -> Result<Vec<Profile>, IndexError> {
+    let mut out: std::collections::BTreeMap<(String, String), Profile> = catalog
+        .profiles()
+        .map(|p| ((p.profile_id.clone(), p.version.clone()), p.clone()))
+        .collect();
     let dir = root.join(PROFILES_DIR);
-    let mut out = Vec::new();
-    let Ok(ids) = std::fs::read_dir(&dir) else {
-        return Ok(out);
-    };
-    for id in ids.flatten() {
-        let Ok(versions) = std::fs::read_dir(id.path()) else {
-            continue;
-        };
-        for v in versions.flatten() {
-            let name = v.file_name().to_string_lossy().into_owned();
-            let Some(version) = name.strip_suffix(".json") else {
+    if let Ok(ids) = std::fs::read_dir(&dir) {
+        for id in ids.flatten() {
+            let Ok(versions) = std::fs::read_dir(id.path()) else {
                 continue;
             };
-            if let Some(p) = read(root, &id.file_name().to_string_lossy(), version)? {
-                out.push(p);
+            let id = id.file_name().to_string_lossy().into_owned();
+            for v in versions.flatten() {
+                let name = v.file_name().to_string_lossy().into_owned();
+                let Some(version) = name.strip_suffix(".json") else {
+                    continue;
+                };
+                let key = (id.clone(), version.to_owned());
+                if !out.contains_key(&key)
+                    && let Some(p) = read_stored(root, &id, version)?
+                {
+                    out.insert(key, p);
+                }
             }
         }
     }
-    out.sort_by(|a, b| (&a.profile_id, &a.version).cmp(&(&b.profile_id, &b.version)));
-    Ok(out)
+    Ok(out.into_values().collect())
 }
 
 /// The newest version of a profile (by version string in natural order).
-pub fn latest(root: &Path, id: &str) -> Result<Option<Profile>, IndexError> {
-    let mut versions: Vec<Profile> = list(root)?.into_iter().filter(|p| p.profile_id == id).collect();
+pub fn latest(root: &Path, catalog: &Catalog, id: &str) -> Result<Option<Profile>, IndexError> {
+    let mut versions: Vec<Profile> = list(root, catalog)?
+        .into_iter()
+        .filter(|p| p.profile_id == id)
+        .collect();
     versions.sort_by_key(|p| natural(&p.version));
     Ok(versions.pop())
 }
 
 /// Version strings compared number by number ("1.10" > "1.9").
-fn natural(version: &str) -> Vec<(u64, String)> {
+pub fn natural(version: &str) -> Vec<(u64, String)> {
     version
         .split(['.', '-', '_'])
         .map(|part| (part.parse::<u64>().unwrap_or(0), part.to_owned()))
@@ -342,6 +454,29 @@ mod tests {
             exact_pin: pin.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn names_are_normalised_and_a_package_twice_with_other_pins_is_refused() {
+        assert_eq!(normalize_name("Sentence_Transformers"), "sentence-transformers");
+        assert_eq!(normalize_name("llama.cpp--python"), "llama-cpp-python");
+        let profile = |reqs: Vec<Requirement>| Profile {
+            profile_id: "p".into(),
+            version: "1".into(),
+            environment_kind: "python-venv".into(),
+            variants: vec![Variant {
+                backend_key: "torch-cpu".into(),
+                platform_selector: "*".into(),
+                requirements: reqs,
+            }],
+            ..Default::default()
+        };
+        let same = prepare(profile(vec![req("Torch", "==2.11.0"), req("torch", "==2.11.0")])).expect("same");
+        assert_eq!(same.variants[0].requirements.len(), 1);
+        assert_eq!(same.variants[0].requirements[0].name, "torch");
+        let err =
+            prepare(profile(vec![req("torch", "==2.11.0"), req("TORCH", "==2.10.0")])).expect_err("two pins");
+        assert!(err.to_string().contains("`torch` is listed twice"), "{err}");
     }
 
     #[test]

@@ -231,10 +231,11 @@ async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, I
                 let metadata_id = id.clone();
                 seen.insert(id.clone());
                 found_digests.insert(metadata.composite_digest.clone(), id.clone());
-                let record = Record {
+                // With the catalog's bindings, as stored: a catalog upgrade shows as an update.
+                let record = library.store().with_effective_bindings(Record {
                     metadata: *metadata,
                     overridden,
-                };
+                });
                 let outcome = if rebuilding || !known.contains(&id) {
                     Outcome::Added
                 } else if rewrite.is_some() || library.store().get(&id).await?.as_ref() != Some(&record) {

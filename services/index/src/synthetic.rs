@@ -93,6 +93,22 @@ struct Made<'a> {
     n: usize,
 }
 
+/// One ready synthetic record, for unit tests.
+#[cfg(test)]
+pub(crate) fn sample_metadata() -> Metadata {
+    record(Made {
+        id: "checkpoint/sdxl/sample".to_owned(),
+        name: "Sample".to_owned(),
+        model_type: "checkpoint",
+        family: "sdxl",
+        format: "safetensors",
+        file: "sample.safetensors".to_owned(),
+        size: 1024,
+        serial: 1,
+        n: 1,
+    })
+}
+
 /// A ready synthetic record with one small weight file; the generators set the rest.
 fn record(m: Made<'_>) -> Metadata {
     Metadata {

@@ -754,7 +754,19 @@ async fn dependency_profiles_bindings_and_verify() {
         .await
         .expect("list")
         .into_inner();
-    assert_eq!(listed.profiles.len(), 2);
+    let stored: Vec<_> = listed
+        .profiles
+        .iter()
+        .filter(|p| p.origin == pumas_proto::common::v1::ProfileOrigin::Stored as i32)
+        .collect();
+    assert_eq!(stored.len(), 2);
+    assert!(
+        listed
+            .profiles
+            .iter()
+            .any(|p| p.origin == pumas_proto::common::v1::ProfileOrigin::BuiltIn as i32),
+        "the built-in catalog is listed too"
+    );
     let err = c
         .get_dependency_profile(GetDependencyProfileRequest {
             profile_id: "nope".into(),
@@ -784,11 +796,40 @@ async fn dependency_profiles_bindings_and_verify() {
     let b = put.binding.expect("binding");
     assert!(b.binding_id.starts_with("bind-"));
     assert_eq!(b.active, Some(true), "unset means active");
+    let err = c
+        .put_model_dependency_binding(PutModelDependencyBindingRequest {
+            binding: Some(binding("ghost-profile", "9")),
+        })
+        .await
+        .expect_err("a missing profile is refused");
+    assert_eq!(err.code(), Code::NotFound);
+    // A binding whose profile version is deleted afterwards (forced) names a missing profile.
+    let mut ghost = profile("9", "==2.5.1");
+    ghost.profile_id = "ghost-profile".into();
+    c.put_dependency_profile(PutDependencyProfileRequest { profile: Some(ghost) })
+        .await
+        .expect("put ghost");
     c.put_model_dependency_binding(PutModelDependencyBindingRequest {
         binding: Some(binding("ghost-profile", "9")),
     })
     .await
-    .expect("bind to a missing profile");
+    .expect("bind ghost");
+    let err = c
+        .delete_dependency_profile(DeleteDependencyProfileRequest {
+            profile_id: "ghost-profile".into(),
+            version: "9".into(),
+            force: false,
+        })
+        .await
+        .expect_err("in use");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    c.delete_dependency_profile(DeleteDependencyProfileRequest {
+        profile_id: "ghost-profile".into(),
+        version: "9".into(),
+        force: true,
+    })
+    .await
+    .expect("forced delete");
     let model = c
         .get_model(GetModelRequest { model_id: id.clone() })
         .await

@@ -6,6 +6,7 @@
 //! [`pages`] answers lists and searches (with [`page_cache`]); [`changes`] is the change feed
 //! and its retention; [`hashes`] the hash cache; [`holds`] dependency bindings and link holds.
 
+mod bound_models;
 mod changes;
 mod hashes;
 mod holds;
@@ -32,6 +33,8 @@ pub use pages::{After, COUNT_CAP, Filter, Order, Page, SORT_PLAN_MAX};
 use ranking::RankDoc;
 pub use ranking::{Hit, Ranking};
 
+use crate::catalog::Catalog;
+
 /// A model as the index keeps it: the merged metadata and which fields the user overrode.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
@@ -56,6 +59,8 @@ pub struct Store {
     /// Held from a write's transaction until the ranking has it, so the ranking sees the
     /// writes in the order models.db committed them.
     write_order: Arc<tokio::sync::Mutex<()>>,
+    /// The dependency catalog: what a model nobody bound is bound to, in every record written.
+    catalog: Arc<Catalog>,
 }
 
 fn migrator() -> Migrator {
@@ -84,8 +89,14 @@ fn migrator() -> Migrator {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, in WAL mode, migrated.
+    /// Opens (creating if needed) the database at `path`, in WAL mode, migrated, with the
+    /// built-in catalog.
     pub async fn open(path: &Path) -> Result<Self, IndexError> {
+        Self::open_with_catalog(path, Arc::new(Catalog::built_in())).await
+    }
+
+    /// [`Store::open`] with the catalog in force (built-in and the user's).
+    pub async fn open_with_catalog(path: &Path, catalog: Arc<Catalog>) -> Result<Self, IndexError> {
         let db = Db::open(path, 4).await?;
         migrator()
             .run(db.write())
@@ -97,6 +108,7 @@ impl Store {
             pages: Arc::default(),
             ranking,
             write_order: Arc::default(),
+            catalog,
         };
         store.load_ranking().await?;
         Ok(store)
@@ -151,6 +163,17 @@ impl Store {
         Ok(())
     }
 
+    /// The dependency catalog in force.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// A record with the bindings in effect: its own, else the catalog's (see [`Catalog`]).
+    pub fn with_effective_bindings(&self, mut record: Record) -> Record {
+        record.metadata.dependency_bindings = self.catalog.effective_bindings(&record.metadata);
+        record
+    }
+
     /// The relevance ranking.
     pub fn ranking(&self) -> &Ranking {
         &self.ranking
@@ -177,7 +200,9 @@ impl Store {
         let mut digests: Vec<(String, String)> = Vec::new();
         let mut bindings: Vec<(String, String)> = Vec::new();
         for record in records {
-            let m = &record.metadata;
+            let mut m = record.metadata.clone();
+            m.dependency_bindings = self.catalog.effective_bindings(&m);
+            let m = &m;
             let json = serde_json::to_string(&StoredRecord {
                 metadata: m.clone(),
                 overridden: record.overridden.clone(),

@@ -1,0 +1,350 @@
+//! Authoring dependency profiles and bindings through the gateway (they live in the index), and
+//! the audit of the pin policy over every binding in effect.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pumas_proto::DEPENDENCY_CONTRACT_VERSION;
+use pumas_proto::common::v1::{
+    DependencyBinding, DependencyProfile, ProfileOrigin, RequirementKind, ValidationError, ValidationScope,
+};
+use pumas_proto::gateway::v1::*;
+use pumas_proto::index;
+use pumas_runtime::ApiError;
+use tonic::Status;
+
+use crate::api::GatewayApi;
+use crate::resolve::{Modality, codes, pin_policy};
+
+/// Binding ids an audit finding lists (the count says how many there are).
+const FINDING_IDS_SHOWN: usize = 20;
+/// Page size of the audit's walks through the index.
+const AUDIT_PAGE: i32 = 1000;
+
+/// Refuses a resolution in another contract version than the caller expects.
+pub fn check_expected_version(expected: Option<u32>) -> Result<(), Status> {
+    match expected {
+        Some(v) if v != DEPENDENCY_CONTRACT_VERSION => Err(ApiError::FailedPrecondition {
+            kind: "dependency_contract_version".to_owned(),
+            subject: format!("expected {v}, served {DEPENDENCY_CONTRACT_VERSION}"),
+            message: format!(
+                "this gateway speaks dependency contract version {DEPENDENCY_CONTRACT_VERSION}, not the \
+                 {v} the request expects; use a client for version {DEPENDENCY_CONTRACT_VERSION}, or a \
+                 gateway that speaks {v}"
+            ),
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+impl GatewayApi {
+    pub(crate) async fn put_profile(
+        &self,
+        r: PutDependencyProfileRequest,
+    ) -> Result<PutDependencyProfileResponse, Status> {
+        let answer = self
+            .index()
+            .call(
+                index::v1::PutDependencyProfileRequest { profile: r.profile },
+                async |mut c, req| c.put_dependency_profile(req).await,
+            )
+            .await?;
+        Ok(PutDependencyProfileResponse {
+            profile: answer.profile,
+            dependency_contract_version: answer.dependency_contract_version,
+        })
+    }
+
+    pub(crate) async fn get_profile(
+        &self,
+        r: GetDependencyProfileRequest,
+    ) -> Result<GetDependencyProfileResponse, Status> {
+        let answer = self
+            .index()
+            .call(
+                index::v1::GetDependencyProfileRequest {
+                    profile_id: r.profile_id,
+                    version: r.version,
+                },
+                async |mut c, req| c.get_dependency_profile(req).await,
+            )
+            .await?;
+        Ok(GetDependencyProfileResponse {
+            profile: answer.profile,
+            dependency_contract_version: answer.dependency_contract_version,
+        })
+    }
+
+    pub(crate) async fn list_profiles(
+        &self,
+        r: ListDependencyProfilesRequest,
+    ) -> Result<ListDependencyProfilesResponse, Status> {
+        let answer = self
+            .index()
+            .call(
+                index::v1::ListDependencyProfilesRequest {
+                    page_size: r.page_size,
+                    page_token: r.page_token,
+                },
+                async |mut c, req| c.list_dependency_profiles(req).await,
+            )
+            .await?;
+        Ok(ListDependencyProfilesResponse {
+            profiles: answer.profiles,
+            next_page_token: answer.next_page_token,
+            dependency_contract_version: answer.dependency_contract_version,
+        })
+    }
+
+    pub(crate) async fn delete_profile(
+        &self,
+        r: DeleteDependencyProfileRequest,
+    ) -> Result<DeleteDependencyProfileResponse, Status> {
+        self.index()
+            .call(
+                index::v1::DeleteDependencyProfileRequest {
+                    profile_id: r.profile_id,
+                    version: r.version,
+                    force: r.force,
+                },
+                async |mut c, req| c.delete_dependency_profile(req).await,
+            )
+            .await?;
+        Ok(DeleteDependencyProfileResponse {})
+    }
+
+    pub(crate) async fn put_binding(
+        &self,
+        r: PutModelDependencyBindingRequest,
+    ) -> Result<PutModelDependencyBindingResponse, Status> {
+        let answer = self
+            .index()
+            .call(
+                index::v1::PutModelDependencyBindingRequest { binding: r.binding },
+                async |mut c, req| c.put_model_dependency_binding(req).await,
+            )
+            .await?;
+        Ok(PutModelDependencyBindingResponse {
+            binding: answer.binding,
+            dependency_contract_version: answer.dependency_contract_version,
+        })
+    }
+
+    pub(crate) async fn list_bindings(
+        &self,
+        r: ListModelDependencyBindingsRequest,
+    ) -> Result<ListModelDependencyBindingsResponse, Status> {
+        let answer = self
+            .index()
+            .call(
+                index::v1::ListModelDependencyBindingsRequest {
+                    model_id: r.model_id,
+                    page_size: r.page_size,
+                    page_token: r.page_token,
+                },
+                async |mut c, req| c.list_model_dependency_bindings(req).await,
+            )
+            .await?;
+        Ok(ListModelDependencyBindingsResponse {
+            bindings: answer.bindings,
+            next_page_token: answer.next_page_token,
+            dependency_contract_version: answer.dependency_contract_version,
+        })
+    }
+
+    pub(crate) async fn delete_binding(
+        &self,
+        r: DeleteModelDependencyBindingRequest,
+    ) -> Result<DeleteModelDependencyBindingResponse, Status> {
+        self.index()
+            .call(
+                index::v1::DeleteModelDependencyBindingRequest {
+                    binding_id: r.binding_id,
+                },
+                async |mut c, req| c.delete_model_dependency_binding(req).await,
+            )
+            .await?;
+        Ok(DeleteModelDependencyBindingResponse {})
+    }
+
+    /// Every profile version, walking the index's pages.
+    async fn all_profiles(&self) -> Result<Vec<DependencyProfile>, Status> {
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .list_profiles(ListDependencyProfilesRequest {
+                    page_size: AUDIT_PAGE,
+                    page_token,
+                })
+                .await?;
+            out.extend(page.profiles);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// The audit: every active binding in effect against its profile's variants for its backend
+    /// and its model's modality, grouped into findings.
+    pub(crate) async fn audit(&self) -> Result<AuditDependenciesResponse, Status> {
+        let profiles: BTreeMap<String, DependencyProfile> = self
+            .all_profiles()
+            .await?
+            .into_iter()
+            .map(|p| (format!("{}@{}", p.profile_id, p.version), p))
+            .collect();
+        let suggestions = suggested_pins(profiles.values());
+        let mut response = AuditDependenciesResponse {
+            dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
+            ..Default::default()
+        };
+        let mut findings: BTreeMap<(String, String, String, String, Modality), AuditFinding> =
+            BTreeMap::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .list_bindings(ListModelDependencyBindingsRequest {
+                    model_id: String::new(),
+                    page_size: AUDIT_PAGE,
+                    page_token,
+                })
+                .await?;
+            let model_ids: Vec<String> = page
+                .bindings
+                .iter()
+                .map(|b| b.model_id.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let data = self
+                .index()
+                .call(
+                    index::v1::GetDependencyDataRequest { model_ids },
+                    async |mut c, req| c.get_dependency_data(req).await,
+                )
+                .await?;
+            let types: BTreeMap<String, i32> = data
+                .models
+                .iter()
+                .filter_map(|m| m.model.as_ref().map(|r| (r.model_id.clone(), r.model_type)))
+                .collect();
+            for b in page.bindings.iter().filter(|b| b.active.unwrap_or(true)) {
+                response.checked_binding_count += 1;
+                let Some(profile) = profiles.get(&format!("{}@{}", b.profile_id, b.profile_version)) else {
+                    response.unknown_profile_binding_ids.push(b.binding_id.clone());
+                    continue;
+                };
+                let modality = Modality::of_model_type(
+                    types
+                        .get(&b.model_id)
+                        .and_then(|t| pumas_proto::names::model_type(*t))
+                        .unwrap_or("unknown"),
+                );
+                audit_binding(b, profile, modality, &suggestions, &mut findings);
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        response.unknown_profile_binding_ids.sort();
+        response.findings = findings.into_values().collect();
+        Ok(response)
+    }
+}
+
+/// Adds what the pin policy finds in `b`'s profile variants (for its backend) to `findings`.
+fn audit_binding(
+    b: &DependencyBinding,
+    profile: &DependencyProfile,
+    modality: Modality,
+    suggestions: &BTreeMap<String, String>,
+    findings: &mut BTreeMap<(String, String, String, String, Modality), AuditFinding>,
+) {
+    for v in profile.variants.iter().filter(|v| v.backend_key == b.backend_key) {
+        let (missing, modality_unknown) = pin_policy(
+            &v.requirements,
+            &v.backend_key,
+            modality,
+            &profile.required_packages,
+        );
+        if missing.is_empty() && !modality_unknown {
+            continue;
+        }
+        let key = (
+            profile.profile_id.clone(),
+            profile.version.clone(),
+            v.backend_key.clone(),
+            v.platform_selector.clone(),
+            modality,
+        );
+        let finding = findings.entry(key).or_insert_with(|| {
+            let mut f = AuditFinding {
+                profile_id: profile.profile_id.clone(),
+                profile_version: profile.version.clone(),
+                backend_key: v.backend_key.clone(),
+                platform_selector: v.platform_selector.clone(),
+                modality: modality.name().to_owned(),
+                ..Default::default()
+            };
+            if !missing.is_empty() {
+                let named: Vec<String> = missing.iter().map(|(n, why)| format!("{n} ({why})")).collect();
+                f.validation_errors.push(ValidationError {
+                    code: codes::UNPINNED_DEPENDENCY.to_owned(),
+                    scope: ValidationScope::Binding as i32,
+                    field: "requirements".to_owned(),
+                    message: format!("no exact pin for: {}", named.join(", ")),
+                    ..Default::default()
+                });
+            }
+            if modality_unknown {
+                f.validation_errors.push(ValidationError {
+                    code: codes::MODALITY_RESOLUTION_UNKNOWN.to_owned(),
+                    scope: ValidationScope::Binding as i32,
+                    field: "model_type".to_owned(),
+                    message: "models of unknown type are bound to a torch backend; set their type".to_owned(),
+                    ..Default::default()
+                });
+            }
+            f.suggested_pins = missing
+                .iter()
+                .map(|(name, _)| (name.clone(), suggestions.get(name).cloned().unwrap_or_default()))
+                .collect();
+            f
+        });
+        finding.binding_count += 1;
+        if finding.binding_ids.len() < FINDING_IDS_SHOWN && !finding.binding_ids.contains(&b.binding_id) {
+            finding.binding_ids.push(b.binding_id.clone());
+            finding.binding_ids.sort();
+        }
+    }
+}
+
+/// The pin to suggest per package: the one the catalog (built-in first) uses most.
+fn suggested_pins<'a>(profiles: impl Iterator<Item = &'a DependencyProfile>) -> BTreeMap<String, String> {
+    let mut counts: BTreeMap<String, BTreeMap<String, (u32, u32)>> = BTreeMap::new();
+    for p in profiles {
+        let built_in = u32::from(p.origin == ProfileOrigin::BuiltIn as i32);
+        for r in p.variants.iter().flat_map(|v| &v.requirements) {
+            if r.kind == RequirementKind::PythonPackage as i32 && !r.exact_pin.is_empty() {
+                let entry = counts
+                    .entry(r.name.to_lowercase())
+                    .or_default()
+                    .entry(r.exact_pin.clone())
+                    .or_default();
+                entry.0 += built_in;
+                entry.1 += 1;
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .filter_map(|(name, pins)| {
+            pins.into_iter()
+                .max_by_key(|(_, c)| *c)
+                .map(|(pin, _)| (name, pin))
+        })
+        .collect()
+}
