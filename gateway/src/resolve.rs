@@ -10,6 +10,7 @@ use pumas_proto::common::v1::{
     BindingOrigin, DependencyBinding, DependencyProfile, ModelDependencyRequirements, PlatformContext,
     Requirement, RequirementGroup, RequirementKind, ValidationError, ValidationScope, ValidationState,
 };
+use pumas_proto::names::normalize_package_name as normalize;
 use sha2::{Digest as _, Sha256};
 
 /// Stable error codes (documented in docs/DEPENDENCIES.md).
@@ -59,24 +60,6 @@ impl Modality {
             Self::Unknown => "unknown",
         }
     }
-}
-
-/// A Python package name the standard way (PEP 503), as the index stores them.
-fn normalize(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut separator = false;
-    for c in name.trim().chars() {
-        if matches!(c, '-' | '_' | '.') {
-            separator = true;
-        } else {
-            if separator && !out.is_empty() {
-                out.push('-');
-            }
-            separator = false;
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
 }
 
 /// What the pin policy finds wrong with one variant's requirements for a model of `modality`:

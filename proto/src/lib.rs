@@ -133,6 +133,26 @@ pub mod names {
         model_type_value(name).is_some()
     }
 
+    /// A Python package name the standard way (PEP 503): lowercase, runs of `-`, `_`, `.` as one
+    /// `-`, so `Sentence_Transformers` and `sentence-transformers` name one package. Profiles
+    /// store names so, and the pin policy compares them so.
+    pub fn normalize_package_name(name: &str) -> String {
+        let mut out = String::with_capacity(name.len());
+        let mut separator = false;
+        for c in name.trim().chars() {
+            if matches!(c, '-' | '_' | '.') {
+                separator = true;
+            } else {
+                if separator && !out.is_empty() {
+                    out.push('-');
+                }
+                separator = false;
+                out.push(c.to_ascii_lowercase());
+            }
+        }
+        out
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;

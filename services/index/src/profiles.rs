@@ -12,6 +12,7 @@ use crate::catalog::Catalog;
 use crate::error::IndexError;
 use crate::slug::is_safe_segment;
 use crate::vocabulary::valid_selector;
+use pumas_proto::names::normalize_package_name as normalize_name;
 use pumas_runtime::fsio::write_json_atomic;
 
 /// Folder of profiles under the models root.
@@ -115,25 +116,6 @@ pub fn valid_pin(pin: &str) -> bool {
         && version
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '!' | '-' | '_'))
-}
-
-/// A Python package name the standard way (PEP 503): lowercase, runs of `-`, `_`, `.` as one
-/// `-`, so `Sentence_Transformers` and `sentence-transformers` are one package.
-pub fn normalize_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut separator = false;
-    for c in name.trim().chars() {
-        if matches!(c, '-' | '_' | '.') {
-            separator = true;
-        } else {
-            if separator && !out.is_empty() {
-                out.push('-');
-            }
-            separator = false;
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
 }
 
 fn valid_name(name: &str) -> bool {
