@@ -373,6 +373,9 @@ fn print_model(m: &ModelRecord) {
     if !m.overridden_fields.is_empty() {
         println!("  your edits    {}", m.overridden_fields.join(", "));
     }
+    if let Some(e) = &m.embedded {
+        print_embedded(e);
+    }
     println!("  files");
     for f in &m.files {
         println!(
@@ -396,6 +399,60 @@ fn print_model(m: &ModelRecord) {
             println!("    {} {} = {} -> {}", e.kind, e.key, e.value, e.supports);
         }
     }
+}
+
+/// What the model's files say about themselves, as `pumas show` prints it.
+fn print_embedded(e: &pumas_proto::common::v1::EmbeddedMetadata) {
+    let line = |label: &str, value: String| {
+        if !value.is_empty() {
+            println!("  {label:<13} {value}");
+        }
+    };
+    let number = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+    line("title", e.title.clone());
+    line("author", e.author.clone());
+    line("license", e.license.clone());
+    line("base model", e.base_model.clone());
+    line("context", number(e.context_length));
+    let shape: Vec<String> = [
+        ("embedding", e.embedding_length),
+        ("blocks", e.block_count),
+        ("heads", e.head_count),
+        ("kv heads", e.head_count_kv),
+    ]
+    .iter()
+    .filter_map(|(label, n)| n.map(|n| format!("{label} {n}")))
+    .collect();
+    line("shape", shape.join(", "));
+    line(
+        "rope base",
+        e.rope_freq_base.map(|f| f.to_string()).unwrap_or_default(),
+    );
+    line(
+        "tokenizer",
+        format!(
+            "{}{}",
+            e.tokenizer_model,
+            if e.has_chat_template {
+                " (with a chat template)"
+            } else {
+                ""
+            }
+        )
+        .trim()
+        .to_owned(),
+    );
+    line("triggers", e.trigger_words.join(", "));
+    line(
+        "network",
+        match (e.network_dim, e.network_alpha) {
+            (Some(d), Some(a)) => format!("dim {d}, alpha {a}"),
+            (Some(d), None) => format!("dim {d}"),
+            _ => String::new(),
+        },
+    );
+    line("output name", e.output_name.clone());
+    line("about", e.description.clone());
 }
 
 /// Flags of `pumas rm`.

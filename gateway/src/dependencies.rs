@@ -1,11 +1,11 @@
 //! Authoring dependency profiles and bindings through the gateway (they live in the index), and
 //! the audit of the pin policy over every binding in effect.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use pumas_proto::DEPENDENCY_CONTRACT_VERSION;
 use pumas_proto::common::v1::{
-    DependencyBinding, DependencyProfile, ProfileOrigin, RequirementKind, ValidationError, ValidationScope,
+    DependencyProfile, ProfileOrigin, RequirementKind, ValidationError, ValidationScope,
 };
 use pumas_proto::gateway::v1::*;
 use pumas_proto::index;
@@ -202,47 +202,39 @@ impl GatewayApi {
         };
         let mut findings: BTreeMap<(String, String, String, String, Modality), AuditFinding> =
             BTreeMap::new();
+        // Every model's active bindings in effect (the user's, or the catalog's): the model
+        // views carry them, with the model's type, so one walk through the library does.
         let mut page_token = String::new();
         loop {
             let page = self
-                .list_bindings(ListModelDependencyBindingsRequest {
-                    model_id: String::new(),
-                    page_size: AUDIT_PAGE,
-                    page_token,
-                })
-                .await?;
-            let model_ids: Vec<String> = page
-                .bindings
-                .iter()
-                .map(|b| b.model_id.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let data = self
                 .index()
                 .call(
-                    index::v1::GetDependencyDataRequest { model_ids },
-                    async |mut c, req| c.get_dependency_data(req).await,
+                    index::v1::ListModelsRequest {
+                        page_size: AUDIT_PAGE,
+                        page_token,
+                        ..Default::default()
+                    },
+                    async |mut c, req| c.list_models(req).await,
                 )
                 .await?;
-            let types: BTreeMap<String, i32> = data
-                .models
-                .iter()
-                .filter_map(|m| m.model.as_ref().map(|r| (r.model_id.clone(), r.model_type)))
-                .collect();
-            for b in page.bindings.iter().filter(|b| b.active.unwrap_or(true)) {
-                response.checked_binding_count += 1;
-                let Some(profile) = profiles.get(&format!("{}@{}", b.profile_id, b.profile_version)) else {
-                    response.unknown_profile_binding_ids.push(b.binding_id.clone());
-                    continue;
-                };
+            for model in &page.models {
                 let modality = Modality::of_model_type(
-                    types
-                        .get(&b.model_id)
-                        .and_then(|t| pumas_proto::names::model_type(*t))
-                        .unwrap_or("unknown"),
+                    pumas_proto::names::model_type(model.model_type).unwrap_or("unknown"),
                 );
-                audit_binding(b, profile, modality, &suggestions, &mut findings);
+                for b in &model.dependency_bindings {
+                    response.checked_binding_count += 1;
+                    match profiles.get(&format!("{}@{}", b.profile_id, b.profile_version)) {
+                        Some(profile) => audit_binding(
+                            &b.binding_id,
+                            &b.backend_key,
+                            profile,
+                            modality,
+                            &suggestions,
+                            &mut findings,
+                        ),
+                        None => response.unknown_profile_binding_ids.push(b.binding_id.clone()),
+                    }
+                }
             }
             if page.next_page_token.is_empty() {
                 break;
@@ -255,15 +247,17 @@ impl GatewayApi {
     }
 }
 
-/// Adds what the pin policy finds in `b`'s profile variants (for its backend) to `findings`.
+/// Adds what the pin policy finds in a binding's profile variants (for its backend) to
+/// `findings`.
 fn audit_binding(
-    b: &DependencyBinding,
+    binding_id: &str,
+    backend_key: &str,
     profile: &DependencyProfile,
     modality: Modality,
     suggestions: &BTreeMap<String, String>,
     findings: &mut BTreeMap<(String, String, String, String, Modality), AuditFinding>,
 ) {
-    for v in profile.variants.iter().filter(|v| v.backend_key == b.backend_key) {
+    for v in profile.variants.iter().filter(|v| v.backend_key == backend_key) {
         let (missing, modality_unknown) = pin_policy(
             &v.requirements,
             &v.backend_key,
@@ -315,8 +309,10 @@ fn audit_binding(
             f
         });
         finding.binding_count += 1;
-        if finding.binding_ids.len() < FINDING_IDS_SHOWN && !finding.binding_ids.contains(&b.binding_id) {
-            finding.binding_ids.push(b.binding_id.clone());
+        if finding.binding_ids.len() < FINDING_IDS_SHOWN
+            && !finding.binding_ids.iter().any(|id| id == binding_id)
+        {
+            finding.binding_ids.push(binding_id.to_owned());
             finding.binding_ids.sort();
         }
     }

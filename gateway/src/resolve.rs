@@ -44,9 +44,9 @@ impl Modality {
     pub fn of_model_type(model_type: &str) -> Self {
         match model_type {
             "checkpoint" | "diffusion_model" | "lora" | "vae" | "controlnet" | "embedding" | "upscaler"
-            | "clip_vision" | "vision" => Self::Image,
-            "audio" => Self::Audio,
-            "llm" | "text_embedding" | "text_encoder" => Self::Text,
+            | "clip_vision" | "vision" | "vision_language" => Self::Image,
+            "audio" | "tts" => Self::Audio,
+            "llm" | "text_embedding" | "text_encoder" | "reranker" => Self::Text,
             _ => Self::Unknown,
         }
     }

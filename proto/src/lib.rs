@@ -68,6 +68,9 @@ pub mod names {
         ("text_embedding", ModelType::TextEmbedding),
         ("audio", ModelType::Audio),
         ("vision", ModelType::Vision),
+        ("reranker", ModelType::Reranker),
+        ("vision_language", ModelType::VisionLanguage),
+        ("tts", ModelType::Tts),
     ];
 
     /// Every model format.

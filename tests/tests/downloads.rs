@@ -549,6 +549,16 @@ async fn bad_bytes_are_retried_and_persistent_corruption_fails_without_keeping_a
         pumas_proto::common::v1::ModelFormat::Gguf as i32,
         "{record:?}"
     );
+    // What the GGUF says about itself is kept; the hub card's license comes first.
+    let embedded = record.embedded.clone().context("embedded metadata")?;
+    assert_eq!(embedded.context_length, Some(4096));
+    assert_eq!(embedded.base_model, "tiny base");
+    assert_eq!(embedded.license, "apache-2.0");
+    assert_eq!(
+        embedded.values.get("general.name").map(String::as_str),
+        Some("tiny")
+    );
+    assert_eq!(record.license, "mit", "{record:?}");
     Ok(())
 }
 

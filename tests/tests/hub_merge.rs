@@ -48,6 +48,7 @@ fn hub_model(models_dir: &std::path::Path, id: &str, repo: &str, commit: &str) {
         unsafe_format: false,
         dependency_bindings: vec![],
         declares_no_dependencies: false,
+        embedded: Default::default(),
         download: None,
     };
     std::fs::write(

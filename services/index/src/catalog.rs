@@ -1,8 +1,9 @@
 //! The dependency catalog: profiles and autobinding rules shipped with the binary as data
 //! (`services/index/catalog/`), overlaid by the user's own catalog folder
 //! (`<data root>/catalog/`, same format). A model nobody bound gets the bindings of the first
-//! rule it matches; they are derived, never written to metadata.json, so a catalog upgrade
-//! rebinds every such model and a user binding replaces them (docs/DEPENDENCIES.md).
+//! rule it matches; they are derived on every read, never stored (not in metadata.json, not in
+//! models.db), so a catalog upgrade rebinds every such model and a user binding replaces them
+//! (docs/DEPENDENCIES.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ use sha2::{Digest as _, Sha256};
 use crate::metadata::{Binding, Metadata};
 use crate::profiles::{Profile, Requirement, Variant};
 
+/// How the ids of catalog bindings begin (reserved: a user binding cannot take one).
+pub const BINDING_PREFIX: &str = "catalog-";
 /// `origin` of a profile that ships with the binary.
 pub const BUILT_IN: &str = "built_in";
 /// `origin` of a profile from the user's catalog folder.
@@ -337,7 +340,7 @@ impl Catalog {
                 // Stable across profile versions: a catalog upgrade keeps the binding's id.
                 let key = format!("{}\n{}\n{}", m.id, profile.profile_id, backend);
                 Binding {
-                    binding_id: format!("catalog-{}", &blake3::hash(key.as_bytes()).to_hex()[..16]),
+                    binding_id: format!("{BINDING_PREFIX}{}", &blake3::hash(key.as_bytes()).to_hex()[..16]),
                     profile_id: profile.profile_id.clone(),
                     profile_version: profile.version.clone(),
                     backend_key: backend.to_owned(),

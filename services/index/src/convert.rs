@@ -109,6 +109,31 @@ pub fn model(record: &Record, library_root: &std::path::Path) -> common::ModelRe
         overridden_fields: record.overridden.clone(),
         library_path: library_root.join(&m.id).display().to_string(),
         declares_no_dependencies: m.declares_no_dependencies,
+        embedded: (!m.embedded.is_empty()).then(|| embedded(&m.embedded)),
+    }
+}
+
+/// The proto form of a model's embedded metadata.
+fn embedded(e: &crate::embedded::Embedded) -> common::EmbeddedMetadata {
+    common::EmbeddedMetadata {
+        values: e.values.clone().into_iter().collect(),
+        context_length: e.context_length,
+        embedding_length: e.embedding_length,
+        block_count: e.block_count,
+        head_count: e.head_count,
+        head_count_kv: e.head_count_kv,
+        rope_freq_base: e.rope_freq_base,
+        tokenizer_model: e.tokenizer_model.clone(),
+        has_chat_template: e.has_chat_template,
+        author: e.author.clone(),
+        license: e.license.clone(),
+        base_model: e.base_model.clone(),
+        trigger_words: e.trigger_words.clone(),
+        network_dim: e.network_dim,
+        network_alpha: e.network_alpha,
+        output_name: e.output_name.clone(),
+        title: e.title.clone(),
+        description: e.description.clone(),
     }
 }
 

@@ -9,7 +9,7 @@ use crate::inspect::{gguf, safetensors};
 use crate::metadata::{Detection, Evidence};
 
 /// Version of these rules, recorded with every detection.
-pub const RULES_VERSION: u32 = 1;
+pub const RULES_VERSION: u32 = 2;
 
 /// The outcome of detection.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,9 +54,11 @@ pub fn detect(facts: &Facts) -> Decision {
     if let Some(index) = &facts.model_index {
         diffusers_rules(facts, index, &mut candidates, &mut architecture);
     }
-    if let Some(config) = &facts.config {
-        config_rules(config, &mut candidates, &mut architecture);
-    }
+    let head_rules_out_llm = facts
+        .config
+        .as_ref()
+        .is_some_and(|config| config_rules(config, &mut candidates, &mut architecture));
+    sentence_transformers_rules(facts, &mut candidates);
     if let Some(header) = &facts.gguf {
         gguf_rules(header, facts, &mut candidates, &mut architecture);
     }
@@ -64,6 +66,11 @@ pub fn detect(facts: &Facts) -> Decision {
         tensor_rules(header, &mut candidates);
     }
     name_rules(facts, &mut candidates);
+    if head_rules_out_llm {
+        // The config's head says what the weights are for; decoder-shaped tensor names alone
+        // do not make a chat model of a classifier.
+        candidates.retain(|c| !(c.model_type == "llm" && c.evidence.iter().all(|e| e.kind == "tensor_key")));
+    }
 
     // Merge candidates that agree, then rank.
     let mut merged: Vec<Candidate> = Vec::new();
@@ -593,7 +600,10 @@ fn transformers_family(model_type: &str) -> Option<(&'static str, &'static str)>
     })
 }
 
-fn config_rules(config: &Value, out: &mut Vec<Candidate>, architecture: &mut String) {
+/// Candidates from config.json. True when its head says the weights are not a generative
+/// language model (a classifier, a reranker, a conflicting class), so that tensor names alone
+/// do not make one.
+fn config_rules(config: &Value, out: &mut Vec<Candidate>, architecture: &mut String) -> bool {
     if let Some(arch) = config
         .get("architectures")
         .and_then(|a| a.get(0))
@@ -603,14 +613,7 @@ fn config_rules(config: &Value, out: &mut Vec<Candidate>, architecture: &mut Str
     }
     if let Some(class) = config.get("_class_name").and_then(Value::as_str) {
         // A diffusers component folder on its own.
-        let (model_type, family) = match class {
-            "ControlNetModel" | "SD3ControlNetModel" | "FluxControlNetModel" => ("controlnet", "unknown"),
-            "AutoencoderKL" => ("vae", "unknown"),
-            "UNet2DConditionModel" => ("diffusion_model", "unknown"),
-            "FluxTransformer2DModel" => ("diffusion_model", "flux"),
-            "SD3Transformer2DModel" => ("diffusion_model", "sd3"),
-            _ => ("unknown", "unknown"),
-        };
+        let (model_type, family) = diffusers_class(class).unwrap_or(("unknown", "unknown"));
         if architecture.is_empty() {
             *architecture = class.to_owned();
         }
@@ -633,42 +636,232 @@ fn config_rules(config: &Value, out: &mut Vec<Candidate>, architecture: &mut Str
                 )],
             });
         }
-        return;
+        return false;
     }
-    if let Some(mt) = config.get("model_type").and_then(Value::as_str) {
-        if let Some((model_type, family)) = transformers_family(mt) {
-            // A sentence-transformers model with a decoder architecture is still an embedding model;
-            // that is decided by the presence of modules.json in name_rules.
-            let is_causal =
-                architecture.ends_with("ForCausalLM") || architecture.ends_with("ForConditionalGeneration");
-            let model_type = if model_type == "llm" && !is_causal && !architecture.is_empty() {
-                "text_embedding"
-            } else {
-                model_type
-            };
-            out.push(Candidate {
-                model_type,
-                family: family.to_owned(),
-                score: 0.95,
-                evidence: vec![
-                    ev("config_json", "model_type", mt, &format!("family={family}")),
-                    ev(
+    let Some(mt) = config.get("model_type").and_then(Value::as_str) else {
+        return false;
+    };
+    let evidence = |supports: &str| {
+        vec![
+            ev("config_json", "model_type", mt, supports),
+            ev("config_json", "architectures[0]", architecture.as_str(), supports),
+        ]
+    };
+    // A text-to-speech head, whatever the backbone.
+    if architecture.contains("TextToSpeech") || matches!(architecture.as_str(), "VitsModel" | "BarkModel") {
+        out.push(Candidate {
+            model_type: "tts",
+            family: "unknown".to_owned(),
+            score: 0.9,
+            evidence: evidence("type=tts (a speech synthesis head)"),
+        });
+        return true;
+    }
+    // A language model with a vision tower: vision-language.
+    if config.get("vision_config").is_some()
+        && (architecture.ends_with("ForConditionalGeneration") || architecture.ends_with("ForCausalLM"))
+    {
+        let text_type = config
+            .get("text_config")
+            .and_then(|t| t.get("model_type"))
+            .and_then(Value::as_str)
+            .unwrap_or(mt);
+        let family = transformers_family(text_type)
+            .or_else(|| transformers_family(mt))
+            .map(|(_, f)| f)
+            .unwrap_or("unknown");
+        out.push(Candidate {
+            model_type: "vision_language",
+            family: family.to_owned(),
+            score: 0.95,
+            evidence: evidence(&format!(
+                "type=vision_language family={family} (vision_config with a generation head)"
+            )),
+        });
+        return false;
+    }
+    let Some((model_type, family)) = transformers_family(mt) else {
+        out.push(Candidate {
+            model_type: "unknown",
+            family: "unknown".to_owned(),
+            score: 0.0,
+            evidence: vec![ev("config_json", "model_type", mt, "no rule for this model_type")],
+        });
+        return false;
+    };
+    let head = Head::of(architecture);
+    let (model_type, score, why): (&'static str, f64, String) = match head {
+        // One output label: a relevance score, the shape of cross-encoder rerankers (and reward
+        // models). More labels: a classifier, which the library has no type for.
+        Head::SequenceClassification => match label_count(config) {
+            Some(1) => (
+                "reranker",
+                0.9,
+                "type=reranker (sequence classification, one label)".to_owned(),
+            ),
+            n => (
+                "unknown",
+                0.0,
+                format!(
+                    "a classifier with {} labels: no library type for classifiers",
+                    n.map(|n| n.to_string()).unwrap_or_else(|| "unknown".to_owned())
+                ),
+            ),
+        },
+        Head::Generation => (model_type, 0.95, format!("type={model_type} family={family}")),
+        // A decoder without its LM head (Qwen3Model, LlamaModel): an embedding model.
+        Head::Base if model_type == "llm" => (
+            "text_embedding",
+            0.95,
+            format!("type=text_embedding family={family} (no LM head)"),
+        ),
+        Head::Base | Head::None => (model_type, 0.95, format!("type={model_type} family={family}")),
+        // Another task head (token classification, question answering) on a language model: not
+        // a chat model, and no better type: a low confidence says so.
+        Head::Task if model_type == "llm" => (
+            model_type,
+            0.45,
+            format!(
+                "type=llm family={family}, but with a task head ({architecture}) rather than a generation head"
+            ),
+        ),
+        Head::Task => (model_type, 0.95, format!("type={model_type} family={family}")),
+        // model_type and architecture disagree (a diffusers class with model_type llama): say
+        // so with a low confidence and both readings.
+        Head::Other => {
+            if let Some((other_type, other_family)) = diffusers_class(architecture) {
+                out.push(Candidate {
+                    model_type: other_type,
+                    family: other_family.to_owned(),
+                    score: 0.45,
+                    evidence: vec![ev(
                         "config_json",
                         "architectures[0]",
                         architecture.as_str(),
-                        &format!("type={model_type}"),
-                    ),
-                ],
-            });
+                        &format!("type={other_type} (conflicts with model_type {mt})"),
+                    )],
+                });
+            }
+            (
+                model_type,
+                0.45,
+                format!("type={model_type} family={family} (conflicts with architecture {architecture})"),
+            )
+        }
+    };
+    out.push(Candidate {
+        model_type,
+        family: if model_type == "unknown" {
+            "unknown".to_owned()
         } else {
-            out.push(Candidate {
-                model_type: "unknown",
-                family: "unknown".to_owned(),
-                score: 0.0,
-                evidence: vec![ev("config_json", "model_type", mt, "no rule for this model_type")],
-            });
+            family.to_owned()
+        },
+        score,
+        evidence: evidence(&why),
+    });
+    !matches!(head, Head::Generation | Head::Base | Head::None)
+}
+
+/// The head a transformers architecture name ends in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Head {
+    /// No architecture given.
+    None,
+    /// `...ForCausalLM`, `...ForConditionalGeneration`, `...LMHeadModel`, `...ForMaskedLM`.
+    Generation,
+    /// `...ForSequenceClassification`.
+    SequenceClassification,
+    /// `...Model`: the backbone without a head.
+    Base,
+    /// Another `...For<Task>` head (image classification, token classification, ...).
+    Task,
+    /// Anything else (another head, or not a transformers class at all).
+    Other,
+}
+
+impl Head {
+    fn of(architecture: &str) -> Self {
+        if architecture.is_empty() {
+            Self::None
+        } else if [
+            "ForCausalLM",
+            "ForConditionalGeneration",
+            "LMHeadModel",
+            "ForMaskedLM",
+            "ForSpeechSeq2Seq",
+        ]
+        .iter()
+        .any(|s| architecture.ends_with(s))
+        {
+            Self::Generation
+        } else if architecture.ends_with("ForSequenceClassification") {
+            Self::SequenceClassification
+        } else if diffusers_class(architecture).is_some() {
+            Self::Other
+        } else if architecture.contains("For") {
+            Self::Task
+        } else if architecture.ends_with("Model") {
+            Self::Base
+        } else {
+            Self::Other
         }
     }
+}
+
+/// Type and family of a diffusers class name.
+fn diffusers_class(class: &str) -> Option<(&'static str, &'static str)> {
+    Some(match class {
+        "ControlNetModel" | "SD3ControlNetModel" | "FluxControlNetModel" => ("controlnet", "unknown"),
+        "AutoencoderKL" => ("vae", "unknown"),
+        "UNet2DConditionModel" => ("diffusion_model", "unknown"),
+        "FluxTransformer2DModel" => ("diffusion_model", "flux"),
+        "SD3Transformer2DModel" => ("diffusion_model", "sd3"),
+        _ => return None,
+    })
+}
+
+/// How many labels a classification head has (`id2label`, else `num_labels`).
+fn label_count(config: &Value) -> Option<usize> {
+    config
+        .get("id2label")
+        .and_then(Value::as_object)
+        .map(serde_json::Map::len)
+        .or_else(|| {
+            config
+                .get("num_labels")
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+        })
+}
+
+/// A sentence-transformers folder (`modules.json`, `config_sentence_transformers.json`, a
+/// pooling module) is an embedding model whatever its backbone: a Qwen3 decoder inside one is
+/// an embedder, not a chat model.
+fn sentence_transformers_rules(facts: &Facts, out: &mut Vec<Candidate>) {
+    let marker = facts.file_names.iter().find(|f| {
+        let f = f.as_str();
+        f == "modules.json" || f == "config_sentence_transformers.json" || f.contains("_Pooling/")
+    });
+    let Some(marker) = marker else { return };
+    let family = facts
+        .config
+        .as_ref()
+        .and_then(|c| c.get("model_type"))
+        .and_then(Value::as_str)
+        .and_then(transformers_family)
+        .map(|(_, f)| f)
+        .unwrap_or("unknown");
+    out.push(Candidate {
+        model_type: "text_embedding",
+        family: family.to_owned(),
+        score: 1.2,
+        evidence: vec![ev(
+            "file",
+            marker,
+            "sentence-transformers",
+            &format!("type=text_embedding family={family} (a sentence-transformers folder)"),
+        )],
+    });
 }
 
 fn diffusers_rules(facts: &Facts, index: &Value, out: &mut Vec<Candidate>, architecture: &mut String) {

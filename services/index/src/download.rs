@@ -201,6 +201,7 @@ impl Library {
             unsafe_format,
             dependency_bindings: Vec::new(),
             declares_no_dependencies: false,
+            embedded: Default::default(),
             download: Some(PendingDownload {
                 download_id: begin.download_id,
                 staging_path: begin.staging.display().to_string(),
@@ -303,6 +304,14 @@ impl Library {
         metadata.parameter_count = decision.parameter_count;
         metadata.detection = decision.detection;
         metadata.unsafe_format = unsafe_format;
+        metadata.embedded = crate::embedded::from_facts(&facts);
+        // The hub's card comes first; what the files say fills what it left out.
+        if metadata.license.is_empty() {
+            metadata.license.clone_from(&metadata.embedded.license);
+        }
+        if metadata.description.is_empty() {
+            metadata.description.clone_from(&metadata.embedded.description);
+        }
         metadata.total_size = files.iter().map(|f| f.size).sum();
         metadata.composite_digest = hash::composite(
             &files

@@ -253,6 +253,7 @@ pub(crate) fn local_metadata(
             .map(|f| (f.path.clone(), f.sha256.clone()))
             .collect::<Vec<_>>(),
     );
+    let embedded = crate::embedded::from_facts(facts);
     Metadata {
         schema_version: SCHEMA_VERSION,
         id,
@@ -271,12 +272,8 @@ pub(crate) fn local_metadata(
             path: unit.origin.display().to_string(),
         },
         tags,
-        description: String::new(),
-        license: facts
-            .safetensors
-            .as_ref()
-            .and_then(|h| h.metadata.get("modelspec.license").cloned())
-            .unwrap_or_default(),
+        description: embedded.description.clone(),
+        license: embedded.license.clone(),
         added_time: now.clone(),
         updated_time: now,
         state: "ready".to_owned(),
@@ -285,6 +282,7 @@ pub(crate) fn local_metadata(
         unsafe_format: inspect::is_unsafe(unit),
         dependency_bindings: Vec::new(),
         declares_no_dependencies: false,
+        embedded,
         download: None,
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod convert;
 pub mod detect;
 pub mod download;
+pub mod embedded;
 pub mod error;
 pub mod hash;
 pub mod import;

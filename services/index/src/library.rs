@@ -453,6 +453,14 @@ impl Library {
                 binding.profile_id, binding.profile_version, binding.backend_key, binding.platform_selector
             );
             binding.binding_id = format!("bind-{}", &blake3::hash(key.as_bytes()).to_hex()[..16]);
+        } else if binding.binding_id.starts_with(crate::catalog::BINDING_PREFIX) {
+            return Err(IndexError::invalid(
+                "binding.binding_id",
+                format!(
+                    "ids starting with `{}` are the catalog's; leave it empty for a stable id of your own",
+                    crate::catalog::BINDING_PREFIX
+                ),
+            ));
         } else if !crate::slug::is_safe_segment(&binding.binding_id) {
             return Err(IndexError::invalid(
                 "binding.binding_id",
@@ -486,29 +494,22 @@ impl Library {
     /// Deletes a dependency binding.
     pub async fn delete_binding(&self, binding_id: &str) -> Result<(), IndexError> {
         let mut commit = self.commit().await;
+        if binding_id.starts_with(crate::catalog::BINDING_PREFIX) {
+            return Err(IndexError::Precondition {
+                kind: "catalog_binding".to_owned(),
+                subject: binding_id.to_owned(),
+                message: format!(
+                    "binding `{binding_id}` was attached by the catalog and goes away by itself: bind \
+                     the model yourself (that replaces the catalog's bindings), or declare that it needs \
+                     no dependencies"
+                ),
+            });
+        }
         let owner = self
             .store
             .binding_owner(binding_id)
             .await?
             .ok_or_else(|| IndexError::BindingNotFound(binding_id.to_owned()))?;
-        if let Some(record) = self.store.get(&owner).await?
-            && let Some(b) = record
-                .metadata
-                .dependency_bindings
-                .iter()
-                .find(|b| b.binding_id == binding_id && !b.catalog_rule.is_empty())
-        {
-            return Err(IndexError::Precondition {
-                kind: "catalog_binding".to_owned(),
-                subject: binding_id.to_owned(),
-                message: format!(
-                    "binding `{binding_id}` of `{owner}` was attached by the catalog (rule `{}`) and goes \
-                     away by itself: bind the model yourself (that replaces the catalog's bindings), or \
-                     declare that it needs no dependencies",
-                    b.catalog_rule
-                ),
-            });
-        }
         let dir = self.model_dir(&owner)?;
         let mut metadata = read_metadata(&dir)?;
         metadata

@@ -165,6 +165,10 @@ pub struct Metadata {
     /// The model declares it needs no dependency bindings.
     #[serde(default)]
     pub declares_no_dependencies: bool,
+    /// What the model's files say about themselves (GGUF `general.*`, safetensors
+    /// `__metadata__`), bounded.
+    #[serde(default, skip_serializing_if = "crate::embedded::Embedded::is_empty")]
+    pub embedded: crate::embedded::Embedded,
     /// Set while the fetch service is downloading the model (state `downloading` or `error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download: Option<PendingDownload>,

@@ -150,6 +150,7 @@ fn record(m: Made<'_>) -> Metadata {
         unsafe_format: false,
         dependency_bindings: Vec::new(),
         declares_no_dependencies: false,
+        embedded: Default::default(),
         download: None,
     }
 }

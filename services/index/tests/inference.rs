@@ -167,6 +167,8 @@ fn transformers_folders_by_config() {
         ("phi3", "Phi3ForCausalLM", "llm", "phi"),
         ("bert", "BertModel", "text_embedding", "bert"),
         ("whisper", "WhisperForConditionalGeneration", "audio", "whisper"),
+        ("qwen3", "Qwen3Model", "text_embedding", "qwen"),
+        ("vits", "VitsModel", "tts", "unknown"),
     ] {
         let folder = transformers_folder(&d.join(mt), mt, arch);
         let (decision, format, files) = decide(&folder);
@@ -325,4 +327,120 @@ fn split_gguf_and_vision_models() {
     let vit = transformers_folder(&dir.path().join("vit-base"), "vit", "ViTForImageClassification");
     let (decision, _, _) = decide(&vit);
     assert_eq!(decision.model_type, "vision");
+}
+
+#[test]
+fn sentence_transformers_folders_are_embeddings_whatever_their_backbone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Qwen3-Embedding's shape: a causal-LM config inside a sentence-transformers folder.
+    let folder = transformers_folder(
+        &dir.path().join("Qwen3-Embedding-0.6B"),
+        "qwen3",
+        "Qwen3ForCausalLM",
+    );
+    json(
+        &folder.join("modules.json"),
+        serde_json::json!([{"idx": 0, "path": "", "type": "sentence_transformers.models.Transformer"}, {"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]),
+    );
+    json(
+        &folder.join("config_sentence_transformers.json"),
+        serde_json::json!({"prompts": {}}),
+    );
+    json(
+        &folder.join("1_Pooling/config.json"),
+        serde_json::json!({"pooling_mode_lasttoken": true}),
+    );
+    let decision = check(&folder, "text_embedding", "qwen");
+    assert!(
+        decision
+            .detection
+            .evidence
+            .iter()
+            .any(|e| e.supports.contains("sentence-transformers folder"))
+    );
+    assert_eq!(
+        decision.detection.runner_up, "llm/qwen",
+        "the causal-LM reading is the runner-up"
+    );
+}
+
+#[test]
+fn classification_heads_are_rerankers_by_their_labels_not_embeddings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_labels = |name: &str, mt: &str, arch: &str, labels: serde_json::Value| {
+        let folder = transformers_folder(&dir.path().join(name), mt, arch);
+        json(
+            &folder.join("config.json"),
+            serde_json::json!({"model_type": mt, "architectures": [arch], "id2label": labels}),
+        );
+        folder
+    };
+    // A cross-encoder (bge-reranker, ms-marco MiniLM): one label, a relevance score.
+    let reranker = with_labels(
+        "bge-reranker-base",
+        "xlm-roberta",
+        "XLMRobertaForSequenceClassification",
+        serde_json::json!({"0": "LABEL_0"}),
+    );
+    check(&reranker, "reranker", "bert");
+    // A reward model on a Llama backbone: one score too, and never an embedding model.
+    let reward = with_labels(
+        "llama-reward",
+        "llama",
+        "LlamaForSequenceClassification",
+        serde_json::json!({"0": "LABEL_0"}),
+    );
+    check(&reward, "reranker", "llama");
+    // A sentiment classifier: several labels, no library type for it.
+    let sentiment = with_labels(
+        "sentiment",
+        "distilbert",
+        "DistilBertForSequenceClassification",
+        serde_json::json!({"0": "NEGATIVE", "1": "POSITIVE"}),
+    );
+    let (decision, _, _) = decide(&sentiment);
+    assert_eq!(decision.model_type, "unknown", "{:#?}", decision.detection);
+}
+
+#[test]
+fn vision_language_models_are_their_own_type() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = transformers_folder(
+        &dir.path().join("Qwen2-VL-2B-Instruct"),
+        "qwen2_vl",
+        "Qwen2VLForConditionalGeneration",
+    );
+    json(
+        &folder.join("config.json"),
+        serde_json::json!({"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"], "vision_config": {"depth": 32}}),
+    );
+    check(&folder, "vision_language", "qwen");
+    let llava = transformers_folder(
+        &dir.path().join("llava-1.5-7b"),
+        "llava",
+        "LlavaForConditionalGeneration",
+    );
+    json(
+        &llava.join("config.json"),
+        serde_json::json!({"model_type": "llava", "architectures": ["LlavaForConditionalGeneration"], "vision_config": {"model_type": "clip_vision_model"}, "text_config": {"model_type": "llama"}}),
+    );
+    check(&llava, "vision_language", "llama");
+}
+
+#[test]
+fn conflicting_evidence_gives_a_low_confidence_and_the_runner_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = transformers_folder(&dir.path().join("odd"), "llama", "UNet2DConditionModel");
+    let (decision, _, _) = decide(&folder);
+    assert!(decision.detection.confidence < 0.5, "{:#?}", decision.detection);
+    let readings = [
+        format!("{}/{}", decision.model_type, decision.family),
+        decision.detection.runner_up.clone(),
+    ];
+    assert!(
+        readings.contains(&"llm/llama".to_owned())
+            && readings.contains(&"diffusion_model/unknown".to_owned()),
+        "{readings:?}"
+    );
+    assert!(decision.detection.runner_up_confidence > 0.0);
 }

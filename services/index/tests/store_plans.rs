@@ -57,6 +57,7 @@ fn record(i: usize) -> Record {
             unsafe_format: false,
             dependency_bindings: vec![],
             declares_no_dependencies: false,
+            embedded: Default::default(),
             download: None,
         },
         overridden: vec![],

@@ -184,6 +184,9 @@ pub fn all() -> Vec<Preset> {
                 "text_embedding",
                 "audio",
                 "vision",
+                "reranker",
+                "vision_language",
+                "tts",
             ]
             .iter()
             .map(|t| folder(t, "", &[], ANY))

@@ -65,7 +65,7 @@ pub fn gguf(architecture: &str, name: &str, file_type: u32, elements: u64) -> Ve
     out.extend_from_slice(b"GGUF");
     out.extend_from_slice(&3u32.to_le_bytes());
     out.extend_from_slice(&1u64.to_le_bytes()); // tensors
-    out.extend_from_slice(&4u64.to_le_bytes()); // key/values
+    out.extend_from_slice(&6u64.to_le_bytes()); // key/values
     string(&mut out, "general.architecture");
     out.extend_from_slice(&8u32.to_le_bytes());
     string(&mut out, architecture);
@@ -78,6 +78,12 @@ pub fn gguf(architecture: &str, name: &str, file_type: u32, elements: u64) -> Ve
     string(&mut out, &format!("{architecture}.context_length"));
     out.extend_from_slice(&4u32.to_le_bytes());
     out.extend_from_slice(&4096u32.to_le_bytes());
+    string(&mut out, "general.license");
+    out.extend_from_slice(&8u32.to_le_bytes());
+    string(&mut out, "apache-2.0");
+    string(&mut out, "general.base_model.0.name");
+    out.extend_from_slice(&8u32.to_le_bytes());
+    string(&mut out, &format!("{name} base"));
     string(&mut out, "token_embd.weight");
     out.extend_from_slice(&1u32.to_le_bytes());
     out.extend_from_slice(&elements.to_le_bytes());

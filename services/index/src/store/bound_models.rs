@@ -6,8 +6,9 @@ use super::Store;
 use crate::error::IndexError;
 
 impl Store {
-    /// Up to `limit` models (sorted) whose bindings in effect name `profile_id@version`. A scan
-    /// of the records: for an occasional check (deleting a profile), not a hot path.
+    /// Up to `limit` models (sorted) whose own bindings name `profile_id@version` (catalog
+    /// bindings name catalog profiles, which cannot be deleted). A scan of the records: for an
+    /// occasional check (deleting a profile), not a hot path.
     pub async fn models_binding(
         &self,
         profile_id: &str,

@@ -200,8 +200,16 @@ impl Store {
         let mut digests: Vec<(String, String)> = Vec::new();
         let mut bindings: Vec<(String, String)> = Vec::new();
         for record in records {
+            // The stored record keeps the user's bindings only: the catalog's are derived on
+            // every read (cheaper than storing four more per model, and a catalog upgrade needs
+            // no rewrite). Whether any binding is in effect is a column, for the filter.
             let mut m = record.metadata.clone();
-            m.dependency_bindings = self.catalog.effective_bindings(&m);
+            m.dependency_bindings.retain(|b| b.catalog_rule.is_empty());
+            let has_binding = if m.dependency_bindings.is_empty() {
+                self.catalog.effective_bindings(&m).iter().any(|b| b.active)
+            } else {
+                m.dependency_bindings.iter().any(|b| b.active)
+            };
             let m = &m;
             let json = serde_json::to_string(&StoredRecord {
                 metadata: m.clone(),
@@ -241,7 +249,7 @@ impl Store {
                 total_size: m.total_size as i64,
                 added_ms,
                 repo: repo.clone(),
-                has_binding: m.dependency_bindings.iter().any(|b| b.active),
+                has_binding,
                 tags_key: if m.tags.is_empty() {
                     String::new()
                 } else {
@@ -256,7 +264,9 @@ impl Store {
                     ),
                     format!("{} {}", m.family, m.model_type),
                     m.architecture.clone(),
-                    m.tags.join(" "),
+                    // Tags and what a user searches a file by: trigger words, base model,
+                    // author, license.
+                    format!("{} {}", m.tags.join(" "), m.embedded.search_text()),
                     m.description.clone(),
                     files.join(" "),
                     repo,
@@ -390,13 +400,15 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    fn decode(json: &str) -> Result<Record, IndexError> {
+    /// A stored record as the API shows it: with the catalog's bindings when it has none of its
+    /// own.
+    fn decode(&self, json: &str) -> Result<Record, IndexError> {
         let stored: StoredRecord = serde_json::from_str(json)
             .map_err(|e| IndexError::Internal(format!("corrupt record in models.db: {e}")))?;
-        Ok(Record {
+        Ok(self.with_effective_bindings(Record {
             metadata: stored.metadata,
             overridden: stored.overridden,
-        })
+        }))
     }
 
     /// One model.
@@ -405,7 +417,7 @@ impl Store {
             .bind(id)
             .fetch_optional(self.db.read())
             .await?;
-        row.map(|r| Self::decode(r.get::<&str, _>(0))).transpose()
+        row.map(|r| self.decode(r.get::<&str, _>(0))).transpose()
     }
 
     /// The model a fetch download created, if any.
@@ -417,7 +429,7 @@ impl Store {
         .bind(download_id)
         .fetch_optional(self.db.read())
         .await?;
-        row.map(|r| Self::decode(r.get::<&str, _>(0))).transpose()
+        row.map(|r| self.decode(r.get::<&str, _>(0))).transpose()
     }
 
     /// Every model id.
@@ -445,7 +457,7 @@ impl Store {
         .bind(digest)
         .fetch_all(self.db.read())
         .await?;
-        rows.iter().map(|r| Self::decode(r.get::<&str, _>(0))).collect()
+        rows.iter().map(|r| self.decode(r.get::<&str, _>(0))).collect()
     }
 }
 

@@ -273,7 +273,7 @@ impl Store {
         for row in rows.iter().take(limit as usize) {
             let json = row.get::<&str, _>(0);
             bytes += json.len();
-            let record = Self::decode(json)?;
+            let record = self.decode(json)?;
             let id: String = row.get(4);
             next = Some(match order {
                 Order::Name | Order::Relevance => After::Text(row.get(1), id),
@@ -337,7 +337,7 @@ impl Store {
             // A hit whose row is gone was removed between the two reads: skip it.
             if let Some(json) = records.get(&(hit.rowid as i64)) {
                 bytes += json.len();
-                out.push((Self::decode(json)?, f64::from(hit.score)));
+                out.push((self.decode(json)?, f64::from(hit.score)));
             }
         }
         let next = hits
