@@ -20,6 +20,10 @@ type Mapper = MapperServiceClient<Channel>;
 
 use pumas_e2e::library::{import, mapper_caught_up, write_lora};
 
+#[path = "../../services/index/tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+
 async fn put(mapper: &mut Mapper, app: &str, toml: &str) -> anyhow::Result<()> {
     mapper
         .put_mapping_config(PutMappingConfigRequest {
@@ -379,6 +383,20 @@ async fn comfyui_can_read_the_library_through_extra_model_paths() -> anyhow::Res
     let mut mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
     let comfy = suite.data_root.path().join("ComfyUI");
     std::fs::create_dir_all(&comfy)?;
+    // A diffusers SDXL pipeline and a single-file SDXL checkpoint in the library.
+    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
+    let inbox = suite.data_root.path().join("inbox");
+    let pipeline = import(
+        &mut gateway,
+        &common::diffusers_sdxl(&inbox.join("sdxl-base-pipeline")),
+    )
+    .await?;
+    let single = import(
+        &mut gateway,
+        &common::sdxl_checkpoint(&inbox.join("juggernaut-xl.safetensors")),
+    )
+    .await?;
+    mapper_caught_up(&suite.index, &suite.mapper).await?;
     let yaml = comfy.join("extra_model_paths.yaml");
     std::fs::write(&yaml, "mine:\n  base_path: /data\n  loras: my_loras\n")?;
     put(
@@ -402,6 +420,92 @@ async fn comfyui_can_read_the_library_through_extra_model_paths() -> anyhow::Res
         "{text}"
     );
     assert!(text.contains("  loras: lora\n") && text.contains("  text_encoders: text_encoder\n"));
+    // What ComfyUI makes of it, by its own rules: each value is one path per line under
+    // base_path; `checkpoints` folders are scanned recursively for weights; `diffusers` folders
+    // are walked for model_index.json.
+    let seen = comfy_pumas_paths(&text);
+    let weights: Vec<PathBuf> = seen
+        .get("checkpoints")
+        .into_iter()
+        .flatten()
+        .flat_map(|dir| walk(dir))
+        .filter(|f| f.extension().is_some_and(|e| e == "safetensors" || e == "ckpt"))
+        .collect();
+    let pipeline_dir = library.join(&pipeline);
+    assert!(
+        weights.iter().all(|w| !w.starts_with(&pipeline_dir)),
+        "pipeline parts listed as checkpoints: {weights:?}\n{text}"
+    );
+    assert!(
+        weights.iter().any(|w| w.starts_with(library.join(&single))),
+        "{weights:?}\n{text}"
+    );
+    let pipelines: Vec<PathBuf> = seen
+        .get("diffusers")
+        .into_iter()
+        .flatten()
+        .flat_map(|dir| walk(dir))
+        .filter(|f| f.file_name().is_some_and(|n| n == "model_index.json"))
+        .collect();
+    assert_eq!(pipelines, [pipeline_dir.join("model_index.json")], "{text}");
+    // A pipeline imported later into a family that had none (sd1, whose folder the section
+    // gave whole): the mapper follows the feed and rewrites the section from the whole library.
+    let sd1 = import(
+        &mut gateway,
+        &common::sd1_checkpoint(&inbox.join("dreamshaper-8.safetensors")),
+    )
+    .await?;
+    let later_dir = common::diffusers_sdxl(&inbox.join("sd15-pipeline"));
+    std::fs::write(later_dir.join("README.txt"), "another pipeline")?;
+    let job = gateway
+        .import_models(pumas_proto::gateway::v1::ImportModelsRequest {
+            paths: vec![later_dir.display().to_string()],
+            family: "sd1".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .job
+        .context("job")?;
+    let mut updates = gateway
+        .watch_import_job(pumas_proto::gateway::v1::WatchImportJobRequest {
+            job_id: job.status.context("status")?.job_id,
+        })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(u) = updates.message().await? {
+        last = u.job;
+    }
+    let later = last.context("job")?.results[0].model_id.clone();
+    assert!(later.starts_with("checkpoint/sd1/"), "{later}");
+    mapper_caught_up(&suite.index, &suite.mapper).await?;
+    let text = std::fs::read_to_string(&yaml)?;
+    let seen = comfy_pumas_paths(&text);
+    let weights: Vec<PathBuf> = seen
+        .get("checkpoints")
+        .into_iter()
+        .flatten()
+        .flat_map(|dir| walk(dir))
+        .collect();
+    assert!(
+        weights.iter().all(|w| !w.starts_with(library.join(&later))),
+        "{weights:?}\n{text}"
+    );
+    for kept in [&single, &sd1] {
+        assert!(
+            weights.iter().any(|w| w.starts_with(library.join(kept))),
+            "{kept}: {weights:?}\n{text}"
+        );
+    }
+    let pipelines: Vec<PathBuf> = seen
+        .get("diffusers")
+        .into_iter()
+        .flatten()
+        .flat_map(|dir| walk(dir))
+        .filter(|f| f.ends_with("model_index.json"))
+        .collect();
+    assert_eq!(pipelines.len(), 2, "{text}");
     let again = apply(&mut mapper, "comfy", false).await?.plan.context("plan")?;
     assert_eq!(again.create_count + again.replace_count, 0, "{again:?}");
     let job = mapper
@@ -802,4 +906,43 @@ async fn a_mapper_behind_the_retained_change_feed_gets_out_of_range_and_maps_eve
         mapper_process.log()
     );
     Ok(())
+}
+
+/// The paths ComfyUI reads from the `pumas` section of an extra_model_paths.yaml: per key, each
+/// line of its value joined to base_path (ComfyUI's load_extra_path_config).
+fn comfy_pumas_paths(text: &str) -> std::collections::BTreeMap<String, Vec<PathBuf>> {
+    let mut out: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+    let section = text.split("pumas:\n").nth(1).unwrap_or_default();
+    let mut base = PathBuf::new();
+    let mut block: Option<String> = None;
+    for line in section.lines().take_while(|l| !l.starts_with('#')) {
+        if let Some(path) = line.strip_prefix("    ")
+            && let Some(key) = &block
+        {
+            out.entry(key.clone()).or_default().push(base.join(path.trim()));
+            continue;
+        }
+        let Some((key, value)) = line.trim().split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        block = None;
+        match (key, value) {
+            ("base_path", v) => base = PathBuf::from(v),
+            (k, "|") => block = Some(k.to_owned()),
+            (k, v) => out.entry(k.to_owned()).or_default().push(base.join(v)),
+        }
+    }
+    out
+}
+
+/// Every file below `dir`, following links as ComfyUI's os.walk(followlinks=True) does.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect()
 }

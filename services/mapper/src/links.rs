@@ -325,10 +325,33 @@ fn without_section(existing: &str) -> String {
 
 /// ComfyUI's `extra_model_paths.yaml` with a `pumas` section pointing at the library's type
 /// folders (ComfyUI scans them recursively), keeping every other section as it is.
-pub fn comfy_extra_paths(config: &MappingConfig, mount: &Path) -> String {
+///
+/// A diffusers pipeline (`model_index.json` with `unet/`, `vae/`... inside) must not be seen by a
+/// recursive scan for weights: ComfyUI would list each part as a checkpoint that fails to load.
+/// So a type folder that holds pipelines is given as its family folders without them, and the
+/// families that hold pipelines as their other models' folders one by one (ComfyUI reads a
+/// multi-line value as one path per line). The pipelines' family folders go under `diffusers`,
+/// where ComfyUI's diffusers loader looks for `model_index.json`.
+pub fn comfy_extra_paths(config: &MappingConfig, mount: &Path, models: &[&crate::plan::Model]) -> String {
+    use std::collections::{BTreeMap, BTreeSet};
     let existing = std::fs::read_to_string(config.root.join("extra_model_paths.yaml")).unwrap_or_default();
     let kept = without_section(&existing);
+    // type -> family -> (pipeline slugs, other slugs)
+    let mut tree: BTreeMap<&str, BTreeMap<&str, (BTreeSet<&str>, BTreeSet<&str>)>> = BTreeMap::new();
+    for m in models {
+        let mut parts = m.id.splitn(3, '/');
+        let (Some(t), Some(f), Some(slug)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let entry = tree.entry(t).or_default().entry(f).or_default();
+        if m.format == "diffusers" {
+            entry.0.insert(slug);
+        } else {
+            entry.1.insert(slug);
+        }
+    }
     let mut section = format!("{BEGIN}\npumas:\n  base_path: {}\n", mount.display());
+    let mut pipeline_families: BTreeSet<String> = BTreeSet::new();
     for (key, folder) in [
         ("checkpoints", "checkpoint"),
         ("diffusion_models", "diffusion_model"),
@@ -340,14 +363,44 @@ pub fn comfy_extra_paths(config: &MappingConfig, mount: &Path) -> String {
         ("embeddings", "embedding"),
         ("upscale_models", "upscaler"),
     ] {
-        section.push_str(&format!("  {key}: {folder}\n"));
+        let families = tree.get(folder);
+        if families.is_none_or(|fams| fams.values().all(|(pipelines, _)| pipelines.is_empty())) {
+            section.push_str(&format!("  {key}: {folder}\n"));
+            continue;
+        }
+        let mut paths: Vec<String> = Vec::new();
+        for (family, (pipelines, others)) in families.into_iter().flatten() {
+            if pipelines.is_empty() {
+                paths.push(format!("{folder}/{family}"));
+            } else {
+                pipeline_families.insert(format!("{folder}/{family}"));
+                paths.extend(others.iter().map(|slug| format!("{folder}/{family}/{slug}")));
+            }
+        }
+        push_paths(&mut section, key, &paths);
     }
+    let pipelines: Vec<String> = pipeline_families.into_iter().collect();
+    push_paths(&mut section, "diffusers", &pipelines);
     section.push_str(END);
     section.push('\n');
     if kept.trim().is_empty() {
         section
     } else {
         format!("{}\n{section}", kept.trim_end())
+    }
+}
+
+/// One key with several paths, as ComfyUI reads them (a block of lines); nothing for none.
+fn push_paths(section: &mut String, key: &str, paths: &[String]) {
+    match paths {
+        [] => {}
+        [one] => section.push_str(&format!("  {key}: {one}\n")),
+        many => {
+            section.push_str(&format!("  {key}: |\n"));
+            for p in many {
+                section.push_str(&format!("    {p}\n"));
+            }
+        }
     }
 }
 

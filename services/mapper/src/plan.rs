@@ -155,12 +155,13 @@ pub fn desired<'a>(
     warnings: &mut Vec<Warning>,
 ) -> Vec<Desired> {
     let mut out = Vec::new();
+    let models: Vec<&Model> = models.into_iter().collect();
     if config.strategy == Strategy::ConfigFile {
         out.push(Desired {
             target: config.root.join("extra_model_paths.yaml"),
             model_id: String::new(),
             want: Want::File {
-                content: links::comfy_extra_paths(config, mount),
+                content: links::comfy_extra_paths(config, mount, &models),
             },
         });
         return out;

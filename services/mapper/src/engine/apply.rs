@@ -32,6 +32,13 @@ impl Engine {
         trigger: Trigger,
     ) -> Result<Outcome, MapperError> {
         let config = self.config(app)?;
+        // ComfyUI's config file is written from the whole library (which families hold
+        // pipelines): a change to any model rewrites it from every model.
+        let scope = if config.strategy == Strategy::ConfigFile {
+            None
+        } else {
+            scope
+        };
         let lock = self.lock(app);
         let _guard = lock.lock().await;
         // Checked under the app lock, so a feed apply queued behind an unmap cannot undo it.
