@@ -336,8 +336,7 @@ pub fn comfy_extra_paths(config: &MappingConfig, mount: &Path, models: &[&crate:
     use std::collections::{BTreeMap, BTreeSet};
     let existing = std::fs::read_to_string(config.root.join("extra_model_paths.yaml")).unwrap_or_default();
     let kept = without_section(&existing);
-    // type -> family -> (pipeline slugs, other slugs)
-    let mut tree: BTreeMap<&str, BTreeMap<&str, (BTreeSet<&str>, BTreeSet<&str>)>> = BTreeMap::new();
+    let mut tree: BTreeMap<&str, BTreeMap<&str, Family<'_>>> = BTreeMap::new();
     for m in models {
         let mut parts = m.id.splitn(3, '/');
         let (Some(t), Some(f), Some(slug)) = (parts.next(), parts.next(), parts.next()) else {
@@ -389,6 +388,12 @@ pub fn comfy_extra_paths(config: &MappingConfig, mount: &Path, models: &[&crate:
         format!("{}\n{section}", kept.trim_end())
     }
 }
+
+/// The slugs of one `<type>/<family>` folder: (diffusers pipelines, other models).
+type Family<'a> = (
+    std::collections::BTreeSet<&'a str>,
+    std::collections::BTreeSet<&'a str>,
+);
 
 /// One key with several paths, as ComfyUI reads them (a block of lines); nothing for none.
 fn push_paths(section: &mut String, key: &str, paths: &[String]) {
