@@ -901,3 +901,43 @@ async fn a_downloaded_model_can_be_exposed_as_a_hugging_face_cache() -> anyhow::
     assert!(text.starts_with("../../../blobs"), "{}", text.display());
     Ok(())
 }
+
+#[tokio::test]
+async fn two_quants_of_one_repo_are_two_clearly_named_models() -> anyhow::Result<()> {
+    let emulator = HubEmulator::start(vec![fixtures::tiny_gguf()]).await?;
+    let (_suite, mut client) = suite(&emulator, &[], &[]).await?;
+    let mut ids = Vec::new();
+    for quant in ["Q4_K_M", "Q8_0"] {
+        let id = client
+            .start_download(StartDownloadRequest {
+                selection: Some(FileSelection {
+                    gguf_quantization: quant.to_owned(),
+                    ..Default::default()
+                }),
+                ..start("acme/tiny-gguf")
+            })
+            .await?
+            .into_inner()
+            .download
+            .context("download")?
+            .download_id;
+        ids.push(id);
+    }
+    let mut models = Vec::new();
+    for id in &ids {
+        let done = wait_for(&mut client, id, DownloadState::Completed, Duration::from_secs(60)).await?;
+        let record = model(&mut client, &done.model_id).await?;
+        models.push((record.model_id, record.display_name));
+    }
+    assert_eq!(
+        models,
+        [
+            (
+                "llm/llama/tiny-gguf-q4-k-m".to_owned(),
+                "tiny-gguf-Q4_K_M".to_owned()
+            ),
+            ("llm/llama/tiny-gguf-q8-0".to_owned(), "tiny-gguf-Q8_0".to_owned()),
+        ]
+    );
+    Ok(())
+}

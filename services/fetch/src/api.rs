@@ -450,18 +450,26 @@ impl FetchApi {
                 adopted: false,
             })
             .collect();
-        // Same repository and commit already on its way: one download, not two.
+        // The same files of the same commit already on their way: one download, not two. Another
+        // selection of the repo (another quant) is another download, and another model.
+        let wanted: std::collections::BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
         for live in self.engine.all() {
             let other = live.snapshot().job;
             if other.repo_id == request.repo_id
                 && other.commit_sha == info.commit_sha
                 && !other.state.is_final()
+                && other
+                    .files
+                    .iter()
+                    .map(|f| f.path.as_str())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    == wanted
             {
-                return Err(ApiError::AlreadyExists {
+                return Err(ApiError::AlreadyExistsHelp {
                     resource_type: "download".to_owned(),
-                    name: format!(
-                        "{} ({}@{})",
-                        other.id,
+                    name: other.id.clone(),
+                    help: format!(
+                        "the same files of {}@{} are already downloading; watch that download",
                         other.repo_id,
                         &other.commit_sha[..other.commit_sha.len().min(12)]
                     ),

@@ -791,6 +791,7 @@ impl IndexService for IndexApi {
                 family: non_empty(&r.family),
                 tags: r.tags,
                 license: r.license,
+                selection_label: r.selection_label,
             })
             .await?;
         Ok(Response::new(BeginModelDownloadResponse {

@@ -29,6 +29,8 @@ pub struct Begin {
     pub family: Option<String>,
     pub tags: Vec<String>,
     pub license: String,
+    /// The variant the selection picked (a GGUF quant), for the model's name.
+    pub selection_label: String,
 }
 
 /// A repository file path that is safe to join under a directory.
@@ -136,12 +138,14 @@ impl Library {
             check_relative(&f.path)?;
         }
         crate::vocabulary::check_type_and_family("", begin.model_type.as_deref(), begin.family.as_deref())?;
-        let name = begin
-            .repo_id
-            .rsplit('/')
-            .next()
-            .unwrap_or(&begin.repo_id)
-            .to_owned();
+        let repo_name = begin.repo_id.rsplit('/').next().unwrap_or(&begin.repo_id);
+        // One quant of a repo is named for it: `tiny-gguf-Q4_K_M`, slug `tiny-gguf-q4-k-m`.
+        let label = begin.selection_label.trim();
+        let name = if label.is_empty() || repo_name.to_lowercase().ends_with(&label.to_lowercase()) {
+            repo_name.to_owned()
+        } else {
+            format!("{repo_name}-{label}")
+        };
         let unit = present_unit(&name, &begin.staging, &begin.expected);
         let (facts, mut decision, unsafe_format) = inspect_unit(unit).await?;
         let model_type = begin

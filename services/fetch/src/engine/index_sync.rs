@@ -44,6 +44,7 @@ impl IndexSync {
             family: job.family.clone(),
             tags: job.tags.clone(),
             license: job.license.clone(),
+            selection_label: job.selection.quantization.clone(),
         };
         let response = self.client.clone().begin_model_download(request).await;
         let model = response.map_err(|s| Failure::from_status(&s))?.into_inner().model;
