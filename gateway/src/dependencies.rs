@@ -202,6 +202,7 @@ impl GatewayApi {
         };
         let mut findings: BTreeMap<(String, String, String, String, Modality), AuditFinding> =
             BTreeMap::new();
+        let mut unbound: Vec<AuditFinding> = Vec::new();
         // Every model's active bindings in effect (the user's, or the catalog's): the model
         // views carry them, with the model's type, so one walk through the library does.
         let mut page_token = String::new();
@@ -242,7 +243,64 @@ impl GatewayApi {
             page_token = page.next_page_token;
         }
         response.unknown_profile_binding_ids.sort();
-        response.findings = findings.into_values().collect();
+        // Profiles nobody binds yet are checked too, for what holds whatever the model: a torch
+        // pin on torch backends, the profile's required packages, no unpinned package.
+        for profile in profiles.values() {
+            for v in &profile.variants {
+                let (missing, _) = pin_policy(
+                    &v.requirements,
+                    &v.backend_key,
+                    Modality::Text,
+                    &profile.required_packages,
+                );
+                let seen = findings.keys().any(|(id, version, backend, selector, _)| {
+                    *id == profile.profile_id
+                        && *version == profile.version
+                        && *backend == v.backend_key
+                        && *selector == v.platform_selector
+                });
+                if missing.is_empty() || seen {
+                    continue;
+                }
+                let named: Vec<String> = missing.iter().map(|(n, why)| format!("{n} ({why})")).collect();
+                unbound.push(AuditFinding {
+                    profile_id: profile.profile_id.clone(),
+                    profile_version: profile.version.clone(),
+                    backend_key: v.backend_key.clone(),
+                    platform_selector: v.platform_selector.clone(),
+                    modality: "any".to_owned(),
+                    validation_errors: vec![ValidationError {
+                        code: codes::UNPINNED_DEPENDENCY.to_owned(),
+                        scope: ValidationScope::Binding as i32,
+                        field: "requirements".to_owned(),
+                        message: format!("no exact pin for: {}", named.join(", ")),
+                        ..Default::default()
+                    }],
+                    suggested_pins: missing
+                        .iter()
+                        .map(|(name, _)| (name.clone(), suggestions.get(name).cloned().unwrap_or_default()))
+                        .collect(),
+                    ..Default::default()
+                });
+            }
+        }
+        response.findings = findings.into_values().chain(unbound).collect();
+        response.findings.sort_by(|a, b| {
+            (
+                &a.profile_id,
+                &a.profile_version,
+                &a.backend_key,
+                &a.platform_selector,
+                &a.modality,
+            )
+                .cmp(&(
+                    &b.profile_id,
+                    &b.profile_version,
+                    &b.backend_key,
+                    &b.platform_selector,
+                    &b.modality,
+                ))
+        });
         Ok(response)
     }
 }

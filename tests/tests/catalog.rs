@@ -425,6 +425,12 @@ async fn the_usual_kinds_resolve_out_of_the_box_and_authoring_works_through_the_
             .all(|g| g.validation_errors[0].code == "profile_conflict")
     );
 
+    // A profile nobody binds is audited too, for what holds whatever the model.
+    publish(
+        &mut gateway,
+        profile("loose-unbound", "1", &[("torch", "==2.11.0"), ("xformers", "")]),
+    )
+    .await?;
     // The audit finds the profile without torch, with the pin to fill in from the catalog.
     let audit = gateway
         .audit_dependencies(AuditDependenciesRequest {})
@@ -441,6 +447,16 @@ async fn the_usual_kinds_resolve_out_of_the_box_and_authoring_works_through_the_
         Some("==2.11.0")
     );
     assert_eq!(finding.binding_count, 1);
+    let loose = audit
+        .findings
+        .iter()
+        .find(|f| f.profile_id == "loose-unbound")
+        .expect("unbound profile audited");
+    assert_eq!((loose.modality.as_str(), loose.binding_count), ("any", 0));
+    assert!(
+        loose.validation_errors[0].message.contains("xformers"),
+        "{loose:?}"
+    );
     assert!(
         audit
             .findings
