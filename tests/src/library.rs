@@ -226,3 +226,35 @@ pub async fn run_mapping(
     };
     mapping_job_end(mapper, job).await
 }
+
+/// A python-venv profile with one `torch-cuda` variant on `selector` pinning `pins`
+/// (name, exact pin; an empty pin is unpinned).
+pub fn torch_cuda_profile(
+    id: &str,
+    version: &str,
+    selector: &str,
+    pins: &[(&str, &str)],
+) -> pumas_proto::common::v1::DependencyProfile {
+    use pumas_proto::common::v1::{
+        DependencyProfile, DependencyProfileVariant, Requirement, RequirementKind,
+    };
+    DependencyProfile {
+        profile_id: id.into(),
+        version: version.into(),
+        environment_kind: "python-venv".into(),
+        variants: vec![DependencyProfileVariant {
+            backend_key: "torch-cuda".into(),
+            platform_selector: selector.into(),
+            requirements: pins
+                .iter()
+                .map(|(n, p)| Requirement {
+                    kind: RequirementKind::PythonPackage as i32,
+                    name: (*n).into(),
+                    exact_pin: (*p).into(),
+                    ..Default::default()
+                })
+                .collect(),
+        }],
+        ..Default::default()
+    }
+}

@@ -12,8 +12,8 @@ use std::path::Path;
 use pumas_e2e::library::import;
 use pumas_e2e::*;
 use pumas_proto::common::v1::{
-    BindingOrigin, DependencyBinding, DependencyProfile, DependencyProfileVariant, PlatformContext,
-    ProfileOrigin, Requirement, RequirementKind, ValidationState,
+    BindingOrigin, DependencyBinding, DependencyProfile, PlatformContext, ProfileOrigin, RequirementKind,
+    ValidationState,
 };
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::*;
@@ -50,25 +50,7 @@ async fn resolve(
 }
 
 fn profile(id: &str, version: &str, pins: &[(&str, &str)]) -> DependencyProfile {
-    DependencyProfile {
-        profile_id: id.into(),
-        version: version.into(),
-        environment_kind: "python-venv".into(),
-        variants: vec![DependencyProfileVariant {
-            backend_key: "torch-cuda".into(),
-            platform_selector: "linux-x86_64-cuda*".into(),
-            requirements: pins
-                .iter()
-                .map(|(n, p)| Requirement {
-                    kind: RequirementKind::PythonPackage as i32,
-                    name: (*n).into(),
-                    exact_pin: (*p).into(),
-                    ..Default::default()
-                })
-                .collect(),
-        }],
-        ..Default::default()
-    }
+    pumas_e2e::library::torch_cuda_profile(id, version, "linux-x86_64-cuda*", pins)
 }
 
 async fn publish(gateway: &mut Gateway, p: DependencyProfile) -> Result<DependencyProfile, tonic::Status> {

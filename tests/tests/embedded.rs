@@ -12,6 +12,21 @@ use pumas_index::inspect::gguf::MetaValue;
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::{GetModelRequest, SearchModelsRequest};
 
+async fn get(
+    gateway: &mut ModelLibraryServiceClient<Channel>,
+    id: &str,
+) -> anyhow::Result<pumas_proto::common::v1::ModelRecord> {
+    gateway
+        .get_model(GetModelRequest {
+            model_id: id.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .model
+        .and_then(|v| v.model)
+        .ok_or_else(|| anyhow::anyhow!("no model {id}"))
+}
+
 #[tokio::test]
 async fn a_loras_trigger_words_find_it_and_a_ggufs_shape_is_shown() -> anyhow::Result<()> {
     let suite = Suite::start().await?;
@@ -64,15 +79,7 @@ async fn a_loras_trigger_words_find_it_and_a_ggufs_shape_is_shown() -> anyhow::R
         })
         .collect();
     assert_eq!(ids, std::slice::from_ref(&lora_id));
-    let record = gateway
-        .get_model(GetModelRequest {
-            model_id: lora_id.clone(),
-        })
-        .await?
-        .into_inner()
-        .model
-        .and_then(|v| v.model)
-        .expect("model");
+    let record = get(&mut gateway, &lora_id).await?;
     let e = record.embedded.clone().expect("embedded");
     assert_eq!(e.trigger_words, ["zcharacter", "red scarf", "solo"]);
     assert_eq!(e.base_model, "sd_xl_base_1.0.safetensors");
@@ -102,15 +109,7 @@ async fn a_loras_trigger_words_find_it_and_a_ggufs_shape_is_shown() -> anyhow::R
         &[("token_embd.weight", &[64, 32]), ("output_norm.weight", &[64])],
     );
     let gguf_id = import(&mut gateway, &gguf).await?;
-    let record = gateway
-        .get_model(GetModelRequest {
-            model_id: gguf_id.clone(),
-        })
-        .await?
-        .into_inner()
-        .model
-        .and_then(|v| v.model)
-        .expect("model");
+    let record = get(&mut gateway, &gguf_id).await?;
     let e = record.embedded.clone().expect("embedded");
     assert_eq!(e.context_length, Some(32768));
     assert_eq!(

@@ -7,8 +7,7 @@ use prost::Message as _;
 use pumas_e2e::Channel;
 use pumas_e2e::*;
 use pumas_proto::common::v1::{
-    DependencyBinding, DependencyProfile, DependencyProfileVariant, ImportMode, PlatformContext, Requirement,
-    RequirementKind, ValidationState,
+    DependencyBinding, DependencyProfile, ImportMode, PlatformContext, ValidationState,
 };
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::{
@@ -38,25 +37,7 @@ fn write_checkpoint(path: &Path, width: u64) {
 }
 
 fn profile(id: &str, version: &str, pins: &[(&str, &str)]) -> DependencyProfile {
-    DependencyProfile {
-        profile_id: id.into(),
-        version: version.into(),
-        environment_kind: "python-venv".into(),
-        variants: vec![DependencyProfileVariant {
-            backend_key: "torch-cuda".into(),
-            platform_selector: "linux-*".into(),
-            requirements: pins
-                .iter()
-                .map(|(n, p)| Requirement {
-                    kind: RequirementKind::PythonPackage as i32,
-                    name: (*n).into(),
-                    exact_pin: (*p).into(),
-                    ..Default::default()
-                })
-                .collect(),
-        }],
-        ..Default::default()
-    }
+    pumas_e2e::library::torch_cuda_profile(id, version, "linux-*", pins)
 }
 
 async fn import(gateway: &mut ModelLibraryServiceClient<Channel>, path: &Path) -> String {
