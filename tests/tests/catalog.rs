@@ -485,6 +485,13 @@ async fn a_user_catalog_rebinds_models_at_the_next_start() -> anyhow::Result<()>
         resolve(&mut gateway, &llm, "torch-cuda").await?.groups[0].profile_id,
         "transformers-llm"
     );
+    // An upscaler: no built-in rule binds it, so the has-binding filter leaves it out.
+    let upscaler = import(
+        &mut gateway,
+        &common::upscaler(&inbox.join("4x-UltraSharp.safetensors")),
+    )
+    .await?;
+    assert!(!bound_ids(&mut gateway).await?.contains(&upscaler));
 
     // The user's catalog: a profile in the short form and a rule that comes before the built-in
     // ones.
@@ -496,9 +503,15 @@ async fn a_user_catalog_rebinds_models_at_the_next_start() -> anyhow::Result<()>
             "backends": ["torch-cuda"], "packages": {"vllm": "==0.11.0"}}"#,
     )?;
     std::fs::write(
+        catalog.join("profiles/spandrel.json"),
+        r#"{"profile_id": "spandrel", "version": "1", "backends": ["torch-cuda"],
+            "packages": {"spandrel": "==0.4.1"}}"#,
+    )?;
+    std::fs::write(
         catalog.join("autobind.json"),
         r#"{"rules": [{"rule_id": "llms-on-vllm", "when": {"model_type": ["llm"], "family": ["qwen*"]},
-            "profile_id": "vllm"}]}"#,
+            "profile_id": "vllm"},
+            {"rule_id": "upscalers", "when": {"model_type": ["upscaler"]}, "profile_id": "spandrel"}]}"#,
     )?;
     let suite = suite.kill_and_restart().await?;
     let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
@@ -538,5 +551,32 @@ async fn a_user_catalog_rebinds_models_at_the_next_start() -> anyhow::Result<()>
         .profile
         .expect("profile");
     assert_eq!(shown.origin, ProfileOrigin::UserCatalog as i32);
+    // The start's reconcile brought the has-binding column in line with the new rule.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !bound_ids(&mut gateway).await?.contains(&upscaler) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upscaler is not listed as bound"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     Ok(())
+}
+
+/// The ids the has-binding filter lists.
+async fn bound_ids(gateway: &mut Gateway) -> anyhow::Result<Vec<String>> {
+    Ok(gateway
+        .list_models(ListModelsRequest {
+            filters: Some(pumas_proto::common::v1::ModelFilter {
+                has_dependency_binding: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .models
+        .into_iter()
+        .filter_map(|v| v.model.map(|m| m.model_id))
+        .collect())
 }

@@ -238,7 +238,13 @@ async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, I
                 });
                 let outcome = if rebuilding || !known.contains(&id) {
                     Outcome::Added
-                } else if rewrite.is_some() || library.store().get(&id).await?.as_ref() != Some(&record) {
+                } else if rewrite.is_some()
+                    || library
+                        .store()
+                        .get_checked(&id)
+                        .await?
+                        .is_none_or(|(stored, column_current)| stored != record || !column_current)
+                {
                     if record.metadata.state == "ready" {
                         Outcome::Updated
                     } else {

@@ -205,11 +205,7 @@ impl Store {
             // no rewrite). Whether any binding is in effect is a column, for the filter.
             let mut m = record.metadata.clone();
             m.dependency_bindings.retain(|b| b.catalog_rule.is_empty());
-            let has_binding = if m.dependency_bindings.is_empty() {
-                self.catalog.effective_bindings(&m).iter().any(|b| b.active)
-            } else {
-                m.dependency_bindings.iter().any(|b| b.active)
-            };
+            let has_binding = self.has_binding(&m);
             let m = &m;
             let json = serde_json::to_string(&StoredRecord {
                 metadata: m.clone(),
@@ -398,6 +394,34 @@ impl Store {
         drop(order);
         self.pages.invalidate();
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Whether a model (its user bindings as stored) has an active binding in effect, its own
+    /// or the catalog's: the `has_binding` column.
+    fn has_binding(&self, m: &Metadata) -> bool {
+        let own: Vec<&crate::metadata::Binding> = m
+            .dependency_bindings
+            .iter()
+            .filter(|b| b.catalog_rule.is_empty())
+            .collect();
+        if own.is_empty() && !m.declares_no_dependencies {
+            self.catalog.effective_bindings(m).iter().any(|b| b.active)
+        } else {
+            own.iter().any(|b| b.active)
+        }
+    }
+
+    /// One model, and whether its `has_binding` column still says what the catalog in force
+    /// says (a catalog edit can change that without changing the record).
+    pub async fn get_checked(&self, id: &str) -> Result<Option<(Record, bool)>, IndexError> {
+        let row = sqlx::query("SELECT record, has_binding FROM models WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.db.read())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let record = self.decode(row.get::<&str, _>(0))?;
+        let current = row.get::<bool, _>(1) == self.has_binding(&record.metadata);
+        Ok(Some((record, current)))
     }
 
     /// A stored record as the API shows it: with the catalog's bindings when it has none of its
