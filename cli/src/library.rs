@@ -310,6 +310,9 @@ pub struct ShowArgs {
     gateway: GatewayArgs,
     /// Model id, e.g. lora/sdxl/detail-tweaker-xl.
     model_id: String,
+    /// Also print the chat template a GGUF carries.
+    #[arg(long)]
+    chat_template: bool,
 }
 
 pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
@@ -317,6 +320,7 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let view = client
         .get_model(GetModelRequest {
             model_id: args.model_id.clone(),
+            include_chat_template: args.chat_template,
         })
         .await
         .map_err(explain)?
@@ -453,6 +457,12 @@ fn print_embedded(e: &pumas_proto::common::v1::EmbeddedMetadata) {
     );
     line("output name", e.output_name.clone());
     line("about", e.description.clone());
+    if !e.chat_template.is_empty() {
+        println!("  chat template");
+        for l in e.chat_template.lines() {
+            println!("    {l}");
+        }
+    }
 }
 
 /// Flags of `pumas rm`.

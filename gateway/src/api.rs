@@ -442,12 +442,16 @@ impl ModelLibraryService for GatewayApi {
         &self,
         request: Request<GetModelRequest>,
     ) -> Result<Response<GetModelResponse>, Status> {
-        let model_id = request.into_inner().model_id;
+        let r = request.into_inner();
         let answer = self
             .index()
-            .call(index::v1::GetModelRequest { model_id }, async |mut c, req| {
-                c.get_model(req).await
-            })
+            .call(
+                index::v1::GetModelRequest {
+                    model_id: r.model_id,
+                    include_chat_template: r.include_chat_template,
+                },
+                async |mut c, req| c.get_model(req).await,
+            )
             .await?;
         let views = self
             .with_link_states(answer.model.map(view).into_iter().collect())

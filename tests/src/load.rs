@@ -333,7 +333,10 @@ impl Caller {
         let started = Instant::now();
         let result = self
             .gateway
-            .get_model(Self::request(GetModelRequest { model_id: id }))
+            .get_model(Self::request(GetModelRequest {
+                model_id: id,
+                include_chat_template: false,
+            }))
             .await;
         self.count("get", started, &result);
     }

@@ -103,6 +103,7 @@ async fn bearer_tokens_limits_and_shedding() -> anyhow::Result<()> {
             .get_model(with_token(
                 GetModelRequest {
                     model_id: "lora/sdxl/x".into(),
+                    include_chat_template: false,
                 },
                 "s3cret",
             ))

@@ -216,6 +216,7 @@ async fn the_usual_kinds_resolve_out_of_the_box_and_authoring_works_through_the_
     let view = gateway
         .get_model(GetModelRequest {
             model_id: checkpoint.clone(),
+            include_chat_template: false,
         })
         .await?
         .into_inner()

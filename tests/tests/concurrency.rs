@@ -86,6 +86,7 @@ async fn twenty_six_imports_at_once_all_end_consistent_with_the_library() -> any
                     let got = index
                         .get_model(GetModelRequest {
                             model_id: item.model_id.clone(),
+                            include_chat_template: false,
                         })
                         .await
                         .with_context(|| {
@@ -204,7 +205,10 @@ async fn concurrent_metadata_updates_to_one_model_are_all_kept() -> anyhow::Resu
     }
     let mut index = IndexServiceClient::new(channel(&suite.index).await?);
     let model = index
-        .get_model(GetModelRequest { model_id: id.clone() })
+        .get_model(GetModelRequest {
+            model_id: id.clone(),
+            include_chat_template: false,
+        })
         .await?
         .into_inner()
         .model

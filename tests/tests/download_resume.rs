@@ -139,6 +139,7 @@ async fn a_download_continues_after_sigkill_from_the_bytes_on_disk() -> anyhow::
     let record = index
         .get_model(GetModelRequest {
             model_id: done.model_id.clone(),
+            include_chat_template: false,
         })
         .await?
         .into_inner()

@@ -51,6 +51,7 @@ async fn model(client: &mut Client, id: &str) -> anyhow::Result<pumas_proto::com
     client
         .get_model(GetModelRequest {
             model_id: id.to_owned(),
+            include_chat_template: false,
         })
         .await?
         .into_inner()
@@ -314,6 +315,7 @@ async fn the_model_is_visible_while_downloading_and_pause_resume_cancel_work() -
     let gone = client
         .get_model(GetModelRequest {
             model_id: big_model_id,
+            include_chat_template: false,
         })
         .await
         .expect_err("cancelled model");

@@ -19,6 +19,7 @@ async fn get(
     gateway
         .get_model(GetModelRequest {
             model_id: id.to_owned(),
+            include_chat_template: false,
         })
         .await?
         .into_inner()
@@ -127,6 +128,31 @@ async fn a_loras_trigger_words_find_it_and_a_ggufs_shape_is_shown() -> anyhow::R
     assert!(e.has_chat_template);
     assert_eq!(record.license, "apache-2.0");
 
+    // The template itself comes on request, read from the file.
+    let with_template = gateway
+        .get_model(GetModelRequest {
+            model_id: gguf_id.clone(),
+            include_chat_template: true,
+        })
+        .await?
+        .into_inner()
+        .model
+        .and_then(|v| v.model)
+        .and_then(|m| m.embedded)
+        .map(|e| e.chat_template)
+        .unwrap_or_default();
+    assert_eq!(
+        with_template,
+        "{% for m in messages %}{{ m.content }}{% endfor %}"
+    );
+    assert!(
+        record
+            .embedded
+            .as_ref()
+            .is_some_and(|e| e.chat_template.is_empty()),
+        "not without asking"
+    );
+
     // `pumas show` prints it.
     let out = tokio::process::Command::new(pumas_bin()?)
         .args(["show", "--gateway", &suite.gateway, &gguf_id])
@@ -139,5 +165,12 @@ async fn a_loras_trigger_words_find_it_and_a_ggufs_shape_is_shown() -> anyhow::R
         "{text}"
     );
     assert!(text.contains("gpt2 (with a chat template)"), "{text}");
+    assert!(!text.contains("{% for m in messages %}"), "the template only on request: {text}");
+    let out = tokio::process::Command::new(pumas_bin()?)
+        .args(["show", "--gateway", &suite.gateway, &gguf_id, "--chat-template"])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("  chat template\n    {% for m in messages %}{{ m.content }}{% endfor %}"), "{text}");
     Ok(())
 }

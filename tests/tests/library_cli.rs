@@ -259,7 +259,10 @@ async fn search_degrades_without_fetch_and_fails_clearly_without_the_index() -> 
 
     mapper.kill().await?;
     let view = client
-        .get_model(GetModelRequest { model_id: id })
+        .get_model(GetModelRequest {
+            model_id: id,
+            include_chat_template: false,
+        })
         .await?
         .into_inner()
         .model

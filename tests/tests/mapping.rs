@@ -214,6 +214,7 @@ async fn apps_see_library_models_in_their_layouts_and_follow_the_library() -> an
     let view = gateway
         .get_model(GetModelRequest {
             model_id: lora.clone(),
+            include_chat_template: false,
         })
         .await?
         .into_inner()

@@ -121,6 +121,7 @@ async fn link_state_in(
     let view = gateway
         .get_model(GetModelRequest {
             model_id: model_id.into(),
+            include_chat_template: false,
         })
         .await?
         .into_inner()

@@ -113,6 +113,7 @@ async fn one_trace_spans_gateway_and_index() -> anyhow::Result<()> {
     let caller_span = "b7ad6b7169203331";
     let mut request = tonic::Request::new(GetModelRequest {
         model_id: "lora/sdxl/traced".into(),
+        include_chat_template: false,
     });
     request
         .metadata_mut()

@@ -162,10 +162,20 @@ impl IndexService for IndexApi {
         &self,
         request: Request<GetModelRequest>,
     ) -> Result<Response<GetModelResponse>, Status> {
-        let record = self.library.get(&request.get_ref().model_id).await?;
-        Ok(Response::new(GetModelResponse {
-            model: Some(self.record(&record)),
-        }))
+        let r = request.into_inner();
+        let record = self.library.get(&r.model_id).await?;
+        let mut model = self.record(&record);
+        if r.include_chat_template {
+            let dir = self.library.model_dir(&record.metadata.id)?;
+            let files = record.metadata.files.clone();
+            let template = tokio::task::spawn_blocking(move || crate::embedded::chat_template(&dir, &files))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            if let Some(template) = template {
+                model.embedded.get_or_insert_default().chat_template = template;
+            }
+        }
+        Ok(Response::new(GetModelResponse { model: Some(model) }))
     }
 
     #[tracing::instrument(skip_all)]

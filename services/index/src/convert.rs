@@ -134,6 +134,7 @@ fn embedded(e: &crate::embedded::Embedded) -> common::EmbeddedMetadata {
         output_name: e.output_name.clone(),
         title: e.title.clone(),
         description: e.description.clone(),
+        chat_template: String::new(),
     }
 }
 

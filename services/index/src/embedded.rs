@@ -261,6 +261,28 @@ fn trigger_words(json: &str) -> Vec<String> {
         .collect()
 }
 
+/// Longest chat template returned.
+const CHAT_TEMPLATE_MAX: usize = 64 * 1024;
+
+/// The chat template of a model's GGUF (its first GGUF that is not a vision projector), read
+/// from the file: templates are kilobytes of Jinja, so they are not kept in the record.
+pub fn chat_template(dir: &std::path::Path, files: &[crate::metadata::FileEntry]) -> Option<String> {
+    let file = files.iter().find(|f| {
+        let name = f.path.rsplit('/').next().unwrap_or(&f.path);
+        name.ends_with(".gguf") && !name.starts_with("mmproj")
+    })?;
+    let path = dir.join(&file.path);
+    let size = std::fs::metadata(&path).ok()?.len();
+    let reader = std::io::BufReader::new(std::fs::File::open(&path).ok()?);
+    let header = gguf::parse(reader, size).ok()?;
+    let template = header.metadata.get("tokenizer.chat_template")?.as_str()?;
+    let mut end = template.len().min(CHAT_TEMPLATE_MAX);
+    while !template.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(template[..end].to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

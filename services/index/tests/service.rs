@@ -360,6 +360,7 @@ async fn overrides_delete_and_the_change_feed() {
         .client
         .get_model(GetModelRequest {
             model_id: "vae/sd1/vae-ft-mse".into(),
+            include_chat_template: false,
         })
         .await
         .expect_err("gone");
@@ -369,6 +370,7 @@ async fn overrides_delete_and_the_change_feed() {
         .client
         .get_model(GetModelRequest {
             model_id: "../../etc".into(),
+            include_chat_template: false,
         })
         .await
         .expect_err("bad id");
@@ -831,7 +833,10 @@ async fn dependency_profiles_bindings_and_verify() {
     .await
     .expect("forced delete");
     let model = c
-        .get_model(GetModelRequest { model_id: id.clone() })
+        .get_model(GetModelRequest {
+            model_id: id.clone(),
+            include_chat_template: false,
+        })
         .await
         .expect("get")
         .into_inner()
@@ -982,6 +987,7 @@ async fn start_reconciles_what_a_crash_left_between_files_and_index() {
             .client
             .get_model(GetModelRequest {
                 model_id: "lora/sd1/style-copy".into(),
+                include_chat_template: false,
             })
             .await
         {

@@ -130,6 +130,7 @@ impl IndexSync {
         }
         let request = GetModelRequest {
             model_id: job.model_id.clone(),
+            include_chat_template: false,
         };
         let model = self
             .client

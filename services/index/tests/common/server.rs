@@ -100,6 +100,7 @@ impl Server {
         self.client
             .get_model(GetModelRequest {
                 model_id: id.to_owned(),
+                include_chat_template: false,
             })
             .await
             .expect("get")
