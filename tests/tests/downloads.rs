@@ -14,6 +14,7 @@ use pumas_proto::fetch::v1::{DownloadState, FileSelection};
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::*;
 use tonic::Code;
+use tonic_types::StatusExt as _;
 
 type Client = ModelLibraryServiceClient<Channel>;
 
@@ -908,23 +909,48 @@ async fn a_downloaded_model_can_be_exposed_as_a_hugging_face_cache() -> anyhow::
 async fn two_quants_of_one_repo_are_two_clearly_named_models() -> anyhow::Result<()> {
     let emulator = HubEmulator::start(vec![fixtures::tiny_gguf()]).await?;
     let (_suite, mut client) = suite(&emulator, &[], &[]).await?;
+    // Slow bodies keep the first download running while the next ones are asked for.
+    emulator
+        .faults
+        .throttle_bytes_per_second
+        .store(4_000, Ordering::SeqCst);
+    let quant = |q: &str| StartDownloadRequest {
+        selection: Some(FileSelection {
+            gguf_quantization: q.to_owned(),
+            ..Default::default()
+        }),
+        ..start("acme/tiny-gguf")
+    };
     let mut ids = Vec::new();
-    for quant in ["Q4_K_M", "Q8_0"] {
+    for (i, q) in ["Q4_K_M", "Q8_0"].into_iter().enumerate() {
         let id = client
-            .start_download(StartDownloadRequest {
-                selection: Some(FileSelection {
-                    gguf_quantization: quant.to_owned(),
-                    ..Default::default()
-                }),
-                ..start("acme/tiny-gguf")
-            })
+            .start_download(quant(q))
             .await?
             .into_inner()
             .download
             .context("download")?
             .download_id;
         ids.push(id);
+        if i == 0 {
+            // The same files of the same commit again: one download, named as the resource.
+            let err = client
+                .start_download(quant(q))
+                .await
+                .expect_err("a second Q4_K_M");
+            assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+            let info = err
+                .get_error_details()
+                .resource_info()
+                .cloned()
+                .context("resource info")?;
+            assert_eq!(info.resource_name, ids[0]);
+            assert!(err.message().contains("already downloading"), "{}", err.message());
+        }
     }
+    emulator
+        .faults
+        .throttle_bytes_per_second
+        .store(0, Ordering::SeqCst);
     let mut models = Vec::new();
     for id in &ids {
         let done = wait_for(&mut client, id, DownloadState::Completed, Duration::from_secs(60)).await?;

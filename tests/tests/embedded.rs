@@ -165,12 +165,18 @@ async fn a_loras_trigger_words_find_it_and_a_ggufs_shape_is_shown() -> anyhow::R
         "{text}"
     );
     assert!(text.contains("gpt2 (with a chat template)"), "{text}");
-    assert!(!text.contains("{% for m in messages %}"), "the template only on request: {text}");
+    assert!(
+        !text.contains("{% for m in messages %}"),
+        "the template only on request: {text}"
+    );
     let out = tokio::process::Command::new(pumas_bin()?)
         .args(["show", "--gateway", &suite.gateway, &gguf_id, "--chat-template"])
         .output()
         .await?;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("  chat template\n    {% for m in messages %}{{ m.content }}{% endfor %}"), "{text}");
+    assert!(
+        text.contains("  chat template\n    {% for m in messages %}{{ m.content }}{% endfor %}"),
+        "{text}"
+    );
     Ok(())
 }
