@@ -380,6 +380,20 @@ fn print_model(m: &ModelRecord) {
     if let Some(e) = &m.embedded {
         print_embedded(e);
     }
+    for b in &m.dependency_bindings {
+        let by = if b.origin == pumas_proto::common::v1::BindingOrigin::Catalog as i32 {
+            "the catalog"
+        } else {
+            "you"
+        };
+        println!(
+            "  needs         {}@{} on {} ({}, bound by {by})",
+            b.profile_id, b.profile_version, b.backend_key, b.platform_selector
+        );
+    }
+    if m.dependency_bindings.is_empty() && m.declares_no_dependencies {
+        println!("  needs         nothing (declared)");
+    }
     println!("  files");
     for f in &m.files {
         println!(

@@ -91,6 +91,11 @@ async fn import_search_show_rm_through_the_cli() -> anyhow::Result<()> {
     assert!(!out.contains("torch-mps"), "no variant here, so not shown: {out}");
     let (ok, out, _) = pumas(&["bindings", "--gateway", gw, lora]).await;
     assert!(ok && out.contains("catalog rule stable-diffusion"), "{out}");
+    let (ok, out, _) = pumas(&["show", "--gateway", gw, lora]).await;
+    assert!(
+        ok && out.contains("needs         diffusers-sd@1 on torch-cuda (*, bound by the catalog)"),
+        "{out}"
+    );
     let (ok, out, _) = pumas(&["profiles", "list", "--gateway", gw]).await;
     assert!(ok && out.contains("diffusers-sd@1  built-in"), "{out}");
 
