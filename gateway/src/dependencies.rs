@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use pumas_proto::DEPENDENCY_CONTRACT_VERSION;
 use pumas_proto::common::v1::{
-    DependencyProfile, ProfileOrigin, RequirementKind, ValidationError, ValidationScope,
+    DependencyProfile, DependencyProfileVariant, ProfileOrigin, RequirementKind, ValidationError,
+    ValidationScope,
 };
 use pumas_proto::gateway::v1::*;
 use pumas_proto::index;
@@ -200,9 +201,7 @@ impl GatewayApi {
             dependency_contract_version: DEPENDENCY_CONTRACT_VERSION,
             ..Default::default()
         };
-        let mut findings: BTreeMap<(String, String, String, String, Modality), AuditFinding> =
-            BTreeMap::new();
-        let mut unbound: Vec<AuditFinding> = Vec::new();
+        let mut findings = Findings::new();
         // Every model's active bindings in effect (the user's, or the catalog's): the model
         // views carry them, with the model's type, so one walk through the library does.
         let mut page_token = String::new();
@@ -259,50 +258,79 @@ impl GatewayApi {
                         && *backend == v.backend_key
                         && *selector == v.platform_selector
                 });
-                if missing.is_empty() || seen {
-                    continue;
+                if !missing.is_empty() && !seen {
+                    findings.insert(
+                        finding_key(profile, v, "any"),
+                        new_finding(profile, v, "any", &missing, false, &suggestions),
+                    );
                 }
-                let named: Vec<String> = missing.iter().map(|(n, why)| format!("{n} ({why})")).collect();
-                unbound.push(AuditFinding {
-                    profile_id: profile.profile_id.clone(),
-                    profile_version: profile.version.clone(),
-                    backend_key: v.backend_key.clone(),
-                    platform_selector: v.platform_selector.clone(),
-                    modality: "any".to_owned(),
-                    validation_errors: vec![ValidationError {
-                        code: codes::UNPINNED_DEPENDENCY.to_owned(),
-                        scope: ValidationScope::Binding as i32,
-                        field: "requirements".to_owned(),
-                        message: format!("no exact pin for: {}", named.join(", ")),
-                        ..Default::default()
-                    }],
-                    suggested_pins: missing
-                        .iter()
-                        .map(|(name, _)| (name.clone(), suggestions.get(name).cloned().unwrap_or_default()))
-                        .collect(),
-                    ..Default::default()
-                });
             }
         }
-        response.findings = findings.into_values().chain(unbound).collect();
-        response.findings.sort_by(|a, b| {
-            (
-                &a.profile_id,
-                &a.profile_version,
-                &a.backend_key,
-                &a.platform_selector,
-                &a.modality,
-            )
-                .cmp(&(
-                    &b.profile_id,
-                    &b.profile_version,
-                    &b.backend_key,
-                    &b.platform_selector,
-                    &b.modality,
-                ))
-        });
+        // In key order: profile, version, backend, platform selector, modality.
+        response.findings = findings.into_values().collect();
         Ok(response)
     }
+}
+
+/// Audit findings by (profile, version, backend, platform selector, modality).
+type Findings = BTreeMap<(String, String, String, String, String), AuditFinding>;
+
+fn finding_key(
+    profile: &DependencyProfile,
+    v: &DependencyProfileVariant,
+    modality: &str,
+) -> (String, String, String, String, String) {
+    (
+        profile.profile_id.clone(),
+        profile.version.clone(),
+        v.backend_key.clone(),
+        v.platform_selector.clone(),
+        modality.to_owned(),
+    )
+}
+
+/// A finding for one variant: what is unpinned (with the suggested pins) and whether the
+/// modality is unknown on a torch backend.
+fn new_finding(
+    profile: &DependencyProfile,
+    v: &DependencyProfileVariant,
+    modality: &str,
+    missing: &[(String, &'static str)],
+    modality_unknown: bool,
+    suggestions: &BTreeMap<String, String>,
+) -> AuditFinding {
+    let mut f = AuditFinding {
+        profile_id: profile.profile_id.clone(),
+        profile_version: profile.version.clone(),
+        backend_key: v.backend_key.clone(),
+        platform_selector: v.platform_selector.clone(),
+        modality: modality.to_owned(),
+        suggested_pins: missing
+            .iter()
+            .map(|(name, _)| (name.clone(), suggestions.get(name).cloned().unwrap_or_default()))
+            .collect(),
+        ..Default::default()
+    };
+    if !missing.is_empty() {
+        let named: Vec<String> = missing.iter().map(|(n, why)| format!("{n} ({why})")).collect();
+        f.validation_errors.push(ValidationError {
+            code: codes::UNPINNED_DEPENDENCY.to_owned(),
+            scope: ValidationScope::Binding as i32,
+            field: "requirements".to_owned(),
+            message: format!("no exact pin for: {}", named.join(", ")),
+            ..Default::default()
+        });
+    }
+    if modality_unknown {
+        f.validation_errors.push(ValidationError {
+            code: codes::MODALITY_RESOLUTION_UNKNOWN.to_owned(),
+            scope: ValidationScope::Binding as i32,
+            field: "model_type".to_owned(),
+            message: "models of unknown type are bound to a torch backend; set their type".to_owned(),
+            ..Default::default()
+        });
+    }
+    f
 }
 
 /// Adds what the pin policy finds in a binding's profile variants (for its backend) to
@@ -313,7 +341,7 @@ fn audit_binding(
     profile: &DependencyProfile,
     modality: Modality,
     suggestions: &BTreeMap<String, String>,
-    findings: &mut BTreeMap<(String, String, String, String, Modality), AuditFinding>,
+    findings: &mut Findings,
 ) {
     for v in profile.variants.iter().filter(|v| v.backend_key == backend_key) {
         let (missing, modality_unknown) = pin_policy(
@@ -325,47 +353,18 @@ fn audit_binding(
         if missing.is_empty() && !modality_unknown {
             continue;
         }
-        let key = (
-            profile.profile_id.clone(),
-            profile.version.clone(),
-            v.backend_key.clone(),
-            v.platform_selector.clone(),
-            modality,
-        );
-        let finding = findings.entry(key).or_insert_with(|| {
-            let mut f = AuditFinding {
-                profile_id: profile.profile_id.clone(),
-                profile_version: profile.version.clone(),
-                backend_key: v.backend_key.clone(),
-                platform_selector: v.platform_selector.clone(),
-                modality: modality.name().to_owned(),
-                ..Default::default()
-            };
-            if !missing.is_empty() {
-                let named: Vec<String> = missing.iter().map(|(n, why)| format!("{n} ({why})")).collect();
-                f.validation_errors.push(ValidationError {
-                    code: codes::UNPINNED_DEPENDENCY.to_owned(),
-                    scope: ValidationScope::Binding as i32,
-                    field: "requirements".to_owned(),
-                    message: format!("no exact pin for: {}", named.join(", ")),
-                    ..Default::default()
-                });
-            }
-            if modality_unknown {
-                f.validation_errors.push(ValidationError {
-                    code: codes::MODALITY_RESOLUTION_UNKNOWN.to_owned(),
-                    scope: ValidationScope::Binding as i32,
-                    field: "model_type".to_owned(),
-                    message: "models of unknown type are bound to a torch backend; set their type".to_owned(),
-                    ..Default::default()
-                });
-            }
-            f.suggested_pins = missing
-                .iter()
-                .map(|(name, _)| (name.clone(), suggestions.get(name).cloned().unwrap_or_default()))
-                .collect();
-            f
-        });
+        let finding = findings
+            .entry(finding_key(profile, v, modality.name()))
+            .or_insert_with(|| {
+                new_finding(
+                    profile,
+                    v,
+                    modality.name(),
+                    &missing,
+                    modality_unknown,
+                    suggestions,
+                )
+            });
         finding.binding_count += 1;
         if finding.binding_ids.len() < FINDING_IDS_SHOWN
             && !finding.binding_ids.iter().any(|id| id == binding_id)

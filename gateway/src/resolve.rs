@@ -27,7 +27,7 @@ pub mod codes {
 }
 
 /// What a model takes in or puts out, as far as the pin policy cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Modality {
     /// Images (diffusion checkpoints and their parts, vision models): torchvision.
     Image,

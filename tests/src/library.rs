@@ -258,3 +258,20 @@ pub fn torch_cuda_profile(
         ..Default::default()
     }
 }
+
+/// One model's record through the gateway's GetModel.
+pub async fn get_model(
+    gateway: &mut ModelLibraryServiceClient<Channel>,
+    id: &str,
+) -> anyhow::Result<pumas_proto::common::v1::ModelRecord> {
+    gateway
+        .get_model(pumas_proto::gateway::v1::GetModelRequest {
+            model_id: id.to_owned(),
+            include_chat_template: false,
+        })
+        .await?
+        .into_inner()
+        .model
+        .and_then(|v| v.model)
+        .with_context(|| format!("no model {id} in the answer"))
+}

@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use pumas_e2e::Channel;
 use pumas_e2e::downloads::{get_download as get, wait_for_download as wait_for};
 use pumas_e2e::hub::{GOOD_TOKEN, HubEmulator, HubFile, HubRepo, NO_ACCESS_TOKEN, fixtures};
+use pumas_e2e::library::get_model as model;
 use pumas_e2e::{Suite, channel};
 use pumas_proto::common::v1::ModelState;
 use pumas_proto::fetch::v1::{DownloadState, FileSelection};
@@ -46,19 +47,6 @@ fn start(repo: &str) -> StartDownloadRequest {
         repo_id: repo.to_owned(),
         ..Default::default()
     }
-}
-
-async fn model(client: &mut Client, id: &str) -> anyhow::Result<pumas_proto::common::v1::ModelRecord> {
-    client
-        .get_model(GetModelRequest {
-            model_id: id.to_owned(),
-            include_chat_template: false,
-        })
-        .await?
-        .into_inner()
-        .model
-        .and_then(|v| v.model)
-        .context("no model in the answer")
 }
 
 #[tokio::test]

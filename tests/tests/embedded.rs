@@ -6,27 +6,11 @@
 #[allow(unused_imports)]
 mod common;
 
-use pumas_e2e::library::import;
+use pumas_e2e::library::{get_model, import};
 use pumas_e2e::*;
 use pumas_index::inspect::gguf::MetaValue;
 use pumas_proto::gateway::v1::model_library_service_client::ModelLibraryServiceClient;
 use pumas_proto::gateway::v1::{GetModelRequest, SearchModelsRequest};
-
-async fn get(
-    gateway: &mut ModelLibraryServiceClient<Channel>,
-    id: &str,
-) -> anyhow::Result<pumas_proto::common::v1::ModelRecord> {
-    gateway
-        .get_model(GetModelRequest {
-            model_id: id.to_owned(),
-            include_chat_template: false,
-        })
-        .await?
-        .into_inner()
-        .model
-        .and_then(|v| v.model)
-        .ok_or_else(|| anyhow::anyhow!("no model {id}"))
-}
 
 #[tokio::test]
 async fn a_loras_trigger_words_find_it_and_a_ggufs_shape_is_shown() -> anyhow::Result<()> {
@@ -80,7 +64,7 @@ async fn a_loras_trigger_words_find_it_and_a_ggufs_shape_is_shown() -> anyhow::R
         })
         .collect();
     assert_eq!(ids, std::slice::from_ref(&lora_id));
-    let record = get(&mut gateway, &lora_id).await?;
+    let record = get_model(&mut gateway, &lora_id).await?;
     let e = record.embedded.clone().expect("embedded");
     assert_eq!(e.trigger_words, ["zcharacter", "red scarf", "solo"]);
     assert_eq!(e.base_model, "sd_xl_base_1.0.safetensors");
@@ -110,7 +94,7 @@ async fn a_loras_trigger_words_find_it_and_a_ggufs_shape_is_shown() -> anyhow::R
         &[("token_embd.weight", &[64, 32]), ("output_norm.weight", &[64])],
     );
     let gguf_id = import(&mut gateway, &gguf).await?;
-    let record = get(&mut gateway, &gguf_id).await?;
+    let record = get_model(&mut gateway, &gguf_id).await?;
     let e = record.embedded.clone().expect("embedded");
     assert_eq!(e.context_length, Some(32768));
     assert_eq!(

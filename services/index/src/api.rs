@@ -630,6 +630,9 @@ impl IndexService for IndexApi {
         request: Request<DeleteDependencyProfileRequest>,
     ) -> Result<Response<DeleteDependencyProfileResponse>, Status> {
         let r = request.into_inner();
+        if r.profile_id.is_empty() {
+            return Err(IndexError::invalid("profile_id", "name the profile to delete").into());
+        }
         if r.version.is_empty() {
             return Err(IndexError::invalid("version", "name the version to delete, e.g. \"1\"").into());
         }

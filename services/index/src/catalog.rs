@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::metadata::{Binding, Metadata};
 use crate::profiles::{Profile, Requirement, Variant};
@@ -143,7 +142,6 @@ struct RulesFile {
 pub struct Catalog {
     profiles: BTreeMap<(String, String), Profile>,
     rules: Vec<Rule>,
-    fingerprint: String,
 }
 
 fn accepts(patterns: &[String], value: &str) -> bool {
@@ -184,54 +182,29 @@ impl Catalog {
     /// key, user profiles replace built-in ones by id and version, user rules come first.
     pub fn load(user_dir: Option<&Path>) -> (Self, Vec<Problem>) {
         let mut problems = Vec::new();
-        let mut hasher = Sha256::new();
-        let mut read = |file: &str, text: &str| {
-            hasher.update(file.as_bytes());
-            hasher.update([0]);
-            hasher.update(text.as_bytes());
-            hasher.update([0]);
-        };
-        let mut backends: BTreeMap<String, Vec<BackendPlatform>> = BTreeMap::new();
+        let mut backends: BTreeMap<String, Vec<BackendPlatform>> =
+            parse::<BackendsFile>("built-in backends.json", BUILT_IN_BACKENDS, &mut problems)
+                .map(|b| b.backends)
+                .unwrap_or_default();
+        let mut files: Vec<(String, String, &'static str)> = BUILT_IN_PROFILES
+            .iter()
+            .map(|(name, text)| (format!("built-in profiles/{name}"), (*text).to_owned(), BUILT_IN))
+            .collect();
         let mut rules = Vec::new();
-        let mut files: Vec<(String, String, &'static str)> = Vec::new();
-        match serde_json::from_str::<BackendsFile>(BUILT_IN_BACKENDS) {
-            Ok(b) => backends.extend(b.backends),
-            Err(e) => problems.push(Problem {
-                file: "built-in backends.json".into(),
-                message: e.to_string(),
-            }),
-        }
-        read("backends.json", BUILT_IN_BACKENDS);
-        for (name, text) in BUILT_IN_PROFILES {
-            read(name, text);
-            files.push((format!("built-in profiles/{name}"), (*text).to_owned(), BUILT_IN));
-        }
-        let mut user_rules = Vec::new();
         if let Some(dir) = user_dir {
-            let backends_file = dir.join("backends.json");
-            if let Some(text) = read_optional(&backends_file, &mut problems) {
-                read("user backends.json", &text);
-                match serde_json::from_str::<BackendsFile>(&text) {
-                    Ok(b) => backends.extend(b.backends),
-                    Err(e) => problems.push(Problem {
-                        file: display(&backends_file),
-                        message: e.to_string(),
-                    }),
-                }
+            let file = dir.join("backends.json");
+            if let Some(text) = read_optional(&file, &mut problems)
+                && let Some(user) = parse::<BackendsFile>(&display(&file), &text, &mut problems)
+            {
+                backends.extend(user.backends);
             }
-            let rules_file = dir.join("autobind.json");
-            if let Some(text) = read_optional(&rules_file, &mut problems) {
-                read("user autobind.json", &text);
-                match serde_json::from_str::<RulesFile>(&text) {
-                    Ok(r) => user_rules = r.rules,
-                    Err(e) => problems.push(Problem {
-                        file: display(&rules_file),
-                        message: e.to_string(),
-                    }),
-                }
+            let file = dir.join("autobind.json");
+            if let Some(text) = read_optional(&file, &mut problems)
+                && let Some(user) = parse::<RulesFile>(&display(&file), &text, &mut problems)
+            {
+                rules = user.rules;
             }
-            let profiles_dir = dir.join("profiles");
-            let mut names: Vec<PathBuf> = std::fs::read_dir(&profiles_dir)
+            let mut names: Vec<PathBuf> = std::fs::read_dir(dir.join("profiles"))
                 .map(|entries| {
                     entries
                         .flatten()
@@ -243,20 +216,14 @@ impl Catalog {
             names.sort();
             for path in names {
                 if let Some(text) = read_optional(&path, &mut problems) {
-                    read(&display(&path), &text);
                     files.push((display(&path), text, USER_CATALOG));
                 }
             }
         }
-        match serde_json::from_str::<RulesFile>(BUILT_IN_RULES) {
-            Ok(r) => rules = r.rules,
-            Err(e) => problems.push(Problem {
-                file: "built-in autobind.json".into(),
-                message: e.to_string(),
-            }),
+        // The user's rules first, then the built-in ones.
+        if let Some(built_in) = parse::<RulesFile>("built-in autobind.json", BUILT_IN_RULES, &mut problems) {
+            rules.extend(built_in.rules);
         }
-        read("autobind.json", BUILT_IN_RULES);
-        user_rules.extend(rules);
         let mut profiles = BTreeMap::new();
         for (file, text, origin) in files {
             match parse_profile(&text, &backends, origin) {
@@ -266,7 +233,7 @@ impl Catalog {
                 Err(message) => problems.push(Problem { file, message }),
             }
         }
-        for rule in &user_rules {
+        for rule in &rules {
             if !profiles.keys().any(|(id, _)| id == &rule.profile_id) {
                 problems.push(Problem {
                     file: format!("autobind rule `{}`", rule.rule_id),
@@ -277,17 +244,7 @@ impl Catalog {
                 });
             }
         }
-        let catalog = Self {
-            profiles,
-            rules: user_rules,
-            fingerprint: format!("sha256:{:x}", hasher.finalize()),
-        };
-        (catalog, problems)
-    }
-
-    /// A digest of every catalog file in force: when it changes, derived bindings are recomputed.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
+        (Self { profiles, rules }, problems)
     }
 
     /// One catalog profile version.
@@ -360,6 +317,18 @@ pub fn parse_profile_file(text: &str) -> Result<Profile, String> {
         .map(|b| b.backends)
         .map_err(|e| format!("built-in backends.json: {e}"))?;
     parse_profile(text, &backends, "")
+}
+
+/// A catalog file's JSON, or `None` with the problem noted.
+fn parse<T: serde::de::DeserializeOwned>(file: &str, text: &str, problems: &mut Vec<Problem>) -> Option<T> {
+    serde_json::from_str(text)
+        .map_err(|e| {
+            problems.push(Problem {
+                file: file.to_owned(),
+                message: e.to_string(),
+            })
+        })
+        .ok()
 }
 
 fn display(path: &Path) -> String {
@@ -578,6 +547,5 @@ mod tests {
         assert!(p.variants[0].requirements.iter().any(|r| r.name == "numpy"));
         let b = catalog.effective_bindings(&model("checkpoint", "sdxl", "safetensors"));
         assert_eq!(b[0].catalog_rule, "all-checkpoints-gguf");
-        assert_ne!(catalog.fingerprint(), Catalog::built_in().fingerprint());
     }
 }

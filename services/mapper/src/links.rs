@@ -338,15 +338,15 @@ pub fn comfy_extra_paths(config: &MappingConfig, mount: &Path, models: &[&crate:
     let kept = without_section(&existing);
     let mut tree: BTreeMap<&str, BTreeMap<&str, Family<'_>>> = BTreeMap::new();
     for m in models {
-        let mut parts = m.id.splitn(3, '/');
-        let (Some(t), Some(f), Some(slug)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let entry = tree.entry(t).or_default().entry(f).or_default();
+        let entry = tree
+            .entry(&m.model_type)
+            .or_default()
+            .entry(&m.family)
+            .or_default();
         if m.format == "diffusers" {
-            entry.0.insert(slug);
+            entry.0.insert(m.slug());
         } else {
-            entry.1.insert(slug);
+            entry.1.insert(m.slug());
         }
     }
     let mut section = format!("{BEGIN}\npumas:\n  base_path: {}\n", mount.display());

@@ -28,7 +28,7 @@ pub struct Model {
 }
 
 impl Model {
-    fn slug(&self) -> &str {
+    pub(crate) fn slug(&self) -> &str {
         self.id.rsplit('/').next().unwrap_or(&self.id)
     }
 

@@ -396,19 +396,10 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Whether a model (its user bindings as stored) has an active binding in effect, its own
-    /// or the catalog's: the `has_binding` column.
+    /// Whether a model has an active binding in effect, its own or the catalog's: the
+    /// `has_binding` column.
     fn has_binding(&self, m: &Metadata) -> bool {
-        let own: Vec<&crate::metadata::Binding> = m
-            .dependency_bindings
-            .iter()
-            .filter(|b| b.catalog_rule.is_empty())
-            .collect();
-        if own.is_empty() && !m.declares_no_dependencies {
-            self.catalog.effective_bindings(m).iter().any(|b| b.active)
-        } else {
-            own.iter().any(|b| b.active)
-        }
+        self.catalog.effective_bindings(m).iter().any(|b| b.active)
     }
 
     /// One model, and whether its `has_binding` column still says what the catalog in force
