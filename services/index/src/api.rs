@@ -552,6 +552,9 @@ impl IndexService for IndexApi {
             .ok_or_else(|| IndexError::invalid("profile", "is required"))?;
         let root = self.library.root().to_owned();
         let catalog = std::sync::Arc::clone(self.library.store().catalog());
+        // One write at a time: two callers publishing one new version with different content
+        // must not both hear OK (the second is ALREADY_EXISTS), nor race a delete.
+        let _commit = self.library.commit().await;
         let stored = tokio::task::spawn_blocking(move || {
             crate::profiles::put(&root, &catalog, convert::profile_from(profile))
         })

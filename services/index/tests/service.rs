@@ -1000,3 +1000,46 @@ async fn start_reconciles_what_a_crash_left_between_files_and_index() {
     assert_eq!(found.state, ModelState::Ready as i32);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_publishers_of_one_profile_version_get_one_ok_and_the_rest_already_exists() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&tmp.path().join("root"), Default::default()).await;
+    let calls = (0..8).map(|i| {
+        let mut client = server.client.clone();
+        let pin = format!("==2.{i}.0");
+        tokio::spawn(async move {
+            client
+                .put_dependency_profile(PutDependencyProfileRequest {
+                    profile: Some(profile("7", &pin)),
+                })
+                .await
+                .map(|r| r.into_inner().profile.expect("profile").content_hash)
+        })
+    });
+    let mut ok = Vec::new();
+    for call in calls {
+        match call.await.expect("join") {
+            Ok(hash) => ok.push(hash),
+            Err(status) => assert_eq!(status.code(), Code::AlreadyExists, "{status:?}"),
+        }
+    }
+    assert_eq!(ok.len(), 1, "exactly one publisher wins: {ok:?}");
+    let stored = server
+        .client
+        .clone()
+        .get_dependency_profile(GetDependencyProfileRequest {
+            profile_id: "diffusers-sdxl".into(),
+            version: "7".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .profile
+        .expect("profile");
+    assert_eq!(
+        stored.content_hash, ok[0],
+        "what is stored is what the winner heard"
+    );
+    server.stop().await;
+}
