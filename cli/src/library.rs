@@ -228,6 +228,16 @@ pub struct SearchArgs {
     /// Only models with this tag (repeatable).
     #[arg(long = "tag")]
     tags: Vec<String>,
+    /// Only models under this license, e.g. apache-2.0 (repeatable: any of them).
+    #[arg(long = "license")]
+    licenses: Vec<String>,
+    /// Only models derived from this base: a hub repo (org/name) or a library model id
+    /// (repeatable: any of them).
+    #[arg(long = "base-model")]
+    base_models: Vec<String>,
+    /// Only models with this hub pipeline tag, e.g. text-generation (repeatable: any of them).
+    #[arg(long = "pipeline-tag")]
+    pipeline_tags: Vec<String>,
     /// How many results.
     #[arg(long, default_value_t = 20)]
     limit: i32,
@@ -248,6 +258,9 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
             .collect(),
         families: args.family.clone().into_iter().collect(),
         tags: args.tags.clone(),
+        licenses: args.licenses.clone(),
+        base_models: args.base_models.clone(),
+        pipeline_tags: args.pipeline_tags.clone(),
         ..Default::default()
     };
     let answer = client
@@ -371,6 +384,25 @@ fn print_model(m: &ModelRecord) {
         }
     );
     println!("  path          {}", m.library_path);
+    if let Some(pumas_proto::common::v1::model_source::Source::Hub(h)) =
+        m.source.as_ref().and_then(|s| s.source.as_ref())
+    {
+        println!(
+            "  from          {}@{} ({})",
+            h.repo_id,
+            &h.commit_sha[..h.commit_sha.len().min(12)],
+            h.revision
+        );
+    }
+    if !m.license.is_empty() {
+        println!("  license       {}", m.license);
+    }
+    if !m.description.is_empty() {
+        println!("  description   {}", m.description);
+    }
+    if let Some(hub) = &m.hub {
+        print_hub(hub, &m.derived_model_ids);
+    }
     if !m.tags.is_empty() {
         println!("  tags          {}", m.tags.join(", "));
     }
@@ -417,6 +449,46 @@ fn print_model(m: &ModelRecord) {
             println!("    {} {} = {} -> {}", e.kind, e.key, e.value, e.supports);
         }
     }
+}
+
+/// What the hub says about the model, and its lineage in the library.
+fn print_hub(hub: &pumas_proto::common::v1::HubMetadata, derived: &[String]) {
+    let line = |label: &str, value: String| {
+        if !value.is_empty() {
+            println!("  {label:<13} {value}");
+        }
+    };
+    line("pipeline", hub.pipeline_tag.clone());
+    line("library", hub.library_name.clone());
+    for b in &hub.base_models {
+        let relation = pumas_proto::common::v1::BaseModelRelation::try_from(b.relation)
+            .map(|r| {
+                r.as_str_name()
+                    .trim_start_matches("BASE_MODEL_RELATION_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        let here = if b.model_ids.is_empty() {
+            String::new()
+        } else {
+            format!(" — in the library: {}", b.model_ids.join(", "))
+        };
+        line("base model", format!("{} ({relation}){here}", b.repo_id));
+    }
+    line("derived", derived.join(", "));
+    line("languages", hub.languages.join(", "));
+    line("datasets", hub.datasets.join(", "));
+    if hub.gated {
+        line("gated", "yes: its files need an approved token".to_owned());
+    }
+    let read = hub
+        .read_time
+        .map(|t| t.to_string().chars().take(10).collect::<String>())
+        .unwrap_or_default();
+    line(
+        "popularity",
+        format!("{} downloads, {} likes (read {read})", hub.downloads, hub.likes),
+    );
 }
 
 /// What the model's files say about themselves, as `pumas show` prints it.

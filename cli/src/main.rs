@@ -5,6 +5,7 @@ mod apps;
 mod client;
 mod deps;
 mod downloads;
+mod hub_updates;
 mod library;
 mod up;
 
@@ -73,6 +74,11 @@ enum Command {
     },
     /// Download a model from the hub into the library (with a progress bar).
     Download(downloads::DownloadArgs),
+    /// Read hub downloads' cards and counters again (license, base models, description, ...).
+    Refresh(hub_updates::HubModelsArgs),
+    /// Which hub downloads' repositories moved on, and which of their files changed (exit 1
+    /// when one is outdated).
+    Outdated(hub_updates::HubModelsArgs),
     /// List downloads and their progress.
     Downloads(downloads::ListArgs),
     /// Pause a download, keeping its bytes.
@@ -232,6 +238,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hub { command } => downloads::hub(command).await,
         Command::Download(args) => downloads::download(args).await,
         Command::Downloads(args) => downloads::list(args).await,
+        Command::Refresh(args) => hub_updates::refresh(args).await,
+        Command::Outdated(args) => hub_updates::outdated(args).await,
         Command::Pause(args) => downloads::act(args, downloads::Action::Pause).await,
         Command::Resume(args) => downloads::act(args, downloads::Action::Resume).await,
         Command::Cancel(args) => downloads::act(args, downloads::Action::Cancel).await,

@@ -45,7 +45,7 @@ impl GatewayApi {
         BackendClient::new("index", self.backends.index.clone())
     }
 
-    fn fetch(&self) -> BackendClient<FetchClient> {
+    pub(crate) fn fetch(&self) -> BackendClient<FetchClient> {
         BackendClient::new("fetch", self.backends.fetch.clone())
     }
 
@@ -998,5 +998,25 @@ impl ModelLibraryService for GatewayApi {
         _request: Request<AuditDependenciesRequest>,
     ) -> Result<Response<AuditDependenciesResponse>, Status> {
         self.audit().await.map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(models = request.get_ref().model_ids.len()))]
+    async fn refresh_hub_metadata(
+        &self,
+        request: Request<RefreshHubMetadataRequest>,
+    ) -> Result<Response<RefreshHubMetadataResponse>, Status> {
+        self.refresh_from_hub(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(models = request.get_ref().model_ids.len()))]
+    async fn check_updates(
+        &self,
+        request: Request<CheckUpdatesRequest>,
+    ) -> Result<Response<CheckUpdatesResponse>, Status> {
+        self.check_hub_updates(request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

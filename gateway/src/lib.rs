@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backends;
 pub mod config;
 mod dependencies;
+mod hub_updates;
 mod passthrough;
 pub mod resolve;
 

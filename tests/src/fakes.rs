@@ -244,6 +244,13 @@ impl IndexService for FakeIndex {
         Err(crate::fakes::not_faked("AbortModelDownload"))
     }
 
+    async fn set_hub_metadata(
+        &self,
+        _: Request<SetHubMetadataRequest>,
+    ) -> Result<Response<SetHubMetadataResponse>, Status> {
+        Err(crate::fakes::not_faked("SetHubMetadata"))
+    }
+
     async fn replace_link_holds(
         &self,
         _: Request<ReplaceLinkHoldsRequest>,

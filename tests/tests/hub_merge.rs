@@ -49,6 +49,7 @@ fn hub_model(models_dir: &std::path::Path, id: &str, repo: &str, commit: &str) {
         dependency_bindings: vec![],
         declares_no_dependencies: false,
         embedded: Default::default(),
+        hub: None,
         download: None,
     };
     std::fs::write(

@@ -338,6 +338,15 @@ impl FetchApi {
             .and_then(|l| l.as_str())
             .unwrap_or_default()
             .to_owned();
+        let readme = match files.iter().find(|f| f.path.eq_ignore_ascii_case("README.md")) {
+            Some(f) => self.readme(repo_id, &commit, &f.path).await,
+            None => None,
+        };
+        let hub_metadata = crate::card::hub_metadata(
+            &info,
+            readme.as_deref(),
+            prost_types::Timestamp::from(SystemTime::now()),
+        );
         let mut quantizations: Vec<String> = files
             .iter()
             .filter_map(|f| select::gguf_quantization(&f.path))
@@ -361,7 +370,37 @@ impl FetchApi {
                 .unwrap_or_default(),
             gguf_quantizations: quantizations,
             license,
+            hub_metadata: Some(hub_metadata),
         })
+    }
+
+    /// The start of a repository's README, for the card's first paragraph. A README that cannot
+    /// be read costs the description only, not the call.
+    async fn readme(&self, repo_id: &str, commit: &str, path: &str) -> Option<String> {
+        let hub = &self.engine.hub;
+        let read = async {
+            let resolved = hub.resolve(repo_id, commit, path).await?;
+            let mut response = hub.get_range(&resolved.url, 0, None).await?;
+            // Read the start only: a card's first paragraph is near its top.
+            let mut bytes = Vec::new();
+            while (bytes.len() as u64) < crate::card::README_PREFIX_BYTES
+                && let Some(chunk) = response
+                    .chunk()
+                    .await
+                    .map_err(|e| crate::hub::HubError::Protocol(format!("reading the README: {e}")))?
+            {
+                bytes.extend_from_slice(&chunk);
+            }
+            bytes.truncate(crate::card::README_PREFIX_BYTES as usize);
+            Ok::<_, crate::hub::HubError>(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        match read.await {
+            Ok(text) => Some(text),
+            Err(err) => {
+                tracing::debug!(repo = repo_id, error = %err, "the README could not be read; no description");
+                None
+            }
+        }
     }
 
     async fn files_at(
@@ -530,6 +569,11 @@ impl FetchApi {
             files,
             tags,
             license: info.license.clone(),
+            hub_metadata: info
+                .hub_metadata
+                .as_ref()
+                .map(|m| hex::encode(prost::Message::encode_to_vec(m)))
+                .unwrap_or_default(),
             announced: false,
         };
         let live = self

@@ -4,6 +4,7 @@
 
 mod api;
 pub mod cache;
+pub mod card;
 pub mod config;
 pub mod engine;
 pub mod hub;

@@ -112,6 +112,9 @@ pub struct Job {
     pub tags: Vec<String>,
     #[serde(default)]
     pub license: String,
+    /// The card as the index keeps it: an encoded `pumas.common.v1.HubMetadata`, hex.
+    #[serde(default)]
+    pub hub_metadata: String,
     /// The index knows the model (BeginModelDownload answered).
     #[serde(default)]
     pub announced: bool,
@@ -254,6 +257,7 @@ mod tests {
             files: Vec::new(),
             tags: Vec::new(),
             license: String::new(),
+            hub_metadata: String::new(),
             announced: false,
         }
     }

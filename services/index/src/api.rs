@@ -36,6 +36,58 @@ impl IndexApi {
     fn record(&self, r: &crate::store::Record) -> pumas_proto::common::v1::ModelRecord {
         convert::model(r, self.library.root())
     }
+
+    /// The store filter, a library model id among the base models standing for the hub
+    /// repository it came from.
+    async fn filter(
+        &self,
+        f: Option<&pumas_proto::common::v1::ModelFilter>,
+    ) -> Result<crate::store::Filter, IndexError> {
+        let Some(f) = f else { return convert::filter(None) };
+        let mut f = f.clone();
+        for base in &mut f.base_models {
+            if crate::slug::parse_model_id(base).is_none() {
+                continue;
+            }
+            let record = self.library.get(base).await?;
+            match &record.metadata.source {
+                crate::metadata::Source::Hub { repo_id, .. } => *base = repo_id.clone(),
+                crate::metadata::Source::Local { .. } => {
+                    return Err(IndexError::invalid(
+                        "filter.base_models",
+                        format!(
+                            "{base} was imported from local files: it has no hub repository that models could name as their base"
+                        ),
+                    ));
+                }
+            }
+        }
+        convert::filter(Some(&f))
+    }
+
+    /// GetModel's lineage: the library models of each base repository, and the models whose
+    /// card names this model's repository as their base.
+    async fn fill_lineage(
+        &self,
+        record: &crate::store::Record,
+        model: &mut pumas_proto::common::v1::ModelRecord,
+    ) -> Result<(), IndexError> {
+        let store = self.library.store();
+        if let Some(hub) = &mut model.hub {
+            for base in &mut hub.base_models {
+                base.model_ids = store.ids_from_repo(&base.repo_id).await?;
+            }
+        }
+        if let crate::metadata::Source::Hub { repo_id, .. } = &record.metadata.source {
+            model.derived_model_ids = store
+                .ids_tagged(&crate::hub_card::base_model_key(repo_id))
+                .await?
+                .into_iter()
+                .filter(|id| *id != record.metadata.id)
+                .collect();
+        }
+        Ok(())
+    }
 }
 
 fn page_size(n: i32) -> Result<u32, Status> {
@@ -99,7 +151,7 @@ impl IndexService for IndexApi {
     ) -> Result<Response<ListModelsResponse>, Status> {
         let r = request.into_inner();
         let limit = page_size(r.page_size)?;
-        let filter = convert::filter(r.filter.as_ref())?;
+        let filter = self.filter(r.filter.as_ref()).await?;
         let order = convert::order(r.order_by, false)?;
         let qhash = paging::query_hash(&("list", &filter, order));
         let after = paging::decode(&r.page_token, &qhash)?;
@@ -127,7 +179,7 @@ impl IndexService for IndexApi {
     ) -> Result<Response<SearchModelsResponse>, Status> {
         let r = request.into_inner();
         let limit = page_size(r.page_size)?;
-        let filter = convert::filter(r.filter.as_ref())?;
+        let filter = self.filter(r.filter.as_ref()).await?;
         let query = crate::query::parse(&r.query).map_err(|reason| IndexError::invalid("query", reason))?;
         let order = convert::order(r.order_by, query.is_some())?;
         let qhash = paging::query_hash(&("search", &query, &filter, order));
@@ -165,6 +217,7 @@ impl IndexService for IndexApi {
         let r = request.into_inner();
         let record = self.library.get(&r.model_id).await?;
         let mut model = self.record(&record);
+        self.fill_lineage(&record, &mut model).await?;
         if r.include_chat_template {
             let dir = self.library.model_dir(&record.metadata.id)?;
             let files = record.metadata.files.clone();
@@ -808,6 +861,7 @@ impl IndexService for IndexApi {
                 tags: r.tags,
                 license: r.license,
                 selection_label: r.selection_label,
+                hub: r.hub_metadata.as_ref().map(crate::hub_card::HubCard::from_proto),
             })
             .await?;
         Ok(Response::new(BeginModelDownloadResponse {
@@ -826,6 +880,19 @@ impl IndexService for IndexApi {
         Ok(Response::new(CommitModelDownloadResponse {
             model: Some(self.record(&record)),
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
+    async fn set_hub_metadata(
+        &self,
+        request: Request<SetHubMetadataRequest>,
+    ) -> Result<Response<SetHubMetadataResponse>, Status> {
+        let r = request.into_inner();
+        let card = crate::hub_card::HubCard::from_proto(&r.hub_metadata.unwrap_or_default());
+        let record = self.library.set_hub_card(&r.model_id, card).await?;
+        let mut model = self.record(&record);
+        self.fill_lineage(&record, &mut model).await?;
+        Ok(Response::new(SetHubMetadataResponse { model: Some(model) }))
     }
 
     #[tracing::instrument(skip_all, fields(download = %request.get_ref().download_id))]

@@ -110,6 +110,8 @@ pub fn model(record: &Record, library_root: &std::path::Path) -> common::ModelRe
         library_path: library_root.join(&m.id).display().to_string(),
         declares_no_dependencies: m.declares_no_dependencies,
         embedded: (!m.embedded.is_empty()).then(|| embedded(&m.embedded)),
+        hub: m.hub.as_ref().map(crate::hub_card::HubCard::to_proto),
+        derived_model_ids: Vec::new(),
     }
 }
 
@@ -175,7 +177,22 @@ pub fn filter(f: Option<&common::ModelFilter>) -> Result<Filter, crate::error::I
         max_size: f.max_size_bytes,
         has_binding: f.has_dependency_binding,
         repo_id: f.repo_id.clone(),
+        licenses: keys(&f.licenses, crate::hub_card::license_key),
+        base_models: keys(&f.base_models, crate::hub_card::base_model_key),
+        pipeline_tags: keys(&f.pipeline_tags, crate::hub_card::pipeline_key),
     })
+}
+
+/// Filter keys of a list of values, sorted, without blanks or repeats.
+fn keys(values: &[String], key: fn(&str) -> String) -> Vec<String> {
+    let mut out: Vec<String> = values
+        .iter()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| key(v))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The store order of a proto order.

@@ -31,6 +31,8 @@ pub struct Begin {
     pub license: String,
     /// The variant the selection picked (a GGUF quant), for the model's name.
     pub selection_label: String,
+    /// What the hub says about the repository.
+    pub hub: Option<crate::hub_card::HubCard>,
 }
 
 /// A repository file path that is safe to join under a directory.
@@ -174,7 +176,7 @@ impl Library {
             })
             .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        let metadata = Metadata {
+        let mut metadata = Metadata {
             schema_version: SCHEMA_VERSION,
             id: id.clone(),
             display_name: name,
@@ -206,11 +208,15 @@ impl Library {
             dependency_bindings: Vec::new(),
             declares_no_dependencies: false,
             embedded: Default::default(),
+            hub: None,
             download: Some(PendingDownload {
                 download_id: begin.download_id,
                 staging_path: begin.staging.display().to_string(),
             }),
         };
+        if let Some(card) = begin.hub {
+            crate::library::apply_hub_card(&mut metadata, card);
+        }
         let dir = self.model_dir(&id)?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| IndexError::io(format!("creating {}", dir.display()), e))?;

@@ -283,6 +283,7 @@ pub(crate) fn local_metadata(
         dependency_bindings: Vec::new(),
         declares_no_dependencies: false,
         embedded,
+        hub: None,
         download: None,
     }
 }

@@ -15,6 +15,7 @@ pub mod download;
 pub mod embedded;
 pub mod error;
 pub mod hash;
+pub mod hub_card;
 pub mod import;
 pub mod inspect;
 pub mod jobs;

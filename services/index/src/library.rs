@@ -381,6 +381,17 @@ pub struct ReindexReport {
 }
 
 /// Reads `metadata.json` of a model directory.
+/// Keeps `card` on the model, its description and license taking the card's where it has them.
+pub fn apply_hub_card(metadata: &mut Metadata, card: crate::hub_card::HubCard) {
+    if !card.description.is_empty() {
+        metadata.description = card.description.clone();
+    }
+    if !card.license.is_empty() {
+        metadata.license = card.license.clone();
+    }
+    metadata.hub = Some(card);
+}
+
 pub fn read_metadata(dir: &Path) -> Result<Metadata, IndexError> {
     let path = dir.join(METADATA_FILE);
     let bytes = std::fs::read(&path).map_err(|e| IndexError::io(format!("reading {}", path.display()), e))?;
@@ -489,6 +500,34 @@ impl Library {
         let record = self.write_and_index(&mut commit, &metadata).await?;
         self.publish("updated", model_id, "").await?;
         Ok((record, binding))
+    }
+
+    /// Replaces what the hub says about a hub-downloaded model. The card's first paragraph
+    /// becomes the description and its license the license, unless the user overrode them
+    /// (overrides.json still wins) or the hub has none.
+    pub async fn set_hub_card(
+        &self,
+        model_id: &str,
+        card: crate::hub_card::HubCard,
+    ) -> Result<Record, IndexError> {
+        let mut commit = self.commit().await;
+        let record = self.get(model_id).await?;
+        if !matches!(record.metadata.source, crate::metadata::Source::Hub { .. }) {
+            return Err(IndexError::Precondition {
+                kind: "NOT_FROM_HUB".to_owned(),
+                subject: model_id.to_owned(),
+                message: format!(
+                    "{model_id} was imported from local files; only hub downloads have hub metadata"
+                ),
+            });
+        }
+        let dir = self.model_dir(&record.metadata.id)?;
+        let mut metadata = read_metadata(&dir)?;
+        apply_hub_card(&mut metadata, card);
+        metadata.updated_time = now_rfc3339();
+        let record = self.write_and_index(&mut commit, &metadata).await?;
+        self.publish("updated", model_id, "").await?;
+        Ok(record)
     }
 
     /// Deletes a dependency binding.

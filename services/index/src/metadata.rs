@@ -169,6 +169,9 @@ pub struct Metadata {
     /// `__metadata__`), bounded.
     #[serde(default, skip_serializing_if = "crate::embedded::Embedded::is_empty")]
     pub embedded: crate::embedded::Embedded,
+    /// What the hub says about it (hub downloads; refreshed by RefreshHubMetadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<crate::hub_card::HubCard>,
     /// Set while the fetch service is downloading the model (state `downloading` or `error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download: Option<PendingDownload>,

@@ -151,6 +151,7 @@ fn record(m: Made<'_>) -> Metadata {
         dependency_bindings: Vec::new(),
         declares_no_dependencies: false,
         embedded: Default::default(),
+        hub: None,
         download: None,
     }
 }

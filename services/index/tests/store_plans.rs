@@ -58,6 +58,7 @@ fn record(i: usize) -> Record {
             dependency_bindings: vec![],
             declares_no_dependencies: false,
             embedded: Default::default(),
+            hub: None,
             download: None,
         },
         overridden: vec![],

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder as _;
-use pumas_proto::common::v1::{HubSource, ModelFile, ModelRecord, ModelState};
+use pumas_proto::common::v1::{HubMetadata, HubSource, ModelFile, ModelRecord, ModelState};
 use pumas_proto::index::v1::index_service_client::IndexServiceClient;
 use pumas_proto::index::v1::{
     AbortModelDownloadRequest, BeginModelDownloadRequest, CommitModelDownloadRequest, GetModelRequest,
@@ -45,6 +45,9 @@ impl IndexSync {
             tags: job.tags.clone(),
             license: job.license.clone(),
             selection_label: job.selection.quantization.clone(),
+            hub_metadata: hex::decode(&job.hub_metadata)
+                .ok()
+                .and_then(|b| <HubMetadata as prost::Message>::decode(b.as_slice()).ok()),
         };
         let response = self.client.clone().begin_model_download(request).await;
         let model = response.map_err(|s| Failure::from_status(&s))?.into_inner().model;

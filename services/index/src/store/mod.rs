@@ -220,7 +220,8 @@ impl Store {
                 crate::metadata::Source::Local { .. } => String::new(),
             };
             let files: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
-            for tag in &m.tags {
+            let filter_tags = filter_tags(m);
+            for tag in &filter_tags {
                 tags.push((tag.clone(), m.id.clone()));
             }
             for b in &m.dependency_bindings {
@@ -246,11 +247,7 @@ impl Store {
                 added_ms,
                 repo: repo.clone(),
                 has_binding,
-                tags_key: if m.tags.is_empty() {
-                    String::new()
-                } else {
-                    format!("|{}|", m.tags.join("|"))
-                },
+                tags_key: tags_key(&filter_tags),
                 json,
                 fts: [
                     format!(
@@ -402,17 +399,37 @@ impl Store {
         self.catalog.effective_bindings(m).iter().any(|b| b.active)
     }
 
-    /// One model, and whether its `has_binding` column still says what the catalog in force
-    /// says (a catalog edit can change that without changing the record).
+    /// One model, and whether its derived columns still say what this build and the catalog
+    /// in force say: `has_binding` (a catalog edit can change it without changing the record)
+    /// and the filter keys in `tags_key` (a newer build can derive more of them).
     pub async fn get_checked(&self, id: &str) -> Result<Option<(Record, bool)>, IndexError> {
-        let row = sqlx::query("SELECT record, has_binding FROM models WHERE id = ?")
+        let row = sqlx::query("SELECT record, has_binding, tags_key FROM models WHERE id = ?")
             .bind(id)
             .fetch_optional(self.db.read())
             .await?;
         let Some(row) = row else { return Ok(None) };
         let record = self.decode(row.get::<&str, _>(0))?;
-        let current = row.get::<bool, _>(1) == self.has_binding(&record.metadata);
+        let current = row.get::<bool, _>(1) == self.has_binding(&record.metadata)
+            && row.get::<&str, _>(2) == tags_key(&filter_tags(&record.metadata));
         Ok(Some((record, current)))
+    }
+
+    /// Ids of the models downloaded from `repo_id`.
+    pub async fn ids_from_repo(&self, repo_id: &str) -> Result<Vec<String>, IndexError> {
+        let rows = sqlx::query("SELECT id FROM models WHERE repo_id = ? ORDER BY id")
+            .bind(repo_id)
+            .fetch_all(self.db.read())
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    /// Ids of the models that carry `tag` (or filter key, e.g. `base_model:org/name`).
+    pub async fn ids_tagged(&self, tag: &str) -> Result<Vec<String>, IndexError> {
+        let rows = sqlx::query("SELECT model_id FROM model_tags WHERE tag = ? ORDER BY model_id")
+            .bind(tag)
+            .fetch_all(self.db.read())
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
     }
 
     /// A stored record as the API shows it: with the catalog's bindings when it has none of its
@@ -473,6 +490,25 @@ impl Store {
         .fetch_all(self.db.read())
         .await?;
         rows.iter().map(|r| self.decode(r.get::<&str, _>(0))).collect()
+    }
+}
+
+/// What the tag filters match a model by: its tags and its filter keys (license, base models,
+/// pipeline tag; see [`crate::hub_card::filter_keys`]), without repeats.
+fn filter_tags(m: &Metadata) -> Vec<String> {
+    let mut all = m.tags.clone();
+    all.extend(crate::hub_card::filter_keys(m));
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// The `tags_key` column: `|tag1|tag2|`, or empty.
+fn tags_key(tags: &[String]) -> String {
+    if tags.is_empty() {
+        String::new()
+    } else {
+        format!("|{}|", tags.join("|"))
     }
 }
 

@@ -31,6 +31,12 @@ pub struct Filter {
     pub has_binding: Option<bool>,
     /// Hub repo id.
     pub repo_id: String,
+    /// License filter keys ([`crate::hub_card::license_key`]); any of them.
+    pub licenses: Vec<String>,
+    /// Base model filter keys ([`crate::hub_card::base_model_key`]); any of them.
+    pub base_models: Vec<String>,
+    /// Pipeline tag filter keys ([`crate::hub_card::pipeline_key`]); any of them.
+    pub pipeline_tags: Vec<String>,
 }
 
 /// Sort order.
@@ -110,6 +116,21 @@ impl Store {
             qb.push(" AND instr(m.tags_key, ");
             qb.push_bind(format!("|{tag}|"));
             qb.push(") > 0");
+        }
+        for keys in [&filter.licenses, &filter.base_models, &filter.pipeline_tags] {
+            if keys.is_empty() {
+                continue;
+            }
+            qb.push(" AND (");
+            for (i, key) in keys.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" OR ");
+                }
+                qb.push("instr(m.tags_key, ")
+                    .push_bind(format!("|{key}|"))
+                    .push(") > 0");
+            }
+            qb.push(")");
         }
         if let Some(min) = filter.min_size {
             qb.push(format!(" AND {plus}m.total_size >= "))

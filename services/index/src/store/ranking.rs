@@ -367,6 +367,11 @@ impl Ranking {
                 ))),
             ));
         }
+        for keys in [&filter.licenses, &filter.base_models, &filter.pipeline_tags] {
+            if !keys.is_empty() {
+                out.push((Occur::Must, unscored(any_of(f.tags, keys))));
+            }
+        }
         if filter.min_size.is_some() || filter.max_size.is_some() {
             let bound = |v: Option<u64>| match v {
                 Some(v) => Bound::Included(Term::from_field_u64(f.total_size, v)),
