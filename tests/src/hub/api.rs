@@ -33,7 +33,7 @@ pub(super) fn routes() -> Router<Arc<Emu>> {
 
 impl Call {
     /// Waits the configured API delay, then finds the repository.
-    async fn repo(&self, org: &str, name: &str) -> Result<&Prepared, Response<Body>> {
+    async fn repo(&self, org: &str, name: &str) -> Result<Arc<Prepared>, Response<Body>> {
         let delay = self.emu.faults.api_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
@@ -142,9 +142,14 @@ fn search(emu: &Emu, query: &Query, host: &str, path: &str, who: &Caller) -> Res
     let filters = query.all("filter");
     let pipeline = query.get("pipeline_tag");
     let library = query.get("library");
-    let mut hits: Vec<&Prepared> = emu
+    let all: Vec<Arc<Prepared>> = emu
         .repos
-        .values()
+        .read()
+        .map(|r| r.values().cloned().collect())
+        .unwrap_or_default();
+    let mut hits: Vec<&Prepared> = all
+        .iter()
+        .map(|r| &**r)
         .filter(|r| !r.repo.private || !matches!(who, Caller::Anonymous))
         .filter(|r| r.repo.id.to_lowercase().contains(&text))
         .filter(|r| author.is_none_or(|a| r.repo.id.split('/').next() == Some(a)))
@@ -208,13 +213,14 @@ fn list_item(r: &Prepared, full: bool) -> Value {
     item
 }
 
-fn info(emu: &Emu, r: &Prepared, rev: &str, query: &Query) -> Response<Body> {
-    let commit = match emu.resolve_revision(r, rev) {
-        Ok(c) => c,
+fn info(emu: &Emu, r: Arc<Prepared>, rev: &str, query: &Query) -> Response<Body> {
+    let r = match emu.at(r, rev) {
+        Ok(r) => r,
         Err(response) => return response,
     };
+    let commit = r.commit.clone();
     let blobs = query.flag("blobs");
-    let mut item = list_item(r, true);
+    let mut item = list_item(&r, true);
     item["sha"] = json!(commit);
     item["cardData"] = r.repo.card_data.clone();
     item["spaces"] = json!([]);
@@ -250,11 +256,12 @@ pub(super) fn tree_entry(path: &str, f: &PreparedFile) -> Value {
     entry
 }
 
-fn tree(call: &Call, r: &Prepared, rev: &str, under: &str) -> Response<Body> {
+fn tree(call: &Call, r: Arc<Prepared>, rev: &str, under: &str) -> Response<Body> {
     let (emu, query) = (&*call.emu, &call.query);
-    if let Err(response) = emu.resolve_revision(r, rev) {
-        return response;
-    }
+    let r = match emu.at(r, rev) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
     let recursive = query.flag("recursive");
     let prefix = if under.is_empty() {
         String::new()
@@ -291,10 +298,11 @@ fn tree(call: &Call, r: &Prepared, rev: &str, under: &str) -> Response<Body> {
     response
 }
 
-fn paths_info(emu: &Emu, r: &Prepared, rev: &str, body: &Bytes) -> Response<Body> {
-    if let Err(response) = emu.resolve_revision(r, rev) {
-        return response;
-    }
+fn paths_info(emu: &Emu, r: Arc<Prepared>, rev: &str, body: &Bytes) -> Response<Body> {
+    let r = match emu.at(r, rev) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
     let form = Query::parse(std::str::from_utf8(body).ok());
     let entries: Vec<Value> = form
         .all("paths")

@@ -51,8 +51,9 @@ async fn blob_route(
     method: Method,
     headers: HeaderMap,
 ) -> Response<Body> {
-    match emu.blobs.get(&blob) {
-        Some(data) => content(&emu, data, &method, &headers),
+    let data = emu.blobs.read().ok().and_then(|b| b.get(&blob).cloned());
+    match data {
+        Some(data) => content(&emu, &data, &method, &headers),
         None => error(StatusCode::NOT_FOUND, None, "NoSuchKey"),
     }
 }
@@ -70,10 +71,11 @@ fn resolve(
         Ok(r) => r,
         Err(response) => return response,
     };
-    let commit = match emu.resolve_revision(r, rev) {
-        Ok(c) => c.to_owned(),
+    let r = match emu.at(r, rev) {
+        Ok(r) => r,
         Err(response) => return response,
     };
+    let commit = r.commit.clone();
     if r.repo.gated {
         match who {
             Caller::Anonymous => {

@@ -42,9 +42,12 @@ pub const NO_ACCESS_TOKEN: &str = "hf_noaccess";
 const DATE: &str = "2026-01-02T03:04:05.000Z";
 
 struct Emu {
-    repos: BTreeMap<String, Prepared>,
+    /// Each repository at its newest commit.
+    repos: std::sync::RwLock<BTreeMap<String, Arc<Prepared>>>,
+    /// Earlier commits, by (repository, commit sha), still served by sha as the hub does.
+    older: std::sync::RwLock<HashMap<(String, String), Arc<Prepared>>>,
     renamed: HashMap<String, String>,
-    blobs: HashMap<String, Bytes>,
+    blobs: std::sync::RwLock<HashMap<String, Bytes>>,
     cdn_url: String,
     faults: Arc<Faults>,
     log: Mutex<Vec<Logged>>,
@@ -91,9 +94,10 @@ impl HubEmulator {
         }
         let faults = Arc::new(Faults::default());
         let emu = Arc::new(Emu {
-            repos: prepared,
+            repos: std::sync::RwLock::new(prepared.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
+            older: Default::default(),
             renamed,
-            blobs,
+            blobs: std::sync::RwLock::new(blobs),
             cdn_url: cdn_url.clone(),
             faults: Arc::clone(&faults),
             log: Mutex::new(Vec::new()),
@@ -151,27 +155,57 @@ impl HubEmulator {
         self.emu.body_bytes.load(Ordering::SeqCst)
     }
 
-    /// The commit sha of a repository.
+    fn current(&self, repo_id: &str) -> Option<Arc<Prepared>> {
+        self.emu.repos.read().ok()?.get(repo_id).cloned()
+    }
+
+    /// The newest commit sha of a repository.
     pub fn commit(&self, repo_id: &str) -> Option<String> {
-        self.emu.repos.get(repo_id).map(|r| r.commit.clone())
+        self.current(repo_id).map(|r| r.commit.clone())
     }
 
-    /// The sha256 hex of a file.
+    /// The sha256 hex of a file at the newest commit.
     pub fn file_sha256(&self, repo_id: &str, path: &str) -> Option<String> {
-        self.emu
-            .repos
-            .get(repo_id)
-            .and_then(|r| r.files.get(path))
-            .map(|f| f.sha256.clone())
+        self.current(repo_id)
+            .and_then(|r| r.files.get(path).map(|f| f.sha256.clone()))
     }
 
-    /// The bytes of a file.
+    /// The bytes of a file at the newest commit.
     pub fn file_bytes(&self, repo_id: &str, path: &str) -> Option<Bytes> {
+        self.current(repo_id)
+            .and_then(|r| r.files.get(path).map(|f| f.data.clone()))
+    }
+
+    /// Pushes a new commit: `repo` (same id) becomes what every branch and tag points to, and
+    /// the commit it replaces stays reachable by its sha. Answers the new commit sha.
+    pub fn push(&self, repo: HubRepo) -> anyhow::Result<String> {
+        let id = repo.id.clone();
+        let (prepared, blobs) = repos::prepare(vec![repo]);
+        let new = prepared
+            .into_values()
+            .next()
+            .map(Arc::new)
+            .ok_or_else(|| anyhow::anyhow!("nothing to push"))?;
+        let commit = new.commit.clone();
         self.emu
+            .blobs
+            .write()
+            .map_err(|_| anyhow::anyhow!("blobs lock"))?
+            .extend(blobs);
+        let old = self
+            .emu
             .repos
-            .get(repo_id)
-            .and_then(|r| r.files.get(path))
-            .map(|f| f.data.clone())
+            .write()
+            .map_err(|_| anyhow::anyhow!("repos lock"))?
+            .insert(id.clone(), new);
+        if let Some(old) = old {
+            self.emu
+                .older
+                .write()
+                .map_err(|_| anyhow::anyhow!("history lock"))?
+                .insert((id, old.commit.clone()), old);
+        }
+        Ok(commit)
     }
 }
 

@@ -3,6 +3,7 @@
 //! or of an LFS pointer, sha256 of LFS content, a commit sha over them all).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Response, StatusCode, Uri};
@@ -215,7 +216,7 @@ pub(super) fn prepare(repos: Vec<HubRepo>) -> (BTreeMap<String, Prepared>, HashM
 impl Emu {
     /// The repository `id` as `who` may see it; a renamed one answers a redirect to the same
     /// path under its new name.
-    pub(super) fn lookup(&self, id: &str, who: &Caller, uri: &Uri) -> Result<&Prepared, Response<Body>> {
+    pub(super) fn lookup(&self, id: &str, who: &Caller, uri: &Uri) -> Result<Arc<Prepared>, Response<Body>> {
         if let Some(new) = self.renamed.get(id) {
             let location = uri.path().replacen(id, new, 1);
             return Err(redirect(StatusCode::TEMPORARY_REDIRECT, &location));
@@ -224,7 +225,7 @@ impl Emu {
     }
 
     /// The repository, or the error a client gets for it.
-    pub(super) fn repo_for(&self, id: &str, who: &Caller) -> Result<&Prepared, Response<Body>> {
+    pub(super) fn repo_for(&self, id: &str, who: &Caller) -> Result<Arc<Prepared>, Response<Body>> {
         if matches!(who, Caller::BadToken) {
             return Err(error(
                 StatusCode::UNAUTHORIZED,
@@ -233,7 +234,8 @@ impl Emu {
             ));
         }
         let anonymous = matches!(who, Caller::Anonymous);
-        match self.repos.get(id) {
+        let found = self.repos.read().ok().and_then(|r| r.get(id).cloned());
+        match found {
             Some(repo) if !(repo.repo.private && anonymous) => Ok(repo),
             _ => Err(error(
                 if anonymous {
@@ -247,19 +249,23 @@ impl Emu {
         }
     }
 
-    pub(super) fn resolve_revision<'a>(
-        &self,
-        repo: &'a Prepared,
-        rev: &str,
-    ) -> Result<&'a str, Response<Body>> {
+    /// The repository as it was at `rev`: its current commit for a branch or tag name (they
+    /// all follow the newest commit) or that commit's sha, an earlier commit by its sha.
+    pub(super) fn at(&self, repo: Arc<Prepared>, rev: &str) -> Result<Arc<Prepared>, Response<Body>> {
         if rev == "main" || rev == repo.commit || repo.repo.revisions.iter().any(|r| r == rev) {
-            Ok(&repo.commit)
-        } else {
-            Err(error(
+            return Ok(repo);
+        }
+        let older = self
+            .older
+            .read()
+            .ok()
+            .and_then(|o| o.get(&(repo.repo.id.clone(), rev.to_owned())).cloned());
+        older.ok_or_else(|| {
+            error(
                 StatusCode::NOT_FOUND,
                 Some("RevisionNotFound"),
                 &format!("Invalid rev id: {rev}"),
-            ))
-        }
+            )
+        })
     }
 }
