@@ -182,17 +182,31 @@ impl GatewayApi {
             .into_iter()
             .zip(local)
             .map(|(summary, models)| {
-                let commit_of = |m: &pumas_proto::common::v1::ModelRecord| match m
+                let hub_source = |m: &pumas_proto::common::v1::ModelRecord| match m
                     .source
                     .as_ref()
                     .and_then(|s| s.source.as_ref())
                 {
-                    Some(pumas_proto::common::v1::model_source::Source::Hub(h)) => h.commit_sha.clone(),
-                    _ => String::new(),
+                    Some(pumas_proto::common::v1::model_source::Source::Hub(h)) => h.clone(),
+                    _ => Default::default(),
                 };
-                let same_commit = models
+                let at_hub_commit = |m: &pumas_proto::common::v1::ModelRecord| {
+                    summary.sha.is_empty() || hub_source(m).commit_sha == summary.sha
+                };
+                let same_commit = models.iter().find(|m| at_hub_commit(m));
+                let library_selections = models
                     .iter()
-                    .find(|m| summary.sha.is_empty() || commit_of(m) == summary.sha);
+                    .map(|m| {
+                        let h = hub_source(m);
+                        LibrarySelection {
+                            model_id: m.model_id.clone(),
+                            selection_label: h.selection_label,
+                            whole_repository: h.whole_repository,
+                            commit_sha: h.commit_sha,
+                            at_hub_commit: at_hub_commit(m),
+                        }
+                    })
+                    .collect();
                 let download = downloads.iter().find(|d| d.repo_id == summary.repo_id).cloned();
                 HubSearchResult {
                     in_library: same_commit.is_some(),
@@ -209,6 +223,7 @@ impl GatewayApi {
                     downloading: download.is_some(),
                     download,
                     summary: Some(summary),
+                    library_selections,
                 }
             })
             .collect()

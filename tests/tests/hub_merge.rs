@@ -36,6 +36,8 @@ fn hub_model(models_dir: &std::path::Path, id: &str, repo: &str, commit: &str) {
             repo_id: repo.into(),
             revision: "main".into(),
             commit_sha: commit.into(),
+            selection_label: String::new(),
+            whole_repository: true,
         },
         tags: vec![],
         description: String::new(),

@@ -143,6 +143,44 @@ async fn hub_cards_lineage_filters_refresh_and_updates() -> anyhow::Result<()> {
     assert_eq!(b.derived_model_ids, vec![quant.clone()]);
     assert_eq!(b.hub.as_ref().map(|h| h.license.as_str()), Some("apache-2.0"));
 
+    // The hub's results say which selections the library holds: the quant, the whole repo.
+    let hub = client
+        .search_models(SearchModelsRequest {
+            query: "tiny".to_owned(),
+            include_hub: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let hub_result = |repo: &str| {
+        hub.results.iter().find_map(|r| match &r.result {
+            Some(search_result::Result::Hub(h)) if h.summary.as_ref().is_some_and(|s| s.repo_id == repo) => {
+                Some(h.clone())
+            }
+            _ => None,
+        })
+    };
+    let gguf = hub_result("acme/tiny-gguf").context("hub result for the quants")?;
+    assert!(gguf.in_library);
+    let held: Vec<(String, String, bool, bool)> = gguf
+        .library_selections
+        .iter()
+        .map(|s| {
+            (
+                s.model_id.clone(),
+                s.selection_label.clone(),
+                s.whole_repository,
+                s.at_hub_commit,
+            )
+        })
+        .collect();
+    assert_eq!(held, vec![(quant.clone(), "Q4_K_M".to_owned(), false, true)]);
+    let whole = hub_result("acme/tiny-model").context("hub result for the base")?;
+    assert!(
+        whole.library_selections.len() == 1 && whole.library_selections[0].whole_repository,
+        "{whole:?}"
+    );
+
     // Filters: license (any case), base model by repo or by library id, pipeline tag.
     let by = |f: fn(&mut ModelFilter)| {
         let mut filter = ModelFilter::default();

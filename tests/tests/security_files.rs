@@ -157,6 +157,7 @@ async fn a_download_can_only_be_staged_in_fetchs_own_area() -> anyhow::Result<()
                     repo_id: "evil/steal".to_owned(),
                     revision: "main".to_owned(),
                     commit_sha: "0".repeat(40),
+                    ..Default::default()
                 }),
                 expected_files: vec![pumas_proto::common::v1::ModelFile {
                     path: "diary.txt".to_owned(),

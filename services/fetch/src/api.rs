@@ -547,6 +547,7 @@ impl FetchApi {
         let mut tags = info.summary.as_ref().map(|s| s.tags.clone()).unwrap_or_default();
         tags.sort();
         tags.dedup();
+        let whole_repository = files.len() == info.files.len();
         let job = Job {
             id: new_download_id(&request.repo_id),
             request_id: request.request_id.clone(),
@@ -569,6 +570,7 @@ impl FetchApi {
             files,
             tags,
             license: info.license.clone(),
+            whole_repository,
             hub_metadata: info
                 .hub_metadata
                 .as_ref()

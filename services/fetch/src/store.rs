@@ -112,6 +112,9 @@ pub struct Job {
     pub tags: Vec<String>,
     #[serde(default)]
     pub license: String,
+    /// The selection took every file of the repository.
+    #[serde(default)]
+    pub whole_repository: bool,
     /// The card as the index keeps it: an encoded `pumas.common.v1.HubMetadata`, hex.
     #[serde(default)]
     pub hub_metadata: String,
@@ -258,6 +261,7 @@ mod tests {
             tags: Vec::new(),
             license: String::new(),
             hub_metadata: String::new(),
+            whole_repository: false,
             announced: false,
         }
     }

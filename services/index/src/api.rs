@@ -854,6 +854,7 @@ impl IndexService for IndexApi {
                 repo_id: source.repo_id,
                 revision: source.revision,
                 commit_sha: source.commit_sha,
+                whole_repository: source.whole_repository,
                 staging: PathBuf::from(r.staging_path),
                 expected: r.expected_files.iter().map(convert::file_entry).collect(),
                 model_type,

@@ -38,11 +38,15 @@ pub fn model(record: &Record, library_root: &std::path::Path) -> common::ModelRe
             repo_id,
             revision,
             commit_sha,
+            selection_label,
+            whole_repository,
         } => common::model_source::Source::Hub(common::HubSource {
             endpoint: endpoint.clone(),
             repo_id: repo_id.clone(),
             revision: revision.clone(),
             commit_sha: commit_sha.clone(),
+            selection_label: selection_label.clone(),
+            whole_repository: *whole_repository,
         }),
     };
     common::ModelRecord {

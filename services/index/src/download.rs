@@ -31,6 +31,8 @@ pub struct Begin {
     pub license: String,
     /// The variant the selection picked (a GGUF quant), for the model's name.
     pub selection_label: String,
+    /// The download takes every file of the repository.
+    pub whole_repository: bool,
     /// What the hub says about the repository.
     pub hub: Option<crate::hub_card::HubCard>,
 }
@@ -195,6 +197,8 @@ impl Library {
                 repo_id: begin.repo_id,
                 revision: begin.revision,
                 commit_sha: begin.commit_sha,
+                selection_label: begin.selection_label.trim().to_owned(),
+                whole_repository: begin.whole_repository,
             },
             tags,
             description: String::new(),

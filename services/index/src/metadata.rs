@@ -47,6 +47,12 @@ pub enum Source {
         revision: String,
         /// Commit sha it was pinned to.
         commit_sha: String,
+        /// The variant the download selected (a GGUF quant); empty otherwise.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        selection_label: String,
+        /// The download took every file of the repository.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        whole_repository: bool,
     },
 }
 

@@ -37,6 +37,8 @@ impl IndexSync {
                 repo_id: job.repo_id.clone(),
                 revision: job.revision.clone(),
                 commit_sha: job.commit_sha.clone(),
+                selection_label: job.selection.quantization.clone(),
+                whole_repository: job.whole_repository,
             }),
             staging_path: staging,
             expected_files: job.files.iter().map(expected_file).collect(),
