@@ -412,6 +412,12 @@ fn print_model(m: &ModelRecord) {
     if let Some(e) = &m.embedded {
         print_embedded(e);
     }
+    if !m.vision_projector_files.is_empty() {
+        println!(
+            "  projector     {} (llama.cpp: --mmproj)",
+            m.vision_projector_files.join(", ")
+        );
+    }
     for b in &m.dependency_bindings {
         let by = if b.origin == pumas_proto::common::v1::BindingOrigin::Catalog as i32 {
             "the catalog"

@@ -550,6 +550,11 @@ async fn bad_bytes_are_retried_and_persistent_corruption_fails_without_keeping_a
         Some("tiny")
     );
     assert_eq!(record.license, "mit", "{record:?}");
+    // The quant's vision projector came with it, and the record says which file it is.
+    assert_eq!(
+        record.vision_projector_files,
+        vec!["mmproj-tiny-f16.gguf".to_owned()]
+    );
     Ok(())
 }
 

@@ -116,6 +116,33 @@ pub fn model(record: &Record, library_root: &std::path::Path) -> common::ModelRe
         embedded: (!m.embedded.is_empty()).then(|| embedded(&m.embedded)),
         hub: m.hub.as_ref().map(crate::hub_card::HubCard::to_proto),
         derived_model_ids: Vec::new(),
+        vision_projector_files: vision_projectors(m),
+    }
+}
+
+/// A GGUF model's mmproj files: the vision projector that goes with its language model.
+fn vision_projectors(m: &crate::metadata::Metadata) -> Vec<String> {
+    if m.format != "gguf" {
+        return Vec::new();
+    }
+    let projectors: Vec<String> = m
+        .files
+        .iter()
+        .filter(|f| {
+            let name = f.path.rsplit('/').next().unwrap_or(&f.path).to_ascii_lowercase();
+            name.contains("mmproj") && name.ends_with(".gguf")
+        })
+        .map(|f| f.path.clone())
+        .collect();
+    // A projector alone is the model itself, not something linked to it.
+    let has_language_model = m
+        .files
+        .iter()
+        .any(|f| f.path.ends_with(".gguf") && !projectors.contains(&f.path));
+    if has_language_model {
+        projectors
+    } else {
+        Vec::new()
     }
 }
 
@@ -454,5 +481,31 @@ pub fn binding_from(b: common::DependencyBinding) -> crate::metadata::Binding {
         active: b.active.unwrap_or(true),
         // What a caller puts is theirs; only the catalog attaches catalog bindings.
         catalog_rule: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gguf_with(files: &[&str]) -> crate::metadata::Metadata {
+        let mut m = crate::synthetic::sample_metadata();
+        m.format = "gguf".to_owned();
+        m.files = files
+            .iter()
+            .map(|p| crate::metadata::FileEntry {
+                path: (*p).to_owned(),
+                ..Default::default()
+            })
+            .collect();
+        m
+    }
+
+    #[test]
+    fn a_gguf_names_its_vision_projector_and_a_projector_alone_names_none() {
+        let m = gguf_with(&["llava-Q4_K_M.gguf", "mmproj-model-f16.gguf"]);
+        assert_eq!(vision_projectors(&m), vec!["mmproj-model-f16.gguf".to_owned()]);
+        assert!(vision_projectors(&gguf_with(&["mmproj-model-f16.gguf"])).is_empty());
+        assert!(vision_projectors(&gguf_with(&["model.gguf"])).is_empty());
     }
 }
