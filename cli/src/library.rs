@@ -334,6 +334,7 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         .get_model(GetModelRequest {
             model_id: args.model_id.clone(),
             include_chat_template: args.chat_template,
+            include_preview: false,
         })
         .await
         .map_err(explain)?
@@ -411,6 +412,15 @@ fn print_model(m: &ModelRecord) {
     }
     if let Some(e) = &m.embedded {
         print_embedded(e);
+    }
+    for s in &m.side_files {
+        println!(
+            "  {:<13} {}/{} ({})",
+            s.role.replace('_', " "),
+            m.library_path,
+            s.path,
+            size_label(s.size_bytes)
+        );
     }
     if !m.vision_projector_files.is_empty() {
         println!(

@@ -464,6 +464,7 @@ impl ModelLibraryService for GatewayApi {
                 index::v1::GetModelRequest {
                     model_id: r.model_id,
                     include_chat_template: r.include_chat_template,
+                    include_preview: r.include_preview,
                 },
                 async |mut c, req| c.get_model(req).await,
             )

@@ -268,6 +268,7 @@ pub async fn get_model(
         .get_model(pumas_proto::gateway::v1::GetModelRequest {
             model_id: id.to_owned(),
             include_chat_template: false,
+            include_preview: false,
         })
         .await?
         .into_inner()

@@ -336,6 +336,7 @@ impl Caller {
             .get_model(Self::request(GetModelRequest {
                 model_id: id,
                 include_chat_template: false,
+                include_preview: false,
             }))
             .await;
         self.count("get", started, &result);

@@ -104,6 +104,7 @@ async fn bearer_tokens_limits_and_shedding() -> anyhow::Result<()> {
                 GetModelRequest {
                     model_id: "lora/sdxl/x".into(),
                     include_chat_template: false,
+                    include_preview: false,
                 },
                 "s3cret",
             ))

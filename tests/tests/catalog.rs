@@ -217,6 +217,7 @@ async fn the_usual_kinds_resolve_out_of_the_box_and_authoring_works_through_the_
         .get_model(GetModelRequest {
             model_id: checkpoint.clone(),
             include_chat_template: false,
+            include_preview: false,
         })
         .await?
         .into_inner()

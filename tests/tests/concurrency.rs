@@ -87,6 +87,7 @@ async fn twenty_six_imports_at_once_all_end_consistent_with_the_library() -> any
                         .get_model(GetModelRequest {
                             model_id: item.model_id.clone(),
                             include_chat_template: false,
+                            include_preview: false,
                         })
                         .await
                         .with_context(|| {
@@ -208,6 +209,7 @@ async fn concurrent_metadata_updates_to_one_model_are_all_kept() -> anyhow::Resu
         .get_model(GetModelRequest {
             model_id: id.clone(),
             include_chat_template: false,
+            include_preview: false,
         })
         .await?
         .into_inner()

@@ -140,6 +140,7 @@ async fn a_download_continues_after_sigkill_from_the_bytes_on_disk() -> anyhow::
         .get_model(GetModelRequest {
             model_id: done.model_id.clone(),
             include_chat_template: false,
+            include_preview: false,
         })
         .await?
         .into_inner()

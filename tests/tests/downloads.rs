@@ -305,6 +305,7 @@ async fn the_model_is_visible_while_downloading_and_pause_resume_cancel_work() -
         .get_model(GetModelRequest {
             model_id: big_model_id,
             include_chat_template: false,
+            include_preview: false,
         })
         .await
         .expect_err("cancelled model");

@@ -117,6 +117,7 @@ async fn a_loras_trigger_words_find_it_and_a_ggufs_shape_is_shown() -> anyhow::R
         .get_model(GetModelRequest {
             model_id: gguf_id.clone(),
             include_chat_template: true,
+            include_preview: false,
         })
         .await?
         .into_inner()

@@ -52,6 +52,7 @@ fn hub_model(models_dir: &std::path::Path, id: &str, repo: &str, commit: &str) {
         declares_no_dependencies: false,
         embedded: Default::default(),
         hub: None,
+        side_files: Vec::new(),
         download: None,
     };
     std::fs::write(

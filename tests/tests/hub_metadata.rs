@@ -20,7 +20,7 @@ use tonic::Code;
 
 type Client = ModelLibraryServiceClient<Channel>;
 
-const README: &str = "---\nlicense: mit\nbase_model: acme/tiny-model\n---\n\n# Tiny GGUF\n\n![logo](logo.png)\n\nQuantised **tiny** weights for [llama.cpp](https://github.com/ggml-org/llama.cpp).\n\n## Files\n";
+const README: &str = "---\nlicense: mit\nbase_model: acme/tiny-model\n---\n\n# Tiny GGUF\n\n![sample](./images/sample.png)\n\nQuantised **tiny** weights for [llama.cpp](https://github.com/ggml-org/llama.cpp).\n\n## Files\n";
 
 /// GGUF quants of `acme/tiny-model`, as a quantiser would publish them; `q4_elements` changes
 /// the Q4_K_M bytes (a new upload).
@@ -30,6 +30,7 @@ fn quants(q4_elements: u64, license: &str, likes: u64) -> HubRepo {
     };
     HubRepo::new("acme/tiny-gguf")
         .file(HubFile::new("README.md", Bytes::from(README.replace("mit", license))))
+        .file(HubFile::new("images/sample.png", Bytes::from_static(b"\x89PNG sample")))
         .file(quant("tiny-Q4_K_M.gguf", 15, q4_elements))
         .file(quant("tiny-Q8_0.gguf", 7, 8192))
         .tags(&["gguf", "llama", "text-generation", "base_model:quantized:acme/tiny-model"])
@@ -136,6 +137,17 @@ async fn hub_cards_lineage_filters_refresh_and_updates() -> anyhow::Result<()> {
     assert_eq!(hub.base_models[0].repo_id, "acme/tiny-model");
     assert_eq!(hub.base_models[0].relation, BaseModelRelation::Quantized as i32);
     assert_eq!(hub.base_models[0].model_ids, vec![base.clone()]);
+    // The card's image came along with the quant and is its preview.
+    assert_eq!(hub.image_path, "images/sample.png");
+    let preview: Vec<(String, String)> = q
+        .side_files
+        .iter()
+        .map(|s| (s.role.clone(), s.path.clone()))
+        .collect();
+    assert_eq!(
+        preview,
+        vec![("preview".to_owned(), "images/sample.png".to_owned())]
+    );
     // What the GGUF says about itself stays beside it.
     assert_eq!(q.embedded.as_ref().and_then(|e| e.context_length), Some(4096));
     // Lineage the other way: the base lists its quant.

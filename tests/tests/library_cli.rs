@@ -267,6 +267,7 @@ async fn search_degrades_without_fetch_and_fails_clearly_without_the_index() -> 
         .get_model(GetModelRequest {
             model_id: id,
             include_chat_template: false,
+            include_preview: false,
         })
         .await?
         .into_inner()

@@ -215,6 +215,7 @@ async fn apps_see_library_models_in_their_layouts_and_follow_the_library() -> an
         .get_model(GetModelRequest {
             model_id: lora.clone(),
             include_chat_template: false,
+            include_preview: false,
         })
         .await?
         .into_inner()
@@ -946,4 +947,105 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         .filter(|e| e.file_type().is_file())
         .map(|e| e.into_path())
         .collect()
+}
+
+#[tokio::test]
+async fn previews_and_civitai_side_files_come_with_an_import_and_land_where_a1111_reads_them()
+-> anyhow::Result<()> {
+    let suite = Suite::start().await?;
+    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
+    let inbox = suite.data_root.path().join("inbox");
+    let lora = inbox.join("Detail Slider.safetensors");
+    write_lora(&lora, 21)?;
+    let png = b"\x89PNG\r\n\x1a\n preview bytes".to_vec();
+    std::fs::write(inbox.join("Detail Slider.preview.png"), &png)?;
+    std::fs::write(
+        inbox.join("Detail Slider.civitai.info"),
+        br#"{"trainedWords": ["detailed"]}"#,
+    )?;
+    std::fs::write(
+        inbox.join("Detail Slider.json"),
+        br#"{"activation text": "detailed"}"#,
+    )?;
+    // A preview of another model beside it is not this one's.
+    std::fs::write(inbox.join("Other.preview.png"), b"other")?;
+    let id = import(&mut gateway, &lora).await?;
+    let model = gateway
+        .get_model(GetModelRequest {
+            model_id: id.clone(),
+            include_chat_template: false,
+            include_preview: true,
+        })
+        .await?
+        .into_inner()
+        .model
+        .and_then(|v| v.model)
+        .context("model")?;
+    let sides: Vec<(String, String, String)> = model
+        .side_files
+        .iter()
+        .map(|s| (s.role.clone(), s.path.clone(), s.media_type.clone()))
+        .collect();
+    assert_eq!(
+        sides,
+        vec![
+            (
+                "preview".to_owned(),
+                ".pumas-preview.png".to_owned(),
+                "image/png".to_owned()
+            ),
+            (
+                "civitai_info".to_owned(),
+                ".pumas-civitai.info".to_owned(),
+                "application/json".to_owned()
+            ),
+            (
+                "user_metadata".to_owned(),
+                ".pumas-user-metadata.json".to_owned(),
+                "application/json".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(
+        model.side_files[0].data, png,
+        "GetModel gives the preview's bytes when asked"
+    );
+    assert!(model.side_files[1].data.is_empty());
+    // Side files are not weights: the model's files and digest are the LoRA's alone.
+    assert_eq!(model.files.len(), 1, "{:?}", model.files);
+    // The copy import left the originals in place.
+    assert!(inbox.join("Detail Slider.preview.png").exists());
+
+    // An A1111 app shows them beside the LoRA, by its own names.
+    mapper_caught_up(&suite.index, &suite.mapper).await?;
+    let mut mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
+    let a1111 = suite.data_root.path().join("sd-webui");
+    put(
+        &mut mapper,
+        "a1111",
+        &format!(
+            "kind = \"a1111\"\nroot = \"{}\"\nstrategy = \"symlink\"\n",
+            a1111.display()
+        ),
+    )
+    .await?;
+    apply(&mut mapper, "a1111", false).await?;
+    let loras = a1111.join("models/Lora");
+    assert_eq!(std::fs::read(loras.join("Detail Slider.preview.png"))?, png);
+    assert!(loras.join("Detail Slider.civitai.info").exists());
+    assert!(loras.join("Detail Slider.json").exists());
+    assert!(loras.join("Detail Slider.safetensors").exists());
+    // Unmapping takes them away with the model's link.
+    let job = mapper
+        .unmap(UnmapRequest {
+            app: "a1111".to_owned(),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner()
+        .job;
+    finish(&mut mapper, job).await?;
+    assert!(!loras.join("Detail Slider.preview.png").exists());
+    assert!(!loras.join("Detail Slider.json").exists());
+    Ok(())
 }

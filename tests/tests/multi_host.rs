@@ -122,6 +122,7 @@ async fn link_state_in(
         .get_model(GetModelRequest {
             model_id: model_id.into(),
             include_chat_template: false,
+            include_preview: false,
         })
         .await?
         .into_inner()

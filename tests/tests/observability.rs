@@ -59,6 +59,7 @@ async fn metrics_count_calls_by_code_and_json_logs_carry_the_trace_id() -> anyho
     let mut missing = tonic::Request::new(GetModelRequest {
         model_id: "lora/sdxl/not-here".into(),
         include_chat_template: false,
+        include_preview: false,
     });
     missing.metadata_mut().insert(
         "traceparent",

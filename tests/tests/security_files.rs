@@ -282,6 +282,7 @@ async fn a_repo_that_ships_the_librarys_file_names_downloads_into_a_correct_mode
         .get_model(pumas_proto::gateway::v1::GetModelRequest {
             model_id: done.model_id.clone(),
             include_chat_template: false,
+            include_preview: false,
         })
         .await?
         .into_inner()

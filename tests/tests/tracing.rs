@@ -114,6 +114,7 @@ async fn one_trace_spans_gateway_and_index() -> anyhow::Result<()> {
     let mut request = tonic::Request::new(GetModelRequest {
         model_id: "lora/sdxl/traced".into(),
         include_chat_template: false,
+        include_preview: false,
     });
     request
         .metadata_mut()

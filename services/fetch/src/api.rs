@@ -342,11 +342,20 @@ impl FetchApi {
             Some(f) => self.readme(repo_id, &commit, &f.path).await,
             None => None,
         };
-        let hub_metadata = crate::card::hub_metadata(
+        let mut hub_metadata = crate::card::hub_metadata(
             &info,
             readme.as_deref(),
             prost_types::Timestamp::from(SystemTime::now()),
         );
+        if let Some(image) = readme
+            .as_deref()
+            .and_then(|r| crate::card::first_image(r, repo_id))
+            && files
+                .iter()
+                .any(|f| f.path == image && f.size_bytes <= crate::card::MAX_IMAGE_BYTES)
+        {
+            hub_metadata.image_path = image;
+        }
         let mut quantizations: Vec<String> = files
             .iter()
             .filter_map(|f| select::gguf_quantization(&f.path))
@@ -462,13 +471,20 @@ impl FetchApi {
                 ),
             ));
         }
-        let chosen = select::select(
+        let mut chosen = select::select(
             &paths,
             &selection.allow_patterns,
             &selection.ignore_patterns,
             &selection.gguf_quantization,
         )
         .map_err(|(field, reason)| ApiError::invalid(field, reason))?;
+        // The card's image comes along whatever the selection: it is the model's preview.
+        if let Some(image) = info.hub_metadata.as_ref().map(|h| h.image_path.clone())
+            && !image.is_empty()
+            && !chosen.contains(&image)
+        {
+            chosen.push(image);
+        }
         let files: Vec<JobFile> = info
             .files
             .iter()

@@ -10,6 +10,74 @@ use crate::hub::HubModel;
 /// The README bytes read for a description: a card's first paragraph is near its top.
 pub const README_PREFIX_BYTES: u64 = 64 * 1024;
 const MAX_DESCRIPTION: usize = 1000;
+/// Largest card image taken along as a preview.
+pub const MAX_IMAGE_BYTES: u64 = 16 * 1024 * 1024;
+const IMAGE_EXTENSIONS: &[&str] = &[".png", ".jpg", ".jpeg", ".webp", ".gif"];
+
+/// The README without its front matter.
+fn body(readme: &str) -> &str {
+    let text = readme.trim_start_matches('\u{feff}');
+    match text.strip_prefix("---") {
+        Some(rest) => match rest.find("\n---") {
+            Some(end) => rest[end + 4..].split_once('\n').map_or("", |(_, after)| after),
+            None => "",
+        },
+        None => text,
+    }
+}
+
+/// The repository path of the card's first image (`![..](path)` or `<img src="path">`), when it
+/// points into the repository itself: a relative path, or this repository's `resolve`/`blob`
+/// URL on any host. Images elsewhere are never fetched.
+pub fn first_image(readme: &str, repo_id: &str) -> Option<String> {
+    let text = body(readme);
+    let markdown = text.find("![").and_then(|i| {
+        let rest = &text[i..];
+        let open = rest.find("](")? + 2;
+        let close = rest[open..].find(')')? + open;
+        Some((i, rest[open..close].split_whitespace().next()?.to_owned()))
+    });
+    let html = text.to_ascii_lowercase().find("<img").and_then(|i| {
+        let rest = &text[i..];
+        let src = rest.to_ascii_lowercase().find("src=")? + 4;
+        let quote = rest[src..].chars().next()?;
+        let (start, end) = if quote == '"' || quote == '\'' {
+            let end = rest[src + 1..].find(quote)? + src + 1;
+            (src + 1, end)
+        } else {
+            let end = rest[src..].find(|c: char| c.is_whitespace() || c == '>')? + src;
+            (src, end)
+        };
+        Some((i, rest[start..end].to_owned()))
+    });
+    let url = match (markdown, html) {
+        (Some(a), Some(b)) => {
+            if a.0 <= b.0 {
+                a.1
+            } else {
+                b.1
+            }
+        }
+        (Some(a), None) | (None, Some(a)) => a.1,
+        (None, None) => return None,
+    };
+    let path = if url.contains("://") {
+        let marker = format!("/{repo_id}/");
+        let after = &url[url.find(&marker)? + marker.len()..];
+        let (kind, rest) = after.split_once('/')?;
+        if kind != "resolve" && kind != "blob" {
+            return None;
+        }
+        rest.split_once('/')?.1.split(['?', '#']).next()?.to_owned()
+    } else {
+        url.split(['?', '#']).next()?.trim_start_matches("./").to_owned()
+    };
+    let lower = path.to_ascii_lowercase();
+    let safe = !path.is_empty()
+        && !path.starts_with('/')
+        && !path.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+    (safe && IMAGE_EXTENSIONS.iter().any(|e| lower.ends_with(e))).then_some(path)
+}
 
 /// A front matter value that may be one string or a list of them.
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -66,6 +134,7 @@ pub fn hub_metadata(info: &HubModel, readme: Option<&str>, read_time: prost_type
         downloads: info.downloads,
         likes: info.likes,
         read_time: Some(read_time),
+        image_path: String::new(),
     }
 }
 
@@ -131,14 +200,7 @@ fn base_models(info: &HubModel, card: &Value) -> Vec<BaseModel> {
 /// The first paragraph of prose in a README: after the front matter, skipping headings, HTML,
 /// images, badges, tables, quotes and code; inline links keep their text. At most 1,000 bytes.
 pub fn first_paragraph(readme: &str) -> String {
-    let mut body = readme.trim_start_matches('\u{feff}');
-    if let Some(rest) = body.strip_prefix("---") {
-        // The front matter ends at the next line that is `---`.
-        body = match rest.find("\n---") {
-            Some(end) => rest[end + 4..].split_once('\n').map_or("", |(_, after)| after),
-            None => "",
-        };
-    }
+    let body = body(readme);
     let mut paragraph: Vec<String> = Vec::new();
     let mut in_code = false;
     for line in body.lines() {
@@ -209,6 +271,27 @@ mod tests {
         assert_eq!(first_paragraph("# Only a heading\n"), "");
         assert_eq!(first_paragraph("---\nlicense: mit\n"), "");
         assert!(first_paragraph(&"word ".repeat(1000)).len() <= MAX_DESCRIPTION);
+    }
+
+    #[test]
+    fn the_first_image_is_taken_only_from_the_repository_itself() {
+        let md = "---\nlicense: mit\n---\n# T\n![sample](./images/sample.png)\n<img src=\"other.png\">";
+        assert_eq!(first_image(md, "acme/x").as_deref(), Some("images/sample.png"));
+        let html =
+            "<img src=\"https://huggingface.co/acme/x/resolve/main/preview.webp?download=true\" width=300>";
+        assert_eq!(first_image(html, "acme/x").as_deref(), Some("preview.webp"));
+        // Another repository's image, another host's, a path that climbs out, no image at all.
+        assert_eq!(
+            first_image(
+                "![a](https://huggingface.co/other/y/resolve/main/a.png)",
+                "acme/x"
+            ),
+            None
+        );
+        assert_eq!(first_image("![a](https://cdn.example/a.png)", "acme/x"), None);
+        assert_eq!(first_image("![a](../a.png)", "acme/x"), None);
+        assert_eq!(first_image("![a](notes.txt)", "acme/x"), None);
+        assert_eq!(first_image("just text", "acme/x"), None);
     }
 
     #[test]

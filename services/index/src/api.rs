@@ -90,6 +90,29 @@ impl IndexApi {
     }
 }
 
+/// Largest preview whose bytes GetModel returns.
+const PREVIEW_MAX: u64 = 4 * 1024 * 1024;
+
+/// A preview's bytes, when it is a regular file no larger than [`PREVIEW_MAX`]; a preview that
+/// went away or grew costs its bytes only, not the call.
+fn read_preview(path: &std::path::Path) -> Vec<u8> {
+    use std::io::Read as _;
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    if !file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() <= PREVIEW_MAX)
+    {
+        return Vec::new();
+    }
+    let mut data = Vec::new();
+    match file.take(PREVIEW_MAX).read_to_end(&mut data) {
+        Ok(_) => data,
+        Err(_) => Vec::new(),
+    }
+}
+
 fn page_size(n: i32) -> Result<u32, Status> {
     pumas_runtime::error::page_size(n, PAGE_DEFAULT, PAGE_MAX).map_err(Status::from)
 }
@@ -227,6 +250,14 @@ impl IndexService for IndexApi {
             if let Some(template) = template {
                 model.embedded.get_or_insert_default().chat_template = template;
             }
+        }
+        if r.include_preview
+            && let Some(side) = model.side_files.iter_mut().find(|s| s.role == "preview")
+        {
+            let path = self.library.model_dir(&record.metadata.id)?.join(&side.path);
+            side.data = tokio::task::spawn_blocking(move || read_preview(&path))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
         }
         Ok(Response::new(GetModelResponse { model: Some(model) }))
     }

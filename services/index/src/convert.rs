@@ -117,6 +117,17 @@ pub fn model(record: &Record, library_root: &std::path::Path) -> common::ModelRe
         hub: m.hub.as_ref().map(crate::hub_card::HubCard::to_proto),
         derived_model_ids: Vec::new(),
         vision_projector_files: vision_projectors(m),
+        side_files: m
+            .side_files
+            .iter()
+            .map(|s| common::SideFile {
+                role: s.role.clone(),
+                path: s.path.clone(),
+                size_bytes: s.size,
+                media_type: s.media_type().to_owned(),
+                data: Vec::new(),
+            })
+            .collect(),
     }
 }
 

@@ -72,6 +72,7 @@ fn present_unit(name: &str, dir: &Path, expected: &[FileEntry]) -> Unit {
         name: name.to_owned(),
         origin: dir.to_owned(),
         files,
+        side_files: Vec::new(),
     }
 }
 
@@ -213,6 +214,7 @@ impl Library {
             declares_no_dependencies: false,
             embedded: Default::default(),
             hub: None,
+            side_files: Vec::new(),
             download: Some(PendingDownload {
                 download_id: begin.download_id,
                 staging_path: begin.staging.display().to_string(),

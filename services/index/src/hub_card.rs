@@ -50,6 +50,9 @@ pub struct HubCard {
     /// RFC 3339.
     #[serde(default)]
     pub read_time: String,
+    /// The card's first image, a file of the repository.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_path: String,
 }
 
 const RELATIONS: &[(&str, common::BaseModelRelation)] = &[
@@ -104,6 +107,7 @@ impl HubCard {
             downloads: p.downloads,
             likes: p.likes,
             read_time: p.read_time.map(|t| t.to_string()).unwrap_or_default(),
+            image_path: p.image_path.trim().to_owned(),
         }
     }
 
@@ -133,6 +137,7 @@ impl HubCard {
             downloads: self.downloads,
             likes: self.likes,
             read_time: self.read_time.parse().ok(),
+            image_path: self.image_path.clone(),
         }
     }
 }

@@ -284,6 +284,15 @@ pub(crate) fn local_metadata(
         declares_no_dependencies: false,
         embedded,
         hub: None,
+        side_files: unit
+            .side_files
+            .iter()
+            .map(|s| crate::metadata::SideFile {
+                role: s.role.to_owned(),
+                path: s.file.relative.clone(),
+                size: s.file.size,
+            })
+            .collect(),
         download: None,
     }
 }
@@ -498,6 +507,11 @@ async fn unstage(staging: &Path) {
     }
 }
 
+/// Every file an import places: the weights and the side files kept with them.
+fn staged_files(unit: &Unit) -> impl Iterator<Item = &crate::inspect::UnitFile> {
+    unit.files.iter().chain(unit.side_files.iter().map(|s| &s.file))
+}
+
 /// Places a unit's files into `staging` (created fresh), journal first.
 fn stage(unit: &Unit, mode: Mode, staging: &Path) -> Result<(), IndexError> {
     let io =
@@ -505,9 +519,7 @@ fn stage(unit: &Unit, mode: Mode, staging: &Path) -> Result<(), IndexError> {
     std::fs::create_dir_all(staging).map_err(|e| io("creating", staging, e))?;
     let journal = Journal {
         mode,
-        files: unit
-            .files
-            .iter()
+        files: staged_files(unit)
             .map(|f| JournalFile {
                 source: f.source.clone(),
                 relative: f.relative.clone(),
@@ -515,7 +527,7 @@ fn stage(unit: &Unit, mode: Mode, staging: &Path) -> Result<(), IndexError> {
             .collect(),
     };
     write_json_atomic(&staging.join(JOURNAL_FILE), &journal).map_err(|e| io("writing", staging, e))?;
-    let result = unit.files.iter().try_for_each(|f| {
+    let result = staged_files(unit).try_for_each(|f| {
         let dest = staging.join(&f.relative);
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;

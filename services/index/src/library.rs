@@ -389,6 +389,21 @@ pub fn apply_hub_card(metadata: &mut Metadata, card: crate::hub_card::HubCard) {
     if !card.license.is_empty() {
         metadata.license = card.license.clone();
     }
+    // The card's image, when the model holds it, is its preview (unless one came with it).
+    let image = crate::metadata::stored_path(&card.image_path);
+    metadata
+        .side_files
+        .retain(|s| !(s.role == "preview" && metadata.files.iter().any(|f| f.path == s.path)));
+    if !card.image_path.is_empty()
+        && !metadata.side_files.iter().any(|s| s.role == "preview")
+        && let Some(file) = metadata.files.iter().find(|f| f.path == image)
+    {
+        metadata.side_files.push(crate::metadata::SideFile {
+            role: "preview".to_owned(),
+            path: file.path.clone(),
+            size: file.size,
+        });
+    }
     metadata.hub = Some(card);
 }
 

@@ -175,12 +175,41 @@ pub struct Metadata {
     /// `__metadata__`), bounded.
     #[serde(default, skip_serializing_if = "crate::embedded::Embedded::is_empty")]
     pub embedded: crate::embedded::Embedded,
+    /// Files kept with it that are not its weights (a preview, a Civitai info file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub side_files: Vec<SideFile>,
     /// What the hub says about it (hub downloads; refreshed by RefreshHubMetadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub: Option<crate::hub_card::HubCard>,
     /// Set while the fetch service is downloading the model (state `downloading` or `error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download: Option<PendingDownload>,
+}
+
+/// A file kept with a model that is not part of its weights.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideFile {
+    /// `preview`, `civitai_info` or `user_metadata`.
+    pub role: String,
+    /// Path in the model directory.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl SideFile {
+    /// The media type its name says.
+    pub fn media_type(&self) -> &'static str {
+        let lower = self.path.to_ascii_lowercase();
+        match lower.rsplit('.').next().unwrap_or_default() {
+            "png" => "image/png",
+            "jpg" | "jpeg" => "image/jpeg",
+            "webp" => "image/webp",
+            "gif" => "image/gif",
+            "json" | "info" => "application/json",
+            _ => "application/octet-stream",
+        }
+    }
 }
 
 /// A download in progress: where the fetch service assembles the files.

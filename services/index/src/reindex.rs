@@ -411,6 +411,7 @@ async fn adopt(library: &Library, dir: &Path, id: &str) -> Result<Option<(Outcom
         name,
         origin: dir.to_owned(),
         files,
+        side_files: Vec::new(),
     };
     let unit_for_facts = unit.clone();
     let facts = tokio::task::spawn_blocking(move || inspect::facts_for(&unit_for_facts))

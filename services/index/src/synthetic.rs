@@ -152,6 +152,7 @@ fn record(m: Made<'_>) -> Metadata {
         declares_no_dependencies: false,
         embedded: Default::default(),
         hub: None,
+        side_files: Vec::new(),
         download: None,
     }
 }

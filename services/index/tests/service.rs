@@ -361,6 +361,7 @@ async fn overrides_delete_and_the_change_feed() {
         .get_model(GetModelRequest {
             model_id: "vae/sd1/vae-ft-mse".into(),
             include_chat_template: false,
+            include_preview: false,
         })
         .await
         .expect_err("gone");
@@ -371,6 +372,7 @@ async fn overrides_delete_and_the_change_feed() {
         .get_model(GetModelRequest {
             model_id: "../../etc".into(),
             include_chat_template: false,
+            include_preview: false,
         })
         .await
         .expect_err("bad id");
@@ -836,6 +838,7 @@ async fn dependency_profiles_bindings_and_verify() {
         .get_model(GetModelRequest {
             model_id: id.clone(),
             include_chat_template: false,
+            include_preview: false,
         })
         .await
         .expect("get")
@@ -988,6 +991,7 @@ async fn start_reconciles_what_a_crash_left_between_files_and_index() {
             .get_model(GetModelRequest {
                 model_id: "lora/sd1/style-copy".into(),
                 include_chat_template: false,
+                include_preview: false,
             })
             .await
         {

@@ -59,6 +59,7 @@ fn record(i: usize) -> Record {
             declares_no_dependencies: false,
             embedded: Default::default(),
             hub: None,
+            side_files: Vec::new(),
             download: None,
         },
         overridden: vec![],

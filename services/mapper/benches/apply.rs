@@ -32,6 +32,7 @@ fn models(mount: &Path, n: usize) -> anyhow::Result<Vec<Model>> {
             files: vec![(file, format!("sha256:{:064x}", i))],
             repo_id: String::new(),
             commit: String::new(),
+            side_files: Vec::new(),
         });
     }
     Ok(out)

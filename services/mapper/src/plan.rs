@@ -25,6 +25,8 @@ pub struct Model {
     /// `org/name` for hub downloads.
     pub repo_id: String,
     pub commit: String,
+    /// Side files kept with the model: (role, path in the model dir).
+    pub side_files: Vec<(String, String)>,
 }
 
 impl Model {
@@ -290,6 +292,9 @@ pub fn desired<'a>(
                             });
                         }
                     }
+                    if m.files.len() == 1 {
+                        out.extend(side_links(config.preset.kind, m, &model_dir, &target));
+                    }
                     out.push(Desired {
                         target,
                         model_id: m.id.clone(),
@@ -302,6 +307,42 @@ pub fn desired<'a>(
         }
     }
     out
+}
+
+/// A single-file model's side files where the app looks for them, beside the weights' link at
+/// `weights`: `<stem>.preview.<ext>` (A1111, Forge, SD.Next and ComfyUI's model browsers), and
+/// for the A1111 family `<stem>.civitai.info` (Civitai Helper) and `<stem>.json` (the built-in
+/// user metadata: description, activation text).
+fn side_links(kind: &str, m: &Model, model_dir: &Path, weights: &Path) -> Vec<Desired> {
+    let a1111_family = matches!(kind, "a1111" | "forge" | "sdnext");
+    if !a1111_family && kind != "comfyui" {
+        return Vec::new();
+    }
+    let Some(stem) = weights.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let dir = weights.parent().unwrap_or(Path::new(""));
+    m.side_files
+        .iter()
+        .filter_map(|(role, path)| {
+            let name = match role.as_str() {
+                "preview" => {
+                    let ext = path.rsplit('.').next().unwrap_or("png").to_ascii_lowercase();
+                    format!("{stem}.preview.{ext}")
+                }
+                "civitai_info" if a1111_family => format!("{stem}.civitai.info"),
+                "user_metadata" if a1111_family => format!("{stem}.json"),
+                _ => return None,
+            };
+            Some(Desired {
+                target: dir.join(name),
+                model_id: m.id.clone(),
+                want: Want::Link {
+                    source: model_dir.join(path),
+                },
+            })
+        })
+        .collect()
 }
 
 /// Warnings about the app tree itself: legacy folder names and case mismatches.
@@ -524,7 +565,77 @@ mod tests {
             files,
             repo_id: "org/some-model".to_owned(),
             commit: "c0ffee".to_owned(),
+            side_files: Vec::new(),
         }
+    }
+
+    #[test]
+    fn previews_and_side_files_go_where_each_app_reads_them() {
+        let mut lora = model("lora", "safetensors");
+        lora.side_files = vec![
+            ("preview".to_owned(), ".pumas-preview.jpg".to_owned()),
+            ("civitai_info".to_owned(), ".pumas-civitai.info".to_owned()),
+            ("user_metadata".to_owned(), ".pumas-user-metadata.json".to_owned()),
+        ];
+        let targets = |kind: &str| {
+            let text = format!("kind = \"{kind}\"\nroot = \"/apps/x\"\nstrategy = \"symlink\"\n");
+            let config = mapping::parse("x", &text).expect("config");
+            let mut warnings = Vec::new();
+            let mut out: Vec<(String, String)> = desired(
+                &config,
+                Path::new("/lib"),
+                std::slice::from_ref(&lora),
+                &mut warnings,
+            )
+            .into_iter()
+            .map(|d| {
+                let source = match d.want {
+                    Want::Link { source } => source.display().to_string(),
+                    _ => String::new(),
+                };
+                (d.target.display().to_string(), source)
+            })
+            .collect();
+            out.sort();
+            out
+        };
+        let lib = "/lib/lora/fam/some-model";
+        assert_eq!(
+            targets("a1111"),
+            vec![
+                (
+                    "/apps/x/models/Lora/weights.civitai.info".to_owned(),
+                    format!("{lib}/.pumas-civitai.info")
+                ),
+                (
+                    "/apps/x/models/Lora/weights.json".to_owned(),
+                    format!("{lib}/.pumas-user-metadata.json")
+                ),
+                (
+                    "/apps/x/models/Lora/weights.preview.jpg".to_owned(),
+                    format!("{lib}/.pumas-preview.jpg")
+                ),
+                (
+                    "/apps/x/models/Lora/weights.safetensors".to_owned(),
+                    format!("{lib}/weights.safetensors")
+                ),
+            ]
+        );
+        assert_eq!(
+            targets("comfyui"),
+            vec![
+                (
+                    "/apps/x/models/loras/weights.preview.jpg".to_owned(),
+                    format!("{lib}/.pumas-preview.jpg")
+                ),
+                (
+                    "/apps/x/models/loras/weights.safetensors".to_owned(),
+                    format!("{lib}/weights.safetensors")
+                ),
+            ]
+        );
+        // An app that shows no previews gets the weights only.
+        assert_eq!(targets("fooocus").len(), 1);
     }
 
     #[test]

@@ -136,6 +136,7 @@ impl IndexSync {
         let request = GetModelRequest {
             model_id: job.model_id.clone(),
             include_chat_template: false,
+            include_preview: false,
         };
         let model = self
             .client

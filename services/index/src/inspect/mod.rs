@@ -109,6 +109,73 @@ pub struct Unit {
     pub origin: PathBuf,
     /// Its files, sorted by relative path.
     pub files: Vec<UnitFile>,
+    /// Files kept with it that are not its weights (a preview beside a LoRA, ...).
+    pub side_files: Vec<SideUnitFile>,
+}
+
+/// A file beside a model's weights that the library keeps with it, under a name of its own
+/// (`relative` is `.pumas-preview.png`, ...), never part of the model's files or digests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SideUnitFile {
+    /// `preview`, `civitai_info` or `user_metadata`.
+    pub role: &'static str,
+    /// The file.
+    pub file: UnitFile,
+}
+
+/// Largest preview image kept (a larger one is left where it is).
+const MAX_PREVIEW: u64 = 16 * 1024 * 1024;
+/// Largest Civitai info or user-metadata file kept.
+const MAX_SIDE_TEXT: u64 = 4 * 1024 * 1024;
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp"];
+
+/// The side files beside a single-file model named `<stem>.<ext>`, as A1111, Forge, SD.Next and
+/// ComfyUI users keep them: `<stem>.preview.<image>` (else `<stem>.<image>`), `<stem>.civitai.info`
+/// and `<stem>.json`.
+fn side_files(stem: &str, siblings: &[PathBuf]) -> Vec<SideUnitFile> {
+    let stem = stem.to_lowercase();
+    let named = |name: &str, max: u64| {
+        siblings.iter().find_map(|s| {
+            let file_name = s.file_name()?.to_string_lossy().to_lowercase();
+            let size = std::fs::symlink_metadata(s).ok().filter(|m| m.is_file())?.len();
+            (file_name == name && size <= max).then(|| (s.clone(), size))
+        })
+    };
+    let mut out = Vec::new();
+    let preview = IMAGE_EXTENSIONS
+        .iter()
+        .find_map(|ext| named(&format!("{stem}.preview.{ext}"), MAX_PREVIEW).map(|p| (p, *ext)))
+        .or_else(|| {
+            IMAGE_EXTENSIONS
+                .iter()
+                .find_map(|ext| named(&format!("{stem}.{ext}"), MAX_PREVIEW).map(|p| (p, *ext)))
+        });
+    if let Some(((source, size), ext)) = preview {
+        out.push(SideUnitFile {
+            role: "preview",
+            file: UnitFile {
+                source,
+                relative: format!(".pumas-preview.{ext}"),
+                size,
+            },
+        });
+    }
+    for (suffix, role, relative) in [
+        ("civitai.info", "civitai_info", ".pumas-civitai.info"),
+        ("json", "user_metadata", ".pumas-user-metadata.json"),
+    ] {
+        if let Some((source, size)) = named(&format!("{stem}.{suffix}"), MAX_SIDE_TEXT) {
+            out.push(SideUnitFile {
+                role,
+                file: UnitFile {
+                    source,
+                    relative: relative.to_owned(),
+                    size,
+                },
+            });
+        }
+    }
+    out
 }
 
 impl Unit {
@@ -237,6 +304,7 @@ pub fn units_for(path: &Path) -> Result<Vec<Unit>, InspectError> {
                 .unwrap_or_default(),
             origin: path.to_owned(),
             files,
+            side_files: Vec::new(),
         }]);
     }
     // Loose files: one unit per weight file or set, grouped by folder.
@@ -328,10 +396,20 @@ fn file_unit(path: &Path, siblings: &[PathBuf]) -> Result<Unit, InspectError> {
         }
     }
     files.sort_by(|a, b| a.relative.cmp(&b.relative));
+    // Side files go by the file's own stem (`detail.safetensors` -> `detail.preview.png`), or a
+    // set's base name.
+    let stem = shard_parts(&file_name)
+        .map(|(base, _, _)| base.to_owned())
+        .unwrap_or_else(|| {
+            file_name
+                .rsplit_once('.')
+                .map_or(file_name.clone(), |(s, _)| s.to_owned())
+        });
     Ok(Unit {
         name: stem_name(path),
         origin: path.to_owned(),
         files,
+        side_files: side_files(&stem, siblings),
     })
 }
 

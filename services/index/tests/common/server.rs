@@ -101,6 +101,7 @@ impl Server {
             .get_model(GetModelRequest {
                 model_id: id.to_owned(),
                 include_chat_template: false,
+                include_preview: false,
             })
             .await
             .expect("get")

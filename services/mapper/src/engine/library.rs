@@ -219,5 +219,10 @@ fn model_from(record: &common::ModelRecord) -> Model {
             .collect(),
         repo_id,
         commit,
+        side_files: record
+            .side_files
+            .iter()
+            .map(|s| (s.role.clone(), s.path.clone()))
+            .collect(),
     }
 }
