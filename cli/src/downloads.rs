@@ -63,10 +63,16 @@ pub struct DownloadArgs {
     #[command(flatten)]
     gateway: GatewayArgs,
     /// Hub repository, `org/name`.
-    repo: String,
-    /// Branch, tag or commit (pinned to its commit when the download starts).
-    #[arg(long, default_value = "main")]
-    revision: String,
+    #[arg(required_unless_present = "update")]
+    repo: Option<String>,
+    /// Update this library model instead: fetch only its files that changed since its pinned
+    /// commit (see `pumas outdated`), keeping the old ones until the new ones are verified.
+    #[arg(long, value_name = "MODEL", conflicts_with_all = ["include", "exclude", "quant", "model_type", "family"])]
+    update: Option<String>,
+    /// Branch, tag or commit (pinned to its commit when the download starts; default main, or
+    /// the revision the updated model follows).
+    #[arg(long)]
+    revision: Option<String>,
     /// Only files matching this glob (repeatable), e.g. '*.safetensors'.
     #[arg(long = "include")]
     include: Vec<String>,
@@ -178,8 +184,14 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<ExitCode> {
     let mut client = args.gateway.client()?;
     let download = client
         .start_download(StartDownloadRequest {
-            repo_id: args.repo.clone(),
-            revision: args.revision.clone(),
+            repo_id: args.repo.clone().unwrap_or_default(),
+            revision: args.revision.clone().unwrap_or_else(|| {
+                if args.update.is_some() {
+                    String::new()
+                } else {
+                    "main".to_owned()
+                }
+            }),
             selection: Some(FileSelection {
                 allow_patterns: args.include.clone(),
                 ignore_patterns: args.exclude.clone(),
@@ -194,6 +206,7 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<ExitCode> {
             family: args.family.clone().unwrap_or_default(),
             priority: args.priority,
             request_id: String::new(),
+            update_model_id: args.update.clone().unwrap_or_default(),
         })
         .await
         .map_err(explain)?

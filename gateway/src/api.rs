@@ -618,6 +618,7 @@ impl ModelLibraryService for GatewayApi {
                     family: r.family,
                     priority: r.priority,
                     request_id: r.request_id,
+                    update_model_id: r.update_model_id,
                 },
                 async |mut c, req| c.start_download(req).await,
             )

@@ -305,6 +305,89 @@ async fn hub_cards_lineage_filters_refresh_and_updates() -> anyhow::Result<()> {
         "{out}"
     );
 
+    // `download --update` fetches only what changed, into the same model.
+    emulator.reset_log();
+    let started = client
+        .start_download(StartDownloadRequest {
+            update_model_id: quant.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .download
+        .context("update download")?;
+    let fetched: Vec<&str> = started.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(fetched, vec!["README.md", "tiny-Q4_K_M.gguf"]);
+    let done = wait_for_download(
+        &mut client,
+        &started.download_id,
+        DownloadState::Completed,
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert_eq!(done.model_id, quant, "the same model, not a new one");
+    let q = get_model(&mut client, &quant).await?;
+    let new_q4 = emulator
+        .file_sha256("acme/tiny-gguf", "tiny-Q4_K_M.gguf")
+        .context("sha")?;
+    assert!(
+        q.files
+            .iter()
+            .any(|f| f.path == "tiny-Q4_K_M.gguf" && f.sha256 == format!("sha256:{new_q4}")),
+        "{:?}",
+        q.files
+    );
+    assert!(
+        q.files.iter().any(|f| f.path == "images/sample.png"),
+        "unchanged files stay"
+    );
+    let on_disk = suite
+        .root()
+        .join("shared-resources/models")
+        .join(&quant)
+        .join("tiny-Q4_K_M.gguf");
+    assert_eq!(
+        Some(bytes::Bytes::from(std::fs::read(&on_disk)?)),
+        emulator.file_bytes("acme/tiny-gguf", "tiny-Q4_K_M.gguf")
+    );
+    let cdn_gets: Vec<String> = emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.origin == "cdn" && r.method == "GET")
+        .map(|r| r.uri)
+        .collect();
+    assert!(
+        !cdn_gets.is_empty() && cdn_gets.iter().all(|u| u.contains(&new_q4)),
+        "only the changed weights came over: {cdn_gets:?}"
+    );
+    let check = client
+        .check_updates(CheckUpdatesRequest {
+            model_ids: vec![quant.clone()],
+        })
+        .await?
+        .into_inner()
+        .models;
+    assert!(
+        !check[0].outdated && check[0].pinned_commit == check[0].current_commit,
+        "{check:?}"
+    );
+    let err = client
+        .start_download(StartDownloadRequest {
+            update_model_id: quant.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("nothing to update");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("already at"), "{}", err.message());
+    // The CLI, on the whole-repository model: the new file arrives too.
+    let (code, out) = pumas(&["download", "--gateway", &suite.gateway, "--update", &base]).await?;
+    assert_eq!(code, 0, "{out}");
+    let b = get_model(&mut client, &base).await?;
+    assert!(b.files.iter().any(|f| f.path == "NOTICE"), "{:?}", b.files);
+    let (code, out) = pumas(&["outdated", "--gateway", &suite.gateway]).await?;
+    assert_eq!(code, 0, "{out}");
+
     // Refresh reads the card again: the new license is the model's and a filter finds it.
     let refreshed = client
         .refresh_hub_metadata(RefreshHubMetadataRequest {

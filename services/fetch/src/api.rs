@@ -441,7 +441,141 @@ impl FetchApi {
         Ok(files)
     }
 
-    async fn start(&self, request: StartDownloadRequest) -> Result<Download, ApiError> {
+    /// The library model an update names: a hub download, with its repository and revision.
+    async fn model_to_update(&self, request: &StartDownloadRequest) -> Result<ToUpdate, ApiError> {
+        let model = self
+            .engine
+            .library_model(&request.update_model_id)
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::NotFound => ApiError::not_found("model", request.update_model_id.clone()),
+                tonic::Code::InvalidArgument => ApiError::invalid("update_model_id", s.message().to_owned()),
+                _ => ApiError::Unavailable {
+                    backend: "index".to_owned(),
+                    message: format!(
+                        "the index could not say what {} holds: {}",
+                        request.update_model_id,
+                        s.message()
+                    ),
+                    retry_after: None,
+                },
+            })?;
+        let Some(pumas_proto::common::v1::model_source::Source::Hub(hub)) =
+            model.source.as_ref().and_then(|s| s.source.clone())
+        else {
+            return Err(ApiError::FailedPrecondition {
+                kind: "NOT_FROM_HUB".to_owned(),
+                subject: model.model_id.clone(),
+                message: format!(
+                    "{} was imported from local files; only hub downloads are updated",
+                    model.model_id
+                ),
+            });
+        };
+        if !request.repo_id.is_empty() && !request.repo_id.eq_ignore_ascii_case(&hub.repo_id) {
+            return Err(ApiError::invalid(
+                "repo_id",
+                format!(
+                    "{} comes from {}, not {}; leave repo_id empty to update it",
+                    model.model_id, hub.repo_id, request.repo_id
+                ),
+            ));
+        }
+        Ok(ToUpdate {
+            model_id: model.model_id,
+            repo_id: hub.repo_id,
+            revision: if request.revision.is_empty() {
+                hub.revision
+            } else {
+                request.revision.clone()
+            },
+            pinned: hub.commit_sha,
+            held: model.files.into_iter().map(|f| f.path).collect(),
+        })
+    }
+
+    /// What an update fetches (the model's files that changed, and for a model that holds the
+    /// whole repository the new ones) and removes, compared by the hub's own ids.
+    async fn update_plan(
+        &self,
+        u: &ToUpdate,
+        current: &[HubFile],
+        commit: &str,
+    ) -> Result<(Vec<String>, Vec<String>), ApiError> {
+        let short = |c: &str| c[..c.len().min(12)].to_owned();
+        if commit == u.pinned {
+            return Err(ApiError::FailedPrecondition {
+                kind: "UP_TO_DATE".to_owned(),
+                subject: u.model_id.clone(),
+                message: format!(
+                    "{} is already at {}, where {} points",
+                    u.model_id,
+                    short(commit),
+                    u.revision
+                ),
+            });
+        }
+        let then = self.files_at(&u.repo_id, &u.pinned, "", true).await?;
+        let id = |f: &HubFile| {
+            if f.lfs_sha256.is_empty() {
+                f.blob_id.clone()
+            } else {
+                f.lfs_sha256.clone()
+            }
+        };
+        let now: std::collections::BTreeMap<&str, &HubFile> =
+            current.iter().map(|f| (f.path.as_str(), f)).collect();
+        let held: Vec<&HubFile> = then
+            .iter()
+            .filter(|f| u.held.contains(&pumas_runtime::layout::stored_path(&f.path)))
+            .collect();
+        let mut fetch = Vec::new();
+        let mut removed = Vec::new();
+        for old in &held {
+            match now.get(old.path.as_str()) {
+                Some(new) if id(new) != id(old) => fetch.push(old.path.clone()),
+                Some(_) => {}
+                None => removed.push(old.path.clone()),
+            }
+        }
+        if held.len() == then.len() {
+            fetch.extend(
+                current
+                    .iter()
+                    .filter(|f| !then.iter().any(|t| t.path == f.path))
+                    .map(|f| f.path.clone()),
+            );
+        }
+        if fetch.is_empty() {
+            return Err(ApiError::FailedPrecondition {
+                kind: "UP_TO_DATE".to_owned(),
+                subject: u.model_id.clone(),
+                message: format!(
+                    "{} moved from {} to {}, but none of {}'s files changed{}",
+                    u.revision,
+                    short(&u.pinned),
+                    short(commit),
+                    u.model_id,
+                    if removed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (the new commit removed {})", removed.join(", "))
+                    }
+                ),
+            });
+        }
+        Ok((fetch, removed))
+    }
+
+    async fn start(&self, mut request: StartDownloadRequest) -> Result<Download, ApiError> {
+        let update = if request.update_model_id.is_empty() {
+            None
+        } else {
+            let u = self.model_to_update(&request).await?;
+            request.repo_id.clone_from(&u.repo_id);
+            request.revision.clone_from(&u.revision);
+            Some(u)
+        };
         check_repo_id(&request.repo_id)?;
         if !request.request_id.is_empty()
             && let Some(job) = self
@@ -482,8 +616,13 @@ impl FetchApi {
         if let Some(image) = info.hub_metadata.as_ref().map(|h| h.image_path.clone())
             && !image.is_empty()
             && !chosen.contains(&image)
+            && update.is_none()
         {
             chosen.push(image);
+        }
+        let mut removed = Vec::new();
+        if let Some(u) = &update {
+            (chosen, removed) = self.update_plan(u, &info.files, &info.commit_sha).await?;
         }
         let files: Vec<JobFile> = info
             .files
@@ -564,6 +703,8 @@ impl FetchApi {
         tags.sort();
         tags.dedup();
         let whole_repository = files.len() == info.files.len();
+        // An update's model is in the library already: there is no early record to announce.
+        let is_update = update.is_some();
         let job = Job {
             id: new_download_id(&request.repo_id),
             request_id: request.request_id.clone(),
@@ -579,7 +720,7 @@ impl FetchApi {
             },
             model_type: request.model_type,
             family: request.family.trim().to_owned(),
-            model_id: String::new(),
+            model_id: update.as_ref().map(|u| u.model_id.clone()).unwrap_or_default(),
             error: None,
             created_ms: now,
             updated_ms: now,
@@ -587,12 +728,16 @@ impl FetchApi {
             tags,
             license: info.license.clone(),
             whole_repository,
+            update: update.map(|u| crate::store::JobUpdate {
+                model_id: u.model_id,
+                removed,
+            }),
             hub_metadata: info
                 .hub_metadata
                 .as_ref()
                 .map(|m| hex::encode(prost::Message::encode_to_vec(m)))
                 .unwrap_or_default(),
-            announced: false,
+            announced: is_update,
         };
         let live = self
             .engine
@@ -602,6 +747,16 @@ impl FetchApi {
         tracing::info!(repo = %request.repo_id, commit = %info.commit_sha, bytes = total, "download queued");
         Ok(download_proto(&live.snapshot()))
     }
+}
+
+/// A library model an update starts from.
+struct ToUpdate {
+    model_id: String,
+    repo_id: String,
+    revision: String,
+    pinned: String,
+    /// Its files, as the library keeps them.
+    held: Vec<String>,
 }
 
 fn page_response(

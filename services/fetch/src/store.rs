@@ -86,6 +86,15 @@ pub struct Selection {
     pub quantization: String,
 }
 
+/// What an update job changes besides the files it fetches.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct JobUpdate {
+    /// The library model it updates.
+    pub model_id: String,
+    /// Repository paths the new commit removed from the model.
+    pub removed: Vec<String>,
+}
+
 /// A download job.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Job {
@@ -112,6 +121,9 @@ pub struct Job {
     pub tags: Vec<String>,
     #[serde(default)]
     pub license: String,
+    /// Set when the job updates an existing library model to a newer commit.
+    #[serde(default)]
+    pub update: Option<JobUpdate>,
     /// The selection took every file of the repository.
     #[serde(default)]
     pub whole_repository: bool,
@@ -262,6 +274,7 @@ mod tests {
             license: String::new(),
             hub_metadata: String::new(),
             whole_repository: false,
+            update: None,
             announced: false,
         }
     }

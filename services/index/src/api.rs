@@ -908,7 +908,21 @@ impl IndexService for IndexApi {
     ) -> Result<Response<CommitModelDownloadResponse>, Status> {
         let r = request.into_inner();
         let files = r.files.iter().map(convert::file_entry).collect();
-        let record = self.library.commit_download(&r.download_id, files).await?;
+        let record = match r.update {
+            Some(update) => {
+                self.library
+                    .commit_update(crate::download::Update {
+                        download_id: r.download_id,
+                        model_id: update.model_id,
+                        staging: PathBuf::from(update.staging_path),
+                        commit_sha: update.commit_sha,
+                        files,
+                        removed: update.removed_paths,
+                    })
+                    .await?
+            }
+            None => self.library.commit_download(&r.download_id, files).await?,
+        };
         Ok(Response::new(CommitModelDownloadResponse {
             model: Some(self.record(&record)),
         }))

@@ -105,6 +105,32 @@ fn user_override(model_type: &str, family: &str) -> Evidence {
 }
 
 impl Library {
+    /// A staging folder fetch may name: an existing absolute directory inside fetch's own
+    /// staging area (anything else would let a caller rename any folder into the library).
+    fn check_staging(&self, staging: &Path) -> Result<(), IndexError> {
+        if !staging.is_absolute() || !staging.is_dir() {
+            return Err(IndexError::invalid(
+                "staging_path",
+                format!("`{}` is not an existing absolute directory", staging.display()),
+            ));
+        }
+        if let Some(area) = &self.policy.download_staging {
+            let real = std::fs::canonicalize(staging).unwrap_or_else(|_| staging.to_owned());
+            let area = std::fs::canonicalize(area).unwrap_or_else(|_| area.clone());
+            if !real.starts_with(&area) || real == area {
+                return Err(IndexError::invalid(
+                    "staging_path",
+                    format!(
+                        "`{}` is not a download folder inside fetch's staging area {}",
+                        staging.display(),
+                        area.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Registers a model being downloaded. Idempotent per download id.
     pub async fn begin_download(&self, begin: Begin) -> Result<Record, IndexError> {
         let mut commit = self.commit().await;
@@ -114,31 +140,7 @@ impl Library {
         if begin.download_id.is_empty() {
             return Err(IndexError::invalid("download_id", "is empty"));
         }
-        if !begin.staging.is_absolute() || !begin.staging.is_dir() {
-            return Err(IndexError::invalid(
-                "staging_path",
-                format!(
-                    "`{}` is not an existing absolute directory",
-                    begin.staging.display()
-                ),
-            ));
-        }
-        if let Some(area) = &self.policy.download_staging {
-            // Only fetch's own staging folder: anything else would let a caller rename any
-            // folder it names into the library.
-            let real = std::fs::canonicalize(&begin.staging).unwrap_or_else(|_| begin.staging.clone());
-            let area = std::fs::canonicalize(area).unwrap_or_else(|_| area.clone());
-            if !real.starts_with(&area) || real == area {
-                return Err(IndexError::invalid(
-                    "staging_path",
-                    format!(
-                        "`{}` is not a download folder inside fetch's staging area {}",
-                        begin.staging.display(),
-                        area.display()
-                    ),
-                ));
-            }
-        }
+        self.check_staging(&begin.staging)?;
         for f in &begin.expected {
             check_relative(&f.path)?;
         }
@@ -255,22 +257,7 @@ impl Library {
         let (record, pending) = self.pending(download_id).await?;
         let mut files = files;
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        for f in &files {
-            check_relative(&f.path)?;
-            let verified = f.sha256.starts_with("sha256:")
-                && hash::is_digest(&f.sha256)
-                && f.blake3.starts_with("blake3:")
-                && hash::is_digest(&f.blake3);
-            if !verified {
-                return Err(IndexError::invalid(
-                    "files",
-                    format!(
-                        "`{}` has no sha256 and blake3 digests; only verified files are committed",
-                        f.path
-                    ),
-                ));
-            }
-        }
+        check_verified(&files)?;
         let staging = PathBuf::from(&pending.staging_path);
         let id = record.metadata.id.clone();
         let dir = self.model_dir(&id)?;
@@ -390,6 +377,136 @@ impl Library {
         self.write_and_index(&mut commit, &metadata).await?;
         self.publish("updated", &id, "").await?;
         Ok(())
+    }
+}
+
+/// Every file safe to place and verified (fetch hashed it while downloading).
+fn check_verified(files: &[FileEntry]) -> Result<(), IndexError> {
+    for f in files {
+        check_relative(&f.path)?;
+        let verified = f.sha256.starts_with("sha256:")
+            && hash::is_digest(&f.sha256)
+            && f.blake3.starts_with("blake3:")
+            && hash::is_digest(&f.blake3);
+        if !verified {
+            return Err(IndexError::invalid(
+                "files",
+                format!(
+                    "`{}` has no sha256 and blake3 digests; only verified files are committed",
+                    f.path
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What CommitModelDownload carries for an update of an existing model.
+pub struct Update {
+    pub download_id: String,
+    pub model_id: String,
+    pub staging: PathBuf,
+    pub commit_sha: String,
+    pub files: Vec<FileEntry>,
+    pub removed: Vec<String>,
+}
+
+impl Library {
+    /// Moves an update's verified files over the model's (each a rename, so the old file stays
+    /// until its verified successor takes its place), drops the files the new commit removed,
+    /// and pins the model to the new commit. The model keeps its id, type and links.
+    /// Idempotent: a model already at that commit with those files answers as it is.
+    pub async fn commit_update(&self, update: Update) -> Result<Record, IndexError> {
+        let mut commit = self.commit().await;
+        let record = self.get(&update.model_id).await?;
+        let crate::metadata::Source::Hub {
+            commit_sha: pinned, ..
+        } = &record.metadata.source
+        else {
+            return Err(IndexError::Precondition {
+                kind: "NOT_FROM_HUB".to_owned(),
+                subject: update.model_id.clone(),
+                message: format!(
+                    "{} was imported from local files; only hub downloads are updated",
+                    update.model_id
+                ),
+            });
+        };
+        let mut files = update.files;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        check_verified(&files)?;
+        for path in &update.removed {
+            check_relative(path)?;
+        }
+        let stored = |p: &str| crate::metadata::stored_path(p);
+        let has_all = files.iter().all(|f| {
+            record
+                .metadata
+                .files
+                .iter()
+                .any(|m| m.path == stored(&f.path) && m.sha256 == f.sha256)
+        });
+        if *pinned == update.commit_sha && has_all {
+            return Ok(record);
+        }
+        self.check_staging(&update.staging)?;
+        let id = record.metadata.id.clone();
+        let dir = self.model_dir(&id)?;
+        let (from, to, moves) = (update.staging.clone(), dir.clone(), files.clone());
+        let removed: Vec<String> = update.removed.iter().map(|p| stored(p)).collect();
+        let gone = removed.clone();
+        tokio::task::spawn_blocking(move || {
+            move_files(&from, &to, &moves)?;
+            for path in &gone {
+                match std::fs::remove_file(to.join(path)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(IndexError::io(format!("removing {path}"), e)),
+                }
+            }
+            sync_dir(&to).map_err(|e| IndexError::io("syncing the model dir", e))
+        })
+        .await
+        .map_err(|e| IndexError::Internal(e.to_string()))??;
+
+        let mut metadata = crate::library::read_metadata(&dir)?;
+        metadata.files.retain(|m| !removed.contains(&m.path));
+        for f in files {
+            let entry = FileEntry {
+                path: stored(&f.path),
+                ..f
+            };
+            match metadata.files.iter_mut().find(|m| m.path == entry.path) {
+                Some(old) => *old = entry,
+                None => metadata.files.push(entry),
+            }
+        }
+        metadata.files.sort_by(|a, b| a.path.cmp(&b.path));
+        let unit = present_unit(&metadata.display_name, &dir, &metadata.files);
+        let facts = tokio::task::spawn_blocking(move || inspect::facts_for(&unit).ok())
+            .await
+            .map_err(|e| IndexError::Internal(e.to_string()))?;
+        if let Some(facts) = facts {
+            metadata.embedded = crate::embedded::from_facts(&facts);
+        }
+        metadata.total_size = metadata.files.iter().map(|f| f.size).sum();
+        metadata.composite_digest = hash::composite(
+            &metadata
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.sha256.clone()))
+                .collect::<Vec<_>>(),
+        );
+        if let crate::metadata::Source::Hub { commit_sha, .. } = &mut metadata.source {
+            commit_sha.clone_from(&update.commit_sha);
+        }
+        metadata.state = "ready".to_owned();
+        metadata.state_reason = String::new();
+        metadata.updated_time = now_rfc3339();
+        tracing::info!(model = %id, download = %update.download_id, commit = %update.commit_sha, "updated a model to a new commit");
+        let record = self.write_and_index(&mut commit, &metadata).await?;
+        self.publish("updated", &id, "").await?;
+        Ok(record)
     }
 }
 

@@ -10,6 +10,7 @@ use pumas_proto::common::v1::{HubMetadata, HubSource, ModelFile, ModelRecord, Mo
 use pumas_proto::index::v1::index_service_client::IndexServiceClient;
 use pumas_proto::index::v1::{
     AbortModelDownloadRequest, BeginModelDownloadRequest, CommitModelDownloadRequest, GetModelRequest,
+    ModelUpdate,
 };
 use pumas_runtime::client::TracedChannel;
 use pumas_runtime::{Failure, FailureKind};
@@ -59,10 +60,16 @@ impl IndexSync {
     /// Commits the verified files and answers the model id. A call that may not have reached
     /// the index, or whose answer was lost, is retried; a commit the index finished before its
     /// answer was lost is recognized as done.
-    async fn commit(&self, job: &Job) -> Result<String, Failure> {
+    async fn commit(&self, job: &Job, staging: String) -> Result<String, Failure> {
         let request = CommitModelDownloadRequest {
             download_id: job.id.clone(),
             files: job.files.iter().map(verified_file).collect(),
+            update: job.update.as_ref().map(|u| ModelUpdate {
+                model_id: u.model_id.clone(),
+                staging_path: staging,
+                commit_sha: job.commit_sha.clone(),
+                removed_paths: u.removed.clone(),
+            }),
         };
         let mut delays = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
@@ -113,6 +120,17 @@ impl IndexSync {
         }
     }
 
+    /// A library model, as the index has it.
+    pub async fn model(&self, model_id: &str) -> Result<ModelRecord, tonic::Status> {
+        let request = GetModelRequest {
+            model_id: model_id.to_owned(),
+            include_chat_template: false,
+            include_preview: false,
+        };
+        let model = self.client.clone().get_model(request).await?.into_inner().model;
+        model.ok_or_else(|| tonic::Status::not_found(format!("model {model_id}")))
+    }
+
     /// Marks the download failed in the index, or removes its model (`remove`).
     pub async fn abort(&self, download_id: &str, remove: bool, reason: &str) -> Result<(), Failure> {
         let request = AbortModelDownloadRequest {
@@ -147,7 +165,8 @@ impl IndexSync {
             .into_inner()
             .model?;
         let ready = model.state == ModelState::Ready as i32;
-        let same_files = model.files.len() == job.files.len()
+        // An update holds the job's files among the model's others.
+        let same_files = (job.update.is_some() || model.files.len() == job.files.len())
             && job.files.iter().all(|f| {
                 model
                     .files
@@ -208,12 +227,17 @@ impl Engine {
     /// Hands the verified files to the index, then drops the staging folder.
     pub(super) async fn commit(&self, live: &Arc<Live>) -> Result<(), Stop> {
         let job = self.save(live, |j| j.state = JobState::Committing).await;
-        if !job.announced {
+        // An update's model is there already: nothing to announce.
+        if !job.announced && job.update.is_none() {
             self.announce(live).await;
         }
         let job = live.snapshot().job;
-        let model_id = self.index.commit(&job).await.map_err(Stop::Failed)?;
         let staging = self.staging(&job.id);
+        let model_id = self
+            .index
+            .commit(&job, staging.display().to_string())
+            .await
+            .map_err(Stop::Failed)?;
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(staging)).await;
         self.save(live, |j| {
             j.state = JobState::Completed;

@@ -170,6 +170,14 @@ impl Engine {
     }
 
     /// Where a job's files are assembled.
+    /// A library model, from the index.
+    pub async fn library_model(
+        &self,
+        model_id: &str,
+    ) -> Result<pumas_proto::common::v1::ModelRecord, tonic::Status> {
+        self.index.model(model_id).await
+    }
+
     pub fn staging(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
