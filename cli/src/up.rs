@@ -73,6 +73,13 @@ pub struct UpArgs {
     /// then requires one, generated into <data root>/launcher-data/secrets/api-token).
     #[arg(long, env = "PUMAS_NO_API_AUTH")]
     no_api_auth: bool,
+    /// Do not serve gRPC-Web (browsers) beside gRPC on the gateway's port.
+    #[arg(long, env = "PUMAS_NO_GRPC_WEB")]
+    no_grpc_web: bool,
+    /// Another origin browsers may call the gateway from over gRPC-Web (CORS), e.g.
+    /// http://localhost:5173 (repeatable; comma-separated in the variable).
+    #[arg(long = "web-origin", env = "PUMAS_WEB_ORIGINS", value_delimiter = ',')]
+    web_origins: Vec<String>,
     /// How often the gateway checks its backends, in milliseconds.
     #[arg(long, env = "PUMAS_BACKEND_CHECK_MS", default_value_t = 1000)]
     backend_check_ms: u64,
@@ -152,6 +159,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         api_tokens_file: args.api_tokens_file.clone(),
         no_api_auth: args.no_api_auth,
         limits: args.limits,
+        no_grpc_web: args.no_grpc_web,
+        web_origins: args.web_origins.clone(),
         ..Default::default()
     };
     let api_token_file = data_root.api_token_file();

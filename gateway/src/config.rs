@@ -87,6 +87,14 @@ pub struct Config {
     /// Largest request message accepted, in bytes.
     #[arg(long, env = "PUMAS_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Do not serve gRPC-Web (browsers) beside gRPC on the gateway's port.
+    #[arg(long, env = "PUMAS_NO_GRPC_WEB")]
+    pub no_grpc_web: bool,
+    /// Another origin browsers may call the API from over gRPC-Web (CORS), e.g.
+    /// http://localhost:5173 (repeatable; comma-separated in the variable). By default only the
+    /// gateway's own pages may.
+    #[arg(long = "web-origin", env = "PUMAS_WEB_ORIGINS", value_delimiter = ',')]
+    pub web_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -104,11 +112,38 @@ impl Default for Config {
             no_api_auth: false,
             limits: pumas_runtime::LimitArgs::default(),
             max_message_bytes: 16 * 1024 * 1024,
+            no_grpc_web: false,
+            web_origins: Vec::new(),
         }
     }
 }
 
 impl Config {
+    /// The call limits, with gRPC-Web unless turned off; an origin that is not a valid header
+    /// value is refused.
+    pub fn serve_limits(&self) -> Result<pumas_runtime::Limits, String> {
+        let mut limits = self.limits.limits();
+        if !self.no_grpc_web {
+            let allowed_origins = self
+                .web_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/'))
+                .filter(|o| !o.is_empty())
+                .map(|o| {
+                    if !(o.starts_with("http://") || o.starts_with("https://")) {
+                        return Err(format!(
+                            "--web-origin `{o}` is not an origin like http://host:port"
+                        ));
+                    }
+                    http::HeaderValue::from_str(o)
+                        .map_err(|_| format!("--web-origin `{o}` is not a valid origin"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            limits.grpc_web = Some(pumas_runtime::GrpcWeb { allowed_origins });
+        }
+        Ok(limits)
+    }
+
     /// Turns client auth on for a gateway that listens on `ip` when it is not loopback and no
     /// token is configured (unless `no_api_auth`): the token is read from, or generated into,
     /// `token_file` (0600). Answers the file and the token when it was generated now, so the

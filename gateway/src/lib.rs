@@ -70,7 +70,8 @@ pub async fn serve(
         auth.clone(),
     ));
     tracing::info!(addr = ?listener.local_addr().ok(), auth = auth.enabled(), "gateway listening");
-    let served = pumas_runtime::serve_with_limits(listener, routes, shutdown, config.limits.limits()).await;
+    let limits = config.serve_limits().map_err(Error::Address)?;
+    let served = pumas_runtime::serve_with_limits(listener, routes, shutdown, limits).await;
     monitor_stop.trigger();
     let _ = monitor.await;
     served?;

@@ -39,6 +39,6 @@ pub use error::ApiError;
 pub use failure::{Failure, FailureKind};
 pub use layout::DataRoot;
 pub use secret::Secret;
-pub use serve::{LimitArgs, Limits, ServeError, serve, serve_with_limits, standard_routes};
+pub use serve::{GrpcWeb, LimitArgs, Limits, ServeError, serve, serve_with_limits, standard_routes};
 pub use shutdown::Shutdown;
 pub use stream::BoxStream;

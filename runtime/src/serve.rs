@@ -60,13 +60,55 @@ pub const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 pub const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
 /// Limits a server applies to every call.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Limits {
     /// Calls handled at once across all connections; more are refused with RESOURCE_EXHAUSTED
     /// (shed, not queued). None = unlimited.
     pub max_concurrent_calls: Option<usize>,
     /// Deadline of a call (unary calls and the start of streams); a caller's shorter one wins.
     pub default_timeout: Option<Duration>,
+    /// Also serve gRPC-Web (browsers), on the same port over HTTP/1.1 and HTTP/2.
+    pub grpc_web: Option<GrpcWeb>,
+}
+
+/// gRPC-Web on a server: the browser's way in, with the same auth, limits and tracing as gRPC
+/// (the translation sits outside them, so every call is a gRPC call by the time they see it).
+#[derive(Clone, Debug, Default)]
+pub struct GrpcWeb {
+    /// Origins other than the server's own that browsers may call from (CORS), e.g.
+    /// `http://localhost:5173`. Empty: same-origin only (the UI the gateway serves itself).
+    pub allowed_origins: Vec<http::HeaderValue>,
+}
+
+impl GrpcWeb {
+    /// The CORS layer: the listed origins only, the headers gRPC-Web sends and reads.
+    fn cors(&self) -> Option<tower_http::cors::CorsLayer> {
+        use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
+        if self.allowed_origins.is_empty() {
+            return None;
+        }
+        let name = HeaderName::from_static;
+        Some(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::AllowOrigin::list(self.allowed_origins.clone()))
+                .allow_methods([http::Method::POST, http::Method::OPTIONS])
+                .allow_headers([
+                    CONTENT_TYPE,
+                    AUTHORIZATION,
+                    name("x-grpc-web"),
+                    name("x-user-agent"),
+                    name("grpc-timeout"),
+                    name("connect-protocol-version"),
+                    name("connect-timeout-ms"),
+                ])
+                .expose_headers([
+                    name("grpc-status"),
+                    name("grpc-message"),
+                    name("grpc-status-details-bin"),
+                ])
+                .max_age(Duration::from_secs(600)),
+        )
+    }
 }
 
 /// The call limits as flags, the same on every service and on `pumas up`, so a backend sheds
@@ -96,6 +138,7 @@ impl LimitArgs {
         Limits {
             max_concurrent_calls: Some(self.max_concurrent_calls.max(1)),
             default_timeout: Some(Duration::from_millis(self.request_timeout_ms.max(1))),
+            grpc_web: None,
         }
     }
 }
@@ -180,13 +223,21 @@ pub async fn serve_with_limits(
     let limit = tower::ServiceBuilder::new()
         .layer(tower::load_shed::LoadShedLayer::new())
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_calls));
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder().accept_http1(limits.grpc_web.is_some());
     if let Some(timeout) = limits.default_timeout {
         builder = builder.timeout(timeout);
     }
     // Open streams end at shutdown, so the grace period is for unary calls, not watchers.
     let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
+    let cors = limits.grpc_web.as_ref().and_then(GrpcWeb::cors);
+    let web = limits.grpc_web.as_ref().map(|_| tonic_web::GrpcWebLayer::new());
     let router = builder
+        .layer(tower::util::option_layer(cors))
+        .layer(tower::util::option_layer(web))
+        // gRPC-Web translates tonic's own body type; the layers below wrap it in theirs.
+        .layer(tower::util::MapResponseLayer::new(|r: http::Response<_>| {
+            r.map(tonic::body::Body::new)
+        }))
         .layer(trace)
         .layer(crate::metrics::MetricsLayer)
         .layer(crate::closing::layer(closed_rx))

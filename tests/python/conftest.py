@@ -69,7 +69,7 @@ def wait_serving(address, service, timeout=30.0):
 class Suite:
     """A `pumas up` process on ephemeral ports with a temporary data root."""
 
-    def __init__(self):
+    def __init__(self, extra=()):
         self.tmp = tempfile.TemporaryDirectory(prefix="pumas-py-")
         self.root = pathlib.Path(self.tmp.name) / "root"
         self.log = open(pathlib.Path(self.tmp.name) / "up.log", "wb")
@@ -77,7 +77,7 @@ class Suite:
             [
                 pumas_bin(), "up", "--data-root", str(self.root),
                 "--gateway-port", "0", "--index-port", "0", "--fetch-port", "0", "--mapper-port", "0",
-                "--backend-check-ms", "100",
+                "--backend-check-ms", "100", *extra,
             ],
             stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL, text=True,
             env={**os.environ, "NO_COLOR": "1"},
