@@ -139,7 +139,10 @@ impl Config {
                         .map_err(|_| format!("--web-origin `{o}` is not a valid origin"))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            limits.grpc_web = Some(pumas_runtime::GrpcWeb { allowed_origins });
+            limits.grpc_web = Some(pumas_runtime::GrpcWeb {
+                allowed_origins,
+                pages: None,
+            });
         }
         Ok(limits)
     }

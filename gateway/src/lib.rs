@@ -11,6 +11,7 @@ mod dependencies;
 mod hub_updates;
 mod passthrough;
 pub mod resolve;
+mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -70,7 +71,11 @@ pub async fn serve(
         auth.clone(),
     ));
     tracing::info!(addr = ?listener.local_addr().ok(), auth = auth.enabled(), "gateway listening");
-    let limits = config.serve_limits().map_err(Error::Address)?;
+    let mut limits = config.serve_limits().map_err(Error::Address)?;
+    // The UI speaks gRPC-Web: it is served where gRPC-Web is.
+    if let Some(grpc_web) = &mut limits.grpc_web {
+        grpc_web.pages = Some(web::router());
+    }
     let served = pumas_runtime::serve_with_limits(listener, routes, shutdown, limits).await;
     monitor_stop.trigger();
     let _ = monitor.await;

@@ -25,6 +25,7 @@ pub mod gate;
 pub mod info;
 pub mod layout;
 pub mod metrics;
+pub mod pages;
 pub mod secret;
 pub mod serve;
 pub mod service_auth;

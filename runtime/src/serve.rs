@@ -73,11 +73,22 @@ pub struct Limits {
 
 /// gRPC-Web on a server: the browser's way in, with the same auth, limits and tracing as gRPC
 /// (the translation sits outside them, so every call is a gRPC call by the time they see it).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct GrpcWeb {
     /// Origins other than the server's own that browsers may call from (CORS), e.g.
     /// `http://localhost:5173`. Empty: same-origin only (the UI the gateway serves itself).
     pub allowed_origins: Vec<http::HeaderValue>,
+    /// Pages served on GET and HEAD (the gateway's web UI).
+    pub pages: Option<axum::Router>,
+}
+
+impl std::fmt::Debug for GrpcWeb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcWeb")
+            .field("allowed_origins", &self.allowed_origins)
+            .field("pages", &self.pages.is_some())
+            .finish()
+    }
 }
 
 impl GrpcWeb {
@@ -231,8 +242,14 @@ pub async fn serve_with_limits(
     let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
     let cors = limits.grpc_web.as_ref().and_then(GrpcWeb::cors);
     let web = limits.grpc_web.as_ref().map(|_| tonic_web::GrpcWebLayer::new());
+    let pages = limits
+        .grpc_web
+        .as_ref()
+        .and_then(|w| w.pages.clone())
+        .map(crate::pages::PagesLayer::new);
     let router = builder
         .layer(tower::util::option_layer(cors))
+        .layer(tower::util::option_layer(pages))
         .layer(tower::util::option_layer(web))
         // gRPC-Web translates tonic's own body type; the layers below wrap it in theirs.
         .layer(tower::util::MapResponseLayer::new(|r: http::Response<_>| {

@@ -1,0 +1,42 @@
+// The gateway's ModelLibraryService over gRPC-Web, from the page's own origin, with the API
+// token (when the gateway wants one) kept in this browser only.
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { ModelLibraryService } from "./gen/pumas/gateway/v1/gateway_pb";
+
+const TOKEN_KEY = "pumas.apiToken";
+
+export function token(): string {
+  return localStorage.getItem(TOKEN_KEY) ?? "";
+}
+
+export function setToken(value: string): void {
+  if (value) localStorage.setItem(TOKEN_KEY, value);
+  else localStorage.removeItem(TOKEN_KEY);
+}
+
+const bearer: Interceptor = (next) => async (req) => {
+  const t = token();
+  if (t) req.header.set("authorization", `Bearer ${t}`);
+  return next(req);
+};
+
+export const api: Client<typeof ModelLibraryService> = createClient(
+  ModelLibraryService,
+  createGrpcWebTransport({ baseUrl: location.origin, interceptors: [bearer] }),
+);
+
+/** What a person reads for a failed call: the code's name, the server's message, and the
+ *  kinds of rich details it sent. */
+export function describe(err: unknown): { code: string; message: string; details: string[] } {
+  const e = ConnectError.from(err);
+  return {
+    code: Code[e.code] ?? String(e.code),
+    message: e.rawMessage,
+    details: e.details.map((d) => ("desc" in d ? d.desc.typeName : d.type)),
+  };
+}
+
+export function isUnauthenticated(err: unknown): boolean {
+  return ConnectError.from(err).code === Code.Unauthenticated;
+}
