@@ -1,0 +1,124 @@
+// The web UI in a real browser (Debian's Chromium through playwright-core) against a real
+// `pumas up`: search as you type, a model's page with its preview, the live status page, and an
+// API error shown as the server sent it. Figures are printed, not asserted (speed goals are
+// benchmarks' business); SCREENSHOTS=dir saves the main pages.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const bin = process.env.PUMAS_BIN ?? new URL("../../target/debug/pumas", import.meta.url).pathname;
+const browserPath = [process.env.PUMAS_CHROMIUM, "/usr/bin/chromium-headless-shell", "/usr/bin/chromium"].find(
+  (p) => p && existsSync(p),
+);
+// A 2x2 PNG, so the preview has pixels to show.
+const PNG = Buffer.from(
+  "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==",
+  "base64",
+);
+
+/** A tiny SDXL LoRA: realistic tensor names, zeroed data. */
+function writeLora(path, seed) {
+  const header = {
+    "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": { dtype: "F16", shape: [4, 1280], data_offsets: [0, 10240] },
+    "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": { dtype: "F16", shape: [640, 4], data_offsets: [10240, 15360] },
+    __metadata__: { seed: String(seed) },
+  };
+  let raw = Buffer.from(JSON.stringify(header));
+  raw = Buffer.concat([raw, Buffer.alloc((8 - ((8 + raw.length) % 8)) % 8, 0x20)]);
+  const size = Buffer.alloc(8);
+  size.writeBigUInt64LE(BigInt(raw.length));
+  const data = Buffer.alloc(15360);
+  data[0] = seed;
+  writeFileSync(path, Buffer.concat([size, raw, data]));
+}
+
+let suite;
+let browser;
+let gateway;
+const dir = mkdtempSync(join(tmpdir(), "pumas-ui-"));
+
+before(async () => {
+  if (!browserPath) return;
+  suite = spawn(bin, ["up", "--data-root", join(dir, "root"), "--gateway-port", "0", "--index-port", "0", "--fetch-port", "0", "--mapper-port", "0", "--backend-check-ms", "100"], {
+    stdio: ["ignore", "pipe", "ignore"],
+    env: { ...process.env, NO_COLOR: "1" },
+  });
+  for await (const line of createInterface({ input: suite.stdout })) {
+    const [role, address] = line.trim().split(/\s+/);
+    if (role === "gateway") gateway = address;
+    if (line.startsWith("Stop with Ctrl-C")) break;
+  }
+  assert.ok(gateway, "pumas up printed the gateway's address");
+  const inbox = join(dir, "inbox");
+  mkdirSync(inbox);
+  writeLora(join(inbox, "Detail Tweaker XL.safetensors"), 1);
+  writeFileSync(join(inbox, "Detail Tweaker XL.preview.png"), PNG);
+  writeLora(join(inbox, "Film Grain.safetensors"), 2);
+  writeLora(join(inbox, "Anime Lineart.safetensors"), 3);
+  execFileSync(bin, ["import", "--gateway", gateway, inbox], { stdio: "ignore", env: { ...process.env, NO_COLOR: "1" } });
+  browser = await chromium.launch({ executablePath: browserPath, args: ["--no-sandbox"] });
+});
+
+after(async () => {
+  await browser?.close();
+  suite?.kill("SIGTERM");
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function shot(page, name) {
+  if (!process.env.SCREENSHOTS) return Promise.resolve();
+  mkdirSync(process.env.SCREENSHOTS, { recursive: true });
+  return page.screenshot({ path: join(process.env.SCREENSHOTS, `${name}.png`), fullPage: true });
+}
+
+const rows = (page) => page.locator("table.models tbody tr");
+
+test("the library lists, searches as you type and opens a model", { skip: !browserPath && "no Chromium (install chromium-headless-shell)" }, async () => {
+  const page = await browser.newPage();
+  const started = Date.now();
+  await page.goto(`http://${gateway}/`);
+  await page.waitForFunction(() => document.querySelectorAll("table.models tbody tr").length === 3);
+  console.log(`first paint with results: ${Date.now() - started} ms`);
+  await shot(page, "library");
+  const typed = Date.now();
+  await page.locator("#search").pressSequentially("detail");
+  await page.waitForFunction(() => document.querySelectorAll("table.models tbody tr").length === 1);
+  console.log(`typing "detail" to one result: ${Date.now() - typed} ms (debounce included)`);
+  assert.match(await rows(page).first().innerText(), /Detail Tweaker XL/);
+  assert.match(await page.locator("#summary").innerText(), /^1 model/);
+  await rows(page).first().locator("a").click();
+  await page.locator("h1", { hasText: "Detail Tweaker XL" }).waitFor();
+  assert.ok(await page.getByText("Why it was classified so").isVisible());
+  assert.match(await page.locator("table").first().innerText(), /sha256:[0-9a-f]{64}/);
+  const preview = page.locator("img.preview");
+  await preview.waitFor();
+  assert.ok(await preview.evaluate((img) => img.complete && img.naturalWidth === 2), "the preview shows");
+  await shot(page, "model");
+  await page.close();
+});
+
+test("the status page shows every backend serving", { skip: !browserPath && "no Chromium" }, async () => {
+  const page = await browser.newPage();
+  await page.goto(`http://${gateway}/#/status`);
+  for (const role of ["index", "fetch", "mapper"]) {
+    await page.locator(`#backends tr[data-role="${role}"]`, { hasText: "serving" }).waitFor();
+  }
+  await shot(page, "status");
+  await page.close();
+});
+
+test("an API error is shown with the server's code and message", { skip: !browserPath && "no Chromium" }, async () => {
+  const page = await browser.newPage();
+  await page.goto(`http://${gateway}/#/model/not-an-id`);
+  const error = page.locator(".error");
+  await error.waitFor();
+  const text = await error.innerText();
+  assert.match(text, /InvalidArgument/);
+  assert.match(text, /model id/);
+  await page.close();
+});
