@@ -21,6 +21,7 @@ pub mod certs;
 pub mod downloads;
 pub mod fakes;
 pub mod hub;
+pub mod invokeai;
 pub mod library;
 pub mod load;
 pub mod netns;

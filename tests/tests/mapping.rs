@@ -1049,3 +1049,132 @@ async fn previews_and_civitai_side_files_come_with_an_import_and_land_where_a111
     assert!(!loras.join("Detail Slider.json").exists());
     Ok(())
 }
+
+#[tokio::test]
+async fn invokeai_installs_library_models_in_place_through_its_model_manager_api() -> anyhow::Result<()> {
+    let invoke = pumas_e2e::invokeai::InvokeAi::start().await?;
+    invoke.install_by_hand("/home/me/invokeai/models/my-own.safetensors");
+    let suite = Suite::start().await?;
+    let mut gateway = ModelLibraryServiceClient::new(channel(&suite.gateway).await?);
+    let mut mapper = MapperServiceClient::new(channel(&suite.mapper).await?);
+    let inbox = suite.data_root.path().join("inbox");
+    let lora = inbox.join("Invoke Detail.safetensors");
+    write_lora(&lora, 31)?;
+    let first = import(&mut gateway, &lora).await?;
+    mapper_caught_up(&suite.index, &suite.mapper).await?;
+    let models = suite.root().join("shared-resources/models");
+    let first_path = models
+        .join(&first)
+        .join("Invoke Detail.safetensors")
+        .display()
+        .to_string();
+
+    // A config without the API's address is refused with the reason.
+    let err = put(&mut mapper, "invoke", "kind = \"invokeai\"\n")
+        .await
+        .expect_err("no url");
+    let status = err.downcast_ref::<tonic::Status>().context("status")?;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("url"), "{}", status.message());
+    put(
+        &mut mapper,
+        "invoke",
+        &format!("kind = \"invokeai\"\nurl = \"{}\"\n", invoke.url),
+    )
+    .await?;
+
+    // The preview says what would be installed, by its library path.
+    let plan = mapper
+        .preview_mapping(PreviewMappingRequest {
+            app: "invoke".into(),
+            include_unchanged: false,
+        })
+        .await?
+        .into_inner()
+        .plan
+        .context("plan")?;
+    assert_eq!(plan.create_count, 1, "{plan:?}");
+    assert_eq!(plan.actions[0].target_path, format!("invokeai:{first_path}"));
+
+    // Apply installs it in place (InvokeAI points at the library file; nothing is copied).
+    apply(&mut mapper, "invoke", false).await?;
+    assert_eq!(
+        invoke.paths(),
+        vec![
+            "/home/me/invokeai/models/my-own.safetensors".to_owned(),
+            first_path.clone()
+        ]
+    );
+    assert!(
+        invoke
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /api/v2/models/install/")),
+        "the install job was followed to its end"
+    );
+    // Applying again changes nothing.
+    let again = apply(&mut mapper, "invoke", false).await?;
+    assert_eq!(again.plan.map(|p| p.create_count), Some(0));
+
+    // The change feed installs what arrives in the library.
+    let second_file = inbox.join("Invoke Film.safetensors");
+    write_lora(&second_file, 32)?;
+    let second = import(&mut gateway, &second_file).await?;
+    let second_path = models
+        .join(&second)
+        .join("Invoke Film.safetensors")
+        .display()
+        .to_string();
+    wait_until("the feed to install the new model", || {
+        invoke.paths().contains(&second_path)
+    })
+    .await?;
+
+    // An installed model is held: the library refuses to delete it while the app has it.
+    let err = gateway
+        .delete_model(DeleteModelRequest {
+            model_id: first.clone(),
+            force: false,
+            request_id: String::new(),
+        })
+        .await
+        .expect_err("held by the app");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // Unmap deletes what the mapper installed, and only that.
+    let job = mapper
+        .unmap(UnmapRequest {
+            app: "invoke".into(),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner()
+        .job;
+    finish(&mut mapper, job).await?;
+    assert_eq!(
+        invoke.paths(),
+        vec!["/home/me/invokeai/models/my-own.safetensors".to_owned()]
+    );
+    assert!(
+        std::path::Path::new(&first_path).exists(),
+        "in-place files stay in the library"
+    );
+
+    // InvokeAI not running: UNAVAILABLE, naming it.
+    let url = invoke.url.clone();
+    drop(invoke);
+    let err = mapper
+        .preview_mapping(PreviewMappingRequest {
+            app: "invoke".into(),
+            include_unchanged: false,
+        })
+        .await
+        .expect_err("InvokeAI is down");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains(&url) && err.message().contains("running"),
+        "{}",
+        err.message()
+    );
+    Ok(())
+}

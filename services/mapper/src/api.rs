@@ -58,6 +58,16 @@ impl From<MapperError> for ApiError {
                 subject: "index".to_owned(),
                 message,
             },
+            MapperError::NotForThisApp(_) => ApiError::FailedPrecondition {
+                kind: "NOT_FOR_THIS_APP".to_owned(),
+                subject: "app".to_owned(),
+                message,
+            },
+            MapperError::AppUnreachable(_) => ApiError::Unavailable {
+                backend: "app".to_owned(),
+                message,
+                retry_after: None,
+            },
             MapperError::Registry(_) | MapperError::Internal(_) => ApiError::Internal(message),
         }
     }

@@ -35,6 +35,12 @@ pub enum MapperError {
     /// The index could not be asked about the library.
     #[error("the mapper cannot read the library from the index: {0}")]
     IndexUnreachable(String),
+    /// The operation does not apply to this kind of app.
+    #[error("{0}")]
+    NotForThisApp(String),
+    /// An app reached through its API (InvokeAI) did not answer, or refused.
+    #[error("{0}")]
+    AppUnreachable(String),
     /// The link registry failed.
     #[error("link registry: {0}")]
     Registry(#[from] sqlx::Error),

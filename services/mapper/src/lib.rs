@@ -8,6 +8,7 @@ mod apptree;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod invokeai;
 pub mod links;
 pub mod mapping;
 pub mod plan;

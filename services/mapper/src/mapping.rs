@@ -121,7 +121,10 @@ pub struct Rule {
 pub struct MappingConfig {
     pub app: String,
     pub kind: String,
+    /// The app's folder (empty for an API app, which is given no folder).
     pub root: PathBuf,
+    /// An API app's base URL, e.g. `http://127.0.0.1:9090` (InvokeAI).
+    pub url: Option<String>,
     pub strategy: Strategy,
     pub preset: Preset,
     /// User rules first, then the preset's.
@@ -153,7 +156,11 @@ pub const TEMPLATE_VARS: &[&str] = &[
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     kind: Spanned<String>,
-    root: Spanned<String>,
+    #[serde(default)]
+    root: Option<Spanned<String>>,
+    /// Base URL of an app reached through its API (InvokeAI).
+    #[serde(default)]
+    url: Option<Spanned<String>>,
     #[serde(default)]
     strategy: Option<Spanned<String>>,
     /// Apply the preset's folders after the rules (default true).
@@ -256,10 +263,60 @@ pub fn parse(app: &str, text: &str) -> Result<MappingConfig, Vec<ConfigError>> {
             ),
         ));
     }
-    let root = PathBuf::from(raw.root.get_ref());
-    if !root.is_absolute() {
-        errors.push(at(text, &raw.root, "root must be an absolute path"));
-    }
+    let api = preset.as_ref().is_some_and(|p| p.layout == Layout::Api);
+    let root = match &raw.root {
+        Some(r) => {
+            let root = PathBuf::from(r.get_ref());
+            if !root.is_absolute() {
+                errors.push(at(text, r, "root must be an absolute path"));
+            }
+            root
+        }
+        None if api => PathBuf::new(),
+        None => {
+            errors.push(ConfigError {
+                line: 0,
+                column: 0,
+                message: "root is missing: the app's folder, an absolute path".to_owned(),
+            });
+            PathBuf::new()
+        }
+    };
+    let url = match (&raw.url, api) {
+        (Some(u), true) => {
+            let value = u.get_ref().trim().trim_end_matches('/');
+            let ok = (value.starts_with("http://") || value.starts_with("https://"))
+                && value
+                    .split("://")
+                    .nth(1)
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+            if !ok {
+                errors.push(at(
+                    text,
+                    u,
+                    format!("url `{value}` is not an http(s) address like http://127.0.0.1:9090"),
+                ));
+            }
+            Some(value.to_owned())
+        }
+        (None, true) => {
+            errors.push(at(
+                text,
+                &raw.kind,
+                "this app is reached through its API: give its address, e.g. url = \"http://127.0.0.1:9090\"",
+            ));
+            None
+        }
+        (Some(u), false) => {
+            errors.push(at(
+                text,
+                u,
+                "url is for apps reached through their API (invokeai); this one is given a root",
+            ));
+            None
+        }
+        (None, false) => None,
+    };
     let strategy = match &raw.strategy {
         None => Strategy::Auto,
         Some(s) => Strategy::parse(s.get_ref()).unwrap_or_else(|| {
@@ -374,6 +431,7 @@ pub fn parse(app: &str, text: &str) -> Result<MappingConfig, Vec<ConfigError>> {
         app: app.to_owned(),
         kind: preset.kind.to_owned(),
         root,
+        url,
         strategy,
         preset,
         rules,

@@ -10,6 +10,9 @@ pub enum Layout {
     LmStudio,
     /// A Hugging Face hub cache: `models--org--name/{blobs,snapshots/<commit>,refs/main}`.
     HfCache,
+    /// No folders: the app's own API registers each model by its path in the library, in place
+    /// (InvokeAI's model manager). A rule's folder names the app's model type.
+    Api,
 }
 
 /// One model type's folder in an app.
@@ -53,6 +56,8 @@ const A1111_CKPT: &[&str] = &[".ckpt", ".safetensors"];
 const FORGE_CKPT: &[&str] = &[".ckpt", ".safetensors", ".gguf"];
 const WEIGHTS: &[&str] = &[".safetensors", ".ckpt", ".pt", ".pth", ".bin"];
 const GGUF: &[&str] = &[".gguf"];
+/// What InvokeAI's model probe takes (and diffusers/transformers folders).
+const INVOKE_EXT: &[&str] = &[".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx"];
 const ANY: &[&str] = &[];
 const DIFFUSERS: &[&str] = &["diffusers"];
 const NOT_DIRS: &[&str] = &["safetensors", "gguf", "pickle", "onnx", "unknown"];
@@ -193,18 +198,22 @@ pub fn all() -> Vec<Preset> {
             .collect(),
             checkpoint_folders: &[],
         },
+        // InvokeAI 4 and later scan no folders (its autoimport folder is gone): models are
+        // installed through its model manager API, by path, in place.
         Preset {
             kind: "invokeai",
-            display_name: "InvokeAI (autoimport folders)",
-            layout: Layout::Folders,
+            display_name: "InvokeAI (model manager API)",
+            layout: Layout::Api,
             folders: vec![
-                folder("checkpoint", "autoimport/main", &[], ANY),
-                folder("diffusion_model", "autoimport/main", &[], ANY),
-                folder("lora", "autoimport/lora", &[], ANY),
-                folder("embedding", "autoimport/embedding", &[], ANY),
-                folder("controlnet", "autoimport/controlnet", &[], ANY),
-                folder("vae", "autoimport/vae", &[], ANY),
-                folder("clip_vision", "models/any/clip_vision", &[], ANY),
+                folder("checkpoint", "main", &[], INVOKE_EXT),
+                folder("diffusion_model", "main", &[], INVOKE_EXT),
+                folder("lora", "lora", &[], INVOKE_EXT),
+                folder("embedding", "embedding", &[], INVOKE_EXT),
+                folder("controlnet", "controlnet", &[], INVOKE_EXT),
+                folder("vae", "vae", &[], INVOKE_EXT),
+                folder("clip_vision", "clip_vision", &[], INVOKE_EXT),
+                folder("text_encoder", "t5_encoder", &[], INVOKE_EXT),
+                folder("upscaler", "spandrel_image_to_image", &[], INVOKE_EXT),
             ],
             checkpoint_folders: &[],
         },

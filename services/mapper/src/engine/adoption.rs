@@ -12,6 +12,11 @@ impl Engine {
     /// An app's own model files that could join the library, and the bytes adopting them frees.
     pub async fn preview_adoption(&self, app: &str) -> Result<(Vec<Candidate>, u64), MapperError> {
         let config = self.config(app)?;
+        if config.layout() == crate::presets::Layout::Api {
+            return Err(MapperError::NotForThisApp(format!(
+                "{app} keeps its models through its own API, not in folders the mapper reads: import its model files with `pumas import` instead"
+            )));
+        }
         let ours: HashSet<String> = self
             .registry
             .for_app(app)

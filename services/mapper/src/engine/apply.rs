@@ -19,6 +19,9 @@ impl Engine {
     pub async fn preview(&self, app: &str) -> Result<Plan, MapperError> {
         let config = self.config(app)?;
         let models = self.library.all_models().await?;
+        if config.layout() == crate::presets::Layout::Api {
+            return self.api_preview(&config, &models).await;
+        }
         let recorded = self.registry.for_app(app).await?;
         Ok(plan::plan(&config, &self.mount, &models, &recorded, None))
     }
@@ -49,6 +52,16 @@ impl Engine {
                 return Ok(Outcome::default());
             }
             Trigger::Follow => {}
+        }
+        // An API app is synced whole: one listing of the app says what it holds.
+        if config.layout() == crate::presets::Layout::Api {
+            let models = self.library.all_models().await?;
+            self.check_mount(&models)?;
+            let outcome = self.api_apply(&config, &models).await?;
+            self.registry
+                .set_state(&format!("last_apply/{app}"), &crate::now_ms().to_string())
+                .await?;
+            return Ok(outcome);
         }
         let models = match scope {
             Some(ids) => self.library.some_models(ids).await?,

@@ -65,7 +65,10 @@ impl Engine {
             return Err(MapperError::BadAppName(app.to_owned()));
         }
         let config = mapping::parse(app, text).map_err(MapperError::Rejected)?;
-        if let Some(why) = self.app_roots.refuses(&config.root) {
+        // An API app (InvokeAI) is given no folder: nothing of it is written on this host.
+        if config.url.is_none()
+            && let Some(why) = self.app_roots.refuses(&config.root)
+        {
             return Err(MapperError::RootNotAllowed(why));
         }
         std::fs::create_dir_all(&self.configs_dir).map_err(|e| MapperError::Internal(e.to_string()))?;

@@ -10,6 +10,7 @@
 //! - [`follow`]: the change-feed follower.
 
 mod adoption;
+mod api_app;
 mod apply;
 mod configs;
 mod follow;

@@ -19,6 +19,9 @@ impl Engine {
         self.registry
             .set_state(&unmapped_key(app), &crate::now_ms().to_string())
             .await?;
+        if config.layout() == crate::presets::Layout::Api {
+            return self.api_unmap(&config).await;
+        }
         let recorded = self.registry.for_app(app).await?;
         let actions = recorded
             .iter()
@@ -51,6 +54,10 @@ impl Engine {
     /// registry knows (left by a lost registry). Foreign files are reported, never touched.
     pub async fn repair(&self, app: &str) -> Result<Outcome, MapperError> {
         let config = self.config(app)?;
+        // An API app has no tree to repair: syncing it again re-installs what it lost.
+        if config.layout() == crate::presets::Layout::Api {
+            return self.apply(app, false, None, Trigger::Follow).await;
+        }
         let recorded = self.registry.for_app(app).await?;
         let scope: HashSet<String> = recorded.iter().map(|r| r.model_id.clone()).collect();
         let mut outcome = self.apply(app, false, Some(&scope), Trigger::Follow).await?;

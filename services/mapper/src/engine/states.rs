@@ -40,7 +40,9 @@ impl Engine {
                     continue;
                 }
                 let mut state = State::Linked;
-                for r in &rows {
+                // An install in an API app is the app's to keep; the registry says it is there.
+                let api = config.layout() == crate::presets::Layout::Api;
+                for r in rows.iter().filter(|_| !api) {
                     let want = if Strategy::from_name(&r.strategy) == Strategy::Symlink
                         && !r.source.starts_with('/')
                     {
