@@ -109,6 +109,10 @@ def test_grpc_web_streams_a_job_to_its_end(suite, stubs, tmp_path):
     address = suite.addresses["gateway"]
     source = tmp_path / "Web Stream Lora.safetensors"
     write_lora(source)
+    # Bytes of its own: the session's suite is shared, and the same bytes are one model.
+    data = bytearray(source.read_bytes())
+    data[-1] = 0x5A
+    source.write_bytes(bytes(data))
     [started], status, message, _ = grpc_web(
         address, "ImportModels",
         gateway_pb2.ImportModelsRequest(paths=[str(source)], mode=model_pb2.IMPORT_MODE_COPY),

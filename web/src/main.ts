@@ -1,6 +1,11 @@
-// The Pumas web UI: a hash router over three pages (library, model, status), a theme switch,
+// The Pumas web UI: a hash router over its pages (library, model, hub, downloads, apps, import,
+// status), a theme switch,
 // and nothing that loads from outside the gateway (the suite runs offline).
 import { h } from "./dom";
+import { appsPage } from "./pages/apps";
+import { downloadsPage } from "./pages/downloads";
+import { hubPage } from "./pages/hub";
+import { importPage } from "./pages/imports";
 import { libraryPage } from "./pages/library";
 import { modelPage } from "./pages/model";
 import { statusPage } from "./pages/status";
@@ -28,7 +33,16 @@ function header(): HTMLElement {
     "header",
     {},
     h("a", { href: "#/", class: "brand" }, "Pumas"),
-    h("nav", {}, h("a", { href: "#/" }, "Library"), h("a", { href: "#/status" }, "Status")),
+    h(
+      "nav",
+      {},
+      h("a", { href: "#/" }, "Library"),
+      h("a", { href: "#/hub" }, "Hub"),
+      h("a", { href: "#/downloads" }, "Downloads"),
+      h("a", { href: "#/apps" }, "Apps"),
+      h("a", { href: "#/import" }, "Import"),
+      h("a", { href: "#/status" }, "Status"),
+    ),
     select,
   );
 }
@@ -41,6 +55,10 @@ function route(main: HTMLElement): void {
   const path = location.hash.replace(/^#/, "").split("?")[0] || "/";
   if (path.startsWith("/model/")) modelPage(main, decodeURIComponent(path.slice("/model/".length)));
   else if (path === "/status") leave = statusPage(main);
+  else if (path === "/downloads") leave = downloadsPage(main);
+  else if (path === "/hub") hubPage(main);
+  else if (path === "/apps") appsPage(main);
+  else if (path === "/import") importPage(main);
   else libraryPage(main);
 }
 
