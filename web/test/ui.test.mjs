@@ -12,6 +12,8 @@ import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
 const bin = process.env.PUMAS_BIN ?? new URL("../../target/debug/pumas", import.meta.url).pathname;
+// The test tree's hub emulator as a process (built with the workspace).
+const hubBin = process.env.PUMAS_HUB_EMULATOR ?? new URL("hub-emulator", `file://${bin}`).pathname;
 const browserPath = [process.env.PUMAS_CHROMIUM, "/usr/bin/chromium-headless-shell", "/usr/bin/chromium"].find(
   (p) => p && existsSync(p),
 );
@@ -38,13 +40,21 @@ function writeLora(path, seed) {
 }
 
 let suite;
+let hub;
 let browser;
 let gateway;
 const dir = mkdtempSync(join(tmpdir(), "pumas-ui-"));
 
 before(async () => {
   if (!browserPath) return;
-  suite = spawn(bin, ["up", "--data-root", join(dir, "root"), "--gateway-port", "0", "--index-port", "0", "--fetch-port", "0", "--mapper-port", "0", "--backend-check-ms", "100"], {
+  hub = spawn(hubBin, [], { stdio: ["ignore", "pipe", "ignore"] });
+  let hubUrl;
+  for await (const line of createInterface({ input: hub.stdout })) {
+    hubUrl = /hub=(\S+)/.exec(line)?.[1];
+    if (hubUrl) break;
+  }
+  assert.ok(hubUrl, "the hub emulator printed its address");
+  suite = spawn(bin, ["up", "--data-root", join(dir, "root"), "--gateway-port", "0", "--index-port", "0", "--fetch-port", "0", "--mapper-port", "0", "--backend-check-ms", "100", "--hub-endpoint", hubUrl], {
     stdio: ["ignore", "pipe", "ignore"],
     env: { ...process.env, NO_COLOR: "1" },
   });
@@ -67,6 +77,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   suite?.kill("SIGTERM");
+  hub?.kill("SIGTERM");
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -152,14 +163,27 @@ test("an app's mapping is previewed as a diff and applied from the browser", { s
   await page.close();
 });
 
-test("the downloads and hub pages answer, even with no download yet", { skip: !browserPath && "no Chromium" }, async () => {
+test("a hub search starts a download that is watched to completion", { skip: !browserPath && "no Chromium" }, async () => {
   const page = await browser.newPage();
   await page.goto(`http://${gateway}/#/downloads`);
   await page.getByText("No downloads yet").waitFor();
   await page.goto(`http://${gateway}/#/hub`);
-  await page.locator("#hub-search").fill("anything");
+  await page.locator("#hub-search").fill("tiny");
   await page.locator("#hub-search").press("Enter");
-  // No hub is reachable from here: the page shows the gateway's error as it was sent.
-  await page.locator(".error").waitFor({ timeout: 60000 });
+  const result = page.locator('article.hub-result[data-repo="acme/tiny-gguf"]');
+  await result.waitFor();
+  await result.locator("input").fill("Q4_K_M");
+  await result.getByRole("button", { name: "Download" }).click();
+  await page.waitForURL(/#\/downloads/);
+  const download = page.locator('article.download', { hasText: "acme/tiny-gguf" });
+  await download.and(page.locator('[data-state="completed"]')).waitFor({ timeout: 60000 });
+  assert.match(await download.innerText(), /llm\/llama\/tiny-gguf-q4-k-m/);
+  await shot(page, "downloads");
+  // The hub result now says which selection the library holds.
+  await page.goto(`http://${gateway}/#/hub`);
+  await page.locator("#hub-search").fill("tiny");
+  await page.locator("#hub-search").press("Enter");
+  await result.getByText("In the library").waitFor();
+  assert.match(await result.innerText(), /tiny-gguf-q4-k-m \(Q4_K_M\)/);
   await page.close();
 });
