@@ -187,3 +187,21 @@ test("a hub search starts a download that is watched to completion", { skip: !br
   assert.match(await result.innerText(), /tiny-gguf-q4-k-m \(Q4_K_M\)/);
   await page.close();
 });
+
+test("a model's overrides are edited and its dependencies resolved in the browser", { skip: !browserPath && "no Chromium" }, async () => {
+  const page = await browser.newPage();
+  await page.goto(`http://${gateway}/#/model/lora%2Fsdxl%2Ffilm-grain`);
+  await page.locator("h1", { hasText: "Film Grain" }).waitFor();
+  await page.getByText("Edit").click();
+  await page.locator("#edit-name").fill("Film Grain v2");
+  await page.locator("#edit-save").click();
+  await page.locator("h1", { hasText: "Film Grain v2" }).waitFor();
+  assert.match(await page.locator("dl.facts").innerText(), /Your edits\s+display_name/);
+  await page.locator("#resolve").click();
+  const resolved = page.locator(".resolution");
+  await resolved.locator(".validation").waitFor();
+  const text = await resolved.innerText();
+  assert.match(text, /resolved/);
+  assert.match(text, /torch==/);
+  await page.close();
+});

@@ -3,7 +3,7 @@
 import { api } from "../api";
 import { h, label, size } from "../dom";
 import { errorBox } from "../errors";
-import { BindingOrigin } from "../gen/pumas/common/v1/dependency_pb";
+import { BindingOrigin, ValidationState } from "../gen/pumas/common/v1/dependency_pb";
 import { BaseModelRelation, ModelFormat, ModelState, ModelType, type ModelRecord } from "../gen/pumas/common/v1/model_pb";
 import { LinkState } from "../gen/pumas/mapper/v1/mapper_pb";
 import type { ModelView } from "../gen/pumas/gateway/v1/gateway_pb";
@@ -87,6 +87,80 @@ function table(head: string[], body: (string | Node)[][]): HTMLElement {
   );
 }
 
+/** Platforms as `pumas resolve` names them: os-arch-accelerator. */
+const PLATFORMS: [string, { os: string; arch: string; accelerator: string; acceleratorVersion: string }][] = [
+  ["Linux x86-64, CUDA 12", { os: "linux", arch: "x86_64", accelerator: "cuda", acceleratorVersion: "12.4" }],
+  ["Linux x86-64, CPU", { os: "linux", arch: "x86_64", accelerator: "cpu", acceleratorVersion: "" }],
+  ["Linux x86-64, ROCm", { os: "linux", arch: "x86_64", accelerator: "rocm", acceleratorVersion: "7.1" }],
+  ["macOS Apple silicon", { os: "macos", arch: "aarch64", accelerator: "mps", acceleratorVersion: "" }],
+  ["Windows x86-64, CUDA 12", { os: "windows", arch: "x86_64", accelerator: "cuda", acceleratorVersion: "12.4" }],
+];
+const BACKENDS = ["torch-cuda", "torch-cpu", "torch-rocm", "torch-mps", "llama-cpp", "onnxruntime"];
+
+/** What the model needs on a platform with a backend (ResolveModelDependencyRequirements). */
+function resolution(m: ModelRecord): HTMLElement {
+  const platform = h("select", { "aria-label": "Platform" }, PLATFORMS.map(([name], i) => h("option", { value: String(i) }, name)));
+  const backends = [...new Set([...m.dependencyBindings.map((b) => b.backendKey), ...BACKENDS])];
+  const backend = h("select", { "aria-label": "Backend" }, backends.map((b) => h("option", { value: b }, b)));
+  const out = h("div", { class: "resolution" });
+  const run = async () => {
+    try {
+      const answer = await api.resolveModelDependencyRequirements({
+        modelId: m.modelId,
+        backendKey: backend.value,
+        platformContext: PLATFORMS[Number(platform.value)][1],
+      });
+      const r = answer.requirements;
+      if (!r) return;
+      out.replaceChildren(
+        h("p", {}, h("strong", { class: "validation" }, label(ValidationState, r.validationState)), r.platformKey ? ` on ${r.platformKey}` : ""),
+        r.validationErrors.length ? h("ul", { class: "warn" }, r.validationErrors.map((e) => h("li", {}, `${e.code}: ${e.message}`))) : "",
+        ...r.groups.map((g) =>
+          h("div", {}, h("p", {}, `${g.profileId}@${g.profileVersion} (${g.environmentKind})`), h("pre", {}, g.requirements.map((q) => `${q.name}${q.exactPin}${q.indexUrl ? `  # ${q.indexUrl}` : ""}`).join("\n"))),
+        ),
+      );
+    } catch (err) {
+      out.replaceChildren(errorBox(err, run));
+    }
+  };
+  return h("div", {}, h("p", { class: "actions" }, platform, backend, h("button", { type: "button", id: "resolve", onclick: () => void run() }, "Resolve")), out);
+}
+
+/** The user's edits (overrides.json): name, tags, description, license. */
+function editor(m: ModelRecord, reload: () => void): HTMLElement {
+  const name = h("input", { type: "text", value: m.displayName, "aria-label": "Name", id: "edit-name" });
+  const tags = h("input", { type: "text", value: m.tags.join(", "), "aria-label": "Tags, comma-separated" });
+  const license = h("input", { type: "text", value: m.license, "aria-label": "License" });
+  const description = h("textarea", { rows: "3", "aria-label": "Description" }, m.description);
+  const out = h("div", {});
+  const save = async (e: Event) => {
+    e.preventDefault();
+    try {
+      await api.updateModelMetadata({
+        update: {
+          modelId: m.modelId,
+          overrides: {
+            displayName: name.value.trim(),
+            tags: tags.value.split(",").map((t) => t.trim()).filter(Boolean),
+            description: description.value,
+            license: license.value.trim(),
+          },
+          updateMask: { paths: ["display_name", "tags", "description", "license"] },
+        },
+      });
+      reload();
+    } catch (err) {
+      out.replaceChildren(errorBox(err));
+    }
+  };
+  return h(
+    "details",
+    {},
+    h("summary", {}, "Edit"),
+    h("form", { class: "edit", onsubmit: save }, h("label", {}, "Name ", name), h("label", {}, "Tags ", tags), h("label", {}, "License ", license), h("label", {}, "Description ", description), h("button", { type: "submit", id: "edit-save" }, "Save"), out),
+  );
+}
+
 function render(root: HTMLElement, view: ModelView, reload: () => void): void {
   const m = view.model;
   if (!m) return;
@@ -108,6 +182,7 @@ function render(root: HTMLElement, view: ModelView, reload: () => void): void {
     preview(m),
     m.description ? h("p", { class: "description" }, m.description) : null,
     facts(m),
+    editor(m, reload),
     hubSection(m),
     h("section", {}, h("h2", {}, "Files"), table(["Path", "Size", "SHA-256"], m.files.map((f) => [f.path, size(f.sizeBytes), h("code", {}, f.sha256)]))),
     d
@@ -129,6 +204,7 @@ function render(root: HTMLElement, view: ModelView, reload: () => void): void {
             m.dependencyBindings.map((b) => [`${b.profileId}@${b.profileVersion}`, b.backendKey, b.platformSelector, b.origin === BindingOrigin.CATALOG ? "the catalog" : "you"]),
           )
         : h("p", { class: "muted" }, m.declaresNoDependencies ? "Needs nothing (declared)." : "No bindings."),
+      resolution(m),
     ),
     h(
       "section",
