@@ -73,6 +73,10 @@ pub struct UpArgs {
     /// then requires one, generated into <data root>/launcher-data/secrets/api-token).
     #[arg(long, env = "PUMAS_NO_API_AUTH")]
     no_api_auth: bool,
+    /// Another mapper host the gateway aggregates beside this one's, `name=host:port`
+    /// (repeatable): apps on other machines, each running `pumas serve mapper`.
+    #[arg(long = "mapper", env = "PUMAS_EXTRA_MAPPERS", value_delimiter = ',')]
+    extra_mappers: Vec<pumas_gateway::MapperAddr>,
     /// Do not serve gRPC-Web (browsers) beside gRPC on the gateway's port.
     #[arg(long, env = "PUMAS_NO_GRPC_WEB")]
     no_grpc_web: bool,
@@ -147,13 +151,27 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         app_roots: args.app_roots.clone(),
         limits: args.limits,
     };
+    let mut names = std::collections::BTreeSet::from([pumas_gateway::config::LOCAL_MAPPER]);
+    for m in &args.extra_mappers {
+        if !names.insert(m.name.as_str()) {
+            anyhow::bail!(
+                "--mapper {}={}: the name `{}` is taken (this host's mapper is `{}`); name each mapper host, e.g. --mapper studio=10.0.0.5:50054",
+                m.name,
+                m.address,
+                m.name,
+                pumas_gateway::config::LOCAL_MAPPER
+            );
+        }
+    }
     let mut gateway_config = pumas_gateway::Config {
         index_addr: index_addr.clone(),
         fetch_addr: fetch_addr.clone(),
-        mappers: vec![pumas_gateway::MapperAddr {
+        mappers: std::iter::once(pumas_gateway::MapperAddr {
             name: pumas_gateway::config::LOCAL_MAPPER.to_owned(),
             address: mapper_addr.clone(),
-        }],
+        })
+        .chain(args.extra_mappers.iter().cloned())
+        .collect(),
         backend_check_ms: args.backend_check_ms,
         api_tokens: args.api_tokens.clone(),
         api_tokens_file: args.api_tokens_file.clone(),

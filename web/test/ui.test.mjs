@@ -205,3 +205,64 @@ test("a model's overrides are edited and its dependencies resolved in the browse
   assert.match(text, /torch==/);
   await page.close();
 });
+
+/** A port nobody listens on yet. */
+async function freePort() {
+  const { createServer } = await import("node:net");
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** `pumas serve mapper` for a second host, once it listens. */
+async function serveMapper(port, index, root, token) {
+  const mapper = spawn(bin, ["serve", "mapper", "--listen", `127.0.0.1:${port}`, "--index", index, "--data-root", root, "--service-token-file", token, "--host", "studio"], {
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, NO_COLOR: "1" },
+  });
+  for await (const line of createInterface({ input: mapper.stderr })) {
+    if (line.includes("listening")) break;
+  }
+  return mapper;
+}
+
+test("a backend that goes down shows as such while the rest works, and comes back", { skip: !browserPath && "no Chromium" }, async () => {
+  const port = await freePort();
+  const root = join(dir, "second");
+  const up = spawn(bin, ["up", "--data-root", join(root, "up"), "--gateway-port", "0", "--index-port", "0", "--fetch-port", "0", "--mapper-port", "0", "--backend-check-ms", "100", "--mapper", `studio=127.0.0.1:${port}`], {
+    stdio: ["ignore", "pipe", "ignore"],
+    env: { ...process.env, NO_COLOR: "1" },
+  });
+  let gw;
+  let index;
+  for await (const line of createInterface({ input: up.stdout })) {
+    const [role, address] = line.trim().split(/\s+/);
+    if (role === "gateway") gw = address;
+    if (role === "index") index = address;
+    if (line.startsWith("Stop with Ctrl-C")) break;
+  }
+  const token = join(root, "up", "launcher-data", "secrets", "service-token");
+  let mapper = await serveMapper(port, index, join(root, "studio"), token);
+  const page = await browser.newPage();
+  try {
+    await page.goto(`http://${gw}/#/status`);
+    const studio = page.locator('#backends tr[data-name="studio"]');
+    await studio.filter({ hasText: "serving" }).waitFor();
+    mapper.kill("SIGKILL");
+    await studio.filter({ hasText: "unreachable" }).waitFor();
+    // The rest keeps working: the library answers.
+    await page.goto(`http://${gw}/#/`);
+    await page.locator("#summary", { hasText: "0 models" }).waitFor();
+    mapper = await serveMapper(port, index, join(root, "studio"), token);
+    await page.goto(`http://${gw}/#/status`);
+    await studio.filter({ hasText: "serving" }).waitFor();
+  } finally {
+    await page.close();
+    mapper.kill("SIGTERM");
+    up.kill("SIGTERM");
+  }
+});
