@@ -741,6 +741,46 @@ impl ModelLibraryService for GatewayApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn set_download_priority(
+        &self,
+        request: Request<SetDownloadPriorityRequest>,
+    ) -> Result<Response<SetDownloadPriorityResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .fetch()
+            .call(
+                fetch::v1::SetDownloadPriorityRequest {
+                    download_id: r.download_id,
+                    priority: r.priority,
+                },
+                async |mut c, req| c.set_download_priority(req).await,
+            )
+            .await?;
+        Ok(Response::new(SetDownloadPriorityResponse {
+            download: answer.download,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(repo_id = %request.get_ref().repo_id))]
+    async fn get_hub_model(
+        &self,
+        request: Request<GetHubModelRequest>,
+    ) -> Result<Response<GetHubModelResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .fetch()
+            .call(
+                fetch::v1::GetHubModelRequest {
+                    repo_id: r.repo_id,
+                    revision: r.revision,
+                },
+                async |mut c, req| c.get_hub_model(req).await,
+            )
+            .await?;
+        Ok(Response::new(GetHubModelResponse { model: answer.model }))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn list_apps(
         &self,
         request: Request<ListAppsRequest>,

@@ -172,8 +172,13 @@ test("a hub search starts a download that is watched to completion", { skip: !br
   await page.locator("#hub-search").press("Enter");
   const result = page.locator('article.hub-result[data-repo="acme/tiny-gguf"]');
   await result.waitFor();
-  await result.locator("input").fill("Q4_K_M");
-  await result.getByRole("button", { name: "Download" }).click();
+  // The repository's quantizations come with their sizes; one is picked.
+  await result.getByRole("button", { name: "Files and sizes…" }).click();
+  const quant = result.locator('button[data-quant="Q4_K_M"]');
+  await quant.waitFor();
+  assert.match(await quant.innerText(), /Q4_K_M \(\d+(\.\d)? KiB\)/);
+  assert.match(await result.locator(".chooser").textContent(), /tiny-Q8_0\.gguf/);
+  await quant.click();
   await page.waitForURL(/#\/downloads/);
   const download = page.locator('article.download', { hasText: "acme/tiny-gguf" });
   await download.and(page.locator('[data-state="completed"]')).waitFor({ timeout: 60000 });

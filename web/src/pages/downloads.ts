@@ -9,7 +9,7 @@ import { progressBar } from "../progress";
 const ACTIVE = [DownloadState.QUEUED, DownloadState.RUNNING, DownloadState.PAUSED, DownloadState.COMMITTING];
 const EVERY_MS = 3000;
 
-function row(d: Download, act: (what: "pause" | "resume" | "cancel", id: string) => void): HTMLElement {
+function row(d: Download, act: (what: "pause" | "resume" | "cancel", id: string) => void, prioritize: (id: string, priority: number) => void): HTMLElement {
   const active = ACTIVE.includes(d.state);
   const button = (what: "pause" | "resume" | "cancel", text: string) =>
     h("button", { type: "button", onclick: () => act(what, d.downloadId) }, text);
@@ -27,7 +27,13 @@ function row(d: Download, act: (what: "pause" | "resume" | "cancel", id: string)
       h("ul", {}, d.files.map((f) => h("li", {}, `${f.path} — ${size(f.bytesDone)} of ${size(f.sizeBytes)}${f.verified ? " ✓ verified" : ""}`))),
     ),
     active
-      ? h("p", { class: "actions" }, d.state === DownloadState.PAUSED ? button("resume", "Resume") : button("pause", "Pause"), button("cancel", "Cancel"))
+      ? h(
+          "p",
+          { class: "actions" },
+          d.state === DownloadState.PAUSED ? button("resume", "Resume") : button("pause", "Pause"),
+          button("cancel", "Cancel"),
+          h("label", {}, "Priority ", h("input", { type: "number", value: String(d.priority), size: "3", "aria-label": "Priority (higher runs first)", onchange: (e: Event) => prioritize(d.downloadId, Number((e.target as HTMLInputElement).value)) })),
+        )
       : d.state === DownloadState.FAILED
         ? h("p", { class: "actions" }, button("resume", "Retry"))
         : null,
@@ -41,7 +47,7 @@ export function downloadsPage(root: HTMLElement): () => void {
   const stop = new AbortController();
   const watched = new Set<string>();
   const show = (d: Download) => {
-    const el = row(d, act);
+    const el = row(d, act, prioritize);
     const old = list.querySelector(`[data-id="${CSS.escape(d.downloadId)}"]`);
     if (old) old.replaceWith(el);
     else list.prepend(el);
@@ -65,6 +71,14 @@ export function downloadsPage(root: HTMLElement): () => void {
         what === "pause" ? await api.pauseDownload({ downloadId: id }) : what === "resume" ? await api.resumeDownload({ downloadId: id }) : await api.cancelDownload({ downloadId: id });
       if (answer.download) show(answer.download);
       void watch(id);
+    } catch (err) {
+      errors.replaceChildren(errorBox(err));
+    }
+  }
+  async function prioritize(id: string, priority: number) {
+    try {
+      const answer = await api.setDownloadPriority({ downloadId: id, priority });
+      if (answer.download) show(answer.download);
     } catch (err) {
       errors.replaceChildren(errorBox(err));
     }

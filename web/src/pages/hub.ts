@@ -1,11 +1,42 @@
 // The hub: search (cached by the fetch service), what the library already holds of each result
 // (per selection), and a download of the whole repository or one GGUF quant.
 import { api } from "../api";
-import { h } from "../dom";
+import { h, size } from "../dom";
 import { errorBox } from "../errors";
 import type { HubSearchResult } from "../gen/pumas/gateway/v1/gateway_pb";
 
-function result(r: HubSearchResult, start: (repo: string, quant: string) => void): HTMLElement {
+/** Files or a quant of one repository, with sizes (GetHubModel), for a download of just that. */
+async function chooser(repoId: string, start: (repo: string, quant: string, files: string[]) => void): Promise<HTMLElement> {
+  const info = (await api.getHubModel({ repoId })).model;
+  const files = info?.files ?? [];
+  const total = h("span", { class: "muted" });
+  const boxes = files.map((f) => h("input", { type: "checkbox", checked: true, value: f.path, "aria-label": f.path }));
+  const recount = () => {
+    const bytes = files.filter((_, i) => boxes[i].checked).reduce((sum, f) => sum + Number(f.sizeBytes), 0);
+    total.textContent = `${boxes.filter((b) => b.checked).length} files, ${size(bytes)}`;
+  };
+  boxes.forEach((b) => b.addEventListener("change", recount));
+  recount();
+  const quantSize = (q: string) =>
+    files.filter((f) => !f.path.toLowerCase().endsWith(".gguf") || f.path.toLowerCase().includes("mmproj") || f.path.toUpperCase().includes(q.toUpperCase())).reduce((sum, f) => sum + Number(f.sizeBytes), 0);
+  const quants = (info?.ggufQuantizations ?? []).map((q) =>
+    h("button", { type: "button", "data-quant": q, onclick: () => start(repoId, q, []) }, `${q} (${size(quantSize(q))})`),
+  );
+  return h(
+    "div",
+    { class: "chooser" },
+    quants.length ? h("p", { class: "actions" }, "One quantization: ", ...quants) : null,
+    h(
+      "details",
+      {},
+      h("summary", {}, "Choose files"),
+      h("ul", { class: "files" }, files.map((f, i) => h("li", {}, h("label", {}, boxes[i], ` ${f.path} `, h("span", { class: "muted" }, size(f.sizeBytes)))))),
+      h("p", { class: "actions" }, total, h("button", { type: "button", onclick: () => start(repoId, "", files.filter((_, i) => boxes[i].checked).map((f) => f.path)) }, "Download these")),
+    ),
+  );
+}
+
+function result(r: HubSearchResult, start: (repo: string, quant: string, files?: string[]) => void): HTMLElement {
   const s = r.summary;
   if (!s) return h("div", {});
   const quant = h("input", { type: "text", placeholder: "quant, e.g. Q4_K_M (GGUF)", "aria-label": `quantization of ${s.repoId}`, size: "14" });
@@ -30,6 +61,23 @@ function result(r: HubSearchResult, start: (repo: string, quant: string) => void
       },
       quant,
       h("button", { type: "submit" }, "Download"),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "choose",
+          onclick: async (e: Event) => {
+            const button = e.currentTarget as HTMLButtonElement;
+            button.disabled = true;
+            try {
+              button.closest("article")?.append(await chooser(s.repoId, start));
+            } catch (err) {
+              button.closest("article")?.append(errorBox(err));
+            }
+          },
+        },
+        "Files and sizes…",
+      ),
     ),
   );
 }
@@ -38,9 +86,9 @@ export function hubPage(root: HTMLElement): void {
   const query = h("input", { type: "search", id: "hub-search", placeholder: "Search the Hugging Face Hub", "aria-label": "Search the hub", autofocus: true });
   const results = h("div", { id: "hub-results" });
   const status = h("div", {});
-  const start = async (repoId: string, quant: string) => {
+  const start = async (repoId: string, quant: string, files: string[] = []) => {
     try {
-      await api.startDownload({ repoId, selection: quant ? { ggufQuantization: quant } : undefined });
+      await api.startDownload({ repoId, selection: quant || files.length ? { ggufQuantization: quant, allowPatterns: files } : undefined });
       location.hash = "#/downloads";
     } catch (err) {
       status.replaceChildren(errorBox(err));
