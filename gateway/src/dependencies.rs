@@ -39,6 +39,32 @@ pub fn check_expected_version(expected: Option<u32>) -> Result<(), Status> {
 }
 
 impl GatewayApi {
+    /// Walks the whole library, a page of [`AUDIT_PAGE`] models at a time.
+    pub(crate) async fn each_model(
+        &self,
+        mut visit: impl FnMut(pumas_proto::common::v1::ModelRecord),
+    ) -> Result<(), Status> {
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .index()
+                .call(
+                    index::v1::ListModelsRequest {
+                        page_size: AUDIT_PAGE,
+                        page_token,
+                        ..Default::default()
+                    },
+                    async |mut c, req| c.list_models(req).await,
+                )
+                .await?;
+            page.models.into_iter().for_each(&mut visit);
+            if page.next_page_token.is_empty() {
+                return Ok(());
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
     pub(crate) async fn put_profile(
         &self,
         r: PutDependencyProfileRequest,
@@ -204,43 +230,26 @@ impl GatewayApi {
         let mut findings = Findings::new();
         // Every model's active bindings in effect (the user's, or the catalog's): the model
         // views carry them, with the model's type, so one walk through the library does.
-        let mut page_token = String::new();
-        loop {
-            let page = self
-                .index()
-                .call(
-                    index::v1::ListModelsRequest {
-                        page_size: AUDIT_PAGE,
-                        page_token,
-                        ..Default::default()
-                    },
-                    async |mut c, req| c.list_models(req).await,
-                )
-                .await?;
-            for model in &page.models {
-                let modality = Modality::of_model_type(
-                    pumas_proto::names::model_type(model.model_type).unwrap_or("unknown"),
-                );
-                for b in &model.dependency_bindings {
-                    response.checked_binding_count += 1;
-                    match profiles.get(&format!("{}@{}", b.profile_id, b.profile_version)) {
-                        Some(profile) => audit_binding(
-                            &b.binding_id,
-                            &b.backend_key,
-                            profile,
-                            modality,
-                            &suggestions,
-                            &mut findings,
-                        ),
-                        None => response.unknown_profile_binding_ids.push(b.binding_id.clone()),
-                    }
+        self.each_model(|model| {
+            let modality = Modality::of_model_type(
+                pumas_proto::names::model_type(model.model_type).unwrap_or("unknown"),
+            );
+            for b in &model.dependency_bindings {
+                response.checked_binding_count += 1;
+                match profiles.get(&format!("{}@{}", b.profile_id, b.profile_version)) {
+                    Some(profile) => audit_binding(
+                        &b.binding_id,
+                        &b.backend_key,
+                        profile,
+                        modality,
+                        &suggestions,
+                        &mut findings,
+                    ),
+                    None => response.unknown_profile_binding_ids.push(b.binding_id.clone()),
                 }
             }
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
+        })
+        .await?;
         response.unknown_profile_binding_ids.sort();
         // Profiles nobody binds yet are checked too, for what holds whatever the model: a torch
         // pin on torch backends, the profile's required packages, no unpinned package.

@@ -17,8 +17,8 @@ use crate::api::GatewayApi;
 
 /// Hub calls in flight at once (one per model; the hub's rate limits are per client).
 const CONCURRENCY: usize = 4;
-/// Page size of the walk through the library when no model is named.
-const WALK_PAGE: i32 = 1000;
+/// Models per BatchGetModels call when models are named.
+const BATCH: usize = 1000;
 
 /// A hub download's source: repository, revision and pinned commit.
 struct Pinned {
@@ -61,7 +61,7 @@ impl GatewayApi {
             ids.sort();
             ids.dedup();
             let mut found = Vec::with_capacity(ids.len());
-            for chunk in ids.chunks(WALK_PAGE as usize) {
+            for chunk in ids.chunks(BATCH) {
                 let answer = self
                     .index()
                     .call(
@@ -79,25 +79,12 @@ impl GatewayApi {
             return Ok(found);
         }
         let mut models = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let page = self
-                .index()
-                .call(
-                    index::v1::ListModelsRequest {
-                        page_size: WALK_PAGE,
-                        page_token,
-                        ..Default::default()
-                    },
-                    async |mut c, req| c.list_models(req).await,
-                )
-                .await?;
-            models.extend(page.models.into_iter().filter(|m| pinned(m).is_some()));
-            if page.next_page_token.is_empty() {
-                break;
+        self.each_model(|m| {
+            if pinned(&m).is_some() {
+                models.push(m);
             }
-            page_token = page.next_page_token;
-        }
+        })
+        .await?;
         Ok(models)
     }
 

@@ -102,6 +102,15 @@ test("the library lists, searches as you type and opens a model", { skip: !brows
   console.log(`typing "detail" to one result: ${Date.now() - typed} ms (debounce included)`);
   assert.match(await rows(page).first().innerText(), /Detail Tweaker XL/);
   assert.match(await page.locator("#summary").innerText(), /^1 model/);
+  // Filters narrow the same search: no GGUF matches, and nothing is over 1 MiB.
+  await page.getByLabel("Format").selectOption({ label: "gguf" });
+  await page.locator("#summary", { hasText: /^0 models/ }).waitFor();
+  await page.getByLabel("Format").selectOption({ label: "any format" });
+  await page.locator("#summary", { hasText: /^1 model/ }).waitFor();
+  await page.locator("#min-size").fill("1");
+  await page.locator("#summary", { hasText: /^0 models/ }).waitFor();
+  await page.locator("#min-size").fill("");
+  await page.locator("#summary", { hasText: /^1 model/ }).waitFor();
   await rows(page).first().locator("a").click();
   await page.locator("h1", { hasText: "Detail Tweaker XL" }).waitFor();
   assert.ok(await page.getByText("Why it was classified so").isVisible());

@@ -7,7 +7,7 @@ import { ModelFilterSchema, ModelFormat, ModelOrder, ModelState, ModelType } fro
 import type { SearchModelsResponse } from "../gen/pumas/gateway/v1/gateway_pb";
 
 // Short: the index answers a page in milliseconds; a stale answer is dropped, not shown.
-const DEBOUNCE_MS = 40;
+const DEBOUNCE_MS = 20;
 const PAGE = 50;
 
 function options<E extends Record<string, string | number>>(e: E, none: string): HTMLOptionElement[] {
@@ -34,6 +34,10 @@ export function libraryPage(root: HTMLElement): void {
   const state = h("select", { "aria-label": "State" }, ...options(ModelState, "any state"));
   const family = h("input", { type: "text", placeholder: "family", "aria-label": "Family", size: "8" });
   const tag = h("input", { type: "text", placeholder: "tag", "aria-label": "Tag", size: "8" });
+  // Sizes in MiB: what a person compares models by.
+  const minSize = h("input", { type: "number", min: "0", placeholder: "min MiB", "aria-label": "Smallest size in MiB", id: "min-size", size: "6" });
+  const maxSize = h("input", { type: "number", min: "0", placeholder: "max MiB", "aria-label": "Largest size in MiB", id: "max-size", size: "6" });
+  const mib = (input: HTMLInputElement) => (input.value.trim() === "" ? undefined : BigInt(Math.round(Number(input.value) * 1024 * 1024)));
   const order = h(
     "select",
     { "aria-label": "Sort" },
@@ -47,7 +51,7 @@ export function libraryPage(root: HTMLElement): void {
   const more = h("button", { type: "button", hidden: true }, "More");
   const errors = h("div", {});
   root.replaceChildren(
-    h("div", { class: "filters" }, query, type, format, state, family, tag, order),
+    h("div", { class: "filters" }, query, type, format, state, family, tag, minSize, maxSize, order),
     summary,
     errors,
     h(
@@ -73,6 +77,8 @@ export function libraryPage(root: HTMLElement): void {
       states: state.value !== "0" ? [Number(state.value)] : [],
       families: family.value.trim() ? [family.value.trim().toLowerCase()] : [],
       tags: tag.value.trim() ? [tag.value.trim()] : [],
+      minSizeBytes: mib(minSize),
+      maxSizeBytes: mib(maxSize),
     }),
   });
   const show = (answer: SearchModelsResponse, append: boolean, ms: number) => {
@@ -122,7 +128,7 @@ export function libraryPage(root: HTMLElement): void {
   };
   query.addEventListener("input", soon);
   for (const el of [type, format, state, order]) el.addEventListener("change", () => void run(false));
-  for (const el of [family, tag]) el.addEventListener("input", soon);
+  for (const el of [family, tag, minSize, maxSize]) el.addEventListener("input", soon);
   more.addEventListener("click", () => void run(true));
   void run(false);
 }

@@ -1,7 +1,7 @@
 // Browser speed on a large library (not part of `npm test`): first paint of the library page
 // and keystroke-to-results while typing, measured in Chromium against `pumas up` on an existing
 // data root (e.g. the search bench's 100,000-model catalog):
-//   PUMAS_BIN=target/release/pumas node test/bench-100k.mjs /tmp/catalog100k
+//   PUMAS_BIN=target/release/pumas node bench/library-speed.mjs /tmp/catalog100k
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createInterface } from "node:readline";
@@ -10,7 +10,7 @@ import { chromium } from "playwright-core";
 const root = process.argv[2];
 const bin = process.env.PUMAS_BIN ?? new URL("../../target/release/pumas", import.meta.url).pathname;
 const browserPath = ["/usr/bin/chromium-headless-shell", "/usr/bin/chromium"].find((p) => existsSync(p));
-if (!root || !browserPath) throw new Error("usage: node test/bench-100k.mjs DATA_ROOT (and Chromium installed)");
+if (!root || !browserPath) throw new Error("usage: node bench/library-speed.mjs DATA_ROOT (and Chromium installed)");
 
 const up = spawn(bin, ["up", "--data-root", root, "--gateway-port", "0", "--index-port", "0", "--fetch-port", "0", "--mapper-port", "0"], { stdio: ["ignore", "pipe", "ignore"] });
 let gateway;
