@@ -11,7 +11,7 @@ export function errorBox(err: unknown, retry?: () => void): HTMLElement {
     h("strong", {}, d.code),
     " ",
     d.message,
-    d.details.length ? h("div", { class: "muted" }, `details: ${d.details.join(", ")}`) : null,
+    d.details.length ? h("ul", { class: "details" }, d.details.map((line) => h("li", {}, line))) : null,
   );
   if (isUnauthenticated(err)) {
     const input = h("input", {

@@ -140,6 +140,9 @@ test("an API error is shown with the server's code and message", { skip: !browse
   const text = await error.innerText();
   assert.match(text, /InvalidArgument/);
   assert.match(text, /model id/);
+  // The rich details, read: the field that was wrong and the reason.
+  assert.match(text, /model_id: /);
+  assert.match(text, /reason INVALID_ARGUMENT \(pumas\)/);
   await page.close();
 });
 
