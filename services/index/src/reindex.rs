@@ -179,20 +179,26 @@ async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, I
         error: Some(error.into()),
     };
 
-    // Read a batch of directories at a time, so memory stays flat however large the library.
+    // Read a batch of directories at a time, so memory stays flat however large the library;
+    // the next batch is read from disk while this one is written to models.db.
     let mut chunks = dirs
         .chunks(BATCH)
         .map(<[PathBuf]>::to_vec)
         .collect::<Vec<_>>()
         .into_iter();
+    let read_ahead = |chunk: Option<Vec<PathBuf>>| {
+        chunk.map(|chunk| {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || scan(&root, chunk))
+        })
+    };
+    let mut next = read_ahead(chunks.next());
     let mut pending: Vec<Scanned> = Vec::new();
     loop {
         let Some(item) = pending.pop() else {
-            let Some(chunk) = chunks.next() else { break };
-            let root = root.clone();
-            let mut scanned = tokio::task::spawn_blocking(move || scan(&root, chunk))
-                .await
-                .map_err(|e| IndexError::Internal(e.to_string()))?;
+            let Some(reading) = next.take() else { break };
+            let mut scanned = reading.await.map_err(|e| IndexError::Internal(e.to_string()))?;
+            next = read_ahead(chunks.next());
             scanned.reverse();
             pending = scanned;
             continue;
