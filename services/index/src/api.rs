@@ -44,6 +44,14 @@ impl IndexApi {
         f: Option<&pumas_proto::common::v1::ModelFilter>,
     ) -> Result<crate::store::Filter, IndexError> {
         let Some(f) = f else { return convert::filter(None) };
+        // Every list and search comes through here: copy the filter only when it names a model.
+        if !f
+            .base_models
+            .iter()
+            .any(|b| crate::slug::parse_model_id(b).is_some())
+        {
+            return convert::filter(Some(f));
+        }
         let mut f = f.clone();
         for base in &mut f.base_models {
             if crate::slug::parse_model_id(base).is_none() {

@@ -1,12 +1,11 @@
 // Import files or folders on the server into the library, with the job's live progress.
 import { api } from "../api";
-import { h } from "../dom";
+import { h, label } from "../dom";
 import { errorBox } from "../errors";
 import { ImportMode } from "../gen/pumas/common/v1/model_pb";
 import { JobState } from "../gen/pumas/common/v1/job_pb";
 import { ItemOutcome } from "../gen/pumas/index/v1/index_pb";
 import { progressBar } from "../progress";
-import { label } from "../dom";
 
 export function importPage(root: HTMLElement): void {
   const paths = h("textarea", { id: "import-paths", rows: "4", placeholder: "/path/on/the/server/model.safetensors\n/path/to/a/folder", "aria-label": "Paths on the server, one per line" });

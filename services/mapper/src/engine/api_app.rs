@@ -5,7 +5,7 @@
 //! registry records each install (target `invokeai:<path>`, identity = the app's model key), so
 //! link holds and link states work as for links.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use super::{Engine, Outcome};
@@ -77,10 +77,12 @@ impl Engine {
     }
 
     /// What syncing the app would do: install, delete (only what the mapper installed), keep.
+    /// With `scope` (the change feed), only those models are installed or deleted.
     async fn api_actions(
         &self,
         config: &MappingConfig,
         models: &[Model],
+        scope: Option<&HashSet<String>>,
     ) -> Result<(Plan, HashMap<String, invokeai::Installed>)> {
         let mut warnings = Vec::new();
         let wanted = self.api_wanted(config, models, &mut warnings);
@@ -96,6 +98,7 @@ impl Engine {
             .for_app(&config.app)
             .await?
             .into_iter()
+            .filter(|r| scope.is_none_or(|s| s.contains(&r.model_id)))
             .map(|r| (r.source.clone(), r))
             .collect();
         let action = |kind, model_id: &str, path: &str, recorded: Option<LinkRow>, reason: &str| Action {
@@ -146,13 +149,18 @@ impl Engine {
 
     /// The plan of an API app (a dry run).
     pub(super) async fn api_preview(&self, config: &MappingConfig, models: &[Model]) -> Result<Plan> {
-        Ok(self.api_actions(config, models).await?.0)
+        Ok(self.api_actions(config, models, None).await?.0)
     }
 
     /// Makes the app hold what its plan says; every install and delete is recorded as it
     /// happens, and one that fails is reported while the rest go on.
-    pub(super) async fn api_apply(&self, config: &MappingConfig, models: &[Model]) -> Result<Outcome> {
-        let (plan, installed) = self.api_actions(config, models).await?;
+    pub(super) async fn api_apply(
+        &self,
+        config: &MappingConfig,
+        models: &[Model],
+        scope: Option<&HashSet<String>>,
+    ) -> Result<Outcome> {
+        let (plan, installed) = self.api_actions(config, models, scope).await?;
         self.api_execute(config, plan, &installed).await
     }
 

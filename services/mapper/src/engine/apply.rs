@@ -53,21 +53,19 @@ impl Engine {
             }
             Trigger::Follow => {}
         }
-        // An API app is synced whole: one listing of the app says what it holds.
-        if config.layout() == crate::presets::Layout::Api {
-            let models = self.library.all_models().await?;
-            self.check_mount(&models)?;
-            let outcome = self.api_apply(&config, &models).await?;
-            self.registry
-                .set_state(&format!("last_apply/{app}"), &crate::now_ms().to_string())
-                .await?;
-            return Ok(outcome);
-        }
         let models = match scope {
             Some(ids) => self.library.some_models(ids).await?,
             None => self.library.all_models().await?,
         };
         self.check_mount(&models)?;
+        // An API app is kept in step through its own API, the change feed's models only.
+        if config.layout() == crate::presets::Layout::Api {
+            let outcome = self.api_apply(&config, &models, scope).await?;
+            self.registry
+                .set_state(&format!("last_apply/{app}"), &crate::now_ms().to_string())
+                .await?;
+            return Ok(outcome);
+        }
         let outcome = self
             .apply_models(&config, &models, replace_conflicts, scope)
             .await?;

@@ -42,7 +42,7 @@ impl Engine {
                 let mut state = State::Linked;
                 // An install in an API app is the app's to keep; the registry says it is there.
                 let api = config.layout() == crate::presets::Layout::Api;
-                for r in rows.iter().filter(|_| !api) {
+                for r in if api { &[][..] } else { &rows[..] } {
                     let want = if Strategy::from_name(&r.strategy) == Strategy::Symlink
                         && !r.source.starts_with('/')
                     {
