@@ -523,10 +523,19 @@ async fn check(
     let mapper_caught_up = pumas_e2e::library::mapper_caught_up(&suite.index, &suite.mapper)
         .await
         .is_ok();
+    // A temp file of a write still in flight (a change that reached the feed after the head
+    // was read) is gone within moments; one a killed process left behind never goes.
     let mut temps = Vec::new();
-    temp_files(&suite.root(), &mut temps);
-    for root in app_roots {
-        temp_files(root, &mut temps);
+    for _ in 0..30 {
+        temps.clear();
+        temp_files(&suite.root(), &mut temps);
+        for root in app_roots {
+            temp_files(root, &mut temps);
+        }
+        if temps.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let staging: Vec<_> = std::fs::read_dir(models_dir.join(".staging"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
