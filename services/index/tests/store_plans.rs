@@ -253,9 +253,17 @@ async fn a_relevance_page_is_the_exact_bm25_top_of_every_match() {
         types: vec!["llm".into()],
         ..Default::default()
     };
-    let cases: [(&str, Filter); 8] = [
+    let cases: [(&str, Filter); 14] = [
         ("instruct ", Filter::default()),
         ("mistral instruct ", Filter::default()),
+        // Phrases and several words: candidates from the words and pairs fields, then each
+        // phrase checked and scored per column.
+        ("trained-instruct ", Filter::default()),
+        ("instruct-instruct mistral ", Filter::default()),
+        ("mistral-instruct tuned ", Filter::default()),
+        ("trained-instr", Filter::default()),
+        ("llama instr", Filter::default()),
+        ("\"q4 k\" tuned -chat ", llm.clone()),
         ("instr", Filter::default()),
         ("llama OR qwen ", Filter::default()),
         ("q4_k_m instruct ", Filter::default()),

@@ -12,15 +12,16 @@ use std::ops::Bound;
 use std::sync::Mutex;
 
 use tantivy::query::{
-    BooleanQuery, BoostQuery, ConstScoreQuery, EnableScoring, Occur, PhrasePrefixQuery, PhraseQuery, Query,
-    RangeQuery, TermQuery, Weight,
+    BooleanQuery, BoostQuery, ConstScoreQuery, EnableScoring, Occur, PhraseQuery, Query, RangeQuery,
+    TermQuery, Weight,
 };
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
 use tantivy::{
-    DocSet as _, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TERMINATED, TantivyDocument, Term,
+    DocId, DocSet as _, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher, SeekDangerResult,
+    SegmentReader, TERMINATED, TantivyDocument, Term,
 };
 
 use super::pages::Filter;
@@ -118,6 +119,12 @@ struct Fields {
     has_binding: Field,
     repo_id: Field,
     text: [Field; 7],
+    /// Every word of the text columns, once, docs only: what a query word needs to match
+    /// somewhere (the driver of a multi-word query's candidates).
+    words: Field,
+    /// Every two words that stand next to each other in a text column (`q4 k`), docs only: a
+    /// phrase's candidates without reading a position (see [`Ranking::conjunctive`]).
+    pairs: Field,
 }
 
 /// The ranking index.
@@ -162,6 +169,81 @@ fn next_down(score: f32) -> f32 {
     }
 }
 
+/// Per text column, the queries whose scores add up to a phrase's score there.
+type PhraseColumns = Vec<Vec<Box<dyn Query>>>;
+
+/// How the pairs field writes two neighbouring words (words never hold a space).
+fn pair(first: &str, second: &str) -> String {
+    format!("{first} {second}")
+}
+
+/// One column's part of a phrase, checked at the candidates in turn. Its scorer is made at the
+/// first candidate (a phrase scorer made anywhere else would look for its first match, reading
+/// positions all the way), then moved with `seek_danger`, which answers "here or not" without
+/// looking further.
+struct Probe<'w> {
+    weight: &'w dyn Weight,
+    scorer: Option<Box<dyn tantivy::query::Scorer>>,
+    /// No match before this document.
+    floor: DocId,
+}
+
+impl<'w> Probe<'w> {
+    fn new(weight: &'w dyn Weight) -> Self {
+        Self {
+            weight,
+            scorer: None,
+            floor: 0,
+        }
+    }
+
+    /// This column's score of the phrase in `doc`, or `None` when it does not match there.
+    /// Called with increasing documents.
+    fn score_at(&mut self, segment: &SegmentReader, doc: DocId) -> tantivy::Result<Option<Score>> {
+        if doc < self.floor {
+            return Ok(None);
+        }
+        let found = match &mut self.scorer {
+            Some(scorer) => scorer.seek_danger(doc),
+            None => {
+                let (found, scorer) = self.weight.scorer_danger(segment, doc, 1.0)?;
+                self.scorer = Some(scorer);
+                found
+            }
+        };
+        Ok(match (found, &mut self.scorer) {
+            (SeekDangerResult::Found, Some(scorer)) => {
+                self.floor = doc + 1;
+                Some(scorer.score())
+            }
+            (SeekDangerResult::SeekLowerBound(next), _) => {
+                self.floor = next;
+                None
+            }
+            (SeekDangerResult::Found, None) => None,
+        })
+    }
+}
+
+/// A probe for each column of each phrase.
+fn probes(phrases: &[Vec<Box<dyn Weight>>]) -> Vec<Vec<Probe<'_>>> {
+    phrases
+        .iter()
+        .map(|columns| columns.iter().map(|w| Probe::new(w.as_ref())).collect())
+        .collect()
+}
+
+/// A query of one group evaluated as candidates, then checks: see [`Ranking::conjunctive`].
+struct Conjunctive {
+    /// Every word and every pair of neighbouring words the positive phrases need, and the
+    /// filters, unscored: a superset of the matches, from postings with no positions.
+    candidates: Box<dyn Weight>,
+    /// Per positive phrase, per column: the scored check.
+    positive: Vec<Vec<Box<dyn Weight>>>,
+    /// Per negated phrase, per column: a match there drops the candidate.
+    negative: Vec<Vec<Box<dyn Weight>>>,
+}
+
 impl Ranking {
     /// An empty ranking index.
     pub fn new() -> tantivy::Result<Self> {
@@ -184,6 +266,15 @@ impl Ranking {
             has_binding: schema.add_u64_field("has_binding", INDEXED),
             repo_id: schema.add_text_field("repo_id", STRING),
             text,
+            words: schema.add_text_field(
+                "word",
+                TextOptions::default().set_indexing_options(
+                    TextFieldIndexing::default()
+                        .set_tokenizer("words")
+                        .set_index_option(IndexRecordOption::Basic),
+                ),
+            ),
+            pairs: schema.add_text_field("pair", STRING),
         };
         let index = Index::create_in_ram(schema.build());
         index.tokenizers().register("words", analyzer());
@@ -215,8 +306,21 @@ impl Ranking {
         doc.add_u64(f.total_size, d.total_size);
         doc.add_u64(f.has_binding, u64::from(d.has_binding));
         doc.add_text(f.repo_id, &d.repo_id);
+        // Repeats need no care: a field indexes a document once per word.
+        let mut analyzer = self.analyzer.clone();
         for (field, text) in f.text.iter().zip(&d.text) {
             doc.add_text(*field, text);
+            doc.add_text(f.words, text);
+            let mut stream = analyzer.token_stream(text);
+            let mut previous: Option<(usize, String)> = None;
+            while let Some(token) = stream.next() {
+                if let Some((position, word)) = &previous
+                    && position + 1 == token.position
+                {
+                    doc.add_text(f.pairs, pair(word, &token.text));
+                }
+                previous = Some((token.position, token.text.clone()));
+            }
         }
         doc
     }
@@ -280,34 +384,68 @@ impl Ranking {
             .collect())
     }
 
-    /// One phrase of the query in every text column, each weighted. A single word is a flat
-    /// union of term queries (so block-max WAND applies); a prefix word, the union of the words
-    /// it expands to.
-    fn phrase_query(&self, searcher: &Searcher, phrase: &Phrase) -> tantivy::Result<Option<Box<dyn Query>>> {
+    /// One phrase of the query in each text column, weighted: per column, the queries whose
+    /// scores add up (one, or one per word a typed prefix stands for; none when no word of the
+    /// column starts with it). `None` for a phrase with no word.
+    fn phrase_columns(&self, searcher: &Searcher, phrase: &Phrase) -> tantivy::Result<Option<PhraseColumns>> {
         let words: Vec<String> = phrase.words.iter().flat_map(|w| self.tokens(w)).collect();
         let Some(last) = words.last() else {
             return Ok(None);
         };
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        // A typed last word of a phrase stands for the words that follow the one before it
+        // somewhere in the library (the pairs field knows them), the most frequent first.
+        let endings = match words.split_last() {
+            Some((last, [.., before])) if phrase.prefix => {
+                let lead = pair(before, "");
+                self.expand(searcher, self.fields.pairs, &pair(before, last))?
+                    .into_iter()
+                    .filter_map(|p| p.strip_prefix(&lead).map(str::to_owned))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let mut columns = Vec::with_capacity(TEXT_COLUMNS.len());
         for (field, (_, weight)) in self.fields.text.iter().zip(TEXT_COLUMNS) {
             let term = |w: &str| Term::from_field_text(*field, w);
-            let mut add =
-                |q: Box<dyn Query>| clauses.push((Occur::Should, Box::new(BoostQuery::new(q, weight))));
-            match (words.len(), phrase.prefix) {
-                (1, false) => add(Box::new(TermQuery::new(term(last), IndexRecordOption::WithFreqs))),
-                (1, true) => {
-                    for w in self.expand(searcher, *field, last)? {
-                        add(Box::new(TermQuery::new(term(&w), IndexRecordOption::WithFreqs)));
-                    }
-                }
-                (_, false) => add(Box::new(PhraseQuery::new(
+            let boost = |q: Box<dyn Query>| -> Box<dyn Query> { Box::new(BoostQuery::new(q, weight)) };
+            let column: Vec<Box<dyn Query>> = match (words.len(), phrase.prefix) {
+                (1, false) => vec![boost(Box::new(TermQuery::new(
+                    term(last),
+                    IndexRecordOption::WithFreqs,
+                )))],
+                (1, true) => self
+                    .expand(searcher, *field, last)?
+                    .iter()
+                    .map(|w| boost(Box::new(TermQuery::new(term(w), IndexRecordOption::WithFreqs))))
+                    .collect(),
+                (_, false) => vec![boost(Box::new(PhraseQuery::new(
                     words.iter().map(|w| term(w)).collect(),
-                ))),
-                (_, true) => add(Box::new(PhrasePrefixQuery::new(
-                    words.iter().map(|w| term(w)).collect(),
-                ))),
-            }
+                )))],
+                (n, true) => endings
+                    .iter()
+                    .map(|ending| {
+                        let terms = words[..n - 1].iter().map(|w| term(w)).chain([term(ending)]);
+                        boost(Box::new(PhraseQuery::new(terms.collect())))
+                    })
+                    .collect(),
+            };
+            columns.push(column);
         }
+        Ok(Some(columns))
+    }
+
+    /// One phrase of the query in every text column, each weighted. A single word is a flat
+    /// union of term queries (so block-max WAND applies); a prefix word, the union of the words
+    /// it expands to.
+    fn phrase_query(&self, searcher: &Searcher, phrase: &Phrase) -> tantivy::Result<Option<Box<dyn Query>>> {
+        let Some(columns) = self.phrase_columns(searcher, phrase)? else {
+            return Ok(None);
+        };
+        let clauses: Vec<(Occur, Box<dyn Query>)> = columns
+            .into_iter()
+            .flatten()
+            .map(|q| (Occur::Should, q))
+            .collect();
         if clauses.is_empty() {
             // A prefix that no word starts with: matches nothing.
             return Ok(Some(Box::new(tantivy::query::EmptyQuery)));
@@ -422,6 +560,213 @@ impl Ranking {
         Ok((searcher, weight))
     }
 
+    /// Every word of `field` that starts with `prefix`, or `None` when there are more than
+    /// `limit` of them.
+    fn expand_all(
+        &self,
+        searcher: &Searcher,
+        field: Field,
+        prefix: &str,
+        limit: usize,
+    ) -> tantivy::Result<Option<Vec<String>>> {
+        let mut found = std::collections::BTreeSet::new();
+        for segment in searcher.segment_readers() {
+            let inverted = segment.inverted_index(field)?;
+            let mut stream = inverted.terms().range().ge(prefix.as_bytes()).into_stream()?;
+            while stream.advance() {
+                if !stream.key().starts_with(prefix.as_bytes()) {
+                    break;
+                }
+                found.insert(stream.key().to_vec());
+                if found.len() > limit {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(
+            found
+                .into_iter()
+                .filter_map(|w| String::from_utf8(w).ok())
+                .collect(),
+        ))
+    }
+
+    /// What a phrase needs in the words and pairs fields, as unscored clauses: each word (a
+    /// single word), or each pair of neighbouring words (a phrase). A typed prefix counts
+    /// through the words or pairs it stands for, when they are few enough to list.
+    fn candidate_clauses(
+        &self,
+        searcher: &Searcher,
+        phrase: &Phrase,
+    ) -> tantivy::Result<Vec<Box<dyn Query>>> {
+        let f = &self.fields;
+        let words: Vec<String> = phrase.words.iter().flat_map(|w| self.tokens(w)).collect();
+        let Some((last, whole)) = words.split_last() else {
+            return Ok(Vec::new());
+        };
+        let basic = |field: Field, text: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, text),
+                IndexRecordOption::Basic,
+            ))
+        };
+        // A union of term queries: a term set query would build an FST per query.
+        let any_of = |field: Field, mut values: Vec<String>| -> Box<dyn Query> {
+            match values.len() {
+                0 => Box::new(tantivy::query::EmptyQuery),
+                1 => basic(field, &values.remove(0)),
+                _ => Box::new(BooleanQuery::new(
+                    values.iter().map(|v| (Occur::Should, basic(field, v))).collect(),
+                )),
+            }
+        };
+        let mut out = Vec::new();
+        let exact = if phrase.prefix { whole } else { &words[..] };
+        if exact.len() == 1 {
+            out.push(basic(f.words, &exact[0]));
+        }
+        for two in exact.windows(2) {
+            out.push(basic(f.pairs, &pair(&two[0], &two[1])));
+        }
+        if phrase.prefix {
+            let (field, prefix) = match whole.last() {
+                Some(before) => (f.pairs, pair(before, last)),
+                None => (f.words, last.clone()),
+            };
+            if let Some(expanded) = self.expand_all(searcher, field, &prefix, PREFIX_EXPANSIONS)? {
+                out.push(any_of(field, expanded));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A plan for a query of one group that has several phrases or a phrase of several words:
+    /// its candidates are the intersection of docs-only postings (each word; each pair of
+    /// neighbouring words of a phrase), then each phrase is checked and scored in each column
+    /// at the candidates only. A phrase of common words (`q4_k_m`) evaluated as a union of
+    /// column phrase queries reads the positions of every model holding all its words, a
+    /// quarter of the library; here, of the few candidates. The scores are those of the full
+    /// query ([`Ranking::exhaustive`]): the same column queries, added up. `None` for the
+    /// queries the pruned union answers best (one word, OR) or that give no candidate clause.
+    fn conjunctive(
+        &self,
+        searcher: &Searcher,
+        query: &UserQuery,
+        filter: &Filter,
+    ) -> tantivy::Result<Option<Conjunctive>> {
+        let [group] = query.groups.as_slice() else {
+            return Ok(None);
+        };
+        let positives: Vec<&Phrase> = group.terms.iter().filter(|(n, _)| !n).map(|(_, p)| p).collect();
+        let one_word = |p: &Phrase| p.words.iter().flat_map(|w| self.tokens(w)).count() <= 1;
+        if positives.is_empty() || (positives.len() == 1 && one_word(positives[0])) {
+            return Ok(None);
+        }
+        let mut candidates: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for phrase in &positives {
+            for clause in self.candidate_clauses(searcher, phrase)? {
+                candidates.push((Occur::Must, clause));
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        candidates.extend(self.filter_clauses(filter));
+        let scoring = EnableScoring::enabled_from_searcher(searcher);
+        let mut positive = Vec::new();
+        let mut negative = Vec::new();
+        for (negated, phrase) in &group.terms {
+            let Some(columns) = self.phrase_columns(searcher, phrase)? else {
+                continue;
+            };
+            let mut weights = Vec::new();
+            for mut column in columns {
+                let query: Box<dyn Query> = match column.len() {
+                    0 => continue,
+                    1 => column.remove(0),
+                    _ => Box::new(BooleanQuery::new(
+                        column.into_iter().map(|q| (Occur::Should, q)).collect(),
+                    )),
+                };
+                weights.push(query.weight(scoring)?);
+            }
+            if *negated {
+                negative.push(weights);
+            } else {
+                positive.push(weights);
+            }
+        }
+        Ok(Some(Conjunctive {
+            candidates: BooleanQuery::new(candidates)
+                .weight(EnableScoring::disabled_from_searcher(searcher))?,
+            positive,
+            negative,
+        }))
+    }
+
+    /// [`Ranking::top`] by a [`Ranking::conjunctive`] plan: every candidate checked and scored.
+    fn top_conjunctive(
+        searcher: &Searcher,
+        plan: &Conjunctive,
+        after: Option<Hit>,
+        limit: usize,
+        count_cap: u64,
+    ) -> tantivy::Result<(Vec<Hit>, u64)> {
+        let mut heap: BinaryHeap<Worst> = BinaryHeap::with_capacity(limit + 1);
+        let mut total = 0u64;
+        for segment in searcher.segment_readers() {
+            let rowids = segment.fast_fields().u64("rowid")?;
+            let alive = segment.alive_bitset();
+            let mut candidates = plan.candidates.scorer(segment, 1.0)?;
+            let mut positive = probes(&plan.positive);
+            let mut negative = probes(&plan.negative);
+            let mut doc = candidates.doc();
+            'candidates: while doc != TERMINATED {
+                if alive.is_some_and(|a| !a.is_alive(doc)) {
+                    doc = candidates.advance();
+                    continue;
+                }
+                let mut score = 0.0;
+                for columns in &mut positive {
+                    let mut matched = false;
+                    for probe in columns {
+                        if let Some(s) = probe.score_at(segment, doc)? {
+                            matched = true;
+                            score += s;
+                        }
+                    }
+                    if !matched {
+                        doc = candidates.advance();
+                        continue 'candidates;
+                    }
+                }
+                for columns in &mut negative {
+                    for probe in columns {
+                        if probe.score_at(segment, doc)?.is_some() {
+                            doc = candidates.advance();
+                            continue 'candidates;
+                        }
+                    }
+                }
+                total += 1;
+                let hit = Hit {
+                    score: quantize(score),
+                    rowid: rowids.first(doc).unwrap_or_default(),
+                };
+                if limit > 0 && after.is_none_or(|a| hit.is_after(&a)) {
+                    heap.push(Worst(hit));
+                    if heap.len() > limit {
+                        heap.pop();
+                    }
+                }
+                doc = candidates.advance();
+            }
+        }
+        let mut hits: Vec<Hit> = heap.into_iter().map(|w| w.0).collect();
+        hits.sort_by(Hit::rank_cmp);
+        Ok((hits, total.min(count_cap)))
+    }
+
     /// The best `limit` hits ranked after `after`, and how many models match in all (counted up
     /// to `count_cap`).
     pub fn top(
@@ -432,6 +777,10 @@ impl Ranking {
         limit: usize,
         count_cap: u64,
     ) -> tantivy::Result<(Vec<Hit>, u64)> {
+        let searcher = self.reader.searcher();
+        if let Some(plan) = self.conjunctive(&searcher, query, filter)? {
+            return Self::top_conjunctive(&searcher, &plan, after, limit, count_cap);
+        }
         let (searcher, weight) = self.weight(query, filter)?;
         let mut heap: BinaryHeap<Worst> = BinaryHeap::with_capacity(limit + 1);
         let mut total = 0u64;

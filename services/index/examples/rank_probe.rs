@@ -1,0 +1,58 @@
+//! The ranking index alone, in process: a breakdown of the search bench (which measures
+//! through `pumas up`). Opens a copy of a library's models.db and times `top` for each query.
+//!
+//! cargo run --release -p pumas-index --example rank_probe -- /path/to/models.db ["query" ...]
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use pumas_index::store::{Filter, Store};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let path = args
+        .next()
+        .context("the path of a models.db (a copy: it is opened for writing)")?;
+    let mut queries: Vec<String> = args.collect();
+    if queries.is_empty() {
+        let name = pumas_index::synthetic::catalog_name(17).0;
+        queries = [
+            name.as_str(),
+            "004242",
+            "qx1zzv",
+            "instruct ",
+            "llama instruct ",
+            "llama instruct 7b q4_k_m",
+            "q4_k_m ",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+    }
+    let started = Instant::now();
+    let store = Store::open(std::path::Path::new(&path)).await?;
+    println!(
+        "opened in {:.2} s ({} models ranked)",
+        started.elapsed().as_secs_f64(),
+        store.ranking().len()
+    );
+    println!("| query | matches (to 501) | p50 of 200 |\n|---|---|---|");
+    for text in &queries {
+        let query = pumas_index::query::parse(text)
+            .map_err(anyhow::Error::msg)?
+            .context("an empty query")?;
+        let mut times = Vec::with_capacity(200);
+        let mut total = 0;
+        for _ in 0..200 {
+            let t = Instant::now();
+            total = store.ranking().top(&query, &Filter::default(), None, 21, 501)?.1;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!(
+            "| `{text}` | {total} | {:.3} ms |",
+            times[100].as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
