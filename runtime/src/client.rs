@@ -8,8 +8,9 @@ use tonic::transport::{Channel, Endpoint};
 use crate::error::ApiError;
 use crate::telemetry::TraceContextInjector;
 
-/// A channel that sends the caller's trace context with every call.
-pub type TracedChannel = InterceptedService<Channel, TraceContextInjector>;
+/// A channel that sends the caller's trace context with every call, in process when the callee
+/// runs in this process ([`crate::local`]).
+pub type TracedChannel = InterceptedService<crate::local::Link, TraceContextInjector>;
 
 /// How long a connection attempt to another service may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -22,7 +23,7 @@ pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// on first use and reconnects by itself after the peer restarts.
 pub fn connect_lazy(address: &str) -> Result<TracedChannel, ApiError> {
     Ok(InterceptedService::new(
-        channel_lazy(address)?,
+        crate::local::Link::new(address, channel_lazy(address)?),
         TraceContextInjector,
     ))
 }

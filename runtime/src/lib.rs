@@ -11,6 +11,7 @@
 //! - [`failure`]: transport-free failure kinds that domains record;
 //! - [`error`]: the one mapping from domain errors to `tonic::Status` with rich details;
 //! - [`client`]: channels to other Pumas services that carry trace context;
+//! - [`local`]: calls between roles of one process, without the network;
 //! - [`sqlite`]: the SQLite opener (WAL, busy timeout, many readers and one writer);
 //! - [`fsio`]: fsyncing atomic file writes; [`time`]: clock helpers.
 //!
@@ -24,6 +25,7 @@ pub mod fsio;
 pub mod gate;
 pub mod info;
 pub mod layout;
+pub mod local;
 pub mod metrics;
 pub mod pages;
 pub mod secret;

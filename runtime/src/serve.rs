@@ -247,6 +247,19 @@ pub async fn serve_with_limits(
         .as_ref()
         .and_then(|w| w.pages.clone())
         .map(crate::pages::PagesLayer::new);
+    // The same stack for callers in this process (crate::local), minus the transport.
+    let local = tower::ServiceBuilder::new()
+        .map_response(|r: http::Response<_>| r.map(tonic::body::Body::new))
+        .layer(trace.clone())
+        .layer(crate::metrics::MetricsLayer)
+        .layer(crate::closing::layer(closed_rx.clone()))
+        .option_layer(limits.default_timeout.map(tower::timeout::TimeoutLayer::new))
+        .layer(limit.clone())
+        .service(routes.clone());
+    let registration = listener
+        .local_addr()
+        .ok()
+        .and_then(|address| crate::local::register(address.to_string(), crate::local::boxed(local)));
     let router = builder
         .layer(tower::util::option_layer(cors))
         .layer(tower::util::option_layer(pages))
@@ -270,7 +283,7 @@ pub async fn serve_with_limits(
             finish(
                 router.serve_with_incoming_shutdown(incoming, stopped),
                 shutdown,
-                (stop_tx, closed_tx),
+                (stop_tx, closed_tx, registration),
             )
             .await
         }
@@ -279,7 +292,7 @@ pub async fn serve_with_limits(
             finish(
                 router.serve_with_incoming_shutdown(incoming, stopped),
                 shutdown,
-                (stop_tx, closed_tx),
+                (stop_tx, closed_tx, registration),
             )
             .await
         }
@@ -291,13 +304,19 @@ pub async fn serve_with_limits(
 async fn finish(
     server: impl Future<Output = Result<(), tonic::transport::Error>>,
     shutdown: impl Future<Output = ()>,
-    (stop_tx, closed_tx): (tokio::sync::oneshot::Sender<()>, tokio::sync::watch::Sender<bool>),
+    (stop_tx, closed_tx, registration): (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::sync::watch::Sender<bool>,
+        Option<crate::local::Registration>,
+    ),
 ) -> Result<(), ServeError> {
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result.map_err(ServeError::from),
         () = shutdown => {}
     }
+    // No new in-process calls from now on, as no new connections.
+    drop(registration);
     closed_tx.send_replace(true);
     let _ = stop_tx.send(());
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
