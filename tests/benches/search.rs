@@ -244,6 +244,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "start: {}\n",
         reconciled.split("INFO").nth(1).unwrap_or(&reconciled).trim()
     );
+    // A load (start or rebuild) ends with the relevance index's segments merged into one in the
+    // background: measured after that too.
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("merged the relevance index") || started.elapsed() > Duration::from_secs(600) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let pid = up.pid()?;
     println!(
         "`pumas up` answered searches {:.1} s after it was started{}\n",

@@ -32,9 +32,10 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let store = Store::open(std::path::Path::new(&path)).await?;
     println!(
-        "opened in {:.2} s ({} models ranked)",
+        "opened in {:.2} s ({} models ranked, {} segments)",
         started.elapsed().as_secs_f64(),
-        store.ranking().len()
+        store.ranking().len(),
+        store.ranking().segments()
     );
     println!("| query | matches (to 501) | p50 of 200 |\n|---|---|---|");
     for text in &queries {

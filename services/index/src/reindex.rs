@@ -141,6 +141,9 @@ fn scan(root: &Path, dirs: Vec<PathBuf>) -> Vec<Scanned> {
 
 /// Records indexed per transaction.
 const BATCH: usize = 1000;
+/// In a rebuild, the relevance index makes what it took in searchable every this many batches
+/// (and at the end), not after each.
+const PUBLISH_EVERY: usize = 25;
 
 /// Rescans the tree: indexes every metadata.json (rebuilding models.db when it is new), adopts
 /// model folders copied in by hand, marks records whose files vanished as missing and restores
@@ -194,6 +197,7 @@ async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, I
     };
     let mut next = read_ahead(chunks.next());
     let mut pending: Vec<Scanned> = Vec::new();
+    let mut loaded_unpublished = 0;
     loop {
         let Some(item) = pending.pop() else {
             let Some(reading) = next.take() else { break };
@@ -292,7 +296,12 @@ async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, I
             }
         }
         if batch.records.len() >= BATCH {
-            flush(library, &mut batch, &mut events).await?;
+            flush(library, &mut batch, &mut events, rebuilding).await?;
+            loaded_unpublished += 1;
+            if rebuilding && loaded_unpublished >= PUBLISH_EVERY {
+                library.store().publish_loaded(false).await?;
+                loaded_unpublished = 0;
+            }
         }
         if let Some(h) = job
             && report.seen % 256 == 0
@@ -301,7 +310,10 @@ async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, I
             h.update(|s| s.items_done = done);
         }
     }
-    flush(library, &mut batch, &mut events).await?;
+    flush(library, &mut batch, &mut events, rebuilding).await?;
+    if rebuilding {
+        library.store().publish_loaded(true).await?;
+    }
 
     // Records whose directory is gone: moved (same content elsewhere) or missing.
     if job.is_none_or(|h| !h.cancelled()) {
@@ -363,6 +375,7 @@ async fn flush(
     library: &Library,
     batch: &mut Batch,
     events: &mut Vec<(&'static str, String)>,
+    rebuilding: bool,
 ) -> Result<(), IndexError> {
     let commit = library.commit().await;
     batch.records.retain(|r| !commit.touched(&r.metadata.id));
@@ -381,7 +394,11 @@ async fn flush(
         }
     }
     if !batch.records.is_empty() {
-        library.store().upsert_many(&batch.records).await?;
+        if rebuilding {
+            library.store().load_many(&batch.records).await?;
+        } else {
+            library.store().upsert_many(&batch.records).await?;
+        }
         batch.records.clear();
     }
     for (kind, id) in events.drain(..) {

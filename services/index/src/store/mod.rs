@@ -154,6 +154,7 @@ impl Store {
         self.ranking.load(&batch).map_err(ranking_error)?;
         self.ranking.apply(&[], &[]).map_err(ranking_error)?;
         if loaded > 0 {
+            self.compact_ranking();
             tracing::info!(
                 models = loaded,
                 seconds = started.elapsed().as_secs_f64(),
@@ -192,6 +193,54 @@ impl Store {
     /// Inserts or replaces many models in one transaction, with multi-row statements: a batch
     /// of a thousand is a handful of round trips (triggers keep the FTS index in step).
     pub async fn upsert_many(&self, records: &[Record]) -> Result<(), IndexError> {
+        self.write_many(records, false).await
+    }
+
+    /// Inserts models into a library being rebuilt from its metadata files (no model in it yet
+    /// when the rebuild began): as [`Store::upsert_many`], but the relevance index takes them
+    /// in without making them searchable batch by batch (a commit and a new segment per
+    /// thousand models, merged again behind); [`Store::publish_loaded`] does that.
+    pub async fn load_many(&self, records: &[Record]) -> Result<(), IndexError> {
+        self.write_many(records, true).await
+    }
+
+    /// Makes what [`Store::load_many`] gave the relevance index searchable; `last` when the
+    /// load is done, which merges its segments into one.
+    pub async fn publish_loaded(&self, last: bool) -> Result<(), IndexError> {
+        {
+            let _order = self.write_order.lock().await;
+            let ranking = Arc::clone(&self.ranking);
+            tokio::task::spawn_blocking(move || ranking.apply(&[], &[]))
+                .await
+                .map_err(|e| IndexError::Internal(e.to_string()))?
+                .map_err(ranking_error)?;
+            self.pages.invalidate();
+        }
+        if last {
+            self.compact_ranking();
+        }
+        Ok(())
+    }
+
+    /// [`Ranking::compact`] in the background: searches go through the segments meanwhile, and
+    /// a merge changes no answer (same models, same statistics), so no cached page goes stale.
+    /// A failure leaves the segments as they are (slower, not wrong).
+    fn compact_ranking(&self) {
+        let ranking = Arc::clone(&self.ranking);
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match ranking.compact() {
+                Ok(merged) => tracing::info!(
+                    merged,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "merged the relevance index into one segment"
+                ),
+                Err(err) => tracing::warn!(error = %err, "could not merge the relevance index's segments"),
+            }
+        });
+    }
+
+    async fn write_many(&self, records: &[Record], loading: bool) -> Result<(), IndexError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -330,7 +379,11 @@ impl Store {
                     text: r.fts.clone(),
                 });
             }
-            for table in ["model_tags", "model_digests", "model_bindings"] {
+            // A rebuild's models are new: no old tag, digest or binding rows to drop.
+            for table in ["model_tags", "model_digests", "model_bindings"]
+                .iter()
+                .filter(|_| !loading)
+            {
                 let mut del: QueryBuilder<Sqlite> =
                     QueryBuilder::new(format!("DELETE FROM {table} WHERE model_id IN ("));
                 let mut list = del.separated(", ");
@@ -358,7 +411,15 @@ impl Store {
             }
         }
         tx.commit().await?;
-        self.rank(rank_docs, Vec::new()).await;
+        if loading {
+            let ranking = Arc::clone(&self.ranking);
+            tokio::task::spawn_blocking(move || ranking.load(&rank_docs))
+                .await
+                .map_err(|e| IndexError::Internal(e.to_string()))?
+                .map_err(ranking_error)?;
+        } else {
+            self.rank(rank_docs, Vec::new()).await;
+        }
         drop(order);
         self.pages.invalidate();
         Ok(())

@@ -129,6 +129,7 @@ struct Fields {
 
 /// The ranking index.
 pub struct Ranking {
+    index: Index,
     reader: IndexReader,
     writer: Mutex<IndexWriter<TantivyDocument>>,
     fields: Fields,
@@ -284,6 +285,7 @@ impl Ranking {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
         Ok(Self {
+            index,
             reader,
             writer: Mutex::new(writer),
             fields,
@@ -845,6 +847,27 @@ impl Ranking {
         }
         hits.sort_by(Hit::rank_cmp);
         Ok(hits)
+    }
+
+    /// Merges every segment into one, then searches it: a query pays its term lookups and
+    /// scorer set-up per segment, and a load (a start, a rebuild) leaves one per memory budget's
+    /// worth of models. Blocks until the merge is done (run it off the async threads).
+    pub fn compact(&self) -> tantivy::Result<usize> {
+        let segments = self.index.searchable_segment_ids()?;
+        if segments.len() > 1 {
+            let merge = {
+                let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+                writer.merge(&segments)
+            };
+            merge.wait()?;
+            self.reader.reload()?;
+        }
+        Ok(segments.len())
+    }
+
+    /// How many segments searches go through.
+    pub fn segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
     }
 
     /// How many models the index holds.
