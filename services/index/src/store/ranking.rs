@@ -784,6 +784,7 @@ impl Ranking {
             return Self::top_conjunctive(&searcher, &plan, after, limit, count_cap);
         }
         let (searcher, weight) = self.weight(query, filter)?;
+        let counter = self.one_word_counter(&searcher, query, filter)?;
         let mut heap: BinaryHeap<Worst> = BinaryHeap::with_capacity(limit + 1);
         let mut total = 0u64;
         for segment in searcher.segment_readers() {
@@ -791,7 +792,7 @@ impl Ranking {
             let alive = segment.alive_bitset();
             // Counting stops at the cap: an exact count of a broad query would cost more than
             // its page.
-            let mut scorer = weight.scorer(segment, 1.0)?;
+            let mut scorer = counter.as_ref().unwrap_or(&weight).scorer(segment, 1.0)?;
             let mut doc = scorer.doc();
             while doc != TERMINATED && total < count_cap {
                 if alive.is_none_or(|a| a.is_alive(doc)) {
@@ -826,6 +827,41 @@ impl Ranking {
         let mut hits: Vec<Hit> = heap.into_iter().map(|w| w.0).collect();
         hits.sort_by(Hit::rank_cmp);
         Ok((hits, total))
+    }
+
+    /// For a query of one whole word, what counts its matches cheapest: its postings in the
+    /// words field (one list, docs only) instead of the union of seven column lists. The same
+    /// models match: a word is in the words field exactly when it is in a column.
+    fn one_word_counter(
+        &self,
+        searcher: &Searcher,
+        query: &UserQuery,
+        filter: &Filter,
+    ) -> tantivy::Result<Option<Box<dyn Weight>>> {
+        let [group] = query.groups.as_slice() else {
+            return Ok(None);
+        };
+        let [(false, phrase)] = group.terms.as_slice() else {
+            return Ok(None);
+        };
+        let words: Vec<String> = phrase.words.iter().flat_map(|w| self.tokens(w)).collect();
+        let [word] = words.as_slice() else {
+            return Ok(None);
+        };
+        if phrase.prefix {
+            return Ok(None);
+        }
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
+            Occur::Must,
+            Box::new(TermQuery::new(
+                Term::from_field_text(self.fields.words, word),
+                IndexRecordOption::Basic,
+            )),
+        )];
+        clauses.extend(self.filter_clauses(filter));
+        Ok(Some(
+            BooleanQuery::new(clauses).weight(EnableScoring::disabled_from_searcher(searcher))?,
+        ))
     }
 
     /// Every match scored, best first: the exact order [`Ranking::top`] must agree with (for
