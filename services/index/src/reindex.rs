@@ -142,8 +142,9 @@ fn scan(root: &Path, dirs: Vec<PathBuf>) -> Vec<Scanned> {
 /// Records indexed per transaction.
 const BATCH: usize = 1000;
 /// In a rebuild, the relevance index makes what it took in searchable every this many batches
-/// (and at the end), not after each.
-const PUBLISH_EVERY: usize = 25;
+/// (and at the end), not after each: each publish also ends the writer's in-memory segment, which
+/// keeps the load's memory peak low.
+const PUBLISH_EVERY: usize = 5;
 
 /// Rescans the tree: indexes every metadata.json (rebuilding models.db when it is new), adopts
 /// model folders copied in by hand, marks records whose files vanished as missing and restores

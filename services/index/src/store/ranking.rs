@@ -343,9 +343,15 @@ impl Ranking {
     }
 
     /// Adds models to an index being built (no deletes, no commit: [`Ranking::apply`] with
-    /// nothing commits them).
+    /// nothing commits them). Until [`Ranking::compact`], no merge runs behind the load (the
+    /// compaction merges its segments at once, and a merge of the same segments running
+    /// meanwhile would only be thrown away).
     pub fn load(&self, docs: &[RankDoc]) -> tantivy::Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
         for d in docs {
             writer.add_document(self.document(d))?;
         }
@@ -890,11 +896,12 @@ impl Ranking {
     /// worth of models. Blocks until the merge is done (run it off the async threads).
     pub fn compact(&self) -> tantivy::Result<usize> {
         let segments = self.index.searchable_segment_ids()?;
-        if segments.len() > 1 {
-            let merge = {
-                let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-                writer.merge(&segments)
-            };
+        let merge = {
+            let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            writer.set_merge_policy(Box::new(tantivy::indexer::LogMergePolicy::default()));
+            (segments.len() > 1).then(|| writer.merge(&segments))
+        };
+        if let Some(merge) = merge {
             merge.wait()?;
             self.reader.reload()?;
         }
