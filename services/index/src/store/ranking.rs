@@ -226,6 +226,29 @@ impl<'w> Probe<'w> {
     }
 }
 
+/// Calls `visit` with each dictionary word of `field` that starts with `prefix` and its
+/// document frequency, segment by segment, while it answers true; false when it stopped early.
+fn each_word_with_prefix(
+    searcher: &Searcher,
+    field: Field,
+    prefix: &str,
+    mut visit: impl FnMut(&[u8], u32) -> bool,
+) -> tantivy::Result<bool> {
+    for segment in searcher.segment_readers() {
+        let inverted = segment.inverted_index(field)?;
+        let mut stream = inverted.terms().range().ge(prefix.as_bytes()).into_stream()?;
+        while stream.advance() {
+            if !stream.key().starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if !visit(stream.key(), stream.value().doc_freq) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 /// A probe for each column of each phrase.
 fn probes(phrases: &[Vec<Box<dyn Weight>>]) -> Vec<Vec<Probe<'_>>> {
     phrases
@@ -373,16 +396,10 @@ impl Ranking {
     /// most [`PREFIX_EXPANSIONS`].
     fn expand(&self, searcher: &Searcher, field: Field, prefix: &str) -> tantivy::Result<Vec<String>> {
         let mut found: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
-        for segment in searcher.segment_readers() {
-            let inverted = segment.inverted_index(field)?;
-            let mut stream = inverted.terms().range().ge(prefix.as_bytes()).into_stream()?;
-            while stream.advance() {
-                if !stream.key().starts_with(prefix.as_bytes()) {
-                    break;
-                }
-                *found.entry(stream.key().to_vec()).or_default() += stream.value().doc_freq;
-            }
-        }
+        each_word_with_prefix(searcher, field, prefix, |word, doc_freq| {
+            *found.entry(word.to_vec()).or_default() += doc_freq;
+            true
+        })?;
         let mut words: Vec<(Vec<u8>, u32)> = found.into_iter().collect();
         words.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Ok(words
@@ -578,18 +595,12 @@ impl Ranking {
         limit: usize,
     ) -> tantivy::Result<Option<Vec<String>>> {
         let mut found = std::collections::BTreeSet::new();
-        for segment in searcher.segment_readers() {
-            let inverted = segment.inverted_index(field)?;
-            let mut stream = inverted.terms().range().ge(prefix.as_bytes()).into_stream()?;
-            while stream.advance() {
-                if !stream.key().starts_with(prefix.as_bytes()) {
-                    break;
-                }
-                found.insert(stream.key().to_vec());
-                if found.len() > limit {
-                    return Ok(None);
-                }
-            }
+        let complete = each_word_with_prefix(searcher, field, prefix, |word, _| {
+            found.insert(word.to_vec());
+            found.len() <= limit
+        })?;
+        if !complete {
+            return Ok(None);
         }
         Ok(Some(
             found
