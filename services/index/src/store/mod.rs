@@ -13,6 +13,7 @@ mod holds;
 mod page_cache;
 mod pages;
 mod ranking;
+mod record_reader;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -61,6 +62,8 @@ pub struct Store {
     write_order: Arc<tokio::sync::Mutex<()>>,
     /// The dependency catalog: what a model nobody bound is bound to, in every record written.
     catalog: Arc<Catalog>,
+    /// A ranked page's records, read on the calling thread.
+    records: Arc<record_reader::RecordReader>,
 }
 
 fn migrator() -> Migrator {
@@ -109,6 +112,7 @@ impl Store {
             ranking,
             write_order: Arc::default(),
             catalog,
+            records: Arc::new(record_reader::RecordReader::new(path)),
         };
         store.load_ranking().await?;
         Ok(store)
@@ -182,6 +186,7 @@ impl Store {
 
     /// Closes the pool.
     pub async fn close(&self) {
+        self.records.close();
         self.db.close().await;
     }
 

@@ -312,7 +312,7 @@ impl Store {
     }
 
     /// A page by relevance: the ranking index's top hits after `after`, read back from
-    /// models.db in one query.
+    /// models.db by rowid on the calling thread ([`super::record_reader`]).
     async fn ranked_page(
         &self,
         query: &Query,
@@ -339,19 +339,12 @@ impl Store {
             .map_err(|e| IndexError::Internal(format!("relevance index: {e}")))?;
         let more = hits.len() > limit as usize;
         let hits = &hits[..hits.len().min(limit as usize)];
-        let mut records: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
-        if !hits.is_empty() {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("SELECT rowid, record FROM models WHERE rowid IN (");
-            let mut list = qb.separated(", ");
-            for hit in hits {
-                list.push_bind(hit.rowid as i64);
-            }
-            list.push_unseparated(")");
-            for row in qb.build().fetch_all(self.db.read()).await? {
-                records.insert(row.get(0), row.get(1));
-            }
-        }
+        let rowids: Vec<i64> = hits.iter().map(|h| h.rowid as i64).collect();
+        let records = if rowids.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            self.records.records(&rowids)?
+        };
         let mut out = Vec::with_capacity(hits.len());
         let mut bytes = 0;
         for hit in hits {
