@@ -429,8 +429,22 @@ impl Ranking {
             }
             _ => Vec::new(),
         };
+        // A phrase cannot match in a column that lacks its last word (or every word a typed last
+        // word stands for): one dictionary lookup spares the column's phrase statistics and
+        // scorers (an exact name is in two columns of seven). No score changes: such a
+        // column's phrase query matches nothing.
+        let last_words: Vec<&str> = match (words.len(), phrase.prefix) {
+            (1, _) => Vec::new(),
+            (_, false) => vec![last.as_str()],
+            (_, true) if endings.len() <= 4 => endings.iter().map(String::as_str).collect(),
+            (_, true) => Vec::new(),
+        };
         let mut columns = Vec::with_capacity(TEXT_COLUMNS.len());
         for (field, (_, weight)) in self.fields.text.iter().zip(TEXT_COLUMNS) {
+            if !last_words.is_empty() && !Self::holds_any(searcher, *field, &last_words)? {
+                columns.push(Vec::new());
+                continue;
+            }
             let term = |w: &str| Term::from_field_text(*field, w);
             let boost = |q: Box<dyn Query>| -> Box<dyn Query> { Box::new(BoostQuery::new(q, weight)) };
             let column: Vec<Box<dyn Query>> = match (words.len(), phrase.prefix) {
@@ -457,6 +471,19 @@ impl Ranking {
             columns.push(column);
         }
         Ok(Some(columns))
+    }
+
+    /// Whether any of `words` is in `field`'s dictionary.
+    fn holds_any(searcher: &Searcher, field: Field, words: &[&str]) -> tantivy::Result<bool> {
+        for segment in searcher.segment_readers() {
+            let inverted = segment.inverted_index(field)?;
+            for word in words {
+                if inverted.doc_freq(&Term::from_field_text(field, word))? > 0 {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// One phrase of the query in every text column, each weighted. A single word is a flat
