@@ -381,6 +381,11 @@ impl Ranking {
         Ok(())
     }
 
+    /// The words of a phrase as the index stores them.
+    fn phrase_words(&self, phrase: &Phrase) -> Vec<String> {
+        phrase.words.iter().flat_map(|w| self.tokens(w)).collect()
+    }
+
     /// The words of `text` as the index stores them.
     fn tokens(&self, text: &str) -> Vec<String> {
         let mut analyzer = self.analyzer.clone();
@@ -413,7 +418,7 @@ impl Ranking {
     /// scores add up (one, or one per word a typed prefix stands for; none when no word of the
     /// column starts with it). `None` for a phrase with no word.
     fn phrase_columns(&self, searcher: &Searcher, phrase: &Phrase) -> tantivy::Result<Option<PhraseColumns>> {
-        let words: Vec<String> = phrase.words.iter().flat_map(|w| self.tokens(w)).collect();
+        let words = self.phrase_words(phrase);
         let Some(last) = words.last() else {
             return Ok(None);
         };
@@ -596,10 +601,14 @@ impl Ranking {
         out
     }
 
-    /// The weight of `query` under `filter`, on a searcher of the current index.
-    fn weight(&self, query: &UserQuery, filter: &Filter) -> tantivy::Result<(Searcher, Box<dyn Weight>)> {
-        let searcher = self.reader.searcher();
-        let text = self.text_query(&searcher, query)?;
+    /// The weight of `query` under `filter`, on `searcher`.
+    fn weight(
+        &self,
+        searcher: &Searcher,
+        query: &UserQuery,
+        filter: &Filter,
+    ) -> tantivy::Result<Box<dyn Weight>> {
+        let text = self.text_query(searcher, query)?;
         let filters = self.filter_clauses(filter);
         let full: Box<dyn Query> = if filters.is_empty() {
             text
@@ -608,8 +617,7 @@ impl Ranking {
             clauses.extend(filters);
             Box::new(BooleanQuery::new(clauses))
         };
-        let weight = full.weight(EnableScoring::enabled_from_searcher(&searcher))?;
-        Ok((searcher, weight))
+        full.weight(EnableScoring::enabled_from_searcher(searcher))
     }
 
     /// Every word of `field` that starts with `prefix`, or `None` when there are more than
@@ -646,7 +654,7 @@ impl Ranking {
         phrase: &Phrase,
     ) -> tantivy::Result<Vec<Box<dyn Query>>> {
         let f = &self.fields;
-        let words: Vec<String> = phrase.words.iter().flat_map(|w| self.tokens(w)).collect();
+        let words = self.phrase_words(phrase);
         let Some((last, whole)) = words.split_last() else {
             return Ok(Vec::new());
         };
@@ -704,7 +712,7 @@ impl Ranking {
             return Ok(None);
         };
         let positives: Vec<&Phrase> = group.terms.iter().filter(|(n, _)| !n).map(|(_, p)| p).collect();
-        let one_word = |p: &Phrase| p.words.iter().flat_map(|w| self.tokens(w)).count() <= 1;
+        let one_word = |p: &Phrase| self.phrase_words(p).len() <= 1;
         if positives.is_empty() || (positives.len() == 1 && one_word(positives[0])) {
             return Ok(None);
         }
@@ -827,7 +835,7 @@ impl Ranking {
         if let Some(plan) = self.conjunctive(&searcher, query, filter)? {
             return Self::top_conjunctive(&searcher, &plan, after, limit, count_cap);
         }
-        let (searcher, weight) = self.weight(query, filter)?;
+        let weight = self.weight(&searcher, query, filter)?;
         let counter = self.one_word_counter(&searcher, query, filter)?;
         let mut heap: BinaryHeap<Worst> = BinaryHeap::with_capacity(limit + 1);
         let mut total = 0u64;
@@ -888,7 +896,7 @@ impl Ranking {
         let [(false, phrase)] = group.terms.as_slice() else {
             return Ok(None);
         };
-        let words: Vec<String> = phrase.words.iter().flat_map(|w| self.tokens(w)).collect();
+        let words = self.phrase_words(phrase);
         let [word] = words.as_slice() else {
             return Ok(None);
         };
@@ -911,7 +919,8 @@ impl Ranking {
     /// Every match scored, best first: the exact order [`Ranking::top`] must agree with (for
     /// tests: it walks every match without pruning).
     pub fn exhaustive(&self, query: &UserQuery, filter: &Filter) -> tantivy::Result<Vec<Hit>> {
-        let (searcher, weight) = self.weight(query, filter)?;
+        let searcher = self.reader.searcher();
+        let weight = self.weight(&searcher, query, filter)?;
         let mut hits = Vec::new();
         for segment in searcher.segment_readers() {
             let rowids = segment.fast_fields().u64("rowid")?;
