@@ -298,8 +298,8 @@ async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, I
         }
         if batch.records.len() >= BATCH {
             flush(library, &mut batch, &mut events, rebuilding).await?;
-            loaded_unpublished += 1;
-            if rebuilding && loaded_unpublished >= PUBLISH_EVERY {
+            loaded_unpublished += usize::from(rebuilding);
+            if loaded_unpublished >= PUBLISH_EVERY {
                 library.store().publish_loaded(false).await?;
                 loaded_unpublished = 0;
             }

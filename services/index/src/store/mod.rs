@@ -385,10 +385,12 @@ impl Store {
                 });
             }
             // A rebuild's models are new: no old tag, digest or binding rows to drop.
-            for table in ["model_tags", "model_digests", "model_bindings"]
-                .iter()
-                .filter(|_| !loading)
-            {
+            let tables: &[&str] = if loading {
+                &[]
+            } else {
+                &["model_tags", "model_digests", "model_bindings"]
+            };
+            for table in tables {
                 let mut del: QueryBuilder<Sqlite> =
                     QueryBuilder::new(format!("DELETE FROM {table} WHERE model_id IN ("));
                 let mut list = del.separated(", ");
