@@ -39,9 +39,13 @@ impl Db {
         // The writer first: it creates the file and switches it to WAL before any reader opens.
         // No ping before each acquire (sqlx's default): a local file's connection does not go
         // stale, and the ping is a round trip to the connection's thread on every query.
+        // Never recycled either: a file's connection does not wear out, and a writer's temporary
+        // tables (a bulk load's staging) live as long as its connection.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;

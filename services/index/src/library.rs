@@ -118,9 +118,30 @@ impl Library {
                     }
                 }
                 fresh = true;
-                Store::open_with_catalog(&db_path, catalog).await?
+                Store::open_with_catalog(&db_path, Arc::clone(&catalog)).await?
             }
             Err(err) => return Err(err),
+        };
+        // A rebuild that never ended (killed, or failed) left models without their digests:
+        // models.db is derived, so it is made anew rather than patched.
+        let store = if store.load_interrupted().await? {
+            tracing::warn!(
+                "the last rebuild of models.db did not finish; rebuilding it from the metadata files"
+            );
+            store.close().await;
+            for suffix in ["", "-wal", "-shm"] {
+                let path = models_dir.join(format!("models.db{suffix}"));
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(IndexError::io(format!("removing {}", path.display()), e));
+                    }
+                    _ => {}
+                }
+            }
+            fresh = true;
+            Store::open_with_catalog(&db_path, catalog).await?
+        } else {
+            store
         };
         let (changes, _) = broadcast::channel(1024);
         let library = Arc::new(Self {

@@ -10,6 +10,7 @@ mod bound_models;
 mod changes;
 mod hashes;
 mod holds;
+mod load;
 mod page_cache;
 mod pages;
 mod ranking;
@@ -59,7 +60,7 @@ pub struct Store {
     ranking: Arc<Ranking>,
     /// Held from a write's transaction until the ranking has it, so the ranking sees the
     /// writes in the order models.db committed them.
-    write_order: Arc<tokio::sync::Mutex<()>>,
+    write_order: Arc<tokio::sync::Mutex<load::WriteOrder>>,
     /// The dependency catalog: what a model nobody bound is bound to, in every record written.
     catalog: Arc<Catalog>,
     /// A ranked page's records, read on the calling thread.
@@ -201,32 +202,6 @@ impl Store {
         self.write_many(records, false).await
     }
 
-    /// Inserts models into a library being rebuilt from its metadata files (no model in it yet
-    /// when the rebuild began): as [`Store::upsert_many`], but the relevance index takes them
-    /// in without making them searchable batch by batch (a commit and a new segment per
-    /// thousand models, merged again behind); [`Store::publish_loaded`] does that.
-    pub async fn load_many(&self, records: &[Record]) -> Result<(), IndexError> {
-        self.write_many(records, true).await
-    }
-
-    /// Makes what [`Store::load_many`] gave the relevance index searchable; `last` when the
-    /// load is done, which merges its segments into one.
-    pub async fn publish_loaded(&self, last: bool) -> Result<(), IndexError> {
-        {
-            let _order = self.write_order.lock().await;
-            let ranking = Arc::clone(&self.ranking);
-            tokio::task::spawn_blocking(move || ranking.apply(&[], &[]))
-                .await
-                .map_err(|e| IndexError::Internal(e.to_string()))?
-                .map_err(ranking_error)?;
-            self.pages.invalidate();
-        }
-        if last {
-            self.compact_ranking();
-        }
-        Ok(())
-    }
-
     /// [`Ranking::compact`] in the background: searches go through the segments meanwhile, and
     /// a merge changes no answer (same models, same statistics), so no cached page goes stale.
     /// A failure leaves the segments as they are (slower, not wrong).
@@ -325,8 +300,11 @@ impl Store {
         digests.sort();
         digests.dedup();
 
-        let order = self.write_order.lock().await;
+        let mut order = self.write_order.lock().await;
         let mut tx = self.db.begin_write().await?;
+        if loading {
+            Self::begin_loaded_batch(&mut order, &mut tx).await?;
+        }
         let mut rank_docs: Vec<RankDoc> = Vec::with_capacity(rows.len());
         // SQLite allows 32766 bound parameters: 18 per model row, 2 per tag/digest row.
         for chunk in rows.chunks(1000) {
@@ -384,11 +362,17 @@ impl Store {
                     text: r.fts.clone(),
                 });
             }
-            // A rebuild's models are new: no old tag, digest or binding rows to drop.
-            let tables: &[&str] = if loading {
-                &[]
-            } else {
-                &["model_tags", "model_digests", "model_bindings"]
+            // A load's models are new: no old tag, digest or binding rows to drop. Digests a load
+            // staged for these models are replaced by theirs.
+            let tables: &[&str] = match (loading, order.staging_digests()) {
+                (true, _) => &[],
+                (false, false) => &["model_tags", "model_digests", "model_bindings"],
+                (false, true) => &[
+                    "model_tags",
+                    "model_digests",
+                    "model_bindings",
+                    "temp.loaded_digests",
+                ],
             };
             for table in tables {
                 let mut del: QueryBuilder<Sqlite> =
@@ -405,7 +389,15 @@ impl Store {
         bindings.dedup();
         for (table, column, pairs) in [
             ("model_tags", "tag", &tags),
-            ("model_digests", "digest", &digests),
+            (
+                if loading {
+                    "temp.loaded_digests"
+                } else {
+                    "model_digests"
+                },
+                "digest",
+                &digests,
+            ),
             ("model_bindings", "binding_id", &bindings),
         ] {
             for chunk in pairs.chunks(10_000) {
@@ -419,13 +411,9 @@ impl Store {
         }
         tx.commit().await?;
         if loading {
-            let ranking = Arc::clone(&self.ranking);
-            tokio::task::spawn_blocking(move || ranking.load(&rank_docs))
-                .await
-                .map_err(|e| IndexError::Internal(e.to_string()))?
-                .map_err(ranking_error)?;
+            self.end_loaded_batch(&mut order, rank_docs).await?;
         } else {
-            self.rank(rank_docs, Vec::new()).await;
+            self.rank(&mut order, rank_docs, Vec::new()).await;
         }
         drop(order);
         self.pages.invalidate();
@@ -434,28 +422,36 @@ impl Store {
 
     /// Gives the ranking index what models.db just committed. A failure there is logged, not
     /// returned: the write is done, and the next start rebuilds the ranking from models.db.
-    async fn rank(&self, upserts: Vec<RankDoc>, removed: Vec<String>) {
+    async fn rank(&self, order: &mut load::WriteOrder, upserts: Vec<RankDoc>, removed: Vec<String>) {
         let ranking = Arc::clone(&self.ranking);
-        let done = tokio::task::spawn_blocking(move || ranking.apply(&upserts, &removed)).await;
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::error!(error = %err, "the relevance index missed a write; a restart rebuilds it")
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "the relevance index missed a write; a restart rebuilds it")
-            }
+        let done = match order.settle_ranking_intake().await {
+            Ok(()) => tokio::task::spawn_blocking(move || ranking.apply(&upserts, &removed))
+                .await
+                .map_err(|e| IndexError::Internal(e.to_string()))
+                .and_then(|applied| applied.map_err(ranking_error)),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = done {
+            tracing::error!(error = %err, "the relevance index missed a write; a restart rebuilds it");
         }
     }
 
     /// Removes a model (its tags, digests and FTS entry go with it); false when it was not there.
     pub async fn remove(&self, id: &str) -> Result<bool, IndexError> {
-        let order = self.write_order.lock().await;
+        let mut order = self.write_order.lock().await;
+        let mut tx = self.db.begin_write().await?;
         let done = sqlx::query("DELETE FROM models WHERE id = ?")
             .bind(id)
-            .execute(self.db.write())
+            .execute(&mut *tx)
             .await?;
-        self.rank(Vec::new(), vec![id.to_owned()]).await;
+        if order.staging_digests() {
+            sqlx::query("DELETE FROM temp.loaded_digests WHERE model_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.rank(&mut order, Vec::new(), vec![id.to_owned()]).await;
         drop(order);
         self.pages.invalidate();
         Ok(done.rows_affected() > 0)
