@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::IndexError;
 use crate::jobs::{Handle, ItemResult, Outcome};
@@ -149,7 +150,7 @@ const PUBLISH_EVERY: usize = 5;
 /// Rescans the tree: indexes every metadata.json (rebuilding models.db when it is new), adopts
 /// model folders copied in by hand, marks records whose files vanished as missing and restores
 /// them when the files are back. One reindex runs at a time.
-pub async fn reindex(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, IndexError> {
+pub async fn reindex(library: &Arc<Library>, job: Option<&Handle>) -> Result<ReindexReport, IndexError> {
     let _one_at_a_time = library.reindex_turn().await;
     library.set_reindexing(true).await;
     let report = run(library, job).await;
@@ -159,7 +160,7 @@ pub async fn reindex(library: &Library, job: Option<&Handle>) -> Result<ReindexR
 
 /// Runs a reindex. On an empty index (models.db new or deleted) it is a rebuild: records go in
 /// a thousand per transaction and no change events are sent (nothing changed on disk).
-async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, IndexError> {
+async fn run(library: &Arc<Library>, job: Option<&Handle>) -> Result<ReindexReport, IndexError> {
     let root = library.root().to_owned();
     let walk_root = root.clone();
     let dirs = tokio::task::spawn_blocking(move || model_dirs(&walk_root))
@@ -198,6 +199,8 @@ async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, I
     };
     let mut next = read_ahead(chunks.next());
     let mut pending: Vec<Scanned> = Vec::new();
+    // A full batch is written behind, while the loop reads and sorts the next one.
+    let mut writing: Option<tokio::task::JoinHandle<Result<(), IndexError>>> = None;
     let mut loaded_unpublished = 0;
     loop {
         let Some(item) = pending.pop() else {
@@ -297,12 +300,24 @@ async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, I
             }
         }
         if batch.records.len() >= BATCH {
-            flush(library, &mut batch, &mut events, rebuilding).await?;
+            finish_writing(writing.take()).await?;
             loaded_unpublished += usize::from(rebuilding);
-            if loaded_unpublished >= PUBLISH_EVERY {
-                library.store().publish_loaded(false).await?;
+            let publish = loaded_unpublished >= PUBLISH_EVERY;
+            if publish {
                 loaded_unpublished = 0;
             }
+            let (library, batch, events) = (
+                Arc::clone(library),
+                std::mem::take(&mut batch),
+                std::mem::take(&mut events),
+            );
+            writing = Some(tokio::spawn(async move {
+                flush(&library, batch, events, rebuilding).await?;
+                if publish {
+                    library.store().publish_loaded(false).await?;
+                }
+                Ok(())
+            }));
         }
         if let Some(h) = job
             && report.seen % 256 == 0
@@ -311,7 +326,8 @@ async fn run(library: &Library, job: Option<&Handle>) -> Result<ReindexReport, I
             h.update(|s| s.items_done = done);
         }
     }
-    flush(library, &mut batch, &mut events, rebuilding).await?;
+    finish_writing(writing.take()).await?;
+    flush(library, batch, events, rebuilding).await?;
     if rebuilding {
         library.store().publish_loaded(true).await?;
     }
@@ -370,12 +386,22 @@ struct Batch {
     journals: Vec<(String, PathBuf)>,
 }
 
+/// Waits for the batch being written behind, if any.
+async fn finish_writing(
+    writing: Option<tokio::task::JoinHandle<Result<(), IndexError>>>,
+) -> Result<(), IndexError> {
+    match writing {
+        Some(task) => task.await.map_err(|e| IndexError::Internal(e.to_string()))?,
+        None => Ok(()),
+    }
+}
+
 /// Writes a batch. A model a writer changed since the reindex started is skipped: the writer's
 /// copy is newer than what the reindex read (a delete stays deleted, an update is kept).
 async fn flush(
     library: &Library,
-    batch: &mut Batch,
-    events: &mut Vec<(&'static str, String)>,
+    mut batch: Batch,
+    mut events: Vec<(&'static str, String)>,
     rebuilding: bool,
 ) -> Result<(), IndexError> {
     let commit = library.commit().await;

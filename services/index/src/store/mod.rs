@@ -301,10 +301,10 @@ impl Store {
         digests.dedup();
 
         let mut order = self.write_order.lock().await;
-        let mut tx = self.db.begin_write().await?;
         if loading {
-            Self::begin_loaded_batch(&mut order, &mut tx).await?;
+            self.begin_load(&mut order).await?;
         }
+        let mut tx = self.db.begin_write().await?;
         let mut rank_docs: Vec<RankDoc> = Vec::with_capacity(rows.len());
         // SQLite allows 32766 bound parameters: 18 per model row, 2 per tag/digest row.
         for chunk in rows.chunks(1000) {
@@ -364,7 +364,7 @@ impl Store {
             }
             // A load's models are new: no old tag, digest or binding rows to drop. Digests a load
             // staged for these models are replaced by theirs.
-            let tables: &[&str] = match (loading, order.staging_digests()) {
+            let tables: &[&str] = match (loading, order.loading()) {
                 (true, _) => &[],
                 (false, false) => &["model_tags", "model_digests", "model_bindings"],
                 (false, true) => &[
@@ -444,7 +444,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        if order.staging_digests() {
+        if order.loading() {
             sqlx::query("DELETE FROM temp.loaded_digests WHERE model_id = ?")
                 .bind(id)
                 .execute(&mut *tx)
