@@ -164,7 +164,7 @@ struct RoleArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Up(_) | Command::Serve { .. }) {
-        bound_malloc_arenas();
+        tune_malloc();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -182,17 +182,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// glibc gives threads that allocate at once arenas of their own (up to eight per core), and
-/// keeps what is freed in them: after the index rebuilds models.db and its relevance index at
-/// 100,000 models, `pumas up` held about 300 MiB; with two arenas, 120-170 MiB, at the same
-/// speed (docs/BENCHMARKS.md). glibc reads `MALLOC_ARENA_MAX` only when a process starts, so a
-/// serving role starts itself again, once, with it set (same pid, same arguments), unless the
-/// user set it. When that fails, it runs as it is.
-fn bound_malloc_arenas() {
+/// glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed, so the
+/// big buffers of a rebuild (models.db and its relevance index at 100,000 models) are later
+/// taken from, and kept in, its heaps: `pumas up` held 300 MiB after one. A fixed threshold
+/// (glibc's default, 128 KiB) gives every large block back to the system when it is freed: the
+/// peak stays under 185 MiB, with no cap on arenas (two arenas, the former fix, cost a quarter
+/// of the rebuild's speed and of searches/s; docs/BENCHMARKS.md). glibc reads the setting only
+/// when a process starts, so a serving role starts itself again, once, with it set (same pid,
+/// same arguments), unless the user set it. When that fails, it runs as it is.
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::os::unix::process::CommandExt as _;
-        const VAR: &str = "MALLOC_ARENA_MAX";
+        const VAR: &str = "MALLOC_MMAP_THRESHOLD_";
         if std::env::var_os(VAR).is_some() {
             return;
         }
@@ -203,7 +205,7 @@ fn bound_malloc_arenas() {
         let _failed = std::process::Command::new(&exe)
             .arg0(arg0)
             .args(args)
-            .env(VAR, "2")
+            .env(VAR, "131072")
             .exec();
     }
 }
