@@ -62,5 +62,42 @@ async fn main() -> anyhow::Result<()> {
             times[100].as_secs_f64() * 1e3
         );
     }
+    // Whole pages, as the service asks for them, of distinct queries (none repeats: no cache).
+    println!("\n| distinct queries, whole page of 20 | p50 | p90 |\n|---|---|---|");
+    let n = store.ranking().len() as usize;
+    type MakeQuery<'a> = Box<dyn Fn(usize) -> String + 'a>;
+    let kinds: [(&str, MakeQuery<'_>); 3] = [
+        (
+            "exact name",
+            Box::new(|i| pumas_index::synthetic::catalog_name((i * 331 + 17) % n).0),
+        ),
+        ("serial", Box::new(|i| format!("{:06}", (i * 677 + 5) % n))),
+        ("miss", Box::new(|i| format!("qx{i}zzv"))),
+    ];
+    for (kind, make) in &kinds {
+        let mut times = Vec::with_capacity(300);
+        for i in 0..300 {
+            let query = pumas_index::query::parse(&make(i))
+                .map_err(anyhow::Error::msg)?
+                .context("an empty query")?;
+            let t = Instant::now();
+            store
+                .page(
+                    Some(&query),
+                    &Filter::default(),
+                    pumas_index::store::Order::Relevance,
+                    &pumas_index::store::After::Start,
+                    20,
+                )
+                .await?;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!(
+            "| {kind} | {:.3} ms | {:.3} ms |",
+            times[150].as_secs_f64() * 1e3,
+            times[270].as_secs_f64() * 1e3
+        );
+    }
     Ok(())
 }

@@ -62,10 +62,15 @@ impl RecordReader {
     }
 
     fn read(conn: &Connection, rowids: &[i64]) -> rusqlite::Result<HashMap<i64, String>> {
-        let mut statement = conn.prepare("SELECT record FROM models WHERE rowid = ?1")?;
+        // Prepared once per connection: parsing the statement cost as much as the lookup.
+        let mut statement = conn.prepare_cached("SELECT record FROM models WHERE rowid = ?1")?;
         let mut out = HashMap::with_capacity(rowids.len());
-        // One snapshot for the page: the lookups see the same committed state.
-        conn.execute_batch("BEGIN")?;
+        // One snapshot for the page: the lookups see the same committed state (one lookup is a
+        // snapshot of its own).
+        let snapshot = rowids.len() > 1;
+        if snapshot {
+            conn.prepare_cached("BEGIN")?.execute([])?;
+        }
         for &rowid in rowids {
             let mut rows = statement.query([rowid])?;
             if let Some(row) = rows.next()? {
@@ -73,7 +78,9 @@ impl RecordReader {
             }
         }
         drop(statement);
-        conn.execute_batch("COMMIT")?;
+        if snapshot {
+            conn.prepare_cached("COMMIT")?.execute([])?;
+        }
         Ok(out)
     }
 }
