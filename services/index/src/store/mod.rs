@@ -364,17 +364,11 @@ impl Store {
             }
             // A load's models are new: no old tag, digest or binding rows to drop. Digests a load
             // staged for these models are replaced by theirs.
-            let tables: &[&str] = match (loading, order.loading()) {
-                (true, _) => &[],
-                (false, false) => &["model_tags", "model_digests", "model_bindings"],
-                (false, true) => &[
-                    "model_tags",
-                    "model_digests",
-                    "model_bindings",
-                    "temp.loaded_digests",
-                ],
-            };
-            for table in tables {
+            let replaced = ["model_tags", "model_digests", "model_bindings"]
+                .into_iter()
+                .chain(order.loading().then_some("temp.loaded_digests"))
+                .filter(|_| !loading);
+            for table in replaced {
                 let mut del: QueryBuilder<Sqlite> =
                     QueryBuilder::new(format!("DELETE FROM {table} WHERE model_id IN ("));
                 let mut list = del.separated(", ");
@@ -424,14 +418,14 @@ impl Store {
     /// returned: the write is done, and the next start rebuilds the ranking from models.db.
     async fn rank(&self, order: &mut load::WriteOrder, upserts: Vec<RankDoc>, removed: Vec<String>) {
         let ranking = Arc::clone(&self.ranking);
-        let done = match order.settle_ranking_intake().await {
-            Ok(()) => tokio::task::spawn_blocking(move || ranking.apply(&upserts, &removed))
+        let done = async {
+            order.settle_ranking_intake().await?;
+            tokio::task::spawn_blocking(move || ranking.apply(&upserts, &removed))
                 .await
-                .map_err(|e| IndexError::Internal(e.to_string()))
-                .and_then(|applied| applied.map_err(ranking_error)),
-            Err(err) => Err(err),
+                .map_err(|e| IndexError::Internal(e.to_string()))?
+                .map_err(ranking_error)
         };
-        if let Err(err) = done {
+        if let Err(err) = done.await {
             tracing::error!(error = %err, "the relevance index missed a write; a restart rebuilds it");
         }
     }
